@@ -1,0 +1,26 @@
+"""Datasets: small embedded defaults built from data that installed packages ship, and loaders for standard formats.
+
+Every dataset is a :class:`torch.utils.data.Dataset`, deterministic given its seed, with its provenance in the
+docstring. Domain datasets live in their own modules (``commons.data.moving_digits``, ``commons.data.lol``,
+``commons.data.kitti_tracking``, ...) and are imported from there.
+"""
+
+from .digits import DigitsDataset, load_digits_arrays, stratified_split
+from .folders import IMAGE_EXTENSIONS, ImageFolderDataset, read_image
+from .samples import sample_photos, stereo_pair
+from .splits import TaskSplit, split_by_classes
+from .vision import cifar
+
+__all__ = [
+    "DigitsDataset",
+    "load_digits_arrays",
+    "stratified_split",
+    "ImageFolderDataset",
+    "IMAGE_EXTENSIONS",
+    "read_image",
+    "sample_photos",
+    "stereo_pair",
+    "TaskSplit",
+    "split_by_classes",
+    "cifar",
+]

@@ -1,0 +1,100 @@
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from commons.device import TrainingBackend, autocast, resolve_device, resolve_dtype, seed_everything
+
+
+def test_resolve_device_auto_and_cpu():
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    assert resolve_device(torch.device("cpu")).type == "cpu"
+
+
+@pytest.mark.parametrize("bad", ["gpu", "cuda:x", "", "tpu"])
+def test_resolve_device_rejects_malformed(bad):
+    with pytest.raises(ValueError, match="device"):
+        resolve_device(bad)
+
+
+def test_resolve_device_unavailable_cuda_is_clear():
+    if torch.cuda.is_available():
+        with pytest.raises(ValueError, match="visible"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
+    else:
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda:0")
+
+
+def test_resolve_device_type_error():
+    with pytest.raises(TypeError):
+        resolve_device(3)
+
+
+def test_resolve_dtype():
+    assert resolve_dtype("bf16") is torch.bfloat16
+    assert resolve_dtype("FP16") is torch.float16
+    assert resolve_dtype(torch.float32) is torch.float32
+    with pytest.raises(ValueError, match="dtype"):
+        resolve_dtype("int8")
+    with pytest.raises(ValueError, match="floating"):
+        resolve_dtype(torch.int32)
+
+
+def test_autocast_bf16_on_cpu_changes_matmul_dtype():
+    a, b = torch.randn(4, 4), torch.randn(4, 4)
+    with autocast("cpu", "bf16"):
+        assert (a @ b).dtype == torch.bfloat16
+    with autocast("cpu", "fp32"):
+        assert (a @ b).dtype == torch.float32
+    with pytest.raises(ValueError, match="fp16"), autocast("cpu", "fp16"):
+        pass
+
+
+def test_seed_everything_reproduces_all_generators():
+    def draw():
+        return random.random(), np.random.rand(), torch.rand(1).item()
+
+    seed_everything(123)
+    first = draw()
+    seed_everything(123)
+    assert draw() == first
+    seed_everything(124)
+    assert draw() != first
+    with pytest.raises(TypeError):
+        seed_everything("1")
+    with pytest.raises(ValueError):
+        seed_everything(-1)
+
+
+@pytest.mark.parametrize("use_accelerate", [False, True])
+def test_training_backend_trains_a_model(use_accelerate):
+    seed_everything(0)
+    backend = TrainingBackend(cpu=True, use_accelerate=use_accelerate)
+    assert backend.uses_accelerate is use_accelerate
+    assert backend.num_processes == 1 and backend.is_main_process
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, opt = backend.prepare(model, opt)
+    x = torch.randn(64, 3)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5]])
+    losses = []
+    for _ in range(50):
+        opt.zero_grad()
+        with backend.autocast():
+            loss = torch.nn.functional.mse_loss(model(x.to(backend.device)), y.to(backend.device))
+        backend.backward(loss)
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.05 * losses[0]
+    assert backend.gather(torch.ones(2)).shape == (2,)
+    assert isinstance(backend.unwrap(model), torch.nn.Linear)
+    backend.wait()
+
+
+def test_training_backend_bad_precision():
+    with pytest.raises(ValueError, match="mixed_precision"):
+        TrainingBackend(mixed_precision="fp8")

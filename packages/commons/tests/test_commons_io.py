@@ -1,0 +1,99 @@
+import json
+
+import pytest
+import torch
+
+from commons.io import (
+    CheckpointError,
+    RunDir,
+    atomic_write,
+    load_checkpoint,
+    load_json,
+    load_training_state,
+    save_checkpoint,
+    save_json,
+    save_training_state,
+)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    state = {"w": torch.randn(3, 4), "b": torch.arange(5, dtype=torch.int32)}
+    save_checkpoint(tmp_path / "ck", state, {"arch": "mlp", "width": 4})
+    loaded, config = load_checkpoint(tmp_path / "ck", expected_keys={"w", "b"})
+    assert torch.equal(loaded["w"], state["w"]) and torch.equal(loaded["b"], state["b"])
+    assert config["arch"] == "mlp" and config["format_version"] == 1
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_checkpoint_refuses_overwrite_without_flag(tmp_path):
+    save_checkpoint(tmp_path, {"w": torch.zeros(1)})
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        save_checkpoint(tmp_path, {"w": torch.ones(1)})
+    save_checkpoint(tmp_path, {"w": torch.ones(1)}, overwrite=True)
+    assert load_checkpoint(tmp_path)[0]["w"].item() == 1.0
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no model.safetensors"):
+        load_checkpoint(tmp_path / "empty")
+    save_checkpoint(tmp_path / "ok", {"w": torch.randn(100, 100)})
+    weights = tmp_path / "ok" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncate
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(tmp_path / "ok")
+    save_checkpoint(tmp_path / "ok2", {"w": torch.randn(2)})
+    with pytest.raises(CheckpointError, match=r"missing keys \['v'\]"):
+        load_checkpoint(tmp_path / "ok2", expected_keys={"v"})
+    with pytest.raises(TypeError, match="str -> Tensor"):
+        save_checkpoint(tmp_path / "bad", {"w": [1, 2]})
+    with pytest.raises(TypeError, match="directory"):
+        save_checkpoint(42, {})
+
+
+def test_atomic_write_keeps_old_content_on_failure(tmp_path):
+    target = tmp_path / "f.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_write(target, "w") as handle:
+        handle.write("new, half written")
+        raise RuntimeError("crash")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]  # no temp file left behind
+    with pytest.raises(ValueError, match="mode"):
+        with atomic_write(target, "a"):
+            pass
+
+
+def test_json_helpers(tmp_path):
+    save_json(tmp_path / "a.json", {"x": [1, 2], "p": tmp_path})
+    assert load_json(tmp_path / "a.json")["x"] == [1, 2]
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_json(tmp_path / "bad.json")
+    assert json.loads((tmp_path / "a.json").read_text())["p"] == str(tmp_path)
+
+
+def test_training_state_and_rundir_resume(tmp_path):
+    run = RunDir(tmp_path, name="exp")
+    assert not run.resumed and run.load_state() is None
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randn(3, 2)).sum().backward()
+    opt.step()
+    run.save_state({"model": model.state_dict(), "opt": opt.state_dict(), "step": 7})
+    with pytest.raises(FileExistsError, match="resume=True"):
+        RunDir(tmp_path, name="exp")
+    again = RunDir(tmp_path, name="exp", resume=True)
+    assert again.resumed
+    state = again.load_state()
+    assert state["step"] == 7 and torch.equal(state["model"]["weight"], model.weight.detach())
+    assert load_training_state(tmp_path / "nothing.pt") is None
+    (tmp_path / "broken.pt").write_bytes(b"\x80\x04garbage")
+    with pytest.raises(CheckpointError):
+        load_training_state(tmp_path / "broken.pt")
+    with pytest.raises(TypeError):
+        save_training_state(tmp_path / "x.pt", [1])
+    with pytest.raises(ValueError, match="folder name"):
+        RunDir(tmp_path, name="a/b")
