@@ -17,11 +17,11 @@ from commons.data import (
 def test_digits_arrays_and_dataset():
     images, labels = load_digits_arrays()
     assert images.shape == (1797, 8, 8) and images.dtype == np.float32
-    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert images.min() >= 0.0 and images.max() <= 1.0
     assert sorted(np.unique(labels).tolist()) == list(range(10))
     ds = DigitsDataset(image_size=32, channels=3, normalize=True)
     x, y = ds[5]
-    assert x.shape == (3, 32, 32) and -1.0 <= x.min() and x.max() <= 1.0
+    assert x.shape == (3, 32, 32) and x.min() >= -1.0 and x.max() <= 1.0
     assert y == labels[5]
     assert torch.equal(x[0], x[1])  # grey replicated
 

@@ -61,9 +61,8 @@ def test_atomic_write_keeps_old_content_on_failure(tmp_path):
         raise RuntimeError("crash")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]  # no temp file left behind
-    with pytest.raises(ValueError, match="mode"):
-        with atomic_write(target, "a"):
-            pass
+    with pytest.raises(ValueError, match="mode"), atomic_write(target, "a"):
+        pass
 
 
 def test_json_helpers(tmp_path):
