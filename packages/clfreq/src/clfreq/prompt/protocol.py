@@ -1,0 +1,162 @@
+"""The class-incremental evaluation protocol for the prompt learners, and the benchmarks they run on.
+
+After training task i, every task j ≤ i is evaluated on its own test images with class-IL prediction (over all seen
+classes). The accuracy matrix gives final average accuracy, average incremental accuracy (mean over i of the average
+accuracy after task i), forgetting and BWT (``commons.metrics.AccuracyMatrix``). The old-vs-new split — accuracy on the
+last task's classes vs on all earlier classes after the final task — measures the recency bias that PrePrompt's
+feature translation targets.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from commons.metrics import AccuracyMatrix
+
+from .learners import IncrementalLearner, TaskData
+
+__all__ = ["StreamResult", "run_stream", "split_digits_tasks", "image_folder_tasks", "cifar100_tasks"]
+
+
+@dataclass
+class StreamResult:
+    matrix: AccuracyMatrix
+    final_accuracy: float
+    average_incremental_accuracy: float
+    forgetting: float
+    backward_transfer: float
+    old_accuracy: float
+    new_accuracy: float
+    task_id_accuracy: float | None
+    train_seconds: float
+    per_task: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "final_accuracy": self.final_accuracy,
+            "average_incremental_accuracy": self.average_incremental_accuracy,
+            "forgetting": self.forgetting,
+            "backward_transfer": self.backward_transfer,
+            "old_accuracy": self.old_accuracy,
+            "new_accuracy": self.new_accuracy,
+            "task_id_accuracy": self.task_id_accuracy,
+            "train_seconds": self.train_seconds,
+            "accuracy_matrix": self.matrix.to_list(),
+        }
+
+
+def run_stream(learner: IncrementalLearner, train_tasks: list[TaskData], test_tasks: list[TaskData],
+               progress: bool = False, on_task_end: Callable[[int, IncrementalLearner], None] | None = None
+               ) -> StreamResult:
+    """Train ``learner`` task by task and evaluate every seen task after each one."""
+    if len(train_tasks) != len(test_tasks) or not train_tasks:
+        raise ValueError("train_tasks and test_tasks must be non-empty lists of the same length")
+    matrix = AccuracyMatrix(len(train_tasks))
+    train_seconds = 0.0
+    per_task = []
+    for i, task in enumerate(train_tasks):
+        start = time.perf_counter()
+        stats = learner.fit_task(task, progress=progress)
+        train_seconds += time.perf_counter() - start
+        for j in range(i + 1):
+            matrix.set(i, j, learner.accuracy(test_tasks[j].images, test_tasks[j].labels))
+        per_task.append({**stats, "average_accuracy": matrix.average_accuracy(i)})
+        if on_task_end is not None:
+            on_task_end(i, learner)
+    last = len(train_tasks) - 1
+    old = float(np.mean(matrix.matrix[last, :last])) if last > 0 else float("nan")
+    task_id_acc = None
+    if hasattr(learner, "predict_task"):
+        images = torch.cat([t.images for t in test_tasks])
+        truth = torch.cat([torch.full((len(t.labels),), t.task_id) for t in test_tasks])
+        task_id_acc = (learner.predict_task(images) == truth).float().mean().item()
+    return StreamResult(
+        matrix=matrix,
+        final_accuracy=matrix.average_accuracy(),
+        average_incremental_accuracy=float(np.mean([matrix.average_accuracy(i) for i in range(last + 1)])),
+        forgetting=matrix.forgetting(),
+        backward_transfer=matrix.backward_transfer(),
+        old_accuracy=old,
+        new_accuracy=float(matrix.matrix[last, last]),
+        task_id_accuracy=task_id_acc,
+        train_seconds=train_seconds,
+        per_task=per_task,
+    )
+
+
+def _tasks_from_tensors(images: torch.Tensor, labels: torch.Tensor, classes_per_task: int,
+                        class_order: list[int]) -> list[TaskData]:
+    tasks = []
+    for t in range(len(class_order) // classes_per_task):
+        classes = tuple(class_order[t * classes_per_task:(t + 1) * classes_per_task])
+        mask = torch.isin(labels, torch.tensor(classes))
+        tasks.append(TaskData(t, classes, images[mask], labels[mask]))
+    return tasks
+
+
+def split_digits_tasks(image_size: int = 32, classes_per_task: int = 2, test_fraction: float = 0.3, seed: int = 0
+                       ) -> tuple[list[TaskData], list[TaskData]]:
+    """Split Digits for ViTs: scikit-learn digits at ``image_size``, RGB, normalised with mean = std = 0.5.
+
+    Classes in natural order (class k → task k // classes_per_task, as the official scripts), a stratified
+    train/test split drawn from ``seed``.
+    """
+    from commons.data import DigitsDataset, stratified_split
+
+    ds = DigitsDataset(image_size=image_size, channels=3, normalize=True)
+    train_idx, test_idx = stratified_split(ds.targets.numpy(), test_fraction, seed=seed)
+    order = list(range(10))
+    train = _tasks_from_tensors(ds.images[train_idx], ds.targets[train_idx], classes_per_task, order)
+    test = _tasks_from_tensors(ds.images[test_idx], ds.targets[test_idx], classes_per_task, order)
+    return train, test
+
+
+def _resize_normalise(images: torch.Tensor, size: int) -> torch.Tensor:
+    images = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    return (images - 0.5) / 0.5
+
+
+def cifar100_tasks(root: str | Path, image_size: int = 224, classes_per_task: int = 10, download: bool = False
+                   ) -> tuple[list[TaskData], list[TaskData]]:
+    """Split CIFAR-100 (10 tasks × 10 classes, natural class order) for users with the data on disk.
+
+    Images are resized to the backbone's input size and normalised with mean = std = 0.5 (held in memory; CIFAR-100
+    at 224×224 needs ~30 GB as float32 — use a smaller ``image_size`` or a streaming loader for large backbones).
+    """
+    from commons.data import cifar
+
+    out = []
+    for train in (True, False):
+        ds = cifar("cifar100", root, train=train, download=download)
+        images = torch.from_numpy(np.asarray(ds.data)).permute(0, 3, 1, 2).float() / 255
+        labels = torch.tensor(ds.targets)
+        out.append(_tasks_from_tensors(_resize_normalise(images, image_size), labels, classes_per_task,
+                                       list(range(100))))
+    return out[0], out[1]
+
+
+def image_folder_tasks(train_root: str | Path, test_root: str | Path, classes_per_task: int, image_size: int = 224,
+                       ) -> tuple[list[TaskData], list[TaskData]]:
+    """A class-per-folder dataset (e.g. ImageNet-R split into train/ and test/ folders) as a class-incremental stream.
+
+    Classes are sorted by folder name; the number of classes must be divisible by ``classes_per_task``.
+    """
+    from commons.data import ImageFolderDataset
+
+    out = []
+    for root in (train_root, test_root):
+        ds = ImageFolderDataset(root, transform=lambda x: _resize_normalise(x.unsqueeze(0), image_size)[0])
+        images = torch.stack([ds[i][0] for i in range(len(ds))])
+        out.append((images, ds.targets, len(ds.classes)))
+    n = out[0][2]
+    if n % classes_per_task:
+        raise ValueError(f"{n} classes cannot be split into tasks of classes_per_task={classes_per_task}")
+    order = list(range(n))
+    return (_tasks_from_tensors(out[0][0], out[0][1], classes_per_task, order),
+            _tasks_from_tensors(out[1][0], out[1][1], classes_per_task, order))

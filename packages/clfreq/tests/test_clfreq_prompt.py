@@ -1,0 +1,200 @@
+import pytest
+import torch
+
+from clfreq.prompt import (
+    L2P,
+    L2PConfig,
+    PrefixPromptPool,
+    PrePrompt,
+    PrePromptConfig,
+    PromptedViT,
+    SequentialLinear,
+    TaskData,
+    create_vit,
+    load_pretrained_vit,
+    run_stream,
+    split_digits_tasks,
+    translate_features,
+)
+
+
+def tiny_vit(depth=3):
+    torch.manual_seed(0)
+    return create_vit("vit_tiny_patch16_224", img_size=16, patch_size=4, embed_dim=32, depth=depth, num_heads=2)
+
+
+def test_prompt_free_path_equals_timm():
+    vit = tiny_vit().eval()
+    wrapped = PromptedViT(vit, prefix_layers=(0, 1))
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(wrapped(x), vit.forward_features(x)[:, 0], atol=1e-5)
+    assert all(not p.requires_grad for p in wrapped.parameters())
+
+
+def test_prefix_keeps_token_count_and_changes_features():
+    wrapped = PromptedViT(tiny_vit().eval(), prefix_layers=(0, 1))
+    pool = PrefixPromptPool(2, pool_size=3, length=4, num_heads=wrapped.num_heads, head_dim=wrapped.head_dim)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        plain = wrapped.forward_tokens(x)
+        prompted = wrapped.forward_tokens(x, pool.select(torch.tensor([0, 1])))
+    assert plain.shape == prompted.shape == (2, 17, 32)
+    assert not torch.allclose(plain, prompted)
+
+
+def test_mixed_prompt_batch_equals_per_sample_forwards():
+    """The official reshape bug would hand sample b the key parts of samples 2b and 2b+1; here each sample gets its
+    own prompt, so a batch with different prompts per sample equals running the samples one by one."""
+    wrapped = PromptedViT(tiny_vit().eval(), prefix_layers=(0, 1, 2))
+    pool = PrefixPromptPool(3, pool_size=4, length=3, num_heads=wrapped.num_heads, head_dim=wrapped.head_dim)
+    x = torch.randn(4, 3, 16, 16)
+    ids = torch.tensor([3, 0, 2, 1])
+    with torch.no_grad():
+        batched = wrapped(x, pool.select(ids))
+        single = torch.cat([wrapped(x[i:i + 1], pool.select(ids[i:i + 1])) for i in range(4)])
+        assert torch.allclose(batched, single, atol=1e-5)
+        # the inherited layout (reshape instead of permute) breaks exactly this property
+        p = pool.prompts.index_select(2, ids)  # [layers, 2, B, L, H, D]
+        buggy = p.reshape(p.shape[0], p.shape[2], 2, *p.shape[3:]).transpose(1, 2)
+        assert not torch.allclose(wrapped(x, buggy), single, atol=1e-3)
+
+
+def test_prompt_pool_validates():
+    pool = PrefixPromptPool(1, 2, 1, 1, 4)
+    with pytest.raises(ValueError, match="prompt ids"):
+        pool.select(torch.tensor([2]))
+    with pytest.raises(ValueError, match="pool_size"):
+        PrefixPromptPool(1, 0, 1, 1, 4)
+    wrapped = PromptedViT(tiny_vit(), prefix_layers=(0,))
+    with pytest.raises(ValueError, match="prefix must be"):
+        wrapped(torch.randn(1, 3, 16, 16), torch.zeros(2, 2, 1, 1, 2, 16))
+    with pytest.raises(ValueError, match="prefix_layers"):
+        PromptedViT(tiny_vit(), prefix_layers=(7,))
+
+
+def test_translate_features_moves_the_nearest_cluster_onto_the_old_mean():
+    torch.manual_seed(0)
+    current = {2: torch.randn(50, 8) + torch.tensor([5.0] + [0.0] * 7),
+               3: torch.randn(60, 8) * 2 + torch.tensor([0.0, 5.0] + [0.0] * 6)}
+    mu_old = torch.tensor([4.0, 1.0] + [0.0] * 6)  # nearest (cosine) to class 2
+    feats, labels = translate_features({0: mu_old}, current)
+    assert torch.equal(labels, torch.zeros(50, dtype=torch.long))
+    assert torch.allclose(feats.mean(0), mu_old, atol=1e-5)
+    assert torch.allclose(torch.cov(feats.T), torch.cov(current[2].T), atol=1e-4)
+    with pytest.raises(ValueError):
+        translate_features({}, current)
+
+
+def _blob_tasks(n_tasks=2, per_class=24, seed=0):
+    """Two classes per task: images that differ in mean colour and texture, easy for any frozen feature."""
+    g = torch.Generator().manual_seed(seed)
+    train, test = [], []
+    for t in range(n_tasks):
+        classes = (2 * t, 2 * t + 1)
+        out = []
+        for split_n in (per_class, per_class // 2):
+            xs, ys = [], []
+            for c in classes:
+                base = torch.zeros(3, 16, 16)
+                base[c % 3] = 0.8 if c % 2 else -0.8
+                base += 0.3 * torch.sin(torch.arange(16.0) * (c + 1) / 2)
+                xs.append(base + 0.3 * torch.randn(split_n, 3, 16, 16, generator=g))
+                ys.append(torch.full((split_n,), c))
+            out.append(TaskData(t, classes, torch.cat(xs), torch.cat(ys)))
+        train.append(out[0])
+        test.append(out[1])
+    return train, test
+
+
+def test_preprompt_trains_only_prompts_heads_and_learns_above_chance():
+    train, test = _blob_tasks(n_tasks=2)
+    model = PrePrompt(tiny_vit(), num_classes=4, num_tasks=2,
+                      config=PrePromptConfig(epochs=4, batch_size=8, lr=0.5, ca_lr=0.5, crct_epochs=5))
+    frozen = {k: v.clone() for k, v in model.vit.state_dict().items()}
+    route_before = model.route_net.weight.detach().clone()
+    model.fit_task(train[0])
+    route_after_t0 = model.route_net.weight.detach().clone()
+    prompts_after_t0 = model.pool.prompts.detach().clone()
+    model.fit_task(train[1])
+    # frozen backbone untouched; trainable parts moved
+    assert all(torch.equal(frozen[k], v) for k, v in model.vit.state_dict().items())
+    assert not torch.equal(route_before, route_after_t0)
+    assert not torch.equal(prompts_after_t0[:, :, 1], model.pool.prompts[:, :, 1].detach())
+    # route_net rows of task-0 classes receive no gradient under task-1 masking (fresh Adam, masked logits)
+    assert torch.equal(route_after_t0[:2], model.route_net.weight.detach()[:2])
+    assert not torch.equal(route_after_t0[2:], model.route_net.weight.detach()[2:])
+    images = torch.cat([t.images for t in test])
+    labels = torch.cat([t.labels for t in test])
+    assert model.accuracy(images, labels) > 0.5  # chance is 0.25
+    assert set(model.predict_task(images).tolist()) <= {0, 1}
+
+
+def test_preprompt_new_prompt_starts_from_previous_one():
+    train, _ = _blob_tasks(n_tasks=2)
+    cfg = PrePromptConfig(epochs=1, batch_size=8, prompt_momentum=0.0, crct_epochs=0)
+    model = PrePrompt(tiny_vit(), 4, 2, cfg)
+    model.fit_task(train[0])
+    p0 = model.pool.prompts[:, :, 0].detach().clone()
+    # a zero-learning-rate pass on task 1 leaves P_1 equal to the copy of P_0
+    model.config.lr = 1e-12
+    model.fit_task(train[1])
+    assert torch.allclose(model.pool.prompts[:, :, 1].detach(), p0, atol=1e-6)
+
+
+def test_stream_on_split_digits_with_shipped_backbone():
+    train, test = split_digits_tasks()
+    train, test = train[:2], test[:2]
+    cfg = PrePromptConfig(epochs=3, batch_size=24, crct_epochs=10)
+    result = run_stream(PrePrompt(load_pretrained_vit(), 10, 2, cfg), train, test)
+    assert result.final_accuracy > 0.5  # 4 classes seen: chance 0.25
+    assert result.task_id_accuracy is not None and result.matrix.matrix[1, 1] == result.new_accuracy
+    lower = run_stream(SequentialLinear(load_pretrained_vit(), 10, epochs=3), train, test)
+    assert lower.forgetting > result.forgetting
+
+
+def test_l2p_selects_top_k_prompts_and_learns():
+    train, test = _blob_tasks(n_tasks=1)
+    model = L2P(tiny_vit(), 2, L2PConfig(pool_size=4, top_k=2, prompt_length=2, epochs=10, batch_size=8, lr=0.3))
+    keys_before = model.keys.detach().clone()
+    run = run_stream(model, train, test)
+    assert not torch.equal(keys_before, model.keys.detach())  # the pull constraint trains the keys
+    assert run.final_accuracy > 0.7
+    with pytest.raises(ValueError, match="top_k"):
+        L2PConfig(pool_size=2, top_k=3)
+
+
+def test_config_and_protocol_validation():
+    with pytest.raises(ValueError, match="prompt_momentum"):
+        PrePromptConfig(prompt_momentum=1.5)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        PrePromptConfig(lr_schedule="linear")
+    with pytest.raises(ValueError, match="epochs"):
+        PrePromptConfig(epochs=0)
+    train, test = _blob_tasks(n_tasks=2)
+    model = PrePrompt(tiny_vit(), 4, 2, PrePromptConfig(epochs=1))
+    with pytest.raises(ValueError, match="in order"):
+        model.fit_task(train[1])
+    with pytest.raises(ValueError, match="same length"):
+        run_stream(model, train, test[:1])
+    with pytest.raises(ValueError, match="not among its classes"):
+        TaskData(0, (0, 1), torch.zeros(2, 3, 4, 4), torch.tensor([0, 5]))
+
+
+def test_load_pretrained_vit_variants(tmp_path):
+    vit = load_pretrained_vit()
+    assert vit.num_classes == 0 and len(vit.blocks) == 6
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    again = load_pretrained_vit(tmp_path / "w.safetensors", timm_name="vit_tiny_patch16_224", img_size=32,
+                                patch_size=4, embed_dim=128, depth=6, num_heads=4)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(vit.eval()(x), again.eval()(x))
+    with pytest.raises(ValueError, match="timm_name"):
+        load_pretrained_vit(tmp_path / "w.safetensors")
+    with pytest.raises(FileNotFoundError):
+        load_pretrained_vit(tmp_path / "missing.npz", timm_name="vit_base_patch16_224")
+    with pytest.raises(ValueError, match="name_or_path"):
+        load_pretrained_vit("no-such-backbone")
