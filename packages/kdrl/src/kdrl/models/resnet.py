@@ -1,0 +1,76 @@
+"""A CIFAR-style ResNet (He et al. 2016, the ``resnet8``…``resnet110`` / ``resnet32x4`` family used by the MTKD-RL and
+CRD/RepDistiller code bases): a 3×3 stem, three stages of basic blocks with strides 1/2/2, global pooling, linear head.
+
+``depth = 6n + 2`` gives ``n`` blocks per stage; ``width`` is the first stage's channel count (16 for ``resnet32``,
+64 for ``resnet32x4``). Small widths/depths make the digits teachers; ``resnet32x4`` is one of the paper's CIFAR-100
+teachers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..features import ClassifierOutput
+
+
+@dataclass
+class ResNetConfig:
+    in_channels: int = 3
+    num_classes: int = 100
+    depth: int = 8
+    width: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("in_channels", "num_classes", "depth", "width"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"ResNetConfig.{name} must be a positive int, got {value!r}")
+        if (self.depth - 2) % 6 != 0 or self.depth < 8:
+            raise ValueError(f"ResNetConfig.depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 56, 110), got {self.depth}")
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    def __init__(self, config: ResNetConfig | None = None, **kwargs):
+        super().__init__()
+        self.config = config = config or ResNetConfig(**kwargs)
+        n = (config.depth - 2) // 6
+        w = config.width
+        self.stem = nn.Sequential(nn.Conv2d(config.in_channels, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU())
+        blocks: list[nn.Module] = []
+        c_in = w
+        for stage, c_out in enumerate((w, 2 * w, 4 * w)):
+            for i in range(n):
+                blocks.append(BasicBlock(c_in, c_out, 2 if (stage > 0 and i == 0) else 1))
+                c_in = c_out
+        self.layers = nn.Sequential(*blocks)
+        self.fc = nn.Linear(c_in, config.num_classes)
+        self.embed_dim = c_in
+
+    def forward_with_features(self, x: torch.Tensor) -> ClassifierOutput:
+        fmap = self.layers(self.stem(x))
+        emb = fmap.mean(dim=(2, 3))
+        return ClassifierOutput(self.fc(emb), fmap, emb)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_features(x).logits
