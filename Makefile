@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # commons first; every other directory under packages/ is picked up automatically.
-PACKAGES := commons $(filter-out commons,$(sort $(notdir $(wildcard packages/*))))
+PACKAGES := commons $(filter-out commons,$(sort $(patsubst packages/%/pyproject.toml,%,$(wildcard packages/*/pyproject.toml))))
 EDITABLES := $(foreach p,$(PACKAGES),-e packages/$(p)[test])
 STAMP := $(VENV)/.installed
 INSTALL_INPUTS := constraints-dev.txt $(wildcard packages/*/pyproject.toml)
