@@ -15,9 +15,11 @@ from typing import Any
 __all__ = ["DistillConfig", "TeacherTrainConfig", "cifar100_recipe", "digits_recipe", "scaled_milestones"]
 
 
-def scaled_milestones(epochs: int, reference_epochs: int = 240, reference: tuple[int, ...] = (150, 180, 210)) -> list[int]:
+def scaled_milestones(epochs: int, reference_epochs: int = 240,
+                      reference: tuple[int, ...] = (150, 180, 210)) -> list[int]:
     """The CIFAR schedule's decay points at the same fractions of a shorter run."""
-    return sorted({max(1, round(m * epochs / reference_epochs)) for m in reference if m * epochs / reference_epochs < epochs})
+    scaled = (m * epochs / reference_epochs for m in reference)
+    return sorted({max(1, round(s)) for s in scaled if s < epochs})
 
 
 def _check_positive(obj: Any, names: tuple[str, ...], integer: bool = False) -> None:

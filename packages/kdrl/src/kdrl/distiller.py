@@ -134,9 +134,10 @@ class MultiTeacherDistiller:
         With ``run_dir``, ``state.pt`` is written atomically after every epoch and ``resume=True`` continues from it;
         the final student (without adaptors) is saved to ``run_dir/student`` (safetensors + config.json).
         """
+        from tqdm.auto import tqdm
+
         from commons.device import seed_everything
         from commons.io import load_training_state, save_checkpoint, save_json, save_training_state
-        from tqdm.auto import tqdm
 
         if not isinstance(train_loader, DataLoader):
             raise TypeError(f"train_loader must be a torch DataLoader, got {type(train_loader).__name__}")
@@ -166,7 +167,8 @@ class MultiTeacherDistiller:
                 logger.info("resuming from %s at epoch %d", state_path, start_epoch)
         model, opt, loader = backend.prepare(self.model, opt, train_loader)
         main = backend.is_main_process
-        bar = tqdm(range(start_epoch, cfg.epochs), desc=f"distil[{self.strategy.name}]", disable=not progress or not main)
+        bar = tqdm(range(start_epoch, cfg.epochs), desc=f"distil[{self.strategy.name}]",
+                   disable=not progress or not main)
         M = len(self.teachers)
         for epoch in bar:
             lr = cfg.lr_at(epoch)
@@ -207,10 +209,10 @@ class MultiTeacherDistiller:
                     w_l_sum += w_l.sum(0).cpu()
                     w_f_sum += w_f.sum(0).cpu()
                 n = float(y.numel())
-                sums["loss"] += float(loss) * n
-                sums["ce"] += float(ce.mean()) * n
-                sums["kd"] += float(kd_term.mean()) * n
-                sums["feat"] += float(feat_term.mean()) * n
+                sums["loss"] += float(loss.detach()) * n
+                sums["ce"] += float(ce.detach().mean()) * n
+                sums["kd"] += float(kd_term.detach().mean()) * n
+                sums["feat"] += float(feat_term.detach().mean()) * n
                 sums["correct"] += float((logits.argmax(1) == y).sum())
                 sums["n"] += n
             ts = time.perf_counter()

@@ -28,7 +28,8 @@ def _check_logits(student_logits: torch.Tensor, teacher_logits: torch.Tensor) ->
         )
 
 
-def kd_kl_per_sample(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
+def kd_kl_per_sample(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                     temperature: float = 4.0) -> torch.Tensor:
     """``T^2 * KL(softmax(z_t/T) || softmax(z_s/T))`` for every sample: shape ``[batch]``.
 
     The teacher distribution is the target (gradients flow only into the student when the teacher is detached).

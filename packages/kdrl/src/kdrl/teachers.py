@@ -92,7 +92,8 @@ class TeacherPool(nn.Module):
         outs = self(sample)
         classes = {o.logits.shape[1] for o in outs}
         if len(classes) != 1:
-            raise ValueError(f"all teachers must predict the same number of classes, got {[o.logits.shape[1] for o in outs]}")
+            got = [o.logits.shape[1] for o in outs]
+            raise ValueError(f"all teachers must predict the same number of classes, got {got}")
         return TeacherShapes(
             num_classes=classes.pop(),
             map_shapes=tuple(tuple(o.feature_map.shape[1:]) for o in outs),

@@ -56,8 +56,9 @@ def evaluate_classifier(model: nn.Module, loader: DataLoader, device: torch.devi
 def train_classifier(model: nn.Module, train_loader: DataLoader, config: TeacherTrainConfig | None = None,
                      backend=None, progress: bool = True, desc: str = "teacher") -> nn.Module:
     """Cross-entropy training with the CIFAR recipe's SGD + multistep schedule; returns the trained module."""
-    from commons.device import TrainingBackend, seed_everything
     from tqdm.auto import tqdm
+
+    from commons.device import TrainingBackend, seed_everything
 
     config = config or TeacherTrainConfig()
     if not isinstance(model, nn.Module):

@@ -46,7 +46,8 @@ class ConvNet(nn.Module):
                 layers.append(nn.MaxPool2d(2, ceil_mode=True))
             c_out = config.width * 2**stage
             for _ in range(config.convs_per_stage):
-                layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+                layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                           nn.ReLU(inplace=True)]
                 c_in = c_out
         self.features = nn.Sequential(*layers)
         self.fc = nn.Linear(c_in, config.num_classes)

@@ -1,0 +1,137 @@
+"""MTKD-RL agent: valid weight distributions, response to the state, and the update direction."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from kdrl import MTKDRL, DistillConfig, MultiTeacherDistiller, TeacherWeightingAgent, create_strategy
+from kdrl.features import ClassifierOutput
+from kdrl.models import MLP
+from kdrl.strategies.mtkd_rl import agent_loss, standardized_reward
+
+K = 4
+
+
+def _state(b=16, m=3, d=5):
+    torch.manual_seed(0)
+    infos = torch.randn(b, m * (d + K + 3))
+    return infos, torch.rand(b, m) * 3, torch.rand(b, m), torch.rand(b, m) * 2 - 1
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_weights_form_a_distribution_and_depend_on_state(dynamic):
+    state = _state()
+    agent = TeacherWeightingAgent(state[0].shape[1], 3, hidden=16, dynamic=dynamic)
+    w_l, w_f = agent(state)
+    for w in (w_l, w_f):
+        assert w.shape == (16, 3)
+        assert bool((w >= 0).all())
+        assert torch.allclose(w.sum(1), torch.ones(16), atol=1e-6)
+    # different states give different weights (per-sample, state-dependent policy)
+    assert not torch.allclose(w_l[0], w_l[1])
+    # the gap term: raising one teacher's KL raises its logit weight, all else equal
+    infos, ce, kl, cos = state
+    kl2 = kl.clone()
+    kl2[:, 0] += 2.0
+    w_l2, _ = agent((infos, ce, kl2, cos))
+    assert bool((w_l2[:, 0] > w_l[:, 0]).all())
+    # the confidence term: raising one teacher's CE lowers its weights
+    ce2 = ce.clone()
+    ce2[:, 1] += 3.0
+    w_l3, w_f3 = agent((infos, ce2, kl, cos))
+    assert bool((w_l3[:, 1] < w_l[:, 1]).all()) and bool((w_f3[:, 1] < w_f[:, 1]).all())
+
+
+def test_reward_is_standardised_and_clamped():
+    loss = torch.tensor([1.0, 2.0, 3.0, 10.0])
+    r = standardized_reward(loss)
+    raw = -loss
+    z = (raw - raw.mean()) / raw.std()
+    assert r.tolist() == pytest.approx(z.clamp(0, 1).tolist())
+    assert r[-1] == 0 and r[0] > 0 and float(r.max()) <= 1.0
+    assert standardized_reward(torch.ones(5)).tolist() == [0.0] * 5  # no spread: no signal, not NaN
+
+
+def test_update_moves_policy_toward_rewarded_actions():
+    torch.manual_seed(1)
+    agent = TeacherWeightingAgent(12, 3, hidden=16)
+    good = torch.randn(1, 12).repeat(32, 1) + 0.05 * torch.randn(32, 12)
+    bad = -good
+    state_of = lambda x: (x, torch.zeros(32, 3), torch.zeros(32, 3), torch.zeros(32, 3))  # noqa: E731
+    rewards_good, rewards_bad = torch.ones(32), torch.zeros(32)
+
+    def surrogate(x, r):
+        with torch.no_grad():
+            w_l, w_f = agent(state_of(x))
+        return float((r[:, None] * (w_l.log() + w_f.log())).mean())
+
+    before_good, before_bad = surrogate(good, rewards_good), surrogate(bad, torch.ones(32))
+    strat = MTKDRL(hidden=16, lr=0.5)
+    strat.agent, strat.device = agent, torch.device("cpu")
+    strat.optimizer = torch.optim.SGD(agent.parameters(), lr=0.5)
+    for _ in range(5):
+        strat._buffer = [(state_of(good), rewards_good), (state_of(bad), rewards_bad)]
+        strat.train_agent()
+    after_good, after_bad = surrogate(good, rewards_good), surrogate(bad, torch.ones(32))
+    # the reward-weighted log-likelihood (REINFORCE surrogate) of the rewarded samples went up ...
+    assert after_good > before_good + 1e-3
+    # ... more than for the unrewarded ones (their loss term had weight 0)
+    assert after_good - before_good > after_bad - before_bad
+    # the code's reward-weighted BCE towards 1 is exactly the negative surrogate
+    assert float(agent_loss(agent, state_of(good), rewards_good).detach()) == pytest.approx(-after_good, rel=1e-5)
+
+
+class _Oracle(nn.Module):
+    """Teacher that reads the class from the first K inputs and predicts class + shift (shift 1: always wrong)."""
+
+    def __init__(self, shift: int):
+        super().__init__()
+        self.shift = shift
+        self.proj = nn.Linear(K, 8)
+
+    def forward_with_features(self, x):
+        c = (x[:, :K].argmax(1) + self.shift) % K
+        onehot = F.one_hot(c, K).float()
+        emb = torch.relu(self.proj(onehot))
+        return ClassifierOutput(6.0 * onehot, emb[:, :, None, None], emb)
+
+    def forward(self, x):
+        return self.forward_with_features(x).logits
+
+
+def _oracle_problem(seed=0):
+    torch.manual_seed(seed)
+    y = torch.randint(0, K, (384,))
+    x = 0.5 * torch.randn(384, 16)
+    x[:, :K] += 2.0 * F.one_hot(y, K)
+    return DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True)
+
+
+def test_always_wrong_teacher_ends_with_lower_agent_weight():
+    loader = _oracle_problem()
+    teachers = [_Oracle(0), _Oracle(0), _Oracle(1)]
+    strat = MTKDRL(hidden=32)
+    d = MultiTeacherDistiller(MLP(in_features=16, num_classes=K, hidden=[32]), teachers, strat,
+                              DistillConfig(epochs=6, milestones=[]))
+    hist = d.fit(loader, progress=False)
+    heads = hist["agent_head_logit"]  # per epoch: mean agent-head logit-KD weight per teacher
+    assert len(heads) == 6
+    first, last = heads[0], heads[-1]
+    assert last[2] < first[2]  # the agent learned to lower the wrong teacher ...
+    assert last[2] < min(last[0], last[1])  # ... below both correct teachers
+    # fused weights still sum to 1 per sample after warm-up (epoch 0 uses all ones, as the official code)
+    assert hist["epochs"][0]["logit_weights"] == pytest.approx([1.0, 1.0, 1.0])
+    assert sum(hist["epochs"][-1]["logit_weights"]) == pytest.approx(1.0, abs=1e-5)
+    # the student learns the task from the pool despite the wrong teacher
+    assert d.evaluate(loader)["top1"] > 90.0
+
+
+def test_camkd_gives_always_wrong_teacher_lower_weight():
+    loader = _oracle_problem(1)
+    d = MultiTeacherDistiller(MLP(in_features=16, num_classes=K, hidden=[32]), [_Oracle(0), _Oracle(1)],
+                              create_strategy("camkd"), DistillConfig(epochs=1, milestones=[]))
+    hist = d.fit(loader, progress=False)
+    w = hist["epochs"][-1]["logit_weights"]
+    assert w[1] < 0.05 < 0.95 < w[0]
