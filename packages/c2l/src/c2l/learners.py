@@ -1,0 +1,380 @@
+"""Stage 2 of C2L and the baselines: BC, the simulator-based double-sampling IV learner and the offline min-max one.
+
+* :class:`BC` — behavioural cloning by MSE regression (Swamy/C2L code ``learners/bc.py``: deterministic MLP,
+  Adam lr 3e-4, weight decay 1e-3, batch 128, 5e4 steps). Not ``imitation``'s Gaussian-NLL BC.
+* :class:`DoubleSamplingIV` — DoubIL (Swamy et al. 2022) / **C2L** (simulator; official ``learners/ccil.py``).
+  For the instrument ``z_t = s_{t−hop}`` it draws ``nsamp`` independent states ``s̃ ~ P(s_t | z_t)`` with the real
+  simulator, reset at ``z_t`` and driven by ``π_BC(s) + σ ε``, and minimises the double-sampling loss
+  ``mean[(mean_{half 1} π(s̃) − a_t)ᵀ_detached (mean_{half 2} π(s̃) − a_t)]`` — an unbiased gradient of
+  ``E_z ‖E[π(s_t)|z] − E[a_t|z]‖²``.
+
+  *One-step vs hop-step pairing (decision).* The official code simulates ONE step from ``s_{t−hop}`` but pairs the
+  result with ``a_t`` (``dynamics(X[:-hop], U_BC)`` against ``U[hop:]``), so for ``hop > 1`` the sampled state is
+  ``s̃_{t−hop+1}``, not a draw of ``s_t``. Default ``pairing="rollout"`` instead rolls the simulator ``hop`` steps
+  forward from ``s_{t−hop}`` with ``π_BC + σ ε`` actions, which samples ``P(s_t | s_{t−hop})`` (up to the BC/noise model) as the
+  conditional moment ``E[a_t − π(s_t) | s_{t−hop}] = 0`` requires. ``pairing="official"`` reproduces the code. For
+  ``hop = 1`` both are identical (= DoubIL).
+  ``sigma="auto"`` sets σ per action dimension to the std of the BC residuals ``a − π_BC(s)`` (the code hard-codes σ to
+  match its data generator: 4.05/5 LunarLander, 6 MuJoCo).
+* :class:`ResidualGameIV` — ResiduIL (Swamy et al.) / **C2L*** (offline; official ``learners/ccil2.py``):
+  ``min_π max_f E[2(a_t − π(s_t)) f(z_t) − f(z_t)²] + bc_reg·E‖a_t − π(s_t)‖²`` with adversary penalty
+  ``f_norm_penalty·‖f(Z)‖_F``, both players updated alternately by optimistic Adam (betas (0, 0.01)).
+
+Baselines with a *fixed* lag (the temporally-correlated-noise methods of Swamy et al. that C2L compares with) are the
+same classes with ``hop=1``: ``create_learner("doubil")`` and ``create_learner("residuil")``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import TrajectoryDataset, as_trajectories
+from .models import MLPConfig, MLPPolicy
+from .oadam import OAdam, split_weight_decay
+
+__all__ = ["BCConfig", "DoubleSamplingConfig", "ResidualGameConfig", "BC", "DoubleSamplingIV", "ResidualGameIV",
+           "create_learner", "list_learners", "load_policy"]
+
+logger = logging.getLogger(__name__)
+
+
+def _check_pos_int(name: str, v) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise ValueError(f"{name} must be a positive int, got {v!r}")
+
+
+def _check_nonneg(name: str, v) -> None:
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+        raise ValueError(f"{name} must be a number >= 0, got {v!r}")
+
+
+@dataclass
+class BCConfig:
+    """Behavioural cloning (official defaults: 5e4 steps, batch 128, Adam lr 3e-4, wd 1e-3, 256×256 MLP)."""
+
+    steps: int = 50_000
+    batch_size: int = 128
+    lr: float = 3e-4
+    weight_decay: float = 1e-3
+    hidden: int = 256
+    normalize_obs: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for n in ("steps", "batch_size", "hidden"):
+            _check_pos_int(n, getattr(self, n))
+        for n in ("lr", "weight_decay"):
+            _check_nonneg(n, getattr(self, n))
+
+
+@dataclass
+class DoubleSamplingConfig:
+    """C2L (simulator) / DoubIL. Official C2L LunarLander: lr 3e-5, wd 1e-4, σ 5, nsamp 4, 5e4 steps, batch 128."""
+
+    hop: int = 1
+    steps: int = 50_000
+    batch_size: int = 128
+    lr: float = 3e-5
+    weight_decay: float = 1e-4
+    nsamp: int = 4
+    sigma: float | str = "auto"
+    pairing: str = "rollout"
+    init: str = "scratch"
+    hidden: int = 256
+    normalize_obs: bool = True
+    seed: int = 0
+    bc: BCConfig = field(default_factory=BCConfig)
+
+    def __post_init__(self) -> None:
+        for n in ("hop", "steps", "batch_size", "hidden", "nsamp"):
+            _check_pos_int(n, getattr(self, n))
+        if self.nsamp < 2 or self.nsamp % 2:
+            raise ValueError(f"nsamp must be an even int >= 2 (two independent halves), got {self.nsamp!r}")
+        for n in ("lr", "weight_decay"):
+            _check_nonneg(n, getattr(self, n))
+        if self.sigma != "auto":
+            _check_nonneg("sigma", self.sigma)
+        if self.pairing not in ("rollout", "official"):
+            raise ValueError("pairing must be 'rollout' (hop-step simulation) or 'official' (one step), "
+                             f"got {self.pairing!r}")
+        if self.init not in ("scratch", "bc"):
+            raise ValueError(f"init must be 'scratch' (official) or 'bc', got {self.init!r}")
+        if isinstance(self.bc, dict):
+            self.bc = BCConfig(**self.bc)
+
+
+@dataclass
+class ResidualGameConfig:
+    """C2L* (offline) / ResiduIL. Official C2L*: lr 9e-6, wd 1e-3, bc_reg 5e-2, f penalty 1e-3, OAdam (0, 0.01)."""
+
+    hop: int = 1
+    steps: int = 50_000
+    batch_size: int = 128
+    lr: float = 9e-6
+    weight_decay: float = 1e-3
+    bc_reg: float = 5e-2
+    f_norm_penalty: float = 1e-3
+    betas: tuple[float, float] = (0.0, 0.01)
+    init: str = "scratch"
+    hidden: int = 256
+    normalize_obs: bool = True
+    seed: int = 0
+    bc: BCConfig = field(default_factory=BCConfig)
+
+    def __post_init__(self) -> None:
+        for n in ("hop", "steps", "batch_size", "hidden"):
+            _check_pos_int(n, getattr(self, n))
+        for n in ("lr", "weight_decay", "bc_reg", "f_norm_penalty"):
+            _check_nonneg(n, getattr(self, n))
+        self.betas = tuple(float(b) for b in self.betas)
+        if self.init not in ("scratch", "bc"):
+            raise ValueError(f"init must be 'scratch' (official) or 'bc', got {self.init!r}")
+        if isinstance(self.bc, dict):
+            self.bc = BCConfig(**self.bc)
+
+
+def _new_policy(ds: int, da: int, hidden: int, obs: np.ndarray | None) -> MLPPolicy:
+    pi = MLPPolicy(MLPConfig(in_dim=ds, out_dim=da, hidden=hidden))
+    if obs is not None:
+        pi.set_normalization(obs=obs)
+    return pi
+
+
+def _tensor(x: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x), dtype=torch.float32)
+
+
+class _Learner:
+    """Common surface: ``fit`` → self, ``policy``, ``predict`` (SB3), ``save``/``load``, ``history``."""
+
+    name = "learner"
+
+    def __init__(self, config):
+        self.config = config
+        self.policy: MLPPolicy | None = None
+        self.history: list[float] = []
+
+    def predict(self, observation, state=None, episode_start=None, deterministic: bool = True):
+        if self.policy is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit(dataset) first")
+        return self.policy.predict(observation, state, episode_start, deterministic)
+
+    def __call__(self, obs):
+        return self.predict(obs)[0]
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        if self.policy is None:
+            raise RuntimeError("nothing to save: the learner is not fitted")
+        return self.policy.save(directory, extra={"learner": self.name, "learner_config": asdict(self.config)})
+
+    def _check_data(self, dataset, hop: int = 0) -> TrajectoryDataset:
+        data = as_trajectories(dataset)
+        if not any(len(t) > hop for t in data):
+            raise ValueError(f"no trajectory is longer than hop={hop}; cannot build (state, action, instrument) rows")
+        return data
+
+
+class BC(_Learner):
+    """Behavioural cloning: ``min_π E‖a − π(s)‖²`` on the (confounded) demonstrations."""
+
+    name = "bc"
+
+    def __init__(self, config: BCConfig | None = None, **kwargs):
+        super().__init__(config or BCConfig(**kwargs))
+
+    def fit(self, dataset, progress: bool = False) -> BC:
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        data = self._check_data(dataset)
+        x = np.concatenate([t.obs for t in data])
+        u = np.concatenate([t.acts for t in data])
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        pi = _new_policy(data.obs_dim, data.act_dim, cfg.hidden, x if cfg.normalize_obs else None)
+        opt = torch.optim.Adam(pi.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        xt, ut = _tensor(x), _tensor(u)
+        self.history = []
+        for _ in tqdm(range(cfg.steps), desc="BC", disable=not progress):
+            idx = torch.as_tensor(rng.integers(0, len(x), cfg.batch_size))
+            loss = torch.mean((pi(xt[idx]) - ut[idx]) ** 2)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            self.history.append(float(loss.detach()))
+        pi.eval()
+        self.policy = pi
+        return self
+
+
+def _sample_conditional_states(sim, pi_bc: MLPPolicy, z: np.ndarray, hop: int, sigma: np.ndarray, steps: int,
+                               rng: np.random.Generator) -> np.ndarray:
+    """Draw one state per row of ``z`` by simulating ``steps`` steps from it with ``π_BC + σ ε`` actions."""
+    s = z.copy()
+    for _ in range(steps):
+        a = pi_bc.act(s) + sigma * rng.standard_normal((len(s), len(sigma)))
+        s = np.stack([sim.step_from(s[i], a[i])[0] for i in range(len(s))])
+    return s
+
+
+class DoubleSamplingIV(_Learner):
+    """C2L with a simulator (``hop`` = identified lag) or DoubIL (``hop=1``); see the module docstring."""
+
+    name = "double_sampling"
+
+    def __init__(self, config: DoubleSamplingConfig | None = None, **kwargs):
+        super().__init__(config or DoubleSamplingConfig(**kwargs))
+        self.bc: BC | None = None
+        self.sigma_used: np.ndarray | None = None
+
+    def fit(self, dataset, simulator, pi_bc: BC | None = None, progress: bool = False) -> DoubleSamplingIV:
+        """``simulator``: a :class:`c2l.envs.Simulator` or an environment name; ``pi_bc``: an already fitted BC."""
+        from tqdm.auto import tqdm
+
+        from .envs import Simulator
+
+        cfg = self.config
+        data = self._check_data(dataset, cfg.hop)
+        if isinstance(simulator, str):
+            simulator = Simulator(simulator, seed=cfg.seed)
+        if not hasattr(simulator, "step_from"):
+            raise TypeError("simulator must be an env name or an object with step_from(obs, action) -> (obs, done)")
+        self.bc = pi_bc if pi_bc is not None else BC(copy.deepcopy(cfg.bc)).fit(data, progress=progress)
+        bc_pi = self.bc.policy
+        x_all = np.concatenate([t.obs for t in data])
+        u_all = np.concatenate([t.acts for t in data])
+        if cfg.sigma == "auto":
+            sigma = np.std(u_all - bc_pi.act(x_all), axis=0)
+        else:
+            sigma = np.full(data.act_dim, float(cfg.sigma))
+        self.sigma_used = sigma
+        _, u_iv, z = data.lagged_arrays(cfg.hop)
+        rng = np.random.default_rng(cfg.seed)
+        sim_steps = cfg.hop if cfg.pairing == "rollout" else 1
+        samples = [_sample_conditional_states(simulator, bc_pi, z, cfg.hop, sigma, sim_steps, rng)
+                   for _ in tqdm(range(cfg.nsamp), desc="simulate P(s|z)", disable=not progress)]
+        torch.manual_seed(cfg.seed)
+        if cfg.init == "bc":
+            pi = copy.deepcopy(bc_pi)
+        else:
+            pi = _new_policy(data.obs_dim, data.act_dim, cfg.hidden, x_all if cfg.normalize_obs else None)
+        pi.train()
+        opt = torch.optim.Adam(pi.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        x_iv = [_tensor(s) for s in samples]
+        ut = _tensor(u_iv)
+        half = cfg.nsamp // 2
+        self.history = []
+        for _ in tqdm(range(cfg.steps), desc=f"DoubleSampling hop={cfg.hop}", disable=not progress):
+            idx = torch.as_tensor(rng.integers(0, len(ut), cfg.batch_size))
+            order = rng.permutation(cfg.nsamp)
+            with torch.no_grad():
+                out1 = sum(pi(x_iv[j][idx]) for j in order[:half]) / half
+            out2 = sum(pi(x_iv[j][idx]) for j in order[half:]) / half
+            target = ut[idx]
+            loss = torch.mean((out1 - target).detach() * (out2 - target))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            self.history.append(float(loss.detach()))
+        pi.eval()
+        self.policy = pi
+        return self
+
+
+class ResidualGameIV(_Learner):
+    """C2L* offline (``hop`` = identified lag) or ResiduIL (``hop=1``); see the module docstring."""
+
+    name = "residual_game"
+
+    def __init__(self, config: ResidualGameConfig | None = None, **kwargs):
+        super().__init__(config or ResidualGameConfig(**kwargs))
+        self.adversary: MLPPolicy | None = None
+        self.adversary_history: list[float] = []
+
+    def fit(self, dataset, pi_bc: BC | None = None, progress: bool = False) -> ResidualGameIV:
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        data = self._check_data(dataset, cfg.hop)
+        x, u, z = data.lagged_arrays(cfg.hop)
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        if cfg.init == "bc":
+            bc = pi_bc if pi_bc is not None else BC(copy.deepcopy(cfg.bc)).fit(data, progress=progress)
+            pi = copy.deepcopy(bc.policy)
+        else:
+            pi = _new_policy(data.obs_dim, data.act_dim, cfg.hidden, x if cfg.normalize_obs else None)
+        f = _new_policy(data.obs_dim, data.act_dim, cfg.hidden, z if cfg.normalize_obs else None)
+        pi.train()
+        f.train()
+        opt_pi = OAdam(split_weight_decay(pi, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+        opt_f = OAdam(split_weight_decay(f, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+        xt, ut, zt = _tensor(x), _tensor(u), _tensor(z)
+        self.history, self.adversary_history = [], []
+        for _ in tqdm(range(cfg.steps), desc=f"ResidualGame hop={cfg.hop}", disable=not progress):
+            idx = torch.as_tensor(rng.integers(0, len(xt), cfg.batch_size))
+            xb, ub, zb = xt[idx], ut[idx], zt[idx]
+            # policy player
+            resid = ub - pi(xb)
+            with torch.no_grad():
+                fz = f(zb)
+            loss_pi = torch.mean(2.0 * resid * fz) + cfg.bc_reg * torch.mean(resid**2)
+            opt_pi.zero_grad()
+            loss_pi.backward()
+            opt_pi.step()
+            # adversary player
+            with torch.no_grad():
+                resid = ub - pi(xb)
+            fz = f(zb)
+            loss_f = -torch.mean(2.0 * resid * fz - fz * fz) + cfg.f_norm_penalty * torch.linalg.norm(fz)
+            opt_f.zero_grad()
+            loss_f.backward()
+            opt_f.step()
+            self.history.append(float(loss_pi.detach()))
+            self.adversary_history.append(float(loss_f.detach()))
+        pi.eval()
+        f.eval()
+        self.policy, self.adversary = pi, f
+        return self
+
+
+_LEARNERS = {
+    "bc": ("BC", {}),
+    "doubil": ("DoubleSamplingIV", {"hop": 1}),
+    "residuil": ("ResidualGameIV", {"hop": 1}),
+    "c2l": ("DoubleSamplingIV", {}),
+    "c2l_star": ("ResidualGameIV", {}),
+}
+
+
+def list_learners() -> list[str]:
+    return sorted(_LEARNERS)
+
+
+def create_learner(name: str, **kwargs):
+    """``create_learner("c2l", hop=2, steps=3000, lr=1e-4)``. ``doubil``/``residuil`` fix ``hop=1`` (Swamy et al.);
+    ``c2l``/``c2l_star`` need ``hop`` (the lag from :func:`c2l.identify_iv`)."""
+    if name not in _LEARNERS:
+        raise ValueError(f"unknown learner {name!r}; available: {list_learners()}")
+    cls_name, fixed = _LEARNERS[name]
+    if name in ("doubil", "residuil") and kwargs.get("hop", 1) != 1:
+        raise ValueError(f"{name} uses the fixed lag hop=1 (Swamy et al.); use 'c2l'/'c2l_star' for another lag")
+    if name in ("c2l", "c2l_star") and "hop" not in kwargs:
+        raise ValueError(f"{name} needs hop=<identified lag> (see c2l.identify_iv)")
+    cls = {"BC": (BC, BCConfig), "DoubleSamplingIV": (DoubleSamplingIV, DoubleSamplingConfig),
+           "ResidualGameIV": (ResidualGameIV, ResidualGameConfig)}[cls_name]
+    learner = cls[0](cls[1](**{**kwargs, **fixed}))
+    learner.name = name
+    return learner
+
+
+def load_policy(directory: str | os.PathLike) -> MLPPolicy:
+    """Load a policy saved by any learner's ``save`` (an :class:`~c2l.models.MLPPolicy`)."""
+    return MLPPolicy.load(directory)
