@@ -70,7 +70,7 @@ def cmd_train(args) -> int:
         kw["init"] = args.init
     if args.learner in ("c2l", "c2l_star"):
         if args.hop is None and args.iv is None:
-            raise SystemExit("c2l/c2l_star need --hop N or --iv <identify output json>")
+            raise ValueError("c2l/c2l_star need --hop N or --iv <identify output json>")
         kw["hop"] = args.hop if args.hop is not None else int(load_json(args.iv)["lag"])
     if args.learner in ("c2l", "doubil") and args.pairing:
         kw["pairing"] = args.pairing
@@ -78,7 +78,7 @@ def cmd_train(args) -> int:
     if args.learner in ("c2l", "doubil"):
         env = args.env or data.metadata.get("env")
         if env is None:
-            raise SystemExit("simulator-based learners need --env (the dataset metadata has none)")
+            raise ValueError("simulator-based learners need --env (the dataset metadata has none)")
         learner.fit(data, env, progress=not args.no_progress)
     else:
         learner.fit(data, progress=not args.no_progress)

@@ -11,9 +11,9 @@
   *One-step vs hop-step pairing (decision).* The official code simulates ONE step from ``s_{t−hop}`` but pairs the
   result with ``a_t`` (``dynamics(X[:-hop], U_BC)`` against ``U[hop:]``), so for ``hop > 1`` the sampled state is
   ``s̃_{t−hop+1}``, not a draw of ``s_t``. Default ``pairing="rollout"`` instead rolls the simulator ``hop`` steps
-  forward from ``s_{t−hop}`` with ``π_BC + σ ε`` actions, which samples ``P(s_t | s_{t−hop})`` (up to the BC/noise model) as the
-  conditional moment ``E[a_t − π(s_t) | s_{t−hop}] = 0`` requires. ``pairing="official"`` reproduces the code. For
-  ``hop = 1`` both are identical (= DoubIL).
+  forward from ``s_{t−hop}`` with ``π_BC + σ ε`` actions, which samples ``P(s_t | s_{t−hop})`` (up to the
+  BC/noise model) as the conditional moment ``E[a_t − π(s_t) | s_{t−hop}] = 0`` requires. ``pairing="official"``
+  reproduces the code. For ``hop = 1`` both are identical (= DoubIL).
   ``sigma="auto"`` sets σ per action dimension to the std of the BC residuals ``a − π_BC(s)`` (the code hard-codes σ to
   match its data generator: 4.05/5 LunarLander, 6 MuJoCo).
 * :class:`ResidualGameIV` — ResiduIL (Swamy et al.) / **C2L*** (offline; official ``learners/ccil2.py``):

@@ -1,0 +1,124 @@
+"""Stage 1: RFF-HSIC calibration and power, the pseudo-variable, and the lag search on synthetic models."""
+
+import numpy as np
+import pytest
+
+from c2l import hsic_test, identification_accuracy, identify_iv, linear_iv_pseudo_variable
+from c2l.identify import iv_candidate_test
+
+
+def _iid_structural_model(n, seed, nonlinear=False):
+    """Z valid instrument; W correlated with the hidden confounder U (invalid); X = treatment, Y = outcome."""
+    rng = np.random.default_rng(seed)
+    u = rng.exponential(1.0, n) - 1.0  # non-Gaussian hidden confounder
+    z = rng.uniform(-2, 2, n)
+    w = rng.uniform(-1, 1, n) + u  # "instrument" that is correlated with the confounder
+    x = z + 0.8 * w + u + 0.3 * rng.normal(size=n)
+    y = (0.5 * x + 0.3 * x**2 if nonlinear else 2.0 * x) + 2.0 * u
+    return x, y, z, w
+
+
+def test_hsic_null_pvalues_are_calibrated():
+    rng = np.random.default_rng(0)
+    pvals = [hsic_test(rng.normal(size=(300, 2)), rng.standard_t(3, size=(300, 1)), num_nullsims=300, seed=i).pvalue
+             for i in range(40)]
+    assert 0.3 < np.mean(pvals) < 0.7
+    assert np.mean(np.array(pvals) < 0.05) <= 0.15
+
+
+def test_hsic_detects_nonlinear_dependence_with_zero_correlation():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=400)
+    y = x**2 + 0.3 * rng.normal(size=400)  # uncorrelated with x but dependent
+    assert abs(np.corrcoef(x, y)[0, 1]) < 0.15
+    assert hsic_test(x, y, num_nullsims=500, seed=0).pvalue < 0.01
+
+
+def test_hsic_bad_inputs():
+    with pytest.raises(ValueError, match="same number of rows"):
+        hsic_test(np.zeros(10), np.zeros(11))
+    with pytest.raises(ValueError, match="NaN"):
+        hsic_test(np.full(10, np.nan), np.zeros(10))
+    with pytest.raises(ValueError, match="width"):
+        hsic_test(np.zeros(10), np.zeros(10), width=-1)
+    with pytest.raises(ValueError, match="num_features"):
+        hsic_test(np.zeros(10), np.zeros(10), num_rff=3)
+
+
+@pytest.mark.parametrize("nonlinear", [False, True])
+def test_valid_instrument_accepted_invalid_rejected(nonlinear):
+    """Over 8 data sets (n=1000): the valid Z passes the test, the confounded W fails it (alpha = 10/n, official)."""
+    n, relation = 1000, ("poly2" if nonlinear else "linear")
+    accepted, rejected = [], []
+    for seed in range(8):
+        x, y, z, w = _iid_structural_model(n, seed=seed, nonlinear=nonlinear)
+        a_valid, _ = linear_iv_pseudo_variable(x[:, None], y[:, None], z[:, None], relation)
+        a_invalid, _ = linear_iv_pseudo_variable(x[:, None], y[:, None], w[:, None], relation)
+        accepted.append(hsic_test(a_valid, z, num_nullsims=500, seed=seed).pvalue >= 10 / n)
+        rejected.append(hsic_test(a_invalid, w, num_nullsims=500, seed=seed).pvalue < 10 / n)
+    assert np.mean(accepted) >= 0.75, accepted
+    assert np.mean(rejected) >= 0.75, rejected
+
+
+def test_linear_iv_recovers_causal_effect_where_ols_is_biased():
+    x, y, z, _ = _iid_structural_model(5000, seed=4)
+    _, beta = linear_iv_pseudo_variable(x[:, None] - x.mean(), y[:, None] - y.mean(), z[:, None] - z.mean())
+    ols = np.polyfit(x, y, 1)[0]
+    assert abs(beta[0, 0] - 2.0) < 0.15
+    assert abs(ols - 2.0) > 0.5  # confounded regression is far off
+
+
+def _tcn_trajectories(seed, n=10, T=300, k=3):
+    """s_t = AR(1) exogenous part + past hidden noise; a_t = f(s_t) + sum_{i<k} u_{t-i}: valid lags are j >= k-1."""
+    rng = np.random.default_rng(seed)
+    trajs = []
+    for _ in range(n):
+        u = rng.exponential(1.0, T + 10) - 1.0
+        eta = rng.uniform(-1, 1, T + 10)
+        xi = np.zeros(T + 10)
+        for t in range(1, T + 10):
+            xi[t] = 0.9 * xi[t - 1] + eta[t]
+        idx = np.arange(10, T + 10)
+        s = xi[idx] + sum(u[idx - i] for i in range(1, k))
+        e = sum(u[idx - i] for i in range(k))
+        trajs.append((s[:, None], (np.tanh(s) + 0.5 * s + e)[:, None]))
+    return trajs
+
+
+def test_identify_iv_finds_the_nearest_valid_lag():
+    trajs = _tcn_trajectories(0)
+    res = identify_iv(trajs, max_lag=8, num_nullsims=300, seed=0)
+    assert res.lag == 2  # k = 3 -> s_{t-2} is the nearest valid instrument
+    assert identification_accuracy(res.per_trajectory_lags, k=3) >= 0.7
+    assert len(res.tests) == 10 * 8 and {t.lag for t in res.tests} == set(range(1, 9))
+    pm = res.pvalue_matrix()
+    assert pm.shape == (10, 8) and np.all((pm > 0) & (pm <= 1))
+    # the invalid lag 1 is rejected more often than the valid lags 3..8
+    reject = (pm < 10 / 290).mean(0)
+    assert reject[0] > reject[2:].mean() + 0.2
+    assert sum(res.votes.values()) == sum(res.switched)
+    d = res.to_dict()
+    assert d["lag"] == 2 and len(d["tests"]) == 80
+
+
+def test_identify_iv_bad_inputs():
+    trajs = _tcn_trajectories(1, n=2, T=40)
+    with pytest.raises(ValueError, match="max_lag"):
+        identify_iv(trajs, max_lag=0)
+    with pytest.raises(ValueError, match="long enough"):
+        identify_iv(trajs, max_lag=35)
+    with pytest.raises(ValueError, match="alpha"):
+        identify_iv(trajs, max_lag=3, alpha=2.0)
+    with pytest.raises(ValueError, match="relation"):
+        identify_iv(trajs, max_lag=3, relation="cubic")
+    with pytest.raises(TypeError, match="dataset"):
+        identify_iv(42)
+    with pytest.raises(ValueError, match="same dimension"):
+        linear_iv_pseudo_variable(np.zeros((10, 2)), np.zeros(10), np.zeros((10, 3)))
+    with pytest.raises(ValueError, match="too short"):
+        iv_candidate_test(np.zeros((6, 1)), np.zeros((6, 1)), lag=3)
+
+
+def test_identification_accuracy_definition():
+    assert identification_accuracy([2, 3, 1, 5], k=3) == 0.75
+    assert identification_accuracy([], k=3) == 0.0
