@@ -23,15 +23,18 @@ _STRATEGIES: dict[str, type[WeightingStrategy]] = {
 
 
 def list_strategies() -> list[str]:
-    return list(_STRATEGIES) + ["mtkd_rl_dynamic"]
+    return list(_STRATEGIES) + ["mtkd_rl_dynamic", "aver_warmup"]
 
 
 def create_strategy(name: str, **kwargs: Any) -> WeightingStrategy:
-    """``"student"`` (no KD), ``"aver"``, ``"camkd"``, ``"ebkd"``, ``"aekd"``, ``"mtkd_rl"``, ``"mtkd_rl_dynamic"``."""
+    """``"student"`` (no KD), ``"aver"``, ``"camkd"``, ``"ebkd"``, ``"aekd"``, ``"mtkd_rl"``, ``"mtkd_rl_dynamic"``,
+    and the ablation ``"aver_warmup"`` (AVER with MTKD-RL's all-ones first epoch)."""
     if isinstance(name, WeightingStrategy):
         return name
     if name == "mtkd_rl_dynamic":
         return MTKDRL(dynamic=True, **kwargs)
+    if name == "aver_warmup":  # ablation: AVER with MTKD-RL's all-ones first epoch
+        return Average(warmup_epochs=1, **kwargs)
     if name not in _STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose one of {list_strategies()}")
     return _STRATEGIES[name](**kwargs)

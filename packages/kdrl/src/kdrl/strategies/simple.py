@@ -42,10 +42,21 @@ class NoKD(WeightingStrategy):
 
 
 class Average(WeightingStrategy):
+    """AVER. ``warmup_epochs > 0`` reproduces MTKD-RL's warm-up (all weights 1, i.e. a plain sum over teachers, in
+    the first epochs) so that an ablation can separate the warm-up's effect from the agent's (``"aver_warmup"``)."""
+
     name = "aver"
 
+    def __init__(self, warmup_epochs: int = 0):
+        if not isinstance(warmup_epochs, int) or warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be an int >= 0, got {warmup_epochs!r}")
+        self.warmup_epochs = warmup_epochs
+        if warmup_epochs:
+            self.name = "aver_warmup"
+
     def weights(self, ctx: DistillContext) -> tuple[torch.Tensor, torch.Tensor]:
-        w = torch.full((ctx.batch_size, ctx.num_teachers), 1.0 / ctx.num_teachers, device=ctx.targets.device)
+        value = 1.0 if ctx.epoch < self.warmup_epochs else 1.0 / ctx.num_teachers
+        w = torch.full((ctx.batch_size, ctx.num_teachers), value, device=ctx.targets.device)
         return w, w
 
 
