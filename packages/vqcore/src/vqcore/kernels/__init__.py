@@ -1,0 +1,138 @@
+"""Integer inference kernels of vqcore (DESIGN.md layer 2).
+
+Public functions (all work on CPU through the pure-PyTorch references and on CUDA through Triton kernels; both are
+``torch.library`` custom ops ``vqcore::quantize_per_token`` and ``vqcore::int_linear``, see :mod:`.ops`):
+
+* :func:`quantize_per_token` — dynamic per-token activation quantization to ``bits ≤ 8`` (int8 storage), symmetric or
+  asymmetric, fused with the optional smoothing scale;
+* :func:`int_linear` — int8×int8 (W8A8) or packed-int4×int8 (W4A8) GEMM with int32 accumulation and a fused epilogue
+  (per-token × per-channel/per-group scales, zero-point corrections, bias, low-rank side branch, cast);
+* :func:`pack_int4` / :func:`unpack_int4` — the int4 weight layout (:mod:`.packing`);
+* :mod:`.reference` — the reference of every kernel; :mod:`.triton_kernels` (imports Triton) — the kernels.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import NamedTuple
+
+import torch
+
+from . import ops, reference
+from .packing import INT4_CHUNK, pack_int4, padded_k, unpack_int4
+
+__all__ = [
+    "INT4_CHUNK",
+    "QuantizedActivation",
+    "int_linear",
+    "ops",
+    "pack_int4",
+    "padded_k",
+    "quantize_per_token",
+    "reference",
+    "triton_available",
+    "unpack_int4",
+]
+
+
+def triton_available() -> bool:
+    """True when Triton is importable and a CUDA device is present (the Triton kernels can run)."""
+    return importlib.util.find_spec("triton") is not None and torch.cuda.is_available()
+
+
+class QuantizedActivation(NamedTuple):
+    """Per-token quantized activations: int8 ``codes [M, K]``, fp32 ``scale [M]``, int32 ``zero_point [M]`` (zeros if
+    symmetric) and int32 ``rowsum [M]`` (Σ_k codes)."""
+
+    codes: torch.Tensor
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+    rowsum: torch.Tensor
+
+
+def quantize_per_token(
+    x: torch.Tensor, bits: int = 8, symmetric: bool = True, inv_smooth: torch.Tensor | None = None
+) -> QuantizedActivation:
+    """Quantize each row of ``x`` (``[..., K]``, flattened to ``[M, K]``) to ``bits`` bits with its own scale, after
+    multiplying by ``inv_smooth [K]`` (= 1/s of a smoothing scale) when given."""
+    if not isinstance(x, torch.Tensor) or x.dim() < 1 or not x.dtype.is_floating_point:
+        raise TypeError(f"x must be a floating tensor [..., K], got {type(x).__name__} {getattr(x, 'dtype', '')}")
+    reference.qrange(bits, symmetric)  # validates bits
+    k = x.shape[-1]
+    if inv_smooth is not None and (inv_smooth.shape != (k,) or inv_smooth.device != x.device):
+        raise ValueError(f"inv_smooth must be a [{k}] tensor on {x.device}, got {tuple(inv_smooth.shape)}")
+    x2 = x.reshape(-1, k)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    inv = inv_smooth.float().contiguous() if inv_smooth is not None else None
+    return QuantizedActivation(*ops.quantize_per_token_op(x2, inv, int(bits), bool(symmetric)))
+
+
+def int_linear(
+    act: QuantizedActivation,
+    weight: torch.Tensor,
+    weight_scale: torch.Tensor,
+    *,
+    in_features: int,
+    w4: bool,
+    group_size: int = 0,
+    weight_sum: torch.Tensor | None = None,
+    weight_zp_scaled: torch.Tensor | None = None,
+    asymmetric_act: bool = False,
+    bias: torch.Tensor | None = None,
+    lowrank_t: torch.Tensor | None = None,
+    lowrank_up: torch.Tensor | None = None,
+    out_dtype: torch.dtype = torch.bfloat16,
+) -> torch.Tensor:
+    """``y[M, N]`` of a quantized linear layer from quantized activations ``act``.
+
+    ``weight``: int8 codes ``[N, K]`` (``w4=False``) or packed int4 ``[N, padded_k(K)/2]`` (``w4=True``);
+    ``weight_scale``: fp32 ``[N]`` (per channel, ``group_size=0``) or ``[N, ceil(K/group_size)]``;
+    ``weight_zp_scaled``: ``scale·zero_point`` per channel for asymmetric weights (per-channel only);
+    ``weight_sum``: ``Σ_k ŵ[n, k]`` of the dequantized weight (needed when ``asymmetric_act`` or ``weight_zp_scaled``);
+    ``lowrank_t [M, r]`` and ``lowrank_up [N, r]``: side branch ``t @ upᵀ`` added in the epilogue (``r ≤ 64``).
+    """
+    m, k = act.codes.shape
+    if k != in_features:
+        raise ValueError(f"activations have K={k} but in_features={in_features}")
+    n = weight.shape[0]
+    want = padded_k(k) // 2 if w4 else k
+    if weight.dtype != torch.int8 or weight.dim() != 2 or weight.shape[1] != want:
+        raise ValueError(f"weight must be int8 [N, {want}] for w4={w4}, got {weight.dtype} {tuple(weight.shape)}")
+    if group_size:
+        step = 64 if w4 else INT4_CHUNK
+        if group_size % step:
+            raise ValueError(f"group_size must be a multiple of {step} for w4={w4}, got {group_size}")
+        g = -(-k // group_size)
+        if tuple(weight_scale.shape) != (n, g):
+            raise ValueError(f"weight_scale must be [{n}, {g}] for group_size={group_size}")
+        if weight_zp_scaled is not None:
+            raise ValueError("weight zero points are supported with per-channel scales only (group_size=0)")
+    elif weight_scale.numel() != n:
+        raise ValueError(f"weight_scale must have {n} elements (per output channel), got {tuple(weight_scale.shape)}")
+    if (asymmetric_act or weight_zp_scaled is not None) and weight_sum is None:
+        raise ValueError("weight_sum is required with asymmetric activations or weight zero points")
+    if (lowrank_t is None) != (lowrank_up is None):
+        raise ValueError("lowrank_t and lowrank_up must be given together")
+    if lowrank_t is not None:
+        r = lowrank_t.shape[-1]
+        if r > 64 or lowrank_t.shape != (m, r) or lowrank_up.shape != (n, r):
+            raise ValueError(f"low-rank branch needs t [{m}, r] and up [{n}, r] with r <= 64, got "
+                             f"{tuple(lowrank_t.shape)} and {tuple(lowrank_up.shape)}")  # fmt: skip
+    return ops.int_linear_op(
+        act.codes,
+        act.scale,
+        act.zero_point if asymmetric_act else None,
+        act.rowsum if weight_zp_scaled is not None else None,
+        weight,
+        weight_scale.reshape(n, -1).float().contiguous() if group_size else weight_scale.reshape(n).float(),
+        int(group_size),
+        bool(w4),
+        int(k),
+        weight_sum,
+        weight_zp_scaled,
+        bias,
+        lowrank_t,
+        lowrank_up,
+        out_dtype,
+    )

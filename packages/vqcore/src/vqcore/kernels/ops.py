@@ -1,0 +1,85 @@
+"""``torch.library`` custom ops of the integer kernels.
+
+Each op has three implementations: the default (CPU, and any device without a kernel) is the pure-PyTorch reference of
+:mod:`vqcore.kernels.reference`; the CUDA one launches the Triton kernel (imported lazily, so ``import vqcore`` works
+without Triton or a GPU); the fake (meta) one gives shapes/dtypes so the ops trace under ``torch.compile``.
+
+* ``vqcore::quantize_per_token(x[M,K], inv_smooth[K]?, bits, symmetric) -> (q int8[M,K], scale f32[M], zp i32[M],
+  rowsum i32[M])``
+* ``vqcore::int_linear(xq, x_scale, x_zp?, x_rowsum?, w, w_scale, group_size, w4, k, w_sum?, w_zp?, bias?, lr_t?,
+  lr_up?, out_dtype) -> y[M, N]``
+
+No autograd formulas are registered: these are inference kernels (the fake-quant modules of ``vqcore.quant`` are the
+trainable path).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import reference as ref
+from .packing import unpack_int4
+
+
+@torch.library.custom_op("vqcore::quantize_per_token", mutates_args=())
+def quantize_per_token_op(
+    x: Tensor, inv_smooth: Tensor | None, bits: int, symmetric: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return ref.quantize_per_token_ref(x, inv_smooth, bits, symmetric)
+
+
+@quantize_per_token_op.register_fake
+def _quantize_per_token_fake(x, inv_smooth, bits, symmetric):
+    m, k = x.shape
+    return (
+        x.new_empty((m, k), dtype=torch.int8),
+        x.new_empty((m,), dtype=torch.float32),
+        x.new_empty((m,), dtype=torch.int32),
+        x.new_empty((m,), dtype=torch.int32),
+    )
+
+
+@quantize_per_token_op.register_kernel("cuda")
+def _quantize_per_token_cuda(x, inv_smooth, bits, symmetric):
+    from . import triton_kernels
+
+    return triton_kernels.quantize_per_token(x, inv_smooth, bits, symmetric)
+
+
+@torch.library.custom_op("vqcore::int_linear", mutates_args=())
+def int_linear_op(
+    xq: Tensor,
+    x_scale: Tensor,
+    x_zp: Tensor | None,
+    x_rowsum: Tensor | None,
+    w: Tensor,
+    w_scale: Tensor,
+    group_size: int,
+    w4: bool,
+    k: int,
+    w_sum: Tensor | None,
+    w_zp: Tensor | None,
+    bias: Tensor | None,
+    lr_t: Tensor | None,
+    lr_up: Tensor | None,
+    out_dtype: torch.dtype,
+) -> Tensor:
+    codes = unpack_int4(w, k) if w4 else w
+    return ref.int_linear_ref(xq, x_scale, x_zp, codes, w_scale, group_size, w_zp, bias, lr_t, lr_up, out_dtype)
+
+
+@int_linear_op.register_fake
+def _int_linear_fake(xq, x_scale, x_zp, x_rowsum, w, w_scale, group_size, w4, k, w_sum, w_zp, bias, lr_t, lr_up,
+                     out_dtype):  # fmt: skip
+    return xq.new_empty((xq.shape[0], w.shape[0]), dtype=out_dtype)
+
+
+@int_linear_op.register_kernel("cuda")
+def _int_linear_cuda(xq, x_scale, x_zp, x_rowsum, w, w_scale, group_size, w4, k, w_sum, w_zp, bias, lr_t, lr_up,
+                     out_dtype):  # fmt: skip
+    from . import triton_kernels
+
+    return triton_kernels.int_linear(
+        xq, x_scale, x_zp, x_rowsum, w, w_scale, group_size, w4, k, w_sum, w_zp, bias, lr_t, lr_up, out_dtype
+    )

@@ -1,0 +1,347 @@
+"""Triton kernels: per-token activation quantization and the int8×int8 / int4(packed)×int8 GEMM.
+
+Imported lazily (only by the CUDA implementations of the custom ops, the benchmarks and the tests): importing this
+module imports ``triton``. With ``TRITON_INTERPRET=1`` set *before* this module is first imported, the kernels run in
+Triton's CPU interpreter on CPU tensors (that is how the CPU test-suite checks them); the autotuner is then bypassed and
+small fixed tiles are used.
+
+Numerics are those of :mod:`vqcore.kernels.reference` (read its docstring). Design notes:
+
+* GEMM operands: activations ``A`` int8 ``[M, K]`` row-major, weights int8 ``[N, K]`` (K-major — the layout Hopper's
+  int8 ``wgmma`` wants for both operands), or int4 packed two per byte with the chunked layout of
+  :mod:`vqcore.kernels.packing`, unpacked in registers (``(p << 4) >> 4`` and ``p >> 4``, arithmetic shifts) into two
+  contiguous K-slices, each multiplied with its own contiguous activation slice. Hopper has no 4-bit MMA, so W4A8 runs
+  on the int8 tensor cores; its gain over W8A8 is only the halved weight traffic/memory.
+* The K loop walks chunks of 128 (``CHUNK``); int32 accumulation is exact. Per-channel weight scales are applied once in
+  the epilogue; per-group scales (``group_size`` a multiple of 64 for int4, of 128 for int8) are applied per K-slice to
+  a float32 accumulator.
+* Epilogue: ``y = scale_x[m] · (acc·scale_w[n] − zp_x[m]·wsum[n]) + bias[n] + (t @ upᵀ)[m, n]``, cast to the output
+  dtype. ``wsum[n] = Σ_k w[n,k]·scale_w[n,k]`` is precomputed at conversion time (only needed for asymmetric
+  activations). The low-rank side branch's up-projection is a second small ``tl.dot`` (rank padded to 16..64) fused
+  into the epilogue; its down-projection ``t = x·downᵀ`` is a thin GEMM done outside.
+* Rounding to nearest-even in the quantizer uses the float32 magic-number trick ``(v + 1.5·2^23) − 1.5·2^23``
+  (valid for ``|v| < 2^22``; here ``|v| ≤ 255``), which behaves identically on the GPU and in the interpreter.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+CHUNK = 128
+_MAGIC = 12582912.0  # 1.5 * 2**23
+
+
+@triton.jit
+def _rne(v):
+    return (v + 12582912.0) - 12582912.0
+
+
+@triton.jit
+def _quant_per_token_kernel(
+    x_ptr, inv_ptr, q_ptr, scale_ptr, zp_ptr, rs_ptr,
+    K, stride_xm, stride_qm,
+    HAS_INV: tl.constexpr, SYMMETRIC: tl.constexpr, BITS: tl.constexpr, EPS: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK_K)
+    mask = offs < K
+    x = tl.load(x_ptr + row * stride_xm + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_INV:
+        x = x * tl.load(inv_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    QMIN: tl.constexpr = -(2 ** (BITS - 1))
+    QMAX: tl.constexpr = 2 ** (BITS - 1) - 1
+    if SYMMETRIC:
+        amax = tl.max(tl.abs(x), axis=0)
+        scale = tl.maximum(amax, EPS) / QMAX
+        q = _rne(x / scale)
+        q = tl.minimum(tl.maximum(q, QMIN), QMAX)
+        zp = 0.0
+    else:
+        LEVELS: tl.constexpr = 2**BITS - 1
+        xmin = tl.minimum(tl.min(tl.where(mask, x, 0.0), axis=0), 0.0)
+        xmax = tl.maximum(tl.max(tl.where(mask, x, 0.0), axis=0), 0.0)
+        scale = tl.maximum(xmax - xmin, EPS) / LEVELS
+        z = _rne(-xmin / scale)
+        u = tl.minimum(tl.maximum(_rne(x / scale) + z, 0.0), LEVELS)
+        q = u + QMIN
+        zp = z + QMIN
+    tl.store(q_ptr + row * stride_qm + offs, q.to(tl.int8), mask=mask)
+    tl.store(scale_ptr + row, scale)
+    tl.store(zp_ptr + row, zp.to(tl.int32))
+    tl.store(rs_ptr + row, tl.sum(tl.where(mask, q, 0.0), axis=0).to(tl.int32))
+
+
+def quantize_per_token(
+    x: torch.Tensor, inv_smooth: torch.Tensor | None, bits: int, symmetric: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Triton per-token quantizer on a 2-D ``x [M, K]`` (contiguous rows). Same contract as the reference."""
+    from .reference import EPS
+
+    m, k = x.shape
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    block_k = triton.next_power_of_2(k)
+    if block_k > 32768:
+        raise ValueError(f"per-token quantization kernel supports K <= 32768, got {k}")
+    q = torch.empty((m, k), dtype=torch.int8, device=x.device)
+    scale = torch.empty((m,), dtype=torch.float32, device=x.device)
+    zp = torch.empty((m,), dtype=torch.int32, device=x.device)
+    rs = torch.empty((m,), dtype=torch.int32, device=x.device)
+    if m == 0:
+        return q, scale, zp, rs
+    num_warps = 4 if block_k <= 2048 else (8 if block_k <= 8192 else 16)
+    inv = inv_smooth if inv_smooth is not None else scale  # dummy pointer when absent
+    _quant_per_token_kernel[(m,)](
+        x, inv, q, scale, zp, rs, k, x.stride(0), q.stride(0),
+        HAS_INV=inv_smooth is not None, SYMMETRIC=bool(symmetric), BITS=int(bits), EPS=EPS,
+        BLOCK_K=block_k, num_warps=num_warps,
+    )  # fmt: skip
+    return q, scale, zp, rs
+
+
+@triton.jit
+def _mma(a, w, acc, SWAP: tl.constexpr):
+    if SWAP:
+        return tl.dot(w, a, acc, out_dtype=tl.int32)
+    else:
+        return tl.dot(a, w, acc, out_dtype=tl.int32)
+
+
+@triton.jit
+def _bcast_n(v, SWAP: tl.constexpr):
+    """Broadcast a per-output-channel vector over the accumulator tile."""
+    if SWAP:
+        return v[:, None]
+    else:
+        return v[None, :]
+
+
+@triton.jit
+def _int_gemm_kernel(
+    a_ptr, sx_ptr, zx_ptr, rs_ptr, b_ptr, sw_ptr, wsum_ptr, wzp_ptr, bias_ptr, t_ptr, up_ptr, c_ptr,
+    M, N, K, R, G,
+    stride_am, stride_bn, stride_tm, stride_upn, stride_cm,
+    W4: tl.constexpr, GROUP_SIZE: tl.constexpr, HAS_ZP: tl.constexpr, HAS_WZP: tl.constexpr, HAS_BIAS: tl.constexpr,
+    HAS_LR: tl.constexpr, RP: tl.constexpr, EVEN_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr, SWAP: tl.constexpr,
+):  # fmt: skip
+    CH: tl.constexpr = 128
+    HALF: tl.constexpr = 64
+    pid = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    num_pid_in_group = GROUP_M * num_pid_n
+    group_id = pid // num_pid_in_group
+    first_pid_m = group_id * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
+    pid_n = (pid % num_pid_in_group) // group_size_m
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rm = (offs_m % M).to(tl.int64)  # wrapped row/col indices for loads: no masks in the inner loop
+    rn = (offs_n % N).to(tl.int64)
+
+    # SWAP computes the transposed tile yᵀ = W·xᵀ ([BLOCK_N, BLOCK_M]): the (unpacked) weights become the left operand,
+    # which Hopper's wgmma can read from registers, while the activations stream through shared memory. The autotuner
+    # picks the orientation per shape.
+    if SWAP:
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.int32)
+        facc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+        facc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    n_chunks = tl.cdiv(K, CH)
+    KW: tl.constexpr = HALF if W4 else CH  # K-width of one activation slice / one dot
+    offs_k = tl.arange(0, KW)
+    if SWAP:
+        a_ptrs = a_ptr + rm[None, :] * stride_am + offs_k[:, None]  # [KW, BLOCK_M] view of x
+        b_ptrs = b_ptr + rn[:, None] * stride_bn + offs_k[None, :]  # [BLOCK_N, KW] weight rows (bytes)
+    else:
+        a_ptrs = a_ptr + rm[:, None] * stride_am + offs_k[None, :]  # [BLOCK_M, KW]
+        b_ptrs = b_ptr + rn[None, :] * stride_bn + offs_k[:, None]  # [KW, BLOCK_N]
+    for kc in range(0, n_chunks):
+        k0 = kc * CH
+        if EVEN_K:
+            a0 = tl.load(a_ptrs)
+            if W4:
+                a1 = tl.load(a_ptrs + HALF)
+        else:
+            kk = k0 + offs_k
+            if SWAP:
+                a0 = tl.load(a_ptrs, mask=kk[:, None] < K, other=0)
+                if W4:
+                    a1 = tl.load(a_ptrs + HALF, mask=(kk + HALF)[:, None] < K, other=0)
+            else:
+                a0 = tl.load(a_ptrs, mask=kk[None, :] < K, other=0)
+                if W4:
+                    a1 = tl.load(a_ptrs + HALF, mask=(kk + HALF)[None, :] < K, other=0)
+        if W4:
+            p = tl.load(b_ptrs)  # packed rows are zero-padded to a multiple of CH: no mask
+            w0 = (p << 4) >> 4
+            w1 = p >> 4
+        elif EVEN_K:
+            w0 = tl.load(b_ptrs)
+        elif SWAP:
+            w0 = tl.load(b_ptrs, mask=(k0 + offs_k)[None, :] < K, other=0)
+        else:
+            w0 = tl.load(b_ptrs, mask=(k0 + offs_k)[:, None] < K, other=0)
+        if GROUP_SIZE > 0:
+            d0 = _mma(a0, w0, tl.zeros_like(acc), SWAP)
+            s0 = tl.load(sw_ptr + rn * G + k0 // GROUP_SIZE)
+            if W4:
+                if GROUP_SIZE % CH == 0:  # both halves in one group: one int32 sum, one scale
+                    d0 = _mma(a1, w1, d0, SWAP)
+                else:
+                    d1 = _mma(a1, w1, tl.zeros_like(acc), SWAP)
+                    g1 = (k0 + HALF) // GROUP_SIZE
+                    s1 = tl.load(sw_ptr + rn * G + g1, mask=(rn * 0 + g1) < G, other=0.0)
+                    facc += d1.to(tl.float32) * _bcast_n(s1, SWAP)
+            facc += d0.to(tl.float32) * _bcast_n(s0, SWAP)
+        else:
+            acc = _mma(a0, w0, acc, SWAP)
+            if W4:
+                acc = _mma(a1, w1, acc, SWAP)
+        a_ptrs += CH
+        b_ptrs += CH // 2 if W4 else CH
+
+    # ---- epilogue (in [BLOCK_M, BLOCK_N] orientation) ----
+    if GROUP_SIZE > 0:
+        y = facc
+    else:
+        y = acc.to(tl.float32)
+    if SWAP:
+        y = tl.trans(y)
+    if GROUP_SIZE == 0:
+        sw = tl.load(sw_ptr + rn)
+        y = y * sw[None, :]
+    if HAS_ZP:
+        zx = tl.load(zx_ptr + rm).to(tl.float32)
+        ws = tl.load(wsum_ptr + rn)
+        y = y - zx[:, None] * ws[None, :]
+    if HAS_WZP:
+        rsum = tl.load(rs_ptr + rm).to(tl.float32)
+        wz = tl.load(wzp_ptr + rn)
+        y = y - rsum[:, None] * wz[None, :]
+    sx = tl.load(sx_ptr + rm)
+    y = y * sx[:, None]
+    if HAS_BIAS:
+        y = y + tl.load(bias_ptr + rn).to(tl.float32)[None, :]
+    if HAS_LR:
+        offs_r = tl.arange(0, RP)
+        t = tl.load(t_ptr + rm[:, None] * stride_tm + offs_r[None, :], mask=offs_r[None, :] < R, other=0.0)
+        u = tl.load(up_ptr + rn[None, :] * stride_upn + offs_r[:, None], mask=offs_r[:, None] < R, other=0.0)
+        y = y + tl.dot(t, u, out_dtype=tl.float32)
+    c_ptrs = c_ptr + offs_m.to(tl.int64)[:, None] * stride_cm + offs_n[None, :]
+    c_mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    tl.store(c_ptrs, y.to(c_ptr.dtype.element_ty), mask=c_mask)
+
+
+def _hopper_configs() -> list:
+    """Autotune space for H100/H200 (sm_90). The K tile is fixed to the 128-wide packing chunk; both operand
+    orientations are in the space (SWAP=1: weights as the left wgmma operand, better for int4 unpacking and small M)."""
+    cfgs = []
+    for swap, bm, bn, warps, stages in [
+        (0, 128, 256, 8, 3),
+        (0, 128, 256, 8, 4),
+        (0, 256, 128, 8, 3),
+        (0, 128, 128, 4, 4),
+        (0, 64, 64, 4, 4),
+        (1, 128, 256, 8, 3),
+        (1, 128, 256, 8, 4),
+        (1, 256, 128, 8, 3),
+        (1, 128, 128, 4, 4),
+        (1, 64, 128, 4, 4),
+    ]:
+        cfgs.append(
+            triton.Config(
+                {"BLOCK_M": bm, "BLOCK_N": bn, "GROUP_M": 8, "SWAP": swap}, num_warps=warps, num_stages=stages
+            )
+        )
+    return cfgs
+
+
+def _fast_bench(kernel_call, quantiles):
+    return triton.testing.do_bench(kernel_call, warmup=5, rep=25, quantiles=quantiles)
+
+
+_KEYS = ["M", "N", "K", "W4", "GROUP_SIZE", "HAS_ZP", "HAS_WZP", "HAS_BIAS", "HAS_LR"]
+_int_gemm_tuned = (
+    None if INTERPRET else triton.autotune(configs=_hopper_configs(), key=_KEYS, do_bench=_fast_bench)(_int_gemm_kernel)
+)
+
+_INTERP_TILE = {"BLOCK_M": 16, "BLOCK_N": 32, "GROUP_M": 2, "SWAP": 0}
+
+
+def int_linear(
+    xq: torch.Tensor,
+    x_scale: torch.Tensor,
+    x_zp: torch.Tensor | None,
+    x_rowsum: torch.Tensor | None,
+    w: torch.Tensor,
+    w_scale: torch.Tensor,
+    group_size: int,
+    w4: bool,
+    k: int,
+    w_sum: torch.Tensor | None,
+    w_zp: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    lr_t: torch.Tensor | None,
+    lr_up: torch.Tensor | None,
+    out_dtype: torch.dtype,
+    config: dict | None = None,
+) -> torch.Tensor:
+    """Launch the integer GEMM. ``w`` is int8 ``[N, K]`` (``w4=False``) or packed int4 ``[N, padded_k(K)/2]``.
+    ``config`` (``BLOCK_M``, ``BLOCK_N``, ``GROUP_M``, ``SWAP``, optional ``num_warps``/``num_stages``) bypasses the
+    autotuner."""
+    m = xq.shape[0]
+    n = w.shape[0]
+    out = torch.empty((m, n), dtype=out_dtype, device=xq.device)
+    if m == 0 or n == 0:
+        return out
+    if xq.stride(1) != 1:
+        xq = xq.contiguous()
+    if w.stride(1) != 1:
+        w = w.contiguous()
+    g = w_scale.shape[1] if group_size > 0 else 1
+    w_scale = w_scale.contiguous().float()
+    has_lr = lr_t is not None
+    r = lr_t.shape[1] if has_lr else 0
+    rp = max(16, triton.next_power_of_2(r)) if has_lr else 16
+    if has_lr:
+        lr_t = lr_t.contiguous()
+        lr_up = lr_up.contiguous()
+    dummy = x_scale
+    args = (
+        xq, x_scale, x_zp if x_zp is not None else dummy, x_rowsum if w_zp is not None else dummy, w, w_scale,
+        w_sum if w_sum is not None else dummy, w_zp if w_zp is not None else dummy,
+        bias if bias is not None else dummy,
+        lr_t if has_lr else dummy, lr_up if has_lr else dummy, out,
+        m, n, k, r, g,
+        xq.stride(0), w.stride(0), lr_t.stride(0) if has_lr else 0, lr_up.stride(0) if has_lr else 0, out.stride(0),
+    )  # fmt: skip
+    flags = {
+        "W4": bool(w4), "GROUP_SIZE": int(group_size), "HAS_ZP": x_zp is not None, "HAS_WZP": w_zp is not None,
+        "HAS_BIAS": bias is not None, "HAS_LR": has_lr, "RP": rp, "EVEN_K": k % CHUNK == 0,
+    }  # fmt: skip
+    if config is None and (INTERPRET or _int_gemm_tuned is None):
+        config = _INTERP_TILE
+    if config is not None:
+        cfg = {"GROUP_M": 8, "SWAP": 0, **config}
+        launch = {kk: cfg.pop(kk) for kk in ("num_warps", "num_stages") if kk in cfg}
+        bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
+        grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
+        _int_gemm_kernel[grid](*args, **flags, **cfg, **launch)
+    else:
+
+        def grid(meta):
+            return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
+
+        _int_gemm_tuned[grid](*args, **flags)
+    return out

@@ -1,0 +1,204 @@
+"""vqcore.convert: fake-quant linears → QLinearInt (packed integer weights), outputs, save/load, sizes, refusals.
+
+``_StandInQLinear`` implements the fake-quant contract that ``convert`` reads (``weight``, ``bias``,
+``weight_quantizer``/``input_quantizer`` with ``bits``/``symmetric``/``granularity``/``group_size``/``dynamic``,
+optional ``smooth_scale`` and ``side_branch.down/.up``, ``integer_weight() -> (codes, scale, zero_point)``) with the
+ViDiT-Q / Q-VDiT numerics (per-token dynamic activations, min-max weights, y = Q(x/s)·Q(W·s)ᵀ + up(down(x))).
+
+Tolerance of converted vs fake-quant outputs (float32, CPU reference path): relative L2 error < 1e-4. The two differ
+only where ``x·(1/s)`` (kernel) and ``x/s`` (fake quant) round to different sides of a code boundary (one code step
+on a few elements) and by float32 summation order.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from vqcore.convert import IntLinearSpec, QLinearInt, convert, linear_weight_bytes, load_converted, save_converted
+
+
+class _Quantizer(nn.Module):
+    def __init__(self, bits, symmetric, granularity, group_size=0, dynamic=True):
+        super().__init__()
+        self.bits, self.symmetric, self.granularity = bits, symmetric, granularity
+        self.group_size, self.dynamic = group_size, dynamic
+
+
+class _SideBranch(nn.Module):
+    def __init__(self, k, n, r):
+        super().__init__()
+        self.down = nn.Linear(k, r, bias=False)
+        self.up = nn.Linear(r, n, bias=False)
+
+
+class _StandInQLinear(nn.Module):
+    def __init__(self, lin: nn.Linear, *, w_bits=4, a_bits=8, w_sym=True, a_sym=True, group=0, smooth=False, rank=0):
+        super().__init__()
+        self.weight, self.bias = lin.weight, lin.bias
+        gran = "per_group" if group else "per_channel"
+        self.weight_quantizer = _Quantizer(w_bits, w_sym, gran, group, dynamic=False)
+        self.input_quantizer = _Quantizer(a_bits, a_sym, "per_token")
+        k, n = lin.in_features, lin.out_features
+        self.smooth_scale = nn.Parameter(torch.rand(k) + 0.5) if smooth else None
+        self.side_branch = _SideBranch(k, n, rank) if rank else None
+
+    def _w(self):
+        return self.weight * self.smooth_scale if self.smooth_scale is not None else self.weight
+
+    def integer_weight(self):
+        wq = self.weight_quantizer
+        w = self._w().detach()
+        n, k = w.shape
+        g = wq.group_size or k
+        wg = w.reshape(n, k // g, g)
+        if wq.symmetric:
+            qmax = 2 ** (wq.bits - 1) - 1
+            scale = wg.abs().amax(-1).clamp_min(1e-8) / qmax
+            codes = torch.round(wg / scale[..., None]).clamp(-qmax - 1, qmax)
+            zp = torch.zeros_like(scale)
+        else:
+            levels = 2**wq.bits - 1
+            lo, hi = wg.amin(-1).clamp_max(0), wg.amax(-1).clamp_min(0)
+            scale = (hi - lo).clamp_min(1e-8) / levels
+            zp = torch.round(-lo / scale)
+            codes = (torch.round(wg / scale[..., None]) + zp[..., None]).clamp(0, levels)
+        return codes.reshape(n, k), scale.squeeze(-1) if not wq.group_size else scale, zp.squeeze(-1)
+
+    def forward(self, x):
+        codes, scale, zp = self.integer_weight()
+        n, k = codes.shape
+        g = self.weight_quantizer.group_size or k
+        w_hat = ((codes.reshape(n, k // g, g) - zp.reshape(n, -1, 1)) * scale.reshape(n, -1, 1)).reshape(n, k)
+        xs = x / self.smooth_scale if self.smooth_scale is not None else x
+        aq = self.input_quantizer
+        if aq.symmetric:
+            qmax = 2 ** (aq.bits - 1) - 1
+            s = xs.abs().amax(-1, keepdim=True).clamp_min(1e-8) / qmax
+            x_hat = torch.round(xs / s).clamp(-qmax - 1, qmax) * s
+        else:
+            levels = 2**aq.bits - 1
+            lo, hi = xs.amin(-1, keepdim=True).clamp_max(0), xs.amax(-1, keepdim=True).clamp_min(0)
+            s = (hi - lo).clamp_min(1e-8) / levels
+            z = torch.round(-lo / s)
+            x_hat = ((torch.round(xs / s) + z).clamp(0, levels) - z) * s
+        y = x_hat @ w_hat.t()
+        if self.bias is not None:
+            y = y + self.bias
+        if self.side_branch is not None:
+            y = y + self.side_branch.up(self.side_branch.down(x))
+        return y
+
+
+class _Net(nn.Module):
+    def __init__(self, **kw):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1 = _StandInQLinear(nn.Linear(256, 384), **kw)
+        self.act = nn.GELU()
+        self.fc2 = _StandInQLinear(nn.Linear(384, 256), **kw)
+        self.head = nn.Linear(256, 10)  # stays float
+
+    def forward(self, x):
+        return self.head(self.fc2(self.act(self.fc1(x))))
+
+
+def _rel(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(w_bits=4, a_bits=8),
+        dict(w_bits=8, a_bits=8, a_sym=False, smooth=True),
+        dict(w_bits=4, a_bits=6, w_sym=False, a_sym=False, rank=8),
+        dict(w_bits=3, a_bits=8, group=64, smooth=True, rank=4),
+        dict(w_bits=6, a_bits=8, group=128),
+    ],
+)
+def test_convert_matches_fake_quant(kw):
+    net = _Net(**kw).eval()
+    x = torch.randn(3, 7, 256)
+    with torch.no_grad():
+        y_fq = net(x)
+        convert(net)
+        assert isinstance(net.fc1, QLinearInt) and isinstance(net.fc2, QLinearInt) and isinstance(net.head, nn.Linear)
+        assert net.fc1.spec.packed == (kw["w_bits"] <= 4)
+        y_int = net(x)
+    assert y_int.shape == y_fq.shape
+    assert _rel(y_int, y_fq) < 1e-4
+
+
+def test_save_load_roundtrip_and_size(tmp_path):
+    net = _Net(w_bits=4, a_bits=8, rank=4, a_sym=False).eval()
+    fp16_bytes = sum(m.weight.numel() * 2 for m in (net.fc1, net.fc2))
+    convert(net)
+    x = torch.randn(5, 256)
+    with torch.no_grad():
+        y = net(x)
+    save_converted(net, tmp_path / "ckpt")
+    from safetensors.torch import load_file
+
+    state = load_file(str(tmp_path / "ckpt" / "model.safetensors"))
+    assert state["fc1.qweight"].dtype == torch.int8 and state["fc1.qweight"].shape == (384, 128)  # 2 codes/byte
+    assert "fc1.weight" not in state
+    fresh = _Net(w_bits=4, a_bits=8, rank=4, a_sym=False)  # a different float model of the same architecture
+    torch.manual_seed(123)
+    for p in fresh.parameters():
+        p.data.normal_()
+    load_converted(fresh, tmp_path / "ckpt")
+    with torch.no_grad():
+        assert torch.equal(fresh(x), y)
+    ratio = linear_weight_bytes(nn.ModuleList([net.fc1, net.fc2])) / fp16_bytes
+    assert 0.25 < ratio < 0.27  # int4 codes (1/4 of fp16) + fp32 scale and Σŵ per output channel
+    assert linear_weight_bytes(net) > linear_weight_bytes(nn.ModuleList([net.fc1, net.fc2]))  # float head counted
+    with pytest.raises(ValueError, match="QLinearInt"):
+        save_converted(nn.Sequential(nn.Linear(2, 2)), tmp_path / "none")
+
+
+def test_convert_refuses_what_kernels_cannot_run():
+    net = _Net(w_bits=4, a_bits=8)
+    net.fc1.input_quantizer.dynamic = False
+    with pytest.raises(ValueError, match="fc1.*dynamic per-token"):
+        convert(net)
+    assert isinstance(net.fc2, _StandInQLinear)  # nothing swapped when a layer is refused
+    net = _Net(w_bits=4, a_bits=8, w_sym=False, group=64)
+    with pytest.raises(ValueError, match="per-group"):
+        convert(net)
+    net = _Net(w_bits=4, a_bits=8)
+    net.fc2.input_quantizer.granularity = "per_tensor"
+    with pytest.raises(ValueError, match="fc2"):
+        convert(net)
+    with pytest.raises(TypeError):
+        convert("model")
+    with pytest.raises(ValueError, match="group_size"):
+        IntLinearSpec(in_features=8, out_features=8, w_bits=4, group_size=32)
+
+
+def test_qlinearint_from_linear_bf16_and_shapes():
+    lin = nn.Linear(300, 70).to(torch.bfloat16)
+    q = QLinearInt.from_linear(lin, w_bits=4, a_bits=8)
+    x = torch.randn(2, 3, 300, dtype=torch.bfloat16)
+    y = q(x)
+    assert y.dtype == torch.bfloat16 and y.shape == (2, 3, 70)
+    assert _rel(y.float(), lin(x).float()) < 0.15  # W4 round-to-nearest error on random weights
+    assert "W4(packed int4)" in repr(q)
+    with pytest.raises(ValueError, match="300"):
+        q(torch.randn(4, 299, dtype=torch.bfloat16))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kw", [dict(w_bits=4, a_bits=8, smooth=True, rank=8), dict(w_bits=8, a_bits=8, a_sym=False)])
+def test_convert_gpu_triton_matches_cpu_reference(kw):
+    net = _Net(**kw).eval()
+    x = torch.randn(4, 300, 256)
+    with torch.no_grad():
+        y_fq = net(x)
+        convert(net)
+        y_cpu = net(x)
+        net.cuda()
+        y_gpu = net(x.cuda()).cpu()
+    assert _rel(y_gpu, y_cpu) < 1e-4
+    assert _rel(y_gpu, y_fq) < 1e-3

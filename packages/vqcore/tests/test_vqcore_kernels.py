@@ -1,0 +1,260 @@
+"""vqcore.kernels: Triton kernels vs their pure-PyTorch references, int4 packing, custom-op registration.
+
+Without CUDA the Triton kernels run in Triton's CPU interpreter: ``TRITON_INTERPRET=1`` is set here, at import, before
+``vqcore.kernels.triton_kernels`` (the only module that imports triton) is first imported. Shapes are tiny and
+deliberately not multiples of the tile sizes (interpreter tiles: 16×32, K chunk 128).
+
+Tolerances: integer accumulators are compared exactly (unit scales, float32 output: every |acc| < 2^24 so the float32
+result is the exact int32 value); scaled outputs within 1e-5 of max|y| in float32 (summation order differs) and within
+1e-2 relative in bf16 (one bf16 rounding of the output, 2^-8).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+from vqcore import kernels  # noqa: E402
+from vqcore.kernels import ops, packing  # noqa: E402
+from vqcore.kernels import reference as ref  # noqa: E402
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _tk():
+    from vqcore.kernels import triton_kernels
+
+    return triton_kernels
+
+
+def _cfg(swap: int) -> dict:
+    """A fixed small tile (both operand orientations of the GEMM kernel are exercised explicitly)."""
+    return {"BLOCK_M": 16, "BLOCK_N": 32, "GROUP_M": 2, "SWAP": swap}
+
+
+def _close(y: torch.Tensor, yr: torch.Tensor, rel: float) -> None:
+    err = (y.float() - yr.float()).abs().max().item()
+    scale = yr.float().abs().max().item()
+    assert err <= rel * scale + 1e-6, f"max err {err:.3g} vs tolerance {rel * scale:.3g}"
+
+
+# ---- packing -------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("k", [1, 64, 127, 128, 300])
+def test_int4_pack_roundtrip(k):
+    g = torch.Generator().manual_seed(k)
+    codes = torch.randint(-8, 8, (5, k), generator=g, dtype=torch.int8)
+    packed = packing.pack_int4(codes)
+    assert packed.dtype == torch.int8 and packed.shape == (5, packing.padded_k(k) // 2)
+    assert torch.equal(packing.unpack_int4(packed, k), codes)
+
+
+def test_int4_pack_layout_and_errors():
+    codes = torch.zeros(1, 128, dtype=torch.int8)
+    codes[0, 3] = -1  # low nibble of byte 3
+    codes[0, 64 + 3] = 5  # high nibble of byte 3
+    p = packing.pack_int4(codes).view(torch.uint8)
+    assert p[0, 3].item() == (0xF | (5 << 4))
+    assert int(p.sum()) == p[0, 3].item()
+    with pytest.raises(ValueError, match=r"\[-8, 7\]"):
+        packing.pack_int4(torch.full((2, 4), 8))
+    with pytest.raises(TypeError):
+        packing.pack_int4(torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="bytes per row"):
+        packing.unpack_int4(packing.pack_int4(torch.zeros(2, 130, dtype=torch.int8)), 100)
+
+
+# ---- per-token quantization ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("bits", [8, 6, 4])
+@pytest.mark.parametrize("smooth", [False, True])
+def test_quantize_kernel_matches_reference(symmetric, bits, smooth):
+    g = torch.Generator().manual_seed(bits * 10 + symmetric)
+    x = (torch.randn(37, 300, generator=g) * 3 + 0.5).to(DEV)
+    x[3] = 0.0  # an all-zero row (eps path)
+    x[5] = x[5].abs()  # a row with min > 0 (range clamped to include 0)
+    inv = (torch.rand(300, generator=g) + 0.5).to(DEV) if smooth else None
+    got = _tk().quantize_per_token(x, inv, bits, symmetric)
+    want = ref.quantize_per_token_ref(x, inv, bits, symmetric)
+    for a, b, name in zip(got, want, ("codes", "scale", "zero_point", "rowsum")):
+        assert a.dtype == b.dtype, name
+        assert torch.equal(a, b), name
+    qmin, qmax = ref.qrange(bits, symmetric)
+    assert int(got[0].min()) >= qmin and int(got[0].max()) <= qmax
+    # dequantization error bounded by half a step per element
+    xs = x * inv if smooth else x
+    deq = (got[0].float() - got[2].float()[:, None]) * got[1][:, None]
+    assert ((deq - xs).abs() <= got[1][:, None] * 0.5 + 1e-6).all()
+
+
+def test_quantize_kernel_bf16_input():
+    x = torch.randn(9, 200, dtype=torch.bfloat16).to(DEV)
+    got = _tk().quantize_per_token(x, None, 8, True)
+    want = ref.quantize_per_token_ref(x, None, 8, True)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+# ---- integer GEMM ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("swap", [0, 1])
+@pytest.mark.parametrize("w4", [False, True])
+@pytest.mark.parametrize("shape", [(37, 50, 300), (16, 32, 128), (5, 17, 64)])
+def test_gemm_exact_integer_accumulation(w4, shape, swap):
+    m, n, k = shape
+    g = torch.Generator().manual_seed(m + n + k + w4)
+    a = torch.randint(-128, 128, (m, k), generator=g, dtype=torch.int8)
+    lo, hi = (-8, 8) if w4 else (-128, 128)
+    w = torch.randint(lo, hi, (n, k), generator=g, dtype=torch.int8)
+    wq = packing.pack_int4(w) if w4 else w
+    ones_m, ones_n = torch.ones(m), torch.ones(n)
+    y = _tk().int_linear(a.to(DEV), ones_m.to(DEV), None, None, wq.to(DEV), ones_n.to(DEV), 0, w4, k, None, None,
+                         None, None, None, torch.float32, config=_cfg(swap))  # fmt: skip
+    assert torch.equal(y.cpu(), ref.int_matmul_exact(a, w).float())
+
+
+def _problem(m, n, k, *, w4, group, act_asym, w_asym, bias, rank, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(m, k, generator=g) * 2 + 0.3
+    act = ref.quantize_per_token_ref(x, None, 8, not act_asym)
+    lo, hi = (-8, 8) if w4 else (-128, 128)
+    codes = torch.randint(lo, hi, (n, k), generator=g, dtype=torch.int8)
+    if group:
+        sw = torch.rand(n, -(-k // group), generator=g) * 0.02 + 1e-3
+    else:
+        sw = torch.rand(n, generator=g) * 0.02 + 1e-3
+    wzp = (torch.randint(-3, 4, (n,), generator=g).float() * sw) if w_asym else None
+    wsum = ref.dequantize_weight(codes, sw, group, wzp).sum(1)
+    return dict(
+        act=act, codes=codes, w=packing.pack_int4(codes) if w4 else codes, sw=sw, wzp=wzp, wsum=wsum,
+        bias=torch.randn(n, generator=g) if bias else None,
+        t=torch.randn(m, rank, generator=g) if rank else None,
+        up=torch.randn(n, rank, generator=g) * 0.1 if rank else None,
+    )  # fmt: skip
+
+
+CASES = [
+    # w4, group, act_asym, w_asym, bias, rank
+    (False, 0, False, False, False, 0),
+    (False, 0, True, True, True, 5),
+    (False, 128, True, False, True, 0),
+    (True, 0, False, False, True, 0),
+    (True, 0, True, True, False, 33),
+    (True, 64, False, False, True, 16),
+    (True, 128, True, False, False, 0),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("swap", [0, 1])
+def test_gemm_epilogue_matches_reference(case, out_dtype, swap):
+    w4, group, act_asym, w_asym, bias, rank = case
+    m, n, k = 37, 50, 300
+    p = _problem(m, n, k, w4=w4, group=group, act_asym=act_asym, w_asym=w_asym, bias=bias, rank=rank)
+    q, sx, zx, rs = p["act"]
+
+    def d(t):
+        return None if t is None else t.to(DEV)
+
+    y = _tk().int_linear(
+        d(q), d(sx), d(zx) if act_asym else None, d(rs) if w_asym else None, d(p["w"]), d(p["sw"]), group, w4, k,
+        d(p["wsum"]), d(p["wzp"]), d(p["bias"]), d(p["t"]), d(p["up"]), out_dtype, config=_cfg(swap),
+    )  # fmt: skip
+    assert y.dtype == out_dtype and y.shape == (m, n)
+    yr = ref.int_linear_ref(q, sx, zx if act_asym else None, p["codes"], p["sw"], group, p["wzp"], p["bias"], p["t"],
+                            p["up"], torch.float32)  # fmt: skip
+    _close(y.cpu(), yr, 1e-5 if out_dtype == torch.float32 else 1e-2)
+
+
+def test_public_api_cpu_path_and_validation():
+    """kernels.quantize_per_token / int_linear on CPU dispatch to the reference; bad arguments raise ValueError."""
+    x = torch.randn(2, 3, 256)
+    act = kernels.quantize_per_token(x, bits=8, symmetric=False)
+    assert act.codes.shape == (6, 256) and act.scale.shape == (6,)
+    p = _problem(6, 40, 256, w4=True, group=0, act_asym=True, w_asym=False, bias=True, rank=0)
+    y = kernels.int_linear(act, p["w"], p["sw"], in_features=256, w4=True, weight_sum=p["wsum"], asymmetric_act=True,
+                           bias=p["bias"], out_dtype=torch.float32)  # fmt: skip
+    yr = ref.int_linear_ref(act.codes, act.scale, act.zero_point, p["codes"], p["sw"], 0, None, p["bias"], None, None,
+                            torch.float32)  # fmt: skip
+    _close(y, yr, 1e-6)
+    with pytest.raises(ValueError, match="in_features"):
+        kernels.int_linear(act, p["w"], p["sw"], in_features=128, w4=True)
+    with pytest.raises(ValueError, match="weight must be int8"):
+        kernels.int_linear(act, p["codes"], p["sw"], in_features=256, w4=True)
+    with pytest.raises(ValueError, match="group_size"):
+        kernels.int_linear(act, p["w"], torch.ones(40, 8), in_features=256, w4=True, group_size=32)
+    with pytest.raises(ValueError, match="weight_sum"):
+        kernels.int_linear(act, p["w"], p["sw"], in_features=256, w4=True, asymmetric_act=True)
+    with pytest.raises(ValueError, match="bits"):
+        kernels.quantize_per_token(x, bits=9)
+    with pytest.raises(TypeError):
+        kernels.quantize_per_token(torch.ones(3, 4, dtype=torch.int32))
+
+
+def test_custom_ops_opcheck():
+    x = torch.randn(20, 96)
+    torch.library.opcheck(ops.quantize_per_token_op, (x, torch.rand(96) + 0.5, 8, True))
+    torch.library.opcheck(ops.quantize_per_token_op, (x, None, 6, False))
+    p = _problem(20, 40, 96, w4=True, group=0, act_asym=True, w_asym=True, bias=True, rank=4)
+    q, sx, zx, rs = p["act"]
+    torch.library.opcheck(ops.int_linear_op, (q, sx, zx, rs, p["w"], p["sw"], 0, True, 96, p["wsum"], p["wzp"],
+                                              p["bias"], p["t"], p["up"], torch.float32))  # fmt: skip
+    p = _problem(20, 40, 256, w4=False, group=128, act_asym=False, w_asym=False, bias=False, rank=0)
+    q, sx, zx, rs = p["act"]
+    torch.library.opcheck(ops.int_linear_op, (q, sx, None, None, p["w"], p["sw"], 128, False, 256, None, None, None,
+                                              None, None, torch.bfloat16))  # fmt: skip
+
+
+def test_ops_trace_under_torch_compile():
+    def f(x):
+        q, s, z, r = ops.quantize_per_token_op(x, None, 8, True)
+        return q.float() * s[:, None]
+
+    x = torch.randn(8, 64)
+    y = torch.compile(f, backend="aot_eager", fullgraph=True)(x)
+    assert torch.equal(y, f(x))
+
+
+# ---- real GPU (deselected without CUDA) ----------------------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.parametrize("w4", [False, True])
+@pytest.mark.parametrize("group", [0, 128])
+def test_gpu_ops_match_reference(w4, group):
+    """Custom ops on CUDA (autotuned Triton kernels) vs the CPU reference, at a realistic odd shape."""
+    m, n, k = 1000, 1152, 1152
+    p = _problem(m, n, k, w4=w4, group=group, act_asym=True, w_asym=False, bias=True, rank=32, seed=1)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(2)) * 2
+    inv = torch.rand(k) + 0.5
+    got = ops.quantize_per_token_op(x.cuda(), inv.cuda(), 8, False)
+    want = ref.quantize_per_token_ref(x, inv, 8, False)
+    diff = (got[0].cpu().int() - want[0].int()).abs()
+    assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3  # GPU fp32 division may flip a rounding tie
+    torch.testing.assert_close(got[1].cpu(), want[1], rtol=1e-6, atol=0)
+    q, sx, zx, rs = p["act"]
+    cu = [None if t is None else t.cuda() for t in (q, sx, zx, p["w"], p["sw"], p["wsum"], p["bias"], p["t"], p["up"])]
+    y = ops.int_linear_op(cu[0], cu[1], cu[2], None, cu[3], cu[4], group, w4, k, cu[5], None, cu[6].bfloat16(),
+                          cu[7].bfloat16(), cu[8].bfloat16(), torch.bfloat16)  # fmt: skip
+    yr = ref.int_linear_ref(q, sx, zx, p["codes"], p["sw"], group, None, p["bias"].bfloat16(), p["t"].bfloat16(),
+                            p["up"].bfloat16(), torch.float32)  # fmt: skip
+    _close(y.cpu(), yr, 1e-2)
+    a = torch.randint(-128, 128, (m, k), dtype=torch.int8)
+    w = torch.randint(-8, 8, (n, k), dtype=torch.int8) if w4 else torch.randint(-128, 128, (n, k), dtype=torch.int8)
+    wq = packing.pack_int4(w) if w4 else w
+    yi = ops.int_linear_op(a.cuda(), torch.ones(m, device="cuda"), None, None, wq.cuda(), torch.ones(n, device="cuda"),
+                           0, w4, k, None, None, None, None, None, torch.float32)  # fmt: skip
+    assert torch.equal(yi.cpu(), ref.int_matmul_exact(a, w).float())
+
+
+@pytest.mark.gpu
+def test_gpu_opcheck():
+    x = torch.randn(64, 256, device="cuda", dtype=torch.bfloat16)
+    torch.library.opcheck(ops.quantize_per_token_op, (x, None, 8, True))
+    p = _problem(64, 128, 256, w4=True, group=0, act_asym=False, w_asym=False, bias=True, rank=0)
+    q, sx, _, _ = p["act"]
+    args = (q.cuda(), sx.cuda(), None, None, p["w"].cuda(), p["sw"].cuda(), 0, True, 256, None, None,
+            p["bias"].cuda().bfloat16(), None, None, torch.bfloat16)  # fmt: skip
+    torch.library.opcheck(ops.int_linear_op, args)

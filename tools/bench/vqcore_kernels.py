@@ -1,0 +1,297 @@
+"""Benchmark of vqcore's integer kernels (issue 4).
+
+GEMMs: W8A8 and W4A8 (Triton) vs bf16 ``torch.matmul`` (cuBLAS) and ``torch._int_mm`` (int8 cuBLAS) at the linear
+shapes of CogVideoX-2B (hidden 1920, MLP 7680) and Open-Sora/Latte (1152, 4608), at M ≈ 16–18k tokens and small M
+(64, 2048). "gemm" columns time the GEMM alone on pre-quantized activations; "+quant" adds the per-token activation
+quantization kernel (what a layer really pays). Plus one transformer block of CogVideoX-2B size (random weights):
+bf16 vs converted W8A8 / W4A8 (latency, linear-weight memory).
+
+    python tools/bench/vqcore_kernels.py                 # on a CUDA GPU (Hopper autotune configs)
+    python tools/bench/vqcore_kernels.py --quick         # CPU: tiny shapes through the reference path (smoke only)
+
+Writes results.json, results.md and a PNG plot into --out (default runs/bench/vqcore_kernels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[2]
+for p in ("packages/vqcore/src", "packages/commons/src"):
+    if str(ROOT / p) not in sys.path:
+        sys.path.insert(0, str(ROOT / p))
+
+from vqcore import kernels  # noqa: E402
+from vqcore.convert import QLinearInt, linear_weight_bytes  # noqa: E402
+
+MODELS = {"CogVideoX-2B": (1920, 7680, 17776), "Latte/Open-Sora": (1152, 4608, 16384)}
+
+
+def _time(fn, warmup: int, rep: int, cuda: bool) -> float:
+    """Median milliseconds of ``fn``; CUDA events when on GPU (triton.testing.do_bench), perf_counter on CPU."""
+    if cuda:
+        import triton
+
+        return float(triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median"))
+    for _ in range(2):
+        fn()
+    ts = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(ts)
+
+
+def _best_config(cuda: bool) -> str:
+    if not cuda:
+        return "reference"
+    from vqcore.kernels import triton_kernels as tk
+
+    c = tk._int_gemm_tuned.best_config
+    return f"{c.kwargs['BLOCK_M']}x{c.kwargs['BLOCK_N']} w{c.num_warps} s{c.num_stages}"
+
+
+def _bench_shape(args, device, cuda: bool, model: str, name: str, m: int, k: int, n: int) -> dict:
+    x = torch.randn(m, k, device=device, dtype=torch.bfloat16)
+    lin = nn.Linear(k, n, bias=False, device=device, dtype=torch.bfloat16)
+    w = lin.weight.detach()
+    q8 = QLinearInt.from_linear(lin, w_bits=8, a_bits=8)
+    q4 = QLinearInt.from_linear(lin, w_bits=4, a_bits=8)
+    q4g = QLinearInt.from_linear(lin, w_bits=4, a_bits=8, group_size=128)
+    act = kernels.quantize_per_token(x, 8, True)
+    flops = 2.0 * m * n * k
+
+    def run_int(mod):
+        return kernels.int_linear(
+            act, mod.qweight, mod.weight_scale, in_features=k, w4=mod.spec.packed,
+            group_size=mod.spec.group_size, out_dtype=torch.bfloat16,
+        )  # fmt: skip
+
+    # correctness of the timed paths against the dequantized fp32 product
+    xd = act.codes.float() * act.scale[:, None]
+    errs = {}
+    for key, mod in (("w8a8", q8), ("w4a8", q4), ("w4a8_g128", q4g)):
+        ref = xd @ mod.dequantized_weight().t()
+        errs[key] = float((run_int(mod).float() - ref).norm() / ref.norm())
+    del xd
+    t, cfgs = {}, {}
+    t["bf16"] = _time(lambda: F.linear(x, w), args.warmup, args.rep, cuda)
+    if cuda and m > 16:
+        wt = q8.qweight.t()  # [K, N] column-major view: the layout cuBLAS int8 wants
+        t["int_mm"] = _time(lambda: torch._int_mm(act.codes, wt), args.warmup, args.rep, cuda)
+    for key, mod in (("w8a8", q8), ("w4a8", q4), ("w4a8_g128", q4g)):
+        t[key] = _time(lambda mod=mod: run_int(mod), args.warmup, args.rep, cuda)
+        cfgs[key] = _best_config(cuda)
+    t["quant"] = _time(lambda: kernels.quantize_per_token(x, 8, True), args.warmup, args.rep, cuda)
+    t["w8a8_layer"] = _time(lambda: q8(x), args.warmup, args.rep, cuda)
+    t["w4a8_layer"] = _time(lambda: q4(x), args.warmup, args.rep, cuda)
+    row = {"model": model, "layer": name, "M": m, "K": k, "N": n, "rel_err": errs, "configs": cfgs}
+    for key, ms_ in t.items():
+        row[f"{key}_ms"] = ms_
+    row["bf16_tflops"] = flops / t["bf16"] / 1e9
+    for key in ("int_mm", "w8a8", "w4a8", "w4a8_g128", "w8a8_layer", "w4a8_layer"):
+        if key in t:
+            row[f"{key}_x"] = t["bf16"] / t[key]
+    keys = ("int_mm", "w8a8", "w4a8", "w4a8_g128", "w8a8_layer", "w4a8_layer")
+    speed = " ".join(f"{kk}={row[kk + '_x']:.2f}x" for kk in keys if kk + "_x" in row)
+    err = max(errs.values())
+    print(f"{model:16s} {name:9s} M={m:6d} K={k:5d} N={n:5d} bf16 {t['bf16']:.3f}ms {speed} err<={err:.1e} {cfgs}",
+          flush=True)  # fmt: skip
+    return row
+
+
+def gemm_table(args, device, cuda: bool) -> list[dict]:
+    rows = []
+    shapes = []
+    for model, (h, mlp, m_large) in MODELS.items():
+        layers = [("qkv/proj", h, h), ("fc1", h, mlp), ("fc2", mlp, h)]
+        ms = [m_large, 2048, 64] if not args.quick else [48]
+        if args.quick:
+            layers = [(n, max(k // 32, 64), max(nn_ // 32, 64)) for n, k, nn_ in layers]
+        for m in ms:
+            for name, k, n in layers:
+                shapes.append((model, name, m, k, n))
+    torch.manual_seed(args.seed)
+    for shape in shapes:
+        rows.append(_bench_shape(args, device, cuda, *shape))
+    return rows
+
+
+class Block(nn.Module):
+    """A CogVideoX-2B-sized DiT block (random weights): adaLN-style modulation, fused QKV, SDPA attention (30 heads ×
+    64, FP), output projection, GELU-tanh MLP 1920→7680→1920. The linears are the parts vqcore quantizes."""
+
+    def __init__(self, dim: int = 1920, heads: int = 30, mlp: int = 7680) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-5)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-5)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.norm_q = nn.LayerNorm(dim // heads, eps=1e-6)
+        self.norm_k = nn.LayerNorm(dim // heads, eps=1e-6)
+        self.proj = nn.Linear(dim, dim)
+        self.fc1 = nn.Linear(dim, mlp)
+        self.fc2 = nn.Linear(mlp, dim)
+
+    def forward(self, x: torch.Tensor, mod: torch.Tensor) -> torch.Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)
+        b, s, d = x.shape
+        h = self.norm1(x) * (1 + scale1) + shift1
+        q, k, v = self.qkv(h).view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(self.norm_q(q), self.norm_k(k), v)
+        x = x + gate1 * self.proj(a.transpose(1, 2).reshape(b, s, d))
+        h = self.norm2(x) * (1 + scale2) + shift2
+        return x + gate2 * self.fc2(F.gelu(self.fc1(h), approximate="tanh"))
+
+
+def block_table(args, device, cuda: bool) -> list[dict]:
+    torch.manual_seed(args.seed)
+    dim, heads, mlp, seq = (1920, 30, 7680, 17776) if not args.quick else (128, 2, 512, 64)
+    dtype = torch.bfloat16
+    blk = Block(dim, heads, mlp).to(device=device, dtype=dtype).eval()
+    x = torch.randn(1, seq, dim, device=device, dtype=dtype)
+    mod = torch.randn(1, 1, 6 * dim, device=device, dtype=dtype) * 0.1
+    rows = []
+    fp16_bytes = sum(m.weight.numel() * 2 for m in blk.modules() if isinstance(m, nn.Linear))
+    with torch.no_grad():
+        y_ref = blk(x, mod).float()
+        t_bf16 = _time(lambda: blk(x, mod), args.warmup, args.rep, cuda)
+        rows.append({"variant": "bf16", "ms": t_bf16, "speedup": 1.0, "linear_weight_MiB": fp16_bytes / 2**20,
+                     "mem_ratio_vs_fp16": 1.0, "rel_err": 0.0})  # fmt: skip
+        for name, wb, gs in (("W8A8", 8, 0), ("W4A8", 4, 0), ("W4A8 g128", 4, 128)):
+            qb = Block(dim, heads, mlp).to(device=device, dtype=dtype).eval()
+            qb.load_state_dict(blk.state_dict())
+            for lname in ("qkv", "proj", "fc1", "fc2"):
+                setattr(qb, lname, QLinearInt.from_linear(getattr(blk, lname), w_bits=wb, a_bits=8, group_size=gs))
+            y = qb(x, mod).float()
+            rel = float((y - y_ref).norm() / y_ref.norm())
+            t = _time(lambda qb=qb: qb(x, mod), args.warmup, args.rep, cuda)
+            nbytes = linear_weight_bytes(qb)
+            rows.append({"variant": name, "ms": t, "speedup": t_bf16 / t, "linear_weight_MiB": nbytes / 2**20,
+                         "mem_ratio_vs_fp16": nbytes / fp16_bytes, "rel_err": rel})  # fmt: skip
+            del qb
+        # Amdahl bound: the block with the four linears removed (attention, norms, elementwise stay bf16)
+        if cuda:
+            ident = Block(dim, heads, mlp).to(device=device, dtype=dtype).eval()
+
+            class _Cheap(nn.Module):
+                def __init__(self, n_out: int) -> None:
+                    super().__init__()
+                    self.n_out = n_out
+                    self.buf = None
+
+                def forward(self, h):  # a preallocated output: no compute, keeps the rest of the block unchanged
+                    if self.buf is None:
+                        self.buf = torch.randn(*h.shape[:-1], self.n_out, device=h.device, dtype=h.dtype)
+                    return self.buf
+
+            ident.qkv, ident.proj, ident.fc1, ident.fc2 = _Cheap(3 * dim), _Cheap(dim), _Cheap(mlp), _Cheap(dim)
+            t_rest = _time(lambda: ident(x, mod), args.warmup, args.rep, cuda)
+            rows.append({"variant": "no linears (bound)", "ms": t_rest, "speedup": t_bf16 / t_rest,
+                         "linear_weight_MiB": 0.0, "mem_ratio_vs_fp16": 0.0, "rel_err": float("nan")})  # fmt: skip
+    for r in rows:
+        print(f"block {r['variant']:20s} {r['ms']:.3f} ms  x{r['speedup']:.2f}  "
+              f"weights {r['linear_weight_MiB']:.1f} MiB "
+              f"({r['mem_ratio_vs_fp16']:.3f} of fp16)  rel_err {r['rel_err']:.3g}", flush=True)  # fmt: skip
+    return rows
+
+
+def _md(gemm: list[dict], block: list[dict], meta: dict) -> str:
+    lines = [f"GPU: {meta['device']} · torch {meta['torch']} · triton {meta['triton']} · {meta['date']}", ""]
+    lines.append("| model | layer | M | K | N | bf16 ms | bf16 TFLOP/s | _int_mm × | W8A8 × | W4A8 × | W4A8 g128 × "
+                 "| quant ms | W8A8+quant × | W4A8+quant × |")  # fmt: skip
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def f(r, k):
+        return f"{r[k]:.2f}" if k in r else "–"
+
+    for r in gemm:
+        lines.append(f"| {r['model']} | {r['layer']} | {r['M']} | {r['K']} | {r['N']} | {r['bf16_ms']:.3f} | "
+                     f"{r['bf16_tflops']:.0f} | {f(r, 'int_mm_x')} | {f(r, 'w8a8_x')} | {f(r, 'w4a8_x')} | "
+                     f"{f(r, 'w4a8_g128_x')} | {r['quant_ms']:.3f} | {f(r, 'w8a8_layer_x')} | "
+                     f"{f(r, 'w4a8_layer_x')} |")  # fmt: skip
+    big = [r for r in gemm if r["M"] >= 8192]
+    if big:
+        lines.append("")
+        lines.append("Median over the large-M shapes (speed-up vs bf16): " + ", ".join(
+            f"{k} {statistics.median(r[k + '_x'] for r in big if k + '_x' in r):.2f}×"
+            for k in ("int_mm", "w8a8", "w4a8", "w4a8_g128", "w8a8_layer", "w4a8_layer")
+            if any(k + "_x" in r for r in big)))  # fmt: skip
+    lines += ["", "| block variant | ms | speed-up | linear weights MiB | of fp16 | rel. err vs bf16 |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for r in block:
+        lines.append(f"| {r['variant']} | {r['ms']:.3f} | {r['speedup']:.2f} | {r['linear_weight_MiB']:.1f} | "
+                     f"{r['mem_ratio_vs_fp16']:.3f} | {r['rel_err']:.3g} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny shapes on CPU through the reference path")
+    ap.add_argument("--out", default="runs/bench/vqcore_kernels")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--warmup", type=int, default=25, help="warm-up (ms for do_bench on GPU)")
+    ap.add_argument("--rep", type=int, default=100, help="repetition time (ms for do_bench on GPU)")
+    ap.add_argument("--skip-block", action="store_true")
+    args = ap.parse_args(argv)
+    cuda = torch.cuda.is_available() and not args.quick
+    device = torch.device("cuda" if cuda else "cpu")
+    if not cuda and not args.quick:
+        ap.error("no CUDA device: run with --quick for the CPU smoke setting")
+    meta = {"device": torch.cuda.get_device_name() if cuda else "cpu (reference path)", "torch": torch.__version__,
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "triton": "-"}  # fmt: skip
+    if cuda:
+        import triton
+
+        meta["triton"] = triton.__version__
+    gemm = gemm_table(args, device, cuda)
+    block = [] if args.skip_block else block_table(args, device, cuda)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"meta": meta, "gemm": gemm, "block": block}, indent=1))
+    md = _md(gemm, block, meta)
+    (out / "results.md").write_text(md)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        big = [r for r in gemm if r["M"] >= 8192] or gemm
+        labels = [f"{r['model'].split('/')[0]}\n{r['layer']} M={r['M']}" for r in big]
+        keys = [k for k in ("int_mm_x", "w8a8_x", "w4a8_x", "w8a8_layer_x", "w4a8_layer_x") if k in big[0]]
+        fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(big)), 4))
+        width = 0.8 / len(keys)
+        for i, k in enumerate(keys):
+            ax.bar([j + i * width for j in range(len(big))], [r[k] for r in big], width, label=k[:-2])
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(big))], labels, fontsize=7)
+        ax.set_ylabel("speed-up vs bf16 cuBLAS")
+        ax.set_title(f"vqcore integer GEMMs — {meta['device']}")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "speedup.png", dpi=120)
+    except ImportError:
+        pass
+    print(md)
+    worst = max((max(r["rel_err"].values()) for r in gemm), default=0.0)
+    if not math.isfinite(worst) or worst > 2e-2:
+        raise SystemExit(f"integer GEMM disagrees with its reference: relative error {worst:.3g}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
