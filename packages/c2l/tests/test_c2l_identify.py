@@ -122,3 +122,20 @@ def test_identify_iv_bad_inputs():
 def test_identification_accuracy_definition():
     assert identification_accuracy([2, 3, 1, 5], k=3) == 0.75
     assert identification_accuracy([], k=3) == 0.0
+
+
+def test_shift_null_is_calibrated_on_autocorrelated_series_where_spectral_is_not():
+    """Two independent AR(1) series: the i.i.d. spectral null over-rejects, the circular-shift null does not."""
+    rng = np.random.default_rng(5)
+    rej_spec, rej_shift = [], []
+    for i in range(20):
+        x, y = np.zeros(300), np.zeros(300)
+        for t in range(1, 300):
+            x[t] = 0.95 * x[t - 1] + rng.normal()
+            y[t] = 0.95 * y[t - 1] + rng.normal()
+        rej_spec.append(hsic_test(x, y, num_nullsims=200, seed=i, width="median").pvalue < 0.05)
+        rej_shift.append(hsic_test(x, y, num_nullsims=200, seed=i, width="median", null="shift").pvalue < 0.05)
+    assert np.mean(rej_spec) > 0.3
+    assert np.mean(rej_shift) <= 0.2
+    with pytest.raises(ValueError, match="null"):
+        hsic_test(x, y, null="bootstrap")

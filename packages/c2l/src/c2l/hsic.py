@@ -71,11 +71,18 @@ def hsic_test(
     num_nullsims: int = 1000,
     width: float | str = 1.0,
     seed: int | np.random.Generator | None = 0,
+    null: str = "spectral",
+    min_shift: int = 20,
 ) -> HSICResult:
     """Test ``x ⟂ y`` (both ``[n]`` or ``[n, d]``, jointly multivariate) with the RFF spectral HSIC test.
 
     ``width``: Gaussian kernel width for both variables; ``1.0`` is the official setting (kerpy's default, median
     heuristic off, data not standardised); ``"median"`` uses the median pairwise distance of each variable instead.
+
+    ``null="spectral"`` (official) assumes i.i.d. rows. For rows that are consecutive time steps of one trajectory
+    (autocorrelated, as in C2L's per-trajectory test) that null is anti-conservative; ``null="shift"`` (not in the
+    official code) instead compares with the statistic of ``y`` circularly shifted by ``min_shift … n − min_shift``
+    steps against ``x``, which keeps each series' autocorrelation and breaks only their alignment.
     """
     x = _as_2d("x", x)
     y = _as_2d("y", y)
@@ -99,6 +106,18 @@ def hsic_test(
     phiy_c = phiy - phiy.mean(axis=0)
     cross = phix_c.T @ phiy_c / n
     statistic = float(np.sum(cross**2))
+    if null == "shift":
+        if n < 2 * min_shift + 2:
+            raise ValueError(f"null='shift' needs n >= 2*min_shift+2 = {2 * min_shift + 2} samples, got {n}")
+        shifts = rng.integers(min_shift, n - min_shift, size=num_nullsims)
+        null_stats = np.empty(num_nullsims)
+        for i, sh in enumerate(shifts):
+            c = phix_c.T @ np.roll(phiy_c, int(sh), axis=0) / n
+            null_stats[i] = np.sum(c**2)
+        pvalue = (1.0 + float(np.sum(null_stats >= statistic))) / (1.0 + num_nullsims)
+        return HSICResult(statistic=statistic, scaled_statistic=n * statistic, pvalue=pvalue, num_samples=n)
+    if null != "spectral":
+        raise ValueError(f"null must be 'spectral' (official) or 'shift', got {null!r}")
     # Spectral null: eigenvalues of the (ddof=1) feature covariances, as kerpy's get_spectrum_on_data does.
     lam_x = np.clip(np.linalg.eigvalsh(np.cov(phix.T)), 0.0, None)
     lam_y = np.clip(np.linalg.eigvalsh(np.cov(phiy.T)), 0.0, None)

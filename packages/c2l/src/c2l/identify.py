@@ -90,7 +90,8 @@ class CandidateTest:
 
 def iv_candidate_test(obs: np.ndarray, acts: np.ndarray, lag: int, *, alpha: float | None = None,
                       relation: str = "linear", num_rff: int = 40, num_nullsims: int = 1000,
-                      kernel_width: float | str = 1.0, seed=0, trajectory: int = 0) -> CandidateTest:
+                      kernel_width: float | str = 1.0, seed=0, trajectory: int = 0,
+                      null: str = "spectral") -> CandidateTest:
     """Test whether ``s_{t-lag}`` is a valid instrument for the effect of ``s_t`` on ``a_t`` in one trajectory."""
     n = len(obs) - lag
     if n < 5:
@@ -98,7 +99,8 @@ def iv_candidate_test(obs: np.ndarray, acts: np.ndarray, lag: int, *, alpha: flo
     x, y, z = obs[lag:], acts[lag:], obs[: len(obs) - lag]
     a, _ = linear_iv_pseudo_variable(x, y, z, relation)
     thr = 10.0 / n if alpha is None else float(alpha)
-    res = hsic_test(a, z, num_rff=num_rff, num_nullsims=num_nullsims, width=kernel_width, seed=seed)
+    res = hsic_test(a, z, num_rff=num_rff, num_nullsims=num_nullsims, width=kernel_width, seed=seed, null=null,
+                    min_shift=min(20, max(1, n // 5)))
     return CandidateTest(trajectory, lag, res.statistic, res.pvalue, thr, bool(res.pvalue >= thr), n)
 
 
@@ -134,10 +136,11 @@ class IVIdentification:
 
 def identify_iv(dataset, *, max_lag: int = 20, alpha: float | None = None, relation: str = "linear",
                 num_rff: int = 40, num_nullsims: int = 1000, kernel_width: float | str = 1.0, seed: int = 0,
-                progress: bool = False) -> IVIdentification:
+                null: str = "spectral", progress: bool = False) -> IVIdentification:
     """Stage 1 of C2L on ``dataset`` (a :class:`~c2l.data.TrajectoryDataset`, an ``.npz`` path or ``(obs, acts)``
     pairs): per-trajectory lag search over ``max_lag, …, 1`` with the pseudo-variable HSIC test, then majority vote.
-    ``alpha=None`` uses the official ``10 / n``. See the module docstring for the exact rule."""
+    ``alpha=None`` uses the official ``10 / n``. ``null="spectral"`` is the official i.i.d. null of the HSIC test;
+    ``null="shift"`` uses circular time shifts (see :func:`c2l.hsic.hsic_test`). See the module docstring."""
     from tqdm.auto import tqdm
 
     data = as_trajectories(dataset)
@@ -146,6 +149,8 @@ def identify_iv(dataset, *, max_lag: int = 20, alpha: float | None = None, relat
     if alpha is not None and not (0 < alpha < 1):
         raise ValueError(f"alpha must be None (official 10/n) or in (0, 1), got {alpha!r}")
     _features(np.zeros((1, 1)), relation)  # validates relation early
+    if null not in ("spectral", "shift"):
+        raise ValueError(f"null must be 'spectral' (official) or 'shift', got {null!r}")
     usable = [i for i, t in enumerate(data) if len(t) - max_lag >= 10]
     if not usable:
         raise ValueError(f"no trajectory is long enough for max_lag={max_lag} (need length >= max_lag + 10; "
@@ -162,7 +167,8 @@ def identify_iv(dataset, *, max_lag: int = 20, alpha: float | None = None, relat
         valid = {}
         for lag in range(max_lag, 0, -1):
             res = iv_candidate_test(traj.obs, traj.acts, lag, alpha=alpha, relation=relation, num_rff=num_rff,
-                                    num_nullsims=num_nullsims, kernel_width=kernel_width, seed=rng, trajectory=i)
+                                    num_nullsims=num_nullsims, kernel_width=kernel_width, seed=rng, trajectory=i,
+                                    null=null)
             tests.append(res)
             valid[lag] = res.valid
         switches = [j for j in range(2, max_lag + 1) if valid[j] and not valid[j - 1]]
