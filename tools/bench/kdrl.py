@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     from commons.reporting import markdown_table
-    from kdrl.benchmark import plot_accuracy, plot_weights, run_comparison, summarise
+    from kdrl.benchmark import paired_comparison, plot_accuracy, plot_weights, run_comparison, summarise, verdict
 
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else ([0, 1, 2] if args.quick else [0, 1, 2, 3, 4])
     epochs = args.epochs or (20 if args.quick else 60)
@@ -66,11 +66,20 @@ def main(argv: list[str] | None = None) -> int:
         images.append(plot_weights(result, out / "weights.png", "mtkd_rl"))
     images.append(plot_accuracy(result, out / "accuracy.png"))
     best = max(rows, key=lambda r: r["_mean"])
+    paired = paired_comparison(result, "mtkd_rl") if "mtkd_rl" in strategies else []
+    result["paired"] = paired
+    result["verdict"] = verdict(paired) if paired else ""
+    paired_md = ("\n\nPaired per-seed differences (same seed = same student initialisation and data order):\n\n"
+                 + markdown_table([{k: v for k, v in r.items() if not k.startswith("_")} for r in paired])
+                 + f"\n\n**Verdict:** {result['verdict']}") if paired else ""
     md = (f"# kdrl benchmark (digits)\n\n{result['date']} · {result['machine']}\n\n"
           f"Teachers ({t_epochs} epochs, seed 0): {teachers}. Student `{result['student']}`, {epochs} epochs, "
-          f"seeds {seeds}, {result['n_train']} train / {result['n_test']} test images.\n\n{table}\n\n"
-          f"Best mean final accuracy: **{best['method']}**. Teacher training took {result['teacher_seconds']:.1f}s "
-          f"(0 if loaded from cache).\n")
+          f"seeds {seeds}, {result['n_train']} train / {result['n_test']} test images.\n\n{table}{paired_md}\n\n"
+          f"Best mean final accuracy: **{best['method']}**. 'top1 (final)' is the last epoch's test accuracy (what we "
+          f"report); 'top1 (best epoch)' is the official scripts' best-over-epochs test accuracy (selection on the "
+          f"test set). 'strategy s / run' is the time spent inside the weighting strategy (MTKD-RL: state, agent "
+          f"forward and updates); 'time vs AVER' compares whole-run wall time on a shared CPU (noisy). Teacher "
+          f"training took {result['teacher_seconds']:.1f}s (≈0 when loaded from the cache).\n")
     (out / "results.md").write_text(md, encoding="utf-8")
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
     print(md)

@@ -56,3 +56,21 @@ def test_student_teacher_class_mismatch_is_reported_before_training():
         d.fit([(torch.randn(4, 1, 8, 8), torch.zeros(4, dtype=torch.long))])
     with pytest.raises(TypeError, match="config"):
         MultiTeacherDistiller("digits_convnet_tiny", ["digits_mlp"], "aver", config={"epochs": 1})
+
+
+def test_cifar100_without_data_says_what_to_do(tmp_path):
+    from kdrl.data import cifar100_loaders
+
+    with pytest.raises(FileNotFoundError, match="cifar-100-python"):
+        cifar100_loaders(tmp_path)
+
+
+def test_digits_loader_arguments():
+    from kdrl.data import digits_loaders
+
+    with pytest.raises(ValueError, match="batch_size"):
+        digits_loaders(0)
+    with pytest.raises(ValueError, match="train_fraction"):
+        digits_loaders(8, train_fraction=0.0)
+    train, _ = digits_loaders(8, train_fraction=0.25)
+    assert 300 < len(train.dataset) < 420

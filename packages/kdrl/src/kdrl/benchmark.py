@@ -155,3 +155,37 @@ def plot_accuracy(result: dict[str, Any], path: str | os.PathLike) -> Path:
         series[name] = (list(range(n)), [statistics.fmean(c[e] for c in curves) for e in range(n)])
     return save_line_plot(path, series, xlabel="epoch", ylabel="test top-1 (%)",
                           title="student accuracy on digits (mean over seeds)")
+
+
+def paired_comparison(result: dict[str, Any], method: str = "mtkd_rl") -> list[dict[str, Any]]:
+    """Per-seed differences ``method − other`` in final accuracy: mean, std, and wins/ties/losses over seeds."""
+    acc = {(r["strategy"], r["seed"]): r["final_top1"] for r in result["runs"]}
+    others = sorted({r["strategy"] for r in result["runs"]} - {method}, key=lambda s: s != "student")
+    rows = []
+    for other in others:
+        diffs = [acc[(method, s)] - acc[(other, s)] for s in result["seeds"]
+                 if (method, s) in acc and (other, s) in acc]
+        if not diffs:
+            continue
+        m, sd = _mean_std(diffs)
+        rows.append({"comparison": f"{method} − {other}", "mean Δ": f"{m:+.2f}", "std Δ": f"{sd:.2f}",
+                     "wins/ties/losses": f"{sum(d > 0 for d in diffs)}/{sum(d == 0 for d in diffs)}/"
+                                         f"{sum(d < 0 for d in diffs)}", "_mean": m, "_std": sd})
+    return rows
+
+
+def verdict(rows: list[dict[str, Any]], method: str = "mtkd_rl") -> str:
+    """One honest sentence on whether ``method`` beats every baseline here."""
+    base = [r for r in rows if not r["comparison"].endswith(" student")]
+    if not base:
+        return "no baselines to compare with"
+    beats_mean = all(r["_mean"] > 0 for r in base)
+    clear = [r for r in base if r["_mean"] > 0 and r["_mean"] > r["_std"]]
+    worse = [r["comparison"].split(" − ")[1] for r in base if r["_mean"] <= 0]
+    if beats_mean and len(clear) == len(base):
+        return f"{method} beats every baseline in mean accuracy by more than the per-seed spread."
+    if beats_mean:
+        return (f"{method} beats every baseline in mean accuracy, but only against {len(clear)}/{len(base)} by more "
+                "than the per-seed spread of the difference: the ranking is within seed noise here.")
+    return (f"{method} does NOT beat every baseline here (not better than: {', '.join(worse)}); differences are of "
+            "the order of the seed noise.")
