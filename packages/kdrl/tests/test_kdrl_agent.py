@@ -135,3 +135,18 @@ def test_camkd_gives_always_wrong_teacher_lower_weight():
     hist = d.fit(loader, progress=False)
     w = hist["epochs"][-1]["logit_weights"]
     assert w[1] < 0.05 < 0.95 < w[0]
+
+
+def test_dynamic_mix_moves_from_gap_to_confidence_with_a_wrong_teacher():
+    loader = _oracle_problem(2)
+    torch.manual_seed(2)
+    d = MultiTeacherDistiller(MLP(in_features=16, num_classes=K, hidden=[32]), [_Oracle(0), _Oracle(0), _Oracle(1)],
+                              MTKDRL(hidden=32, dynamic=True), DistillConfig(epochs=5, milestones=[], seed=2))
+    eps = d.fit(loader, progress=False)["epochs"]
+    conf = [e["mix_conf"] for e in eps]
+    gap = [e["mix_gap"] for e in eps]
+    assert all(abs(e["mix_agent"] + e["mix_conf"] + e["mix_gap"] - 1) < 1e-5 for e in eps)
+    # the learned convex mix trusts the confidence term more and the divergence term less over training
+    assert conf[-1] > conf[0] > 1 / 3 - 1e-3 and gap[-1] < gap[0]
+    head = d.strategy.head_history
+    assert head[-1][2] < min(head[-1][0], head[-1][1])
