@@ -1,0 +1,311 @@
+"""Training, evaluation and inference: :class:`Enhancer` (``fit`` / ``evaluate`` / ``enhance`` / ``save`` / ``load``).
+
+Training follows the released recipe (WalMaFa ``train.py``, ``configs/LOL/train/*.yaml``) with iterations in place
+of epochs: Adam (lr 8e-4, betas (0.9, 0.999), eps 5e-5, no weight decay), a linear warm-up followed by cosine
+annealing to ``lr_min`` (released: 1 warm-up epoch, then cosine over the remaining epochs, stepped per epoch; here
+stepped per iteration), random ``patch_size`` crops with the 8 flip/rotate augmentations, and the loss of
+:class:`walmafa.losses.WalMaFaLoss`. Multi-GPU through :class:`commons.device.TrainingBackend` (``accelerate launch``).
+
+Evaluation metrics are defined explicitly (:func:`evaluate_pairs`): the enhanced image is computed on the input
+reflect-padded right/bottom to a multiple of 16 and cropped back, clamped to [0, 1]; PSNR = ``10·log10(1/MSE)`` over
+all RGB values in [0, 1] (``commons.metrics.psnr``) and SSIM = Gaussian-window (11, σ 1.5) SSIM averaged over the RGB
+channels (``commons.metrics.ssim``), per image, then averaged over images. No Y channel, no border crop, and no
+GT-mean brightness alignment unless ``gt_mean=True`` (then the output is scaled by ``mean(gt) / mean(output)`` in
+grey level before scoring, as Retinexformer's ``GT_mean`` / KinD do).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from .losses import WalMaFaLoss
+from .models import create_model, list_models
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TrainConfig", "Enhancer", "pad_to_multiple", "enhance_image", "evaluate_pairs"]
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int = 16) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Reflect-pad ``[B, C, H, W]`` right/bottom to multiples of ``multiple``; returns the padded tensor and (H, W)."""
+    if x.ndim != 4:
+        raise ValueError(f"x must be [B, C, H, W], got {tuple(x.shape)}")
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    return x, (h, w)
+
+
+@torch.no_grad()
+def enhance_image(model: nn.Module, low: torch.Tensor, multiple: int = 16) -> torch.Tensor:
+    """Enhance ``[3, H, W]`` or ``[B, 3, H, W]`` in [0, 1] (any size): pad, run, crop back, clamp to [0, 1]."""
+    squeeze = low.ndim == 3
+    x = low[None] if squeeze else low
+    param = next(model.parameters())
+    xp, (h, w) = pad_to_multiple(x.to(param.device, param.dtype), multiple)
+    out = model(xp)[..., :h, :w].clamp(0, 1).float()
+    return out[0] if squeeze else out
+
+
+def evaluate_pairs(model: nn.Module, dataset: Dataset, gt_mean: bool = False, multiple: int = 16,
+                   progress: bool = False) -> dict:
+    """Mean and per-image PSNR/SSIM of ``model`` on ``(low, high)`` pairs (definitions in the module docstring)."""
+    from tqdm.auto import tqdm
+
+    from commons.metrics import psnr, ssim
+
+    was_training = model.training
+    model.eval()
+    psnrs, ssims = [], []
+    try:
+        for i in tqdm(range(len(dataset)), desc="eval", disable=not progress, leave=False):
+            low, high = dataset[i]
+            out = enhance_image(model, low, multiple).cpu()
+            if gt_mean:
+                out = (out * (high.mean() / out.mean().clamp_min(1e-8))).clamp(0, 1)
+            psnrs.append(psnr(out, high))
+            ssims.append(ssim(out, high))
+    finally:
+        model.train(was_training)
+    return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "psnr_per_image": psnrs,
+            "ssim_per_image": ssims, "gt_mean": gt_mean, "n": len(psnrs)}
+
+
+@dataclass
+class TrainConfig:
+    """Training settings; defaults are the released LOL-v1 recipe, in iterations."""
+
+    steps: int = 1000
+    batch_size: int = 12
+    patch_size: int = 128
+    lr: float = 8e-4
+    lr_min: float = 1e-6
+    betas: tuple = (0.9, 0.999)
+    eps: float = 5e-5
+    warmup_steps: int = 50
+    w_main: float = 0.95
+    w_tv: float = 0.05
+    augment: bool = True
+    grad_clip: float | None = None
+    mixed_precision: str = "no"
+    num_workers: int = 0
+    seed: int = 1234
+    checkpoint_every: int = 200
+    log_every: int = 20
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "patch_size", "checkpoint_every", "log_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if self.patch_size % 16:
+            raise ValueError(f"patch_size must be a multiple of 16, got {self.patch_size}")
+        if not self.lr > 0 or not 0 <= self.lr_min <= self.lr:
+            raise ValueError(f"need lr > 0 and 0 <= lr_min <= lr, got lr={self.lr}, lr_min={self.lr_min}")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be a non-negative int, got {self.warmup_steps!r}")
+        self.betas = tuple(self.betas)
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate for 0-based ``step``: linear warm-up to ``lr`` then cosine to ``lr_min``."""
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        span = max(1, self.steps - self.warmup_steps)
+        t = min(1.0, (step - self.warmup_steps) / span)
+        return self.lr_min + 0.5 * (self.lr - self.lr_min) * (1 + math.cos(math.pi * t))
+
+
+class _Patches(Dataset):
+    """Training view of a pair dataset: random crop + augmentation drawn from ``(seed, epoch, index)``."""
+
+    def __init__(self, base: Dataset, patch: int, augment: bool, seed: int):
+        from commons.data.lol import augment_pair, random_crop_pair
+
+        self.base, self.patch, self.augment, self.seed, self.epoch = base, patch, augment, seed, 0
+        self._crop, self._aug = random_crop_pair, augment_pair
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        low, high = self.base[i]
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        low, high = self._crop(low, high, self.patch, rng)
+        if self.augment:
+            low, high = self._aug(low, high, int(rng.integers(0, 8)))
+        return low.contiguous(), high.contiguous()
+
+
+class Enhancer:
+    """A low-light enhancement model with ``fit`` / ``evaluate`` / ``enhance`` / ``save`` / ``load``.
+
+    Args:
+        model: a registry name (``walmafa``, ``walmafa_paper``, ``walmafa_classdefault``, ``retinex_unet``) or an
+            ``nn.Module``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
+        seed: seeds the model initialisation.
+        **model_kwargs: configuration overrides for a registry name.
+    """
+
+    def __init__(self, model: str | nn.Module = "walmafa", device: str = "auto", seed: int = 0, **model_kwargs):
+        from commons.device import resolve_device, seed_everything
+
+        if isinstance(model, str):
+            if model not in list_models():
+                raise ValueError(f"model must be one of {list_models()} or an nn.Module, got {model!r}")
+            seed_everything(seed)
+            self.model_name = model
+            self.model = create_model(model, **model_kwargs)
+        elif isinstance(model, nn.Module):
+            self.model_name = type(model).__name__
+            self.model = model
+        else:
+            raise TypeError(f"model must be a registry name or an nn.Module, got {type(model).__name__}")
+        self.device = resolve_device(device)
+        self.model.to(self.device)
+
+    # ------------------------------------------------------------------------------------------------ training
+    def fit(self, train_set: Dataset, config: TrainConfig | None = None, run_dir: str | os.PathLike | None = None,
+            resume: bool = False, val_set: Dataset | None = None, progress: bool = True,
+            backend=None) -> dict:
+        """Train on ``(low, high)`` pairs. With ``run_dir``, checkpoints the resumable state every
+        ``checkpoint_every`` steps (and at the end) to ``run_dir/state.pt`` and the final weights to
+        ``run_dir/final``; ``resume=True`` continues from ``state.pt``. Returns a history dict."""
+        from tqdm.auto import tqdm
+
+        from commons.device import TrainingBackend, seed_everything
+        from commons.io import RunDir
+
+        config = config or TrainConfig()
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        if len(train_set) == 0:
+            raise ValueError("train_set is empty")
+        seed_everything(config.seed)
+        if backend is None:
+            backend = TrainingBackend(mixed_precision=config.mixed_precision, cpu=self.device.type == "cpu",
+                                      device=self.device, use_accelerate=None if self.device.type != "cpu" else False)
+        run = RunDir(Path(run_dir).parent, Path(run_dir).name, resume=True) if run_dir is not None else None
+
+        patches = _Patches(train_set, config.patch_size, config.augment, config.seed)
+        gen = torch.Generator().manual_seed(config.seed)
+        loader = DataLoader(patches, batch_size=config.batch_size, shuffle=True, drop_last=len(patches) >=
+                            config.batch_size, num_workers=config.num_workers, generator=gen)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optim = torch.optim.Adam(params, lr=config.lr, betas=config.betas, eps=config.eps)
+        criterion = WalMaFaLoss(config.w_main, config.w_tv)
+        history = {"step": [], "loss": [], "lr": [], "val_psnr": [], "val_step": []}
+        step = 0
+        if run is not None and resume:
+            state = run.load_state(map_location="cpu")
+            if state is not None:
+                self.model.load_state_dict(state["model"])
+                optim.load_state_dict(state["optimizer"])
+                step, history = int(state["step"]), state["history"]
+                torch.set_rng_state(state["torch_rng"])
+                logger.info("resumed from %s at step %d", run.state_path, step)
+        model, optim, loader = backend.prepare(self.model, optim, loader)
+        model.train()
+
+        def save_state() -> None:
+            if run is not None and backend.is_main_process:
+                run.save_state({"model": backend.unwrap(model).state_dict(), "optimizer": optim.state_dict(),
+                                "step": step, "history": history, "torch_rng": torch.get_rng_state(),
+                                "config": asdict(config), "model_name": self.model_name})
+
+        bar = tqdm(total=config.steps, initial=step, desc=f"train {self.model_name}", disable=not progress)
+        epoch = step // max(1, len(loader))
+        while step < config.steps:
+            patches.epoch = epoch
+            for low, high in loader:
+                if step >= config.steps:
+                    break
+                for g in optim.param_groups:
+                    g["lr"] = config.lr_at(step)
+                low, high = low.to(backend.device), high.to(backend.device)
+                with backend.autocast():
+                    pred = model(low)
+                loss = criterion(pred, high)
+                optim.zero_grad(set_to_none=True)
+                backend.backward(loss)
+                if config.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                optim.step()
+                step += 1
+                if step % config.log_every == 0 or step == config.steps:
+                    history["step"].append(step)
+                    history["loss"].append(float(loss.detach()))
+                    history["lr"].append(config.lr_at(step - 1))
+                    bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+                if step % config.checkpoint_every == 0:
+                    save_state()
+                bar.update(1)
+            epoch += 1
+        bar.close()
+        self.model = backend.unwrap(model)
+        save_state()
+        if val_set is not None:
+            res = evaluate_pairs(self.model, val_set)
+            history["val_psnr"].append(res["psnr"])
+            history["val_step"].append(step)
+        if run is not None and backend.is_main_process:
+            self.save(run.path / "final", overwrite=True)
+        return history
+
+    # ------------------------------------------------------------------------------------------------ inference
+    def evaluate(self, dataset: Dataset, gt_mean: bool = False, progress: bool = False) -> dict:
+        """PSNR/SSIM on full images (see :func:`evaluate_pairs`)."""
+        return evaluate_pairs(self.model, dataset, gt_mean=gt_mean, progress=progress)
+
+    def enhance(self, low: torch.Tensor | np.ndarray | str | os.PathLike) -> torch.Tensor:
+        """Enhance a ``[3, H, W]``/``[B, 3, H, W]`` tensor in [0, 1], a ``uint8 [H, W, 3]`` array or an image path."""
+        if isinstance(low, (str, os.PathLike)):
+            from commons.data import read_image
+
+            low = read_image(low)
+        elif isinstance(low, np.ndarray):
+            if low.ndim != 3 or low.shape[2] != 3:
+                raise ValueError(f"array images must be [H, W, 3], got {low.shape}")
+            scale = 255.0 if low.dtype == np.uint8 else 1.0
+            low = torch.from_numpy(low.astype(np.float32) / scale).permute(2, 0, 1)
+        if not isinstance(low, torch.Tensor) or low.ndim not in (3, 4) or low.shape[-3] != 3:
+            raise ValueError("low must be a [3, H, W] or [B, 3, H, W] tensor, an [H, W, 3] array or an image path")
+        self.model.eval()
+        return enhance_image(self.model, low).cpu()
+
+    # ------------------------------------------------------------------------------------------------ persistence
+    def save(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
+        from commons.io import save_checkpoint
+
+        cfg = getattr(self.model, "config", None)
+        config = {"model": self.model_name, "model_config": cfg.to_dict() if hasattr(cfg, "to_dict") else {}}
+        return save_checkpoint(directory, self.model.state_dict(), config, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, device: str = "auto") -> Enhancer:
+        from commons.io import load_checkpoint
+
+        state, config = load_checkpoint(directory)
+        if config.get("model") not in list_models():
+            raise ValueError(f"{directory} does not name a registered model (config model={config.get('model')!r})")
+        enh = cls(config["model"], device="cpu", **config.get("model_config", {}))
+        enh.model.load_state_dict(state, strict=True)
+        from commons.device import resolve_device
+
+        enh.device = resolve_device(device)
+        enh.model.to(enh.device)
+        return enh
+

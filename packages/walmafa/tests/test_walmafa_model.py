@@ -1,0 +1,177 @@
+"""WalMaFa network: wavelets vs PyWavelets, shapes, variants, released state-dict layout, gradients."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from walmafa import WalMaFa, WalMaFaConfig, create_model, haar_dwt, haar_iwt, list_models
+
+TINY = {"dim": 8, "num_blocks": (1, 1, 1), "d_state": 4}
+
+
+def test_haar_matches_pywavelets_and_inverts():
+    pywt = pytest.importorskip("pywt")
+    x = torch.randn(2, 3, 8, 6, dtype=torch.float64)
+    ll, hl, lh, hh = haar_dwt(x).chunk(4)
+    ca, (ch, cv, cd) = pywt.dwt2(x.numpy(), "haar", axes=(-2, -1))
+    np.testing.assert_allclose(ll.numpy(), ca, atol=1e-12)
+    np.testing.assert_allclose(hl.numpy(), -cv, atol=1e-12)
+    np.testing.assert_allclose(lh.numpy(), -ch, atol=1e-12)
+    np.testing.assert_allclose(hh.numpy(), cd, atol=1e-12)
+    torch.testing.assert_close(haar_iwt(haar_dwt(x)), x, atol=1e-12, rtol=0)
+    with pytest.raises(ValueError):
+        haar_dwt(torch.zeros(1, 1, 5, 4))
+
+
+def _released_layout(dim: int, nb: tuple, ffn=2.66, d_state=32, d_conv=4) -> dict:
+    """Key -> shape of the released ``Walmafa`` state dict, written from the official code's structure."""
+    out = {}
+
+    def conv(name, cin, cout, k, groups=1, bias=True):
+        out[f"{name}.weight"] = (cout, cin // groups, k, k)
+        if bias:
+            out[f"{name}.bias"] = (cout,)
+
+    def mamba(name, c, expand):
+        di, r = expand * c, math.ceil(c / 16)
+        out.update({f"{name}.A_log": (di, d_state), f"{name}.D": (di,), f"{name}.in_proj.weight": (2 * di, c),
+                    f"{name}.conv1d.weight": (di, 1, d_conv), f"{name}.conv1d.bias": (di,),
+                    f"{name}.x_proj.weight": (r + 2 * d_state, di), f"{name}.dt_proj.weight": (di, r),
+                    f"{name}.dt_proj.bias": (di,), f"{name}.out_proj.weight": (c, di)})
+
+    def wmb(name, c):
+        h = int(c * ffn)
+        for ln in ("norm1", "norm2"):
+            out[f"{name}.{ln}.body.weight"] = (c,)
+            out[f"{name}.{ln}.body.bias"] = (c,)
+        conv(f"{name}.illu.conv1", c + 1, c, 1)
+        conv(f"{name}.illu.depth_conv", c, c, 5, groups=c)
+        conv(f"{name}.illu.conv2", c, c, 1)
+        for rc, k in (("rep_conv1", 3), ("rep_conv2", 1)):
+            conv(f"{name}.ffn.{rc}.c", h, h, k, groups=h, bias=False)
+            for p in ("weight", "bias", "running_mean", "running_var"):
+                out[f"{name}.ffn.{rc}.bn.{p}"] = (h,)
+            out[f"{name}.ffn.{rc}.bn.num_batches_tracked"] = ()
+        conv(f"{name}.ffn.project_in", c, h, 1, bias=False)
+        conv(f"{name}.ffn.dwconv", h, h, 3, groups=h, bias=False)
+        conv(f"{name}.ffn.project_out", h, c, 1, bias=False)
+        conv(f"{name}.mb.convb.0", c, 2 * c, 3)
+        conv(f"{name}.mb.convb.2", 2 * c, c, 3)
+        mamba(f"{name}.mb.model1", c, 2)
+        mamba(f"{name}.mb.model2", c, 9)
+        conv(f"{name}.mb.smooth", c, c, 3)
+        out[f"{name}.mb.ln.weight"] = (c,)
+        out[f"{name}.mb.ln.bias"] = (c,)
+
+    def pb(name, c):
+        conv(f"{name}.frequency_process.fpre", c, c, 1)
+        for p in ("process1", "process2"):
+            conv(f"{name}.frequency_process.{p}.0", c, c, 1)
+            conv(f"{name}.frequency_process.{p}.2", c, c, 1)
+        conv(f"{name}.cat", c, c, 1)
+
+    c = dim
+    conv("estimator.conv1", 4, c, 1)
+    conv("estimator.depth_conv", c, c, 5, groups=c)
+    conv("estimator.conv2", c, 3, 1)
+    out["coefficient"] = (4, 2, 8 * c)
+    conv("patch_embed.proj", 3, c, 3, bias=False)
+    conv("patch_embed_mask.proj", 1, c, 3, bias=False)
+    for stage, width, n in (("sim", c, nb[0]), ("decoder_level1_0", 2 * c, nb[0]), ("decoder_level2_0", 4 * c, nb[1]),
+                            ("decoder_level3_0", 8 * c, nb[2]), ("decoder_level2_1", 4 * c, nb[1]),
+                            ("decoder_level1_1", 2 * c, nb[0])):
+        for i in range(n):
+            wmb(f"{stage}.{i}", width)
+    conv("down_1.body.0", c, c // 2, 3, bias=False)
+    conv("down_2.body.0", 2 * c, c, 3, bias=False)
+    conv("down_3.body.0", 4 * c, 2 * c, 3, bias=False)
+    conv("up3_2.body.0", 8 * c, 16 * c, 3, bias=False)
+    conv("up2_1.body.0", 4 * c, 8 * c, 3, bias=False)
+    conv("up2_0.body.0", 2 * c, 4 * c, 3, bias=False)
+    n = 8 * c
+    conv("latent.conv0.0", n, n, 1)
+    pb("latent.conv0.1", n)
+    for k in ("conv1", "conv2", "conv3"):
+        pb(f"latent.{k}", n)
+    for k in ("conv4", "conv5", "convout"):
+        pb(f"latent.{k}.0", 2 * n)
+        conv(f"latent.{k}.1", 2 * n, n, 1)
+    out["coefficient_3_2"] = (2, 4 * c)
+    out["coefficient_2_1"] = (2, 2 * c)
+    out["coefficient_1_0"] = (2, c)
+    conv("skip_3_2", 4 * c, 4 * c, 1, bias=False)
+    conv("skip_2_1", 2 * c, 2 * c, 1, bias=False)
+    conv("skip_1_0", 2 * c, 2 * c, 1, bias=False)
+    conv("output", c, 3, 3, bias=False)
+    return out
+
+
+@pytest.mark.parametrize("dim,nb", [(16, (2, 3, 4)), (32, (1, 2, 4))])
+def test_released_state_dict_layout_loads_strictly(dim, nb):
+    layout = _released_layout(dim, nb)
+    g = torch.Generator().manual_seed(0)
+    sd = {k: (torch.tensor(3) if s == () else 0.05 * torch.randn(s, generator=g)) for k, s in layout.items()}
+    for k in sd:
+        if k.endswith("running_var"):
+            sd[k] = sd[k].abs() + 0.5
+    model = WalMaFa.from_released_state_dict({"state_dict": {"module." + k: v for k, v in sd.items()}},
+                                             dim=dim, num_blocks=nb, d_state=32)
+    own = model.state_dict()
+    assert set(own) == set(layout)
+    for k, v in sd.items():
+        assert torch.equal(own[k], v), k
+    if dim == 16:  # released training config: 11.63 M parameters with the unused ones, 7.99 M used
+        total = sum(p.numel() for p in model.parameters())
+        used = sum(p.numel() for p in create_model("walmafa").parameters())
+        assert abs(total / 1e6 - 11.63) < 0.01 and abs(used / 1e6 - 7.99) < 0.01
+    with torch.no_grad():
+        y = model.eval()(torch.rand(1, 3, 32, 32))
+    assert torch.isfinite(y).all()
+
+
+def test_registry_and_defaults():
+    assert {"walmafa", "walmafa_paper", "walmafa_classdefault", "retinex_unet"} <= set(list_models())
+    cfg = create_model("walmafa").config
+    assert cfg.dim == 16 and cfg.num_blocks == (2, 3, 4) and cfg.mamba_on == "high"
+    assert create_model("walmafa_paper", **TINY).config.mamba_on == "low"
+    assert create_model("walmafa_classdefault", d_state=4).config.dim == 32
+    with pytest.raises(ValueError, match="mamba_on"):
+        WalMaFaConfig(mamba_on="middle")
+    with pytest.raises(ValueError, match="num_blocks"):
+        WalMaFaConfig(num_blocks=(1, 2))
+    with pytest.raises(ValueError, match="unknown model"):
+        create_model("nope")
+
+
+@pytest.mark.parametrize("variant", [{"mamba_on": "high"}, {"mamba_on": "low"}, {"token_layout": "pixel"}])
+def test_variants_forward_backward(variant):
+    torch.manual_seed(0)
+    model = create_model("walmafa", **TINY, **variant)
+    x = torch.rand(2, 3, 32, 48)
+    y = model(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    y.square().mean().backward()
+    mamba = model.decoder_level1_0[0].mb.model1
+    assert mamba.A_log.grad is not None and mamba.A_log.grad.abs().sum() > 0
+    assert mamba.dt_proj.bias.grad.abs().sum() > 0
+    if variant.get("mamba_on") == "low":
+        assert hasattr(model.sim[0], "high_conv") and not hasattr(model.sim[0], "illu")
+    with pytest.raises(ValueError, match="multiples of 16"):
+        model(torch.rand(1, 3, 30, 32))
+
+
+def test_variants_differ_and_scan_choice_is_equivalent():
+    torch.manual_seed(0)
+    a = create_model("walmafa", **TINY).eval()
+    b = create_model("walmafa", **TINY, scan="sequential").eval()
+    b.load_state_dict(a.state_dict())
+    c = create_model("walmafa", **TINY, token_layout="pixel").eval()
+    c.load_state_dict(a.state_dict())
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        ya, yb, yc = a(x), b(x), c(x)
+    torch.testing.assert_close(ya, yb, atol=1e-4, rtol=1e-4)
+    assert (ya - yc).abs().max() > 1e-4  # the token layout changes what the scan sees
+
