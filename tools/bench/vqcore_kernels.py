@@ -38,11 +38,22 @@ from vqcore.convert import QLinearInt, linear_weight_bytes  # noqa: E402
 MODELS = {"CogVideoX-2B": (1920, 7680, 17776), "Latte/Open-Sora": (1152, 4608, 16384)}
 
 
-def _time(fn, warmup: int, rep: int, cuda: bool) -> float:
-    """Median milliseconds of ``fn``; CUDA events when on GPU (triton.testing.do_bench), perf_counter on CPU."""
+GRAPH = True  # time GEMMs/layers as CUDA-graph replays (no host launch overhead); --eager turns it off
+
+
+def _time(fn, warmup: int, rep: int, cuda: bool, graph: bool | None = None) -> float:
+    """Median milliseconds of ``fn``. On GPU: CUDA-graph replays (``triton.testing.do_bench_cudagraph``) when ``graph``
+    (default: the module's GRAPH), else ``triton.testing.do_bench`` (CUDA events, L2 flushed between calls, includes
+    host launch overhead). On CPU: perf_counter."""
+    graph = GRAPH if graph is None else graph
     if cuda:
         import triton
 
+        for _ in range(3):  # autotuning and compilation happen here, outside any capture
+            fn()
+        torch.cuda.synchronize()
+        if graph:
+            return float(triton.testing.do_bench_cudagraph(fn, rep=rep, return_mode="median"))
         return float(triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median"))
     for _ in range(2):
         fn()
@@ -60,7 +71,8 @@ def _best_config(cuda: bool) -> str:
     from vqcore.kernels import triton_kernels as tk
 
     c = tk._int_gemm_tuned.best_config
-    return f"{c.kwargs['BLOCK_M']}x{c.kwargs['BLOCK_N']} w{c.num_warps} s{c.num_stages}"
+    swap = " swap" if c.kwargs.get("SWAP") else ""
+    return f"{c.kwargs['BLOCK_M']}x{c.kwargs['BLOCK_N']} w{c.num_warps} s{c.num_stages}{swap}"
 
 
 def _bench_shape(args, device, cuda: bool, model: str, name: str, m: int, k: int, n: int) -> dict:
@@ -97,6 +109,9 @@ def _bench_shape(args, device, cuda: bool, model: str, name: str, m: int, k: int
     t["quant"] = _time(lambda: kernels.quantize_per_token(x, 8, True), args.warmup, args.rep, cuda)
     t["w8a8_layer"] = _time(lambda: q8(x), args.warmup, args.rep, cuda)
     t["w4a8_layer"] = _time(lambda: q4(x), args.warmup, args.rep, cuda)
+    if cuda and GRAPH:  # the same layer launched eagerly from Python (host overhead included), for reference
+        t["bf16_eager"] = _time(lambda: F.linear(x, w), args.warmup, args.rep, cuda, graph=False)
+        t["w4a8_layer_eager"] = _time(lambda: q4(x), args.warmup, args.rep, cuda, graph=False)
     row = {"model": model, "layer": name, "M": m, "K": k, "N": n, "rel_err": errs, "configs": cfgs}
     for key, ms_ in t.items():
         row[f"{key}_ms"] = ms_
@@ -104,7 +119,9 @@ def _bench_shape(args, device, cuda: bool, model: str, name: str, m: int, k: int
     for key in ("int_mm", "w8a8", "w4a8", "w4a8_g128", "w8a8_layer", "w4a8_layer"):
         if key in t:
             row[f"{key}_x"] = t["bf16"] / t[key]
-    keys = ("int_mm", "w8a8", "w4a8", "w4a8_g128", "w8a8_layer", "w4a8_layer")
+    if "w4a8_layer_eager" in t:
+        row["w4a8_layer_eager_x"] = t["bf16_eager"] / t["w4a8_layer_eager"]
+    keys = ("int_mm", "w8a8", "w4a8", "w4a8_g128", "w8a8_layer", "w4a8_layer", "w4a8_layer_eager")
     speed = " ".join(f"{kk}={row[kk + '_x']:.2f}x" for kk in keys if kk + "_x" in row)
     err = max(errs.values())
     print(f"{model:16s} {name:9s} M={m:6d} K={k:5d} N={n:5d} bf16 {t['bf16']:.3f}ms {speed} err<={err:.1e} {cfgs}",
@@ -168,7 +185,9 @@ def block_table(args, device, cuda: bool) -> list[dict]:
     with torch.no_grad():
         y_ref = blk(x, mod).float()
         t_bf16 = _time(lambda: blk(x, mod), args.warmup, args.rep, cuda)
-        rows.append({"variant": "bf16", "ms": t_bf16, "speedup": 1.0, "linear_weight_MiB": fp16_bytes / 2**20,
+        t_bf16_e = _time(lambda: blk(x, mod), args.warmup, args.rep, cuda, graph=False) if cuda else t_bf16
+        rows.append({"variant": "bf16", "ms": t_bf16, "speedup": 1.0, "ms_eager": t_bf16_e, "speedup_eager": 1.0,
+                     "linear_weight_MiB": fp16_bytes / 2**20,
                      "mem_ratio_vs_fp16": 1.0, "rel_err": 0.0})  # fmt: skip
         for name, wb, gs in (("W8A8", 8, 0), ("W4A8", 4, 0), ("W4A8 g128", 4, 128)):
             qb = Block(dim, heads, mlp).to(device=device, dtype=dtype).eval()
@@ -178,8 +197,11 @@ def block_table(args, device, cuda: bool) -> list[dict]:
             y = qb(x, mod).float()
             rel = float((y - y_ref).norm() / y_ref.norm())
             t = _time(lambda qb=qb: qb(x, mod), args.warmup, args.rep, cuda)
+            te = _time(lambda qb=qb: qb(x, mod), args.warmup, args.rep, cuda, graph=False) if cuda else t
             nbytes = linear_weight_bytes(qb)
-            rows.append({"variant": name, "ms": t, "speedup": t_bf16 / t, "linear_weight_MiB": nbytes / 2**20,
+            rows.append({"variant": name, "ms": t, "speedup": t_bf16 / t, "ms_eager": te,
+                         "speedup_eager": t_bf16_e / te,
+                         "linear_weight_MiB": nbytes / 2**20,
                          "mem_ratio_vs_fp16": nbytes / fp16_bytes, "rel_err": rel})  # fmt: skip
             del qb
         # Amdahl bound: the block with the four linears removed (attention, norms, elementwise stay bf16)
@@ -199,7 +221,8 @@ def block_table(args, device, cuda: bool) -> list[dict]:
 
             ident.qkv, ident.proj, ident.fc1, ident.fc2 = _Cheap(3 * dim), _Cheap(dim), _Cheap(mlp), _Cheap(dim)
             t_rest = _time(lambda: ident(x, mod), args.warmup, args.rep, cuda)
-            rows.append({"variant": "no linears (bound)", "ms": t_rest, "speedup": t_bf16 / t_rest,
+            rows.append({"variant": "no linears (bound)", "ms": t_rest, "speedup": t_bf16 / t_rest, "ms_eager": t_rest,
+                         "speedup_eager": float("nan"),
                          "linear_weight_MiB": 0.0, "mem_ratio_vs_fp16": 0.0, "rel_err": float("nan")})  # fmt: skip
     for r in rows:
         print(f"block {r['variant']:20s} {r['ms']:.3f} ms  x{r['speedup']:.2f}  "
@@ -209,7 +232,11 @@ def block_table(args, device, cuda: bool) -> list[dict]:
 
 
 def _md(gemm: list[dict], block: list[dict], meta: dict) -> str:
-    lines = [f"GPU: {meta['device']} · torch {meta['torch']} · triton {meta['triton']} · {meta['date']}", ""]
+    lines = [
+        f"GPU: {meta['device']} · torch {meta['torch']} · triton {meta['triton']} · {meta['date']} · "
+        f"timing: {meta['timing']}",
+        "",
+    ]
     lines.append("| model | layer | M | K | N | bf16 ms | bf16 TFLOP/s | _int_mm × | W8A8 × | W4A8 × | W4A8 g128 × "
                  "| quant ms | W8A8+quant × | W4A8+quant × |")  # fmt: skip
     lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -229,10 +256,12 @@ def _md(gemm: list[dict], block: list[dict], meta: dict) -> str:
             f"{k} {statistics.median(r[k + '_x'] for r in big if k + '_x' in r):.2f}×"
             for k in ("int_mm", "w8a8", "w4a8", "w4a8_g128", "w8a8_layer", "w4a8_layer")
             if any(k + "_x" in r for r in big)))  # fmt: skip
-    lines += ["", "| block variant | ms | speed-up | linear weights MiB | of fp16 | rel. err vs bf16 |",
-              "|---|---|---|---|---|---|"]  # fmt: skip
+    lines += ["", "| block variant | ms (graph) | speed-up | ms (eager) | speed-up eager | linear weights MiB "
+              "| of fp16 "
+              "| rel. err vs bf16 |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in block:
-        lines.append(f"| {r['variant']} | {r['ms']:.3f} | {r['speedup']:.2f} | {r['linear_weight_MiB']:.1f} | "
+        lines.append(f"| {r['variant']} | {r['ms']:.3f} | {r['speedup']:.2f} | {r['ms_eager']:.3f} | "
+                     f"{r['speedup_eager']:.2f} | {r['linear_weight_MiB']:.1f} | "
                      f"{r['mem_ratio_vs_fp16']:.3f} | {r['rel_err']:.3g} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
@@ -245,14 +274,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=25, help="warm-up (ms for do_bench on GPU)")
     ap.add_argument("--rep", type=int, default=100, help="repetition time (ms for do_bench on GPU)")
     ap.add_argument("--skip-block", action="store_true")
+    ap.add_argument("--eager", action="store_true", help="time with do_bench (eager launches) instead of CUDA graphs")
     args = ap.parse_args(argv)
+    global GRAPH
+    GRAPH = not args.eager
     cuda = torch.cuda.is_available() and not args.quick
     device = torch.device("cuda" if cuda else "cpu")
     if not cuda and not args.quick:
         ap.error("no CUDA device: run with --quick for the CPU smoke setting")
     meta = {"device": torch.cuda.get_device_name() if cuda else "cpu (reference path)", "torch": torch.__version__,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "triton": "-"}  # fmt: skip
+            "triton": "-", "timing": "CUDA-graph replays, median" if GRAPH else "do_bench eager, median"}  # fmt: skip
     if cuda:
         import triton
 

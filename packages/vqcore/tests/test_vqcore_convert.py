@@ -200,5 +200,7 @@ def test_convert_gpu_triton_matches_cpu_reference(kw):
         y_cpu = net(x)
         net.cuda()
         y_gpu = net(x.cuda()).cpu()
+    # GPU and CPU produce the same integer codes (IEEE divisions in the Triton quantizer); what remains is float32
+    # summation order in the GEMM epilogue and the side-branch dot.
     assert _rel(y_gpu, y_cpu) < 1e-4
-    assert _rel(y_gpu, y_fq) < 1e-3
+    assert _rel(y_gpu, y_fq) < 2e-4

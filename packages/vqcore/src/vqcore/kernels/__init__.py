@@ -35,6 +35,15 @@ __all__ = [
 ]
 
 
+def _direct(t: torch.Tensor) -> bool:
+    """Eager CUDA calls go straight to the Triton launcher (skipping the custom-op dispatch, ~tens of µs of host time
+    per call); under ``torch.compile`` and on other devices the registered custom ops are used."""
+    if not t.is_cuda:
+        return False
+    is_compiling = getattr(torch.compiler, "is_compiling", None)
+    return not (is_compiling is not None and is_compiling())
+
+
 def triton_available() -> bool:
     """True when Triton is importable and a CUDA device is present (the Triton kernels can run)."""
     return importlib.util.find_spec("triton") is not None and torch.cuda.is_available()
@@ -65,6 +74,10 @@ def quantize_per_token(
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
     inv = inv_smooth.float().contiguous() if inv_smooth is not None else None
+    if _direct(x2):
+        from . import triton_kernels
+
+        return QuantizedActivation(*triton_kernels.quantize_per_token(x2, inv, int(bits), bool(symmetric)))
     return QuantizedActivation(*ops.quantize_per_token_op(x2, inv, int(bits), bool(symmetric)))
 
 
@@ -119,7 +132,12 @@ def int_linear(
         if r > 64 or lowrank_t.shape != (m, r) or lowrank_up.shape != (n, r):
             raise ValueError(f"low-rank branch needs t [{m}, r] and up [{n}, r] with r <= 64, got "
                              f"{tuple(lowrank_t.shape)} and {tuple(lowrank_up.shape)}")  # fmt: skip
-    return ops.int_linear_op(
+    fn = ops.int_linear_op
+    if _direct(act.codes):
+        from . import triton_kernels
+
+        fn = triton_kernels.int_linear
+    return fn(
         act.codes,
         act.scale,
         act.zero_point if asymmetric_act else None,

@@ -19,6 +19,8 @@ Numerics are those of :mod:`vqcore.kernels.reference` (read its docstring). Desi
   dtype. ``wsum[n] = Σ_k w[n,k]·scale_w[n,k]`` is precomputed at conversion time (only needed for asymmetric
   activations). The low-rank side branch's up-projection is a second small ``tl.dot`` (rank padded to 16..64) fused
   into the epilogue; its down-projection ``t = x·downᵀ`` is a thin GEMM done outside.
+* Divisions in the quantizer are IEEE round-to-nearest (``tl.math.div_rn``, not Triton's default approximate fp32
+  division), so the GPU codes equal those of PyTorch bit for bit.
 * Rounding to nearest-even in the quantizer uses the float32 magic-number trick ``(v + 1.5·2^23) − 1.5·2^23``
   (valid for ``|v| < 2^22``; here ``|v| ≤ 255``), which behaves identically on the GPU and in the interpreter.
 """
@@ -58,17 +60,17 @@ def _quant_per_token_kernel(
     QMAX: tl.constexpr = 2 ** (BITS - 1) - 1
     if SYMMETRIC:
         amax = tl.max(tl.abs(x), axis=0)
-        scale = tl.maximum(amax, EPS) / QMAX
-        q = _rne(x / scale)
+        scale = tl.math.div_rn(tl.maximum(amax, EPS), QMAX)
+        q = _rne(tl.math.div_rn(x, scale))
         q = tl.minimum(tl.maximum(q, QMIN), QMAX)
         zp = 0.0
     else:
         LEVELS: tl.constexpr = 2**BITS - 1
         xmin = tl.minimum(tl.min(tl.where(mask, x, 0.0), axis=0), 0.0)
         xmax = tl.maximum(tl.max(tl.where(mask, x, 0.0), axis=0), 0.0)
-        scale = tl.maximum(xmax - xmin, EPS) / LEVELS
-        z = _rne(-xmin / scale)
-        u = tl.minimum(tl.maximum(_rne(x / scale) + z, 0.0), LEVELS)
+        scale = tl.math.div_rn(tl.maximum(xmax - xmin, EPS), LEVELS)
+        z = _rne(tl.math.div_rn(-xmin, scale))
+        u = tl.minimum(tl.maximum(_rne(tl.math.div_rn(x, scale)) + z, 0.0), LEVELS)
         q = u + QMIN
         zp = z + QMIN
     tl.store(q_ptr + row * stride_qm + offs, q.to(tl.int8), mask=mask)
@@ -237,34 +239,35 @@ def _int_gemm_kernel(
         offs_r = tl.arange(0, RP)
         t = tl.load(t_ptr + rm[:, None] * stride_tm + offs_r[None, :], mask=offs_r[None, :] < R, other=0.0)
         u = tl.load(up_ptr + rn[None, :] * stride_upn + offs_r[:, None], mask=offs_r[:, None] < R, other=0.0)
-        y = y + tl.dot(t, u, out_dtype=tl.float32)
+        if t.dtype == tl.float32:  # fp32 model: full-precision dot (the default would be tf32 on the GPU)
+            y = y + tl.dot(t, u, input_precision="ieee", out_dtype=tl.float32)
+        else:
+            y = y + tl.dot(t, u, out_dtype=tl.float32)
     c_ptrs = c_ptr + offs_m.to(tl.int64)[:, None] * stride_cm + offs_n[None, :]
     c_mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
     tl.store(c_ptrs, y.to(c_ptr.dtype.element_ty), mask=c_mask)
 
 
+_BIG = [(0, 128, 256, 8, 3), (0, 128, 256, 8, 4), (0, 256, 128, 8, 3), (1, 128, 256, 8, 3), (1, 256, 128, 8, 3),
+        (1, 128, 256, 8, 4)]  # fmt: skip
+_SMALL = [(0, 128, 128, 4, 4), (0, 64, 64, 4, 4), (0, 64, 128, 4, 4), (1, 128, 128, 4, 4), (1, 64, 128, 4, 4)]
+_LARGE_M = 4096
+
+
 def _hopper_configs() -> list:
     """Autotune space for H100/H200 (sm_90). The K tile is fixed to the 128-wide packing chunk; both operand
-    orientations are in the space (SWAP=1: weights as the left wgmma operand, better for int4 unpacking and small M)."""
-    cfgs = []
-    for swap, bm, bn, warps, stages in [
-        (0, 128, 256, 8, 3),
-        (0, 128, 256, 8, 4),
-        (0, 256, 128, 8, 3),
-        (0, 128, 128, 4, 4),
-        (0, 64, 64, 4, 4),
-        (1, 128, 256, 8, 3),
-        (1, 128, 256, 8, 4),
-        (1, 256, 128, 8, 3),
-        (1, 128, 128, 4, 4),
-        (1, 64, 128, 4, 4),
-    ]:
-        cfgs.append(
-            triton.Config(
-                {"BLOCK_M": bm, "BLOCK_N": bn, "GROUP_M": 8, "SWAP": swap}, num_warps=warps, num_stages=stages
-            )
-        )
-    return cfgs
+    orientations are in the space (SWAP=1: weights as the left wgmma operand). Large-M problems (≥ 4096 rows) try only
+    the large tiles, small-M problems only the small ones (see :func:`_prune`)."""
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "GROUP_M": 8, "SWAP": swap}, num_warps=warps, num_stages=stages)
+        for swap, bm, bn, warps, stages in _BIG + _SMALL
+    ]
+
+
+def _prune(configs, named_args, **kwargs):
+    big = named_args["M"] >= _LARGE_M
+    keep = [c for c in configs if (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] >= 128 * 256) == big]
+    return keep or configs
 
 
 def _fast_bench(kernel_call, quantiles):
@@ -273,7 +276,11 @@ def _fast_bench(kernel_call, quantiles):
 
 _KEYS = ["M", "N", "K", "W4", "GROUP_SIZE", "HAS_ZP", "HAS_WZP", "HAS_BIAS", "HAS_LR"]
 _int_gemm_tuned = (
-    None if INTERPRET else triton.autotune(configs=_hopper_configs(), key=_KEYS, do_bench=_fast_bench)(_int_gemm_kernel)
+    None
+    if INTERPRET
+    else triton.autotune(
+        configs=_hopper_configs(), key=_KEYS, prune_configs_by={"early_config_prune": _prune}, do_bench=_fast_bench
+    )(_int_gemm_kernel)
 )
 
 _INTERP_TILE = {"BLOCK_M": 16, "BLOCK_N": 32, "GROUP_M": 2, "SWAP": 0}
