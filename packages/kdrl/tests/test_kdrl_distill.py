@@ -109,3 +109,14 @@ def test_cli_train_on_digits(tmp_path, capsys):
     assert report["student_top1"] > 15.0 and "digits_mlp" in report["teachers"]
     assert (tmp_path / "aver_seed0" / "student" / "model.safetensors").is_file()
     assert main(["evaluate", str(tmp_path / "aver_seed0" / "student")]) == 0
+
+
+def test_teacher_training_is_reproducible_whatever_ran_before():
+    train, _ = digits_loaders(64, seed=0)
+    cfg = TeacherTrainConfig(epochs=1, milestones=[], seed=3)
+    torch.manual_seed(123)
+    a = load_or_train_teachers(["digits_mlp"], train, None, cfg, progress=False)[0]
+    torch.randn(1000)  # a different global RNG state must not change the result
+    b = load_or_train_teachers(["digits_mlp"], train, None, cfg, progress=False)[0]
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka

@@ -73,7 +73,7 @@ def _loaders(args, batch_size: int):
 
 
 def _train(args) -> int:
-    from commons.device import TrainingBackend
+    from commons.device import TrainingBackend, seed_everything
     from commons.io import load_checkpoint
 
     from .config import DistillConfig, TeacherTrainConfig, scaled_milestones
@@ -81,6 +81,7 @@ def _train(args) -> int:
     from .teachers import TeacherPool, resolve_model
     from .training import evaluate_classifier, load_or_train_teachers
 
+    seed_everything(args.seed)
     digits = args.data == "digits"
     teachers = (args.teachers or (DIGITS_TEACHERS if digits else CIFAR_TEACHERS)).split(",")
     student_name = args.student or (DIGITS_STUDENT if digits else CIFAR_STUDENT)

@@ -70,6 +70,10 @@ class MultiTeacherDistiller:
         if config is not None and not isinstance(config, DistillConfig):
             raise TypeError(f"config must be a kdrl.DistillConfig, got {type(config).__name__}")
         self.config = config or DistillConfig()
+        if isinstance(student, str):  # a model built here is initialised from config.seed, reproducibly
+            from commons.device import seed_everything
+
+            seed_everything(self.config.seed)
         self.student = as_feature_classifier(resolve_model(student), student_feature_layer)
         self.teachers = teachers if isinstance(teachers, TeacherPool) else TeacherPool(teachers)
         self.strategy = create_strategy(strategy) if isinstance(strategy, str) else strategy

@@ -95,7 +95,10 @@ def load_or_train_teachers(names: Sequence[str], train_loader: DataLoader, cache
 
     config = config or TeacherTrainConfig()
     teachers = []
+    from commons.device import seed_everything
+
     for name in names:
+        seed_everything(config.seed)  # the initialisation must not depend on what ran before in the process
         model = resolve_model(name, **(model_kwargs or {}))
         ckpt = Path(cache_dir) / f"{name.replace(':', '_')}_seed{config.seed}" if cache_dir is not None else None
         if ckpt is not None and (ckpt / "model.safetensors").is_file():
