@@ -13,6 +13,7 @@ Writes results.json, results.md and plots under --out. ``--quick`` is the CPU-mi
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 import time
@@ -155,6 +156,8 @@ def plot(rows, envs, sigmas, out: Path) -> list[Path]:
             ax.grid(alpha=0.3)
             if key == "mse_noisy":
                 ax.set_yscale("log")
+            else:
+                ax.set_yscale("symlog", linthresh=100.0)  # diverged closed loops reach -1e7 on the linear system
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
     path = out / "c2l_bench.png"
@@ -183,7 +186,13 @@ def main(argv=None) -> int:
     p.add_argument("--episodes", type=int, default=None)
     p.add_argument("--max-steps", type=int, default=400)
     p.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "c2l")
+    p.add_argument("--replot", action="store_true", help="only redraw the plot from an existing results.json")
     args = p.parse_args(argv)
+    if args.replot:
+        saved = json.loads((args.out / "results.json").read_text(encoding="utf-8"))
+        a = saved["meta"]["args"]
+        plot(saved["rows"], a["envs"], a["sigmas"], args.out)
+        return 0
     q = args.quick
     args.envs = args.envs or ["linear", "lunarlander"]
     args.sigmas = args.sigmas or ([0.5, 1.0, 2.0] if q else [0.25, 0.5, 1.0, 2.0])

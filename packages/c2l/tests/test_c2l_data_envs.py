@@ -171,3 +171,22 @@ def test_smoke_runs():
     from c2l.smoke import main
 
     main()
+
+
+def test_sb3_expert_is_trained_once_cached_and_loaded(tmp_path):
+    pytest.importorskip("stable_baselines3", reason="SB3 experts need the optional 'sb3' extra")
+    spec = "sb3-train:SAC:150"
+    expert = make_expert("pendulum", spec, seed=0, cache_dir=tmp_path)
+    cached = tmp_path / "pendulum_SAC_150_seed0.zip"
+    assert cached.is_file()
+    obs = np.array([1.0, 0.0, 0.5])
+    a = expert(obs)
+    assert a.shape == (1,) and np.all(np.abs(a) <= 2.0)
+    again = make_expert("pendulum", spec, seed=0, cache_dir=tmp_path)  # loaded from the cache, same weights
+    np.testing.assert_allclose(again(obs), a, rtol=1e-5)
+    loaded = make_expert("pendulum", f"sb3:{cached}")
+    np.testing.assert_allclose(loaded(np.stack([obs, obs])), np.stack([a, a]), rtol=1e-5)
+    ds = generate_dataset("pendulum", 1, ConfoundingConfig(k=2, sigma=0.5), expert=loaded, max_steps=20)
+    assert len(ds[0]) == 20 and ds.has_expert_labels
+    with pytest.raises(ValueError, match="sb3-train"):
+        make_expert("pendulum", "sb3-train:SAC")

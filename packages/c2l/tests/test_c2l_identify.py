@@ -139,3 +139,12 @@ def test_shift_null_is_calibrated_on_autocorrelated_series_where_spectral_is_not
     assert np.mean(rej_shift) <= 0.2
     with pytest.raises(ValueError, match="null"):
         hsic_test(x, y, null="bootstrap")
+
+
+def test_centered_iv_removes_the_intercept_bias():
+    x, y, z, _ = _iid_structural_model(4000, seed=6)
+    x, y, z = x + 3.0, y + 5.0, z + 2.0  # non-zero means: the official no-intercept estimate is biased
+    _, b_raw = linear_iv_pseudo_variable(x[:, None], y[:, None], z[:, None])
+    _, b_cen = linear_iv_pseudo_variable(x[:, None], y[:, None], z[:, None], center=True)
+    assert abs(b_cen[0, 0] - 2.0) < 0.15
+    assert abs(b_raw[0, 0] - 2.0) > 0.2

@@ -46,12 +46,14 @@ def _features(x: np.ndarray, relation: str) -> np.ndarray:
     raise ValueError(f"relation must be 'linear' or 'poly2', got {relation!r}")
 
 
-def linear_iv_pseudo_variable(x: np.ndarray, y: np.ndarray, z: np.ndarray, relation: str = "linear"
-                              ) -> tuple[np.ndarray, np.ndarray]:
+def linear_iv_pseudo_variable(x: np.ndarray, y: np.ndarray, z: np.ndarray, relation: str = "linear",
+                              center: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(A, B̂)``: the pseudo-variable ``A = y − φ(x) B̂`` with ``B̂ = (ψ(z)ᵀφ(x))⁻¹ ψ(z)ᵀ y``.
 
     ``x [n, ds]`` treatment, ``y [n, da]`` outcome, ``z [n, ds]`` candidate instrument (same dimension as ``x``:
-    just-identified, as in the official code). ``φ = ψ = identity`` for ``relation="linear"``.
+    just-identified, as in the official code). ``φ = ψ = identity`` for ``relation="linear"``. ``center=True``
+    (not in the official code) adds an intercept by centring ``φ(x)``, ``ψ(z)`` and ``y``; without it a non-zero mean
+    of the states or of the noise biases ``B̂`` and leaks ``z`` into the pseudo-variable even for a valid instrument.
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -66,6 +68,8 @@ def linear_iv_pseudo_variable(x: np.ndarray, y: np.ndarray, z: np.ndarray, relat
         raise ValueError("x and z must have the same dimension (just-identified IV), "
                          f"got {x.shape[1]} and {z.shape[1]}")
     fx, fz = _features(x, relation), _features(z, relation)
+    if center:
+        fx, fz, y = fx - fx.mean(0), fz - fz.mean(0), y - y.mean(0)
     ztx = fz.T @ fx
     zty = fz.T @ y
     try:
@@ -91,13 +95,13 @@ class CandidateTest:
 def iv_candidate_test(obs: np.ndarray, acts: np.ndarray, lag: int, *, alpha: float | None = None,
                       relation: str = "linear", num_rff: int = 40, num_nullsims: int = 1000,
                       kernel_width: float | str = 1.0, seed=0, trajectory: int = 0,
-                      null: str = "spectral") -> CandidateTest:
+                      null: str = "spectral", center: bool = False) -> CandidateTest:
     """Test whether ``s_{t-lag}`` is a valid instrument for the effect of ``s_t`` on ``a_t`` in one trajectory."""
     n = len(obs) - lag
     if n < 5:
         raise ValueError(f"trajectory of length {len(obs)} is too short to test lag {lag}")
     x, y, z = obs[lag:], acts[lag:], obs[: len(obs) - lag]
-    a, _ = linear_iv_pseudo_variable(x, y, z, relation)
+    a, _ = linear_iv_pseudo_variable(x, y, z, relation, center)
     thr = 10.0 / n if alpha is None else float(alpha)
     res = hsic_test(a, z, num_rff=num_rff, num_nullsims=num_nullsims, width=kernel_width, seed=seed, null=null,
                     min_shift=min(20, max(1, n // 5)))
@@ -136,11 +140,13 @@ class IVIdentification:
 
 def identify_iv(dataset, *, max_lag: int = 20, alpha: float | None = None, relation: str = "linear",
                 num_rff: int = 40, num_nullsims: int = 1000, kernel_width: float | str = 1.0, seed: int = 0,
-                null: str = "spectral", progress: bool = False) -> IVIdentification:
+                null: str = "spectral", center: bool = False, progress: bool = False) -> IVIdentification:
     """Stage 1 of C2L on ``dataset`` (a :class:`~c2l.data.TrajectoryDataset`, an ``.npz`` path or ``(obs, acts)``
     pairs): per-trajectory lag search over ``max_lag, …, 1`` with the pseudo-variable HSIC test, then majority vote.
     ``alpha=None`` uses the official ``10 / n``. ``null="spectral"`` is the official i.i.d. null of the HSIC test;
-    ``null="shift"`` uses circular time shifts (see :func:`c2l.hsic.hsic_test`). See the module docstring."""
+    ``null="shift"`` uses circular time shifts (see :func:`c2l.hsic.hsic_test`); ``center=True`` fits the IV with an
+    intercept (see :func:`linear_iv_pseudo_variable`). Defaults reproduce the official code. See the module docstring.
+    """
     from tqdm.auto import tqdm
 
     data = as_trajectories(dataset)
@@ -168,7 +174,7 @@ def identify_iv(dataset, *, max_lag: int = 20, alpha: float | None = None, relat
         for lag in range(max_lag, 0, -1):
             res = iv_candidate_test(traj.obs, traj.acts, lag, alpha=alpha, relation=relation, num_rff=num_rff,
                                     num_nullsims=num_nullsims, kernel_width=kernel_width, seed=rng, trajectory=i,
-                                    null=null)
+                                    null=null, center=center)
             tests.append(res)
             valid[lag] = res.valid
         switches = [j for j in range(2, max_lag + 1) if valid[j] and not valid[j - 1]]
