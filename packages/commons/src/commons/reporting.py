@@ -111,6 +111,10 @@ def save_line_plot(path: str | os.PathLike, series: Mapping[str, tuple[Sequence[
         if len(xs) != len(ys):
             raise ValueError(f"series {name!r}: xs and ys differ in length ({len(xs)} vs {len(ys)})")
         ax.plot(list(xs), list(ys), marker="o", label=name)
+    if all(float(x).is_integer() for xs, _ in series.values() for x in xs):
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
