@@ -176,7 +176,9 @@ def paired_comparison(result: dict[str, Any], method: str = "mtkd_rl") -> list[d
 
 def verdict(rows: list[dict[str, Any]], method: str = "mtkd_rl") -> str:
     """One honest sentence on whether ``method`` beats every baseline here."""
-    base = [r for r in rows if not r["comparison"].endswith(" student")]
+    # baselines only: not the student alone, not MTKD-RL's own variants (e.g. the dynamic mix)
+    base = [r for r in rows if not r["comparison"].endswith(" student")
+            and not r["comparison"].split(" − ")[1].startswith(method)]
     if not base:
         return "no baselines to compare with"
     beats_mean = all(r["_mean"] > 0 for r in base)
@@ -189,3 +191,16 @@ def verdict(rows: list[dict[str, Any]], method: str = "mtkd_rl") -> str:
                 "than the per-seed spread of the difference: the ranking is within seed noise here.")
     return (f"{method} does NOT beat every baseline here (not better than: {', '.join(worse)}); differences are of "
             "the order of the seed noise.")
+
+
+def agent_overhead(result: dict[str, Any], method: str = "mtkd_rl") -> dict[str, float] | None:
+    """Time spent in ``method``'s strategy minus AVER's, per run, absolute and as % of AVER's mean wall time."""
+    runs = result["runs"]
+    m = [r["strategy_seconds"] for r in runs if r["strategy"] == method]
+    a = [r["strategy_seconds"] for r in runs if r["strategy"] == "aver"]
+    wall = [r["seconds"] for r in runs if r["strategy"] == "aver"]
+    if not m or not a or not wall:
+        return None
+    extra = statistics.fmean(m) - statistics.fmean(a)
+    return {"extra_seconds": extra, "aver_seconds": statistics.fmean(wall),
+            "percent_of_aver": 100.0 * extra / statistics.fmean(wall)}

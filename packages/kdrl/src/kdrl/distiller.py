@@ -169,6 +169,8 @@ class MultiTeacherDistiller:
                 self.history = state["history"]
                 start_epoch = int(state["epoch"]) + 1
                 logger.info("resuming from %s at epoch %d", state_path, start_epoch)
+        if start_epoch == 0:
+            self.history = {"epochs": []}
         model, opt, loader = backend.prepare(self.model, opt, train_loader)
         main = backend.is_main_process
         bar = tqdm(range(start_epoch, cfg.epochs), desc=f"distil[{self.strategy.name}]",
