@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .losses import WalMaFaLoss
 from .models import create_model, list_models
@@ -129,24 +129,50 @@ class TrainConfig:
 
 
 class _Patches(Dataset):
-    """Training view of a pair dataset: random crop + augmentation drawn from ``(seed, epoch, index)``."""
+    """Training view of a pair dataset: item ``(index, epoch)`` → random crop + augmentation drawn from
+    ``numpy.random.default_rng((seed, epoch, index))``."""
 
     def __init__(self, base: Dataset, patch: int, augment: bool, seed: int):
         from commons.data.lol import augment_pair, random_crop_pair
 
-        self.base, self.patch, self.augment, self.seed, self.epoch = base, patch, augment, seed, 0
+        self.base, self.patch, self.augment, self.seed = base, patch, augment, seed
         self._crop, self._aug = random_crop_pair, augment_pair
 
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, item):
+        i, epoch = item if isinstance(item, tuple) else (item, 0)
         low, high = self.base[i]
-        rng = np.random.default_rng((self.seed, self.epoch, i))
+        rng = np.random.default_rng((self.seed, epoch, i))
         low, high = self._crop(low, high, self.patch, rng)
         if self.augment:
             low, high = self._aug(low, high, int(rng.integers(0, 8)))
         return low.contiguous(), high.contiguous()
+
+
+class _StepBatches(Sampler):
+    """Batches of ``(index, epoch)`` for steps ``start..steps-1`` of one endless stream: epoch ``e`` is the
+    permutation ``default_rng((seed, e))`` of the dataset, so batch ``s`` depends only on ``(seed, s)`` and a
+    resumed run sees exactly the batches the uninterrupted run would have seen."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int, steps: int):
+        self.n, self.bs, self.seed, self.start, self.steps = n, batch_size, seed, start, steps
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start)
+
+    def __iter__(self):
+        perms: dict[int, np.ndarray] = {}
+        for step in range(self.start, self.steps):
+            batch = []
+            for pos in range(step * self.bs, (step + 1) * self.bs):
+                e, k = divmod(pos, self.n)
+                if e not in perms:
+                    perms.clear()
+                    perms[e] = np.random.default_rng((self.seed, e)).permutation(self.n)
+                batch.append((int(perms[e][k]), e))
+            yield batch
 
 
 class Enhancer:
@@ -180,10 +206,12 @@ class Enhancer:
     # ------------------------------------------------------------------------------------------------ training
     def fit(self, train_set: Dataset, config: TrainConfig | None = None, run_dir: str | os.PathLike | None = None,
             resume: bool = False, val_set: Dataset | None = None, progress: bool = True,
-            backend=None) -> dict:
+            backend=None, stop_after: int | None = None) -> dict:
         """Train on ``(low, high)`` pairs. With ``run_dir``, checkpoints the resumable state every
         ``checkpoint_every`` steps (and at the end) to ``run_dir/state.pt`` and the final weights to
-        ``run_dir/final``; ``resume=True`` continues from ``state.pt``. Returns a history dict."""
+        ``run_dir/final``; ``resume=True`` continues from ``state.pt``. ``stop_after`` ends this call after that many
+        steps (a time-boxed job; the state is saved and a later ``resume=True`` call continues the same schedule and
+        batches). Returns a history dict."""
         from tqdm.auto import tqdm
 
         from commons.device import TrainingBackend, seed_everything
@@ -198,12 +226,9 @@ class Enhancer:
         if backend is None:
             backend = TrainingBackend(mixed_precision=config.mixed_precision, cpu=self.device.type == "cpu",
                                       device=self.device, use_accelerate=None if self.device.type != "cpu" else False)
-        run = RunDir(Path(run_dir).parent, Path(run_dir).name, resume=True) if run_dir is not None else None
+        run = RunDir(Path(run_dir).parent, Path(run_dir).name, resume=resume) if run_dir is not None else None
 
         patches = _Patches(train_set, config.patch_size, config.augment, config.seed)
-        gen = torch.Generator().manual_seed(config.seed)
-        loader = DataLoader(patches, batch_size=config.batch_size, shuffle=True, drop_last=len(patches) >=
-                            config.batch_size, num_workers=config.num_workers, generator=gen)
         params = [p for p in self.model.parameters() if p.requires_grad]
         optim = torch.optim.Adam(params, lr=config.lr, betas=config.betas, eps=config.eps)
         criterion = WalMaFaLoss(config.w_main, config.w_tv)
@@ -215,45 +240,41 @@ class Enhancer:
                 self.model.load_state_dict(state["model"])
                 optim.load_state_dict(state["optimizer"])
                 step, history = int(state["step"]), state["history"]
-                torch.set_rng_state(state["torch_rng"])
                 logger.info("resumed from %s at step %d", run.state_path, step)
+        end = config.steps if stop_after is None else min(config.steps, step + int(stop_after))
+        loader = DataLoader(patches, batch_sampler=_StepBatches(len(patches), config.batch_size, config.seed, step,
+                                                                end), num_workers=config.num_workers)
         model, optim, loader = backend.prepare(self.model, optim, loader)
         model.train()
 
         def save_state() -> None:
             if run is not None and backend.is_main_process:
                 run.save_state({"model": backend.unwrap(model).state_dict(), "optimizer": optim.state_dict(),
-                                "step": step, "history": history, "torch_rng": torch.get_rng_state(),
-                                "config": asdict(config), "model_name": self.model_name})
+                                "step": step, "history": history, "config": asdict(config),
+                                "model_name": self.model_name})
 
         bar = tqdm(total=config.steps, initial=step, desc=f"train {self.model_name}", disable=not progress)
-        epoch = step // max(1, len(loader))
-        while step < config.steps:
-            patches.epoch = epoch
-            for low, high in loader:
-                if step >= config.steps:
-                    break
-                for g in optim.param_groups:
-                    g["lr"] = config.lr_at(step)
-                low, high = low.to(backend.device), high.to(backend.device)
-                with backend.autocast():
-                    pred = model(low)
-                loss = criterion(pred, high)
-                optim.zero_grad(set_to_none=True)
-                backend.backward(loss)
-                if config.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-                optim.step()
-                step += 1
-                if step % config.log_every == 0 or step == config.steps:
-                    history["step"].append(step)
-                    history["loss"].append(float(loss.detach()))
-                    history["lr"].append(config.lr_at(step - 1))
-                    bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-                if step % config.checkpoint_every == 0:
-                    save_state()
-                bar.update(1)
-            epoch += 1
+        for low, high in loader:
+            for g in optim.param_groups:
+                g["lr"] = config.lr_at(step)
+            low, high = low.to(backend.device), high.to(backend.device)
+            with backend.autocast():
+                pred = model(low)
+            loss = criterion(pred, high)
+            optim.zero_grad(set_to_none=True)
+            backend.backward(loss)
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optim.step()
+            step += 1
+            if step % config.log_every == 0 or step == config.steps:
+                history["step"].append(step)
+                history["loss"].append(float(loss.detach()))
+                history["lr"].append(config.lr_at(step - 1))
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+            if step % config.checkpoint_every == 0:
+                save_state()
+            bar.update(1)
         bar.close()
         self.model = backend.unwrap(model)
         save_state()
@@ -261,7 +282,7 @@ class Enhancer:
             res = evaluate_pairs(self.model, val_set)
             history["val_psnr"].append(res["psnr"])
             history["val_step"].append(step)
-        if run is not None and backend.is_main_process:
+        if run is not None and backend.is_main_process and step >= config.steps:
             self.save(run.path / "final", overwrite=True)
         return history
 
