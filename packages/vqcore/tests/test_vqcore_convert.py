@@ -211,3 +211,13 @@ def test_convert_gpu_triton_matches_cpu_reference(kw):
     assert _rel(h_gpu, h_cpu) < 5e-5
     assert _rel(y_gpu, y_cpu) < 1e-3
     assert _rel(y_gpu, y_fq) < 1e-3
+
+
+def test_converted_model_compiles_fullgraph():
+    """QLinearInt goes through the registered custom ops, so torch.compile traces it without graph breaks."""
+    net = convert(_Net(w_bits=4, a_bits=8, a_sym=False, smooth=True, rank=4).eval())
+    x = torch.randn(6, 256)
+    with torch.no_grad():
+        y = net(x)
+        y_c = torch.compile(net, backend="aot_eager", fullgraph=True)(x)
+    assert torch.allclose(y_c, y, rtol=1e-5, atol=1e-6)
