@@ -293,9 +293,10 @@ def rollout(env, policy: PolicyFn, *, noise: ConfoundingNoise | None = None, exp
 
 def generate_dataset(env_name: str, n_trajectories: int, confounding: ConfoundingConfig | None = None, *,
                      expert: str | PolicyFn | None = None, seed: int = 0, max_steps: int | None = None,
-                     progress: bool = False) -> TrajectoryDataset:
+                     expert_seed: int = 0, progress: bool = False) -> TrajectoryDataset:
     """Roll out the expert ``n_trajectories`` times with the confounding noise (``None`` = clean demonstrations);
-    each state is labelled with the clean expert action."""
+    each state is labelled with the clean expert action. ``expert_seed`` selects a trained SB3 expert (one expert
+    is shared by every data seed)."""
     from tqdm.auto import tqdm
 
     if not isinstance(n_trajectories, int) or n_trajectories < 1:
@@ -303,7 +304,7 @@ def generate_dataset(env_name: str, n_trajectories: int, confounding: Confoundin
     if confounding is not None and not isinstance(confounding, ConfoundingConfig):
         raise TypeError(f"confounding must be a ConfoundingConfig or None, got {type(confounding).__name__}")
     expert_name = expert if isinstance(expert, str) or expert is None else getattr(expert, "__name__", "callable")
-    pi_e = make_expert(env_name, expert, seed=seed) if not callable(expert) else expert
+    pi_e = make_expert(env_name, expert, seed=expert_seed) if not callable(expert) else expert
     env = make_env(env_name, max_steps=max_steps)
     rng = np.random.default_rng(seed)
     noise = ConfoundingNoise(confounding, rng) if confounding is not None else None
@@ -311,7 +312,7 @@ def generate_dataset(env_name: str, n_trajectories: int, confounding: Confoundin
     for i in tqdm(range(n_trajectories), desc=f"rollouts {env_name}", disable=not progress):
         trajs.append(rollout(env, pi_e, noise=noise, expert=pi_e, seed=seed * 100_003 + i))
     env.close()
-    meta = {"env": env_name, "expert": expert_name, "seed": seed, "max_steps": max_steps,
+    meta = {"env": env_name, "expert": expert_name, "expert_seed": expert_seed, "seed": seed, "max_steps": max_steps,
             "confounding": confounding.to_dict() if confounding is not None else None}
     return TrajectoryDataset(trajs, meta)
 
