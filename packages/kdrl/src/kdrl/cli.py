@@ -88,7 +88,11 @@ def _train(args) -> int:
     epochs = args.epochs or (30 if digits else 240)
     t_epochs = args.teacher_epochs or (15 if digits else 240)
     kw = {} if digits else {"num_classes": 100}
-    backend = TrainingBackend(mixed_precision=args.mixed_precision, cpu=args.device == "cpu",
+    import torch
+
+    # accelerate only shards over CPU processes (torchrun / accelerate launch on a CPU-only host) with cpu=True
+    cpu = args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available())
+    backend = TrainingBackend(mixed_precision=args.mixed_precision, cpu=cpu,
                               device=None if args.device == "auto" else args.device)
     train_loader, test_loader = _loaders(args, args.batch_size)
     out = Path(args.out)

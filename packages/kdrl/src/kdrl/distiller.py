@@ -89,7 +89,8 @@ class MultiTeacherDistiller:
         if self._backend is None:
             from commons.device import TrainingBackend
 
-            self._backend = TrainingBackend()
+            # cpu=True on CPU-only hosts so that torchrun/accelerate launch shard over processes there too
+            self._backend = TrainingBackend(cpu=not torch.cuda.is_available())
         return self._backend
 
     def setup(self, sample: torch.Tensor) -> None:

@@ -64,7 +64,7 @@ def train_classifier(model: nn.Module, train_loader: DataLoader, config: Teacher
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     seed_everything(config.seed)
-    backend = backend or TrainingBackend()
+    backend = backend or TrainingBackend(cpu=not torch.cuda.is_available())
     opt = make_sgd(model.parameters(), config.lr, config.momentum, config.nesterov, config.weight_decay)
     model, opt, loader = backend.prepare(model, opt, train_loader)
     model.train()
@@ -107,8 +107,10 @@ def load_or_train_teachers(names: Sequence[str], train_loader: DataLoader, cache
             logger.info("loaded teacher %s from %s", name, ckpt)
         else:
             model = train_classifier(model, train_loader, config, backend=backend, progress=progress, desc=name)
-            if ckpt is not None:
+            if ckpt is not None and (backend is None or backend.is_main_process):  # one writer under DDP
                 save_checkpoint(ckpt, model.state_dict(), {"name": name, "train": config.to_dict()}, overwrite=True)
+            if backend is not None:
+                backend.wait()
         model.eval()
         as_feature_classifier(model)  # fail early if features cannot be found
         teachers.append(model.cpu())
