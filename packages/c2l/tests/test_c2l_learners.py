@@ -43,7 +43,6 @@ def test_bc_reduces_its_loss_and_is_biased_under_confounding(data):
     assert action_error(bc, test, "mse") > 0.3
 
 
-@pytest.mark.slow
 def test_c2l_star_offline_beats_bc(data):
     train, test, bc = data
     learner = create_learner("c2l_star", hop=2, init="bc", seed=0, **SMALL)
@@ -53,7 +52,6 @@ def test_c2l_star_offline_beats_bc(data):
     assert e_iv < 0.7 * e_bc, (e_iv, e_bc)
 
 
-@pytest.mark.slow
 def test_c2l_simulator_beats_bc_and_loss_falls(data):
     train, test, bc = data
     learner = create_learner("c2l", hop=2, init="bc", seed=0, **SMALL)
