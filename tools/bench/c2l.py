@@ -50,9 +50,10 @@ def run_cell(env: str, sigma: float, seed: int, args) -> dict:
     cc = ConfoundingConfig(k=args.k, sigma=sigma)
     ms = args.max_steps
     t0 = time.perf_counter()
-    train = generate_dataset(env, args.n_traj, cc, seed=seed, max_steps=ms)
-    test_clean = generate_dataset(env, args.n_test, None, seed=10_000 + seed, max_steps=ms)
-    test_noisy = generate_dataset(env, args.n_test, cc, seed=20_000 + seed, max_steps=ms)
+    ex = args.expert
+    train = generate_dataset(env, args.n_traj, cc, seed=seed, max_steps=ms, expert=ex)
+    test_clean = generate_dataset(env, args.n_test, None, seed=10_000 + seed, max_steps=ms, expert=ex)
+    test_noisy = generate_dataset(env, args.n_test, cc, seed=20_000 + seed, max_steps=ms, expert=ex)
     ident = identify_iv(train, max_lag=args.max_lag, num_nullsims=args.nullsims, seed=seed,
                         kernel_width=args.kernel_width, null=args.null)
     hop = ident.lag
@@ -185,6 +186,7 @@ def main(argv=None) -> int:
     p.add_argument("--null", choices=["spectral", "shift"], default="spectral", help="HSIC null (official: spectral)")
     p.add_argument("--episodes", type=int, default=None)
     p.add_argument("--max-steps", type=int, default=400)
+    p.add_argument("--expert", default=None, help="expert spec for every env (default: each env's default expert)")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "c2l")
     p.add_argument("--replot", action="store_true", help="only redraw the plot from an existing results.json")
     args = p.parse_args(argv)

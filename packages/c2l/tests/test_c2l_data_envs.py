@@ -150,7 +150,9 @@ def test_cli_generate_identify_train_eval(tmp_path, capsys):
     for learner in ("bc", "c2l_star", "c2l"):
         out = tmp_path / learner
         assert cli_main(["train", str(train), "--learner", learner, "--iv", str(iv), "--steps", "50",
+                         "--checkpoint", str(tmp_path / f"{learner}.pt"), "--checkpoint-every", "20",
                          "--out", str(out), "--no-progress"]) == 0
+        assert (tmp_path / f"{learner}.pt").is_file()
         assert (out / "model.safetensors").is_file()
     assert cli_main(["eval", str(tmp_path / "c2l"), "--test", str(test), "--env", "linear", "--episodes", "2",
                      "--max-steps", "50", "--sigma", "1", "--out", str(tmp_path / "ev.json")]) == 0

@@ -128,3 +128,19 @@ def test_oadam_converges_on_bilinear_game():
     assert xo < 0.2 and yo < 0.2
     xs, ys = _bilinear_game(torch.optim.SGD, lr=0.05)
     assert np.hypot(xs, ys) > np.sqrt(2)  # plain simultaneous gradient descent-ascent moves away from the solution
+
+
+@pytest.mark.parametrize("name", ["bc", "c2l_star"])
+def test_interrupted_training_resumes_to_the_same_result(tmp_path, data, name):
+    train, test, _ = data
+    kw = {"hidden": 32, "lr": 1e-3, "seed": 3}
+    if name == "c2l_star":
+        kw.update(hop=2, bc={"steps": 50, "hidden": 32})
+    full = create_learner(name, steps=120, **kw).fit(train)
+    ckpt = tmp_path / f"{name}.pt"
+    create_learner(name, steps=70, **kw).fit(train, checkpoint=ckpt, checkpoint_every=25)  # "interrupted" at 70
+    # a different seed proves the state comes from the checkpoint (weights, optimiser, RNG), not from a fresh start
+    resumed = create_learner(name, steps=120, **{**kw, "seed": 99}).fit(train, checkpoint=ckpt, checkpoint_every=25)
+    assert len(resumed.history) == 120
+    obs = test[0].obs
+    np.testing.assert_allclose(resumed.predict(obs)[0], full.predict(obs)[0], rtol=1e-5, atol=1e-6)

@@ -75,13 +75,14 @@ def cmd_train(args) -> int:
     if args.learner in ("c2l", "doubil") and args.pairing:
         kw["pairing"] = args.pairing
     learner = create_learner(args.learner, **kw)
+    ck = {"checkpoint": args.checkpoint, "checkpoint_every": args.checkpoint_every, "progress": not args.no_progress}
     if args.learner in ("c2l", "doubil"):
         env = args.env or data.metadata.get("env")
         if env is None:
             raise ValueError("simulator-based learners need --env (the dataset metadata has none)")
-        learner.fit(data, env, progress=not args.no_progress)
+        learner.fit(data, env, **ck)
     else:
-        learner.fit(data, progress=not args.no_progress)
+        learner.fit(data, **ck)
     learner.save(args.out)
     print(f"wrote policy to {args.out} (final loss {np.mean(learner.history[-100:]):.4g})")
     return 0
@@ -166,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init", choices=["scratch", "bc"], default="scratch")
     t.add_argument("--pairing", choices=["rollout", "official"], default=None)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--checkpoint", type=Path, default=None, help="resumable training-state file (rerun to resume)")
+    t.add_argument("--checkpoint-every", type=int, default=1000)
     t.add_argument("--out", type=Path, required=True)
     t.set_defaults(func=cmd_train)
 

@@ -151,6 +151,51 @@ def _tensor(x: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x), dtype=torch.float32)
 
 
+class _Checkpointer:
+    """Atomic, resumable training state (modules, optimisers, step, NumPy RNG, loss history) in one file."""
+
+    def __init__(self, path: str | os.PathLike | None, every: int):
+        _check_pos_int("checkpoint_every", every)
+        self.path = Path(path) if path is not None else None
+        self.every = every
+
+    def restore(self, learner, modules: dict, optimizers: dict, rng: np.random.Generator) -> int:
+        if self.path is None:
+            return 0
+        from commons.io import load_training_state
+
+        state = load_training_state(self.path)
+        if state is None:
+            return 0
+        for k, m in modules.items():
+            m.load_state_dict(state["modules"][k])
+        for k, o in optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        rng.bit_generator.state = state["rng"]
+        learner.history = list(state["history"])
+        if hasattr(learner, "adversary_history"):
+            learner.adversary_history = list(state.get("adversary_history", []))
+        logger.info("resumed %s from %s at step %d", type(learner).__name__, self.path, state["step"])
+        return int(state["step"])
+
+    def save(self, step: int, learner, modules: dict, optimizers: dict, rng: np.random.Generator,
+             force: bool = False) -> None:
+        if self.path is None or (not force and step % self.every):
+            return
+        from commons.io import save_training_state
+
+        save_training_state(self.path, {
+            "step": step, "rng": rng.bit_generator.state, "history": learner.history,
+            "adversary_history": getattr(learner, "adversary_history", []),
+            "modules": {k: m.state_dict() for k, m in modules.items()},
+            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+        })
+
+
+def _sub_checkpoint(path, suffix: str):
+    return None if path is None else Path(str(path) + suffix)
+
+
 class _Learner:
     """Common surface: ``fit`` → self, ``policy``, ``predict`` (SB3), ``save``/``load``, ``history``."""
 
@@ -189,7 +234,10 @@ class BC(_Learner):
     def __init__(self, config: BCConfig | None = None, **kwargs):
         super().__init__(config or BCConfig(**kwargs))
 
-    def fit(self, dataset, progress: bool = False) -> BC:
+    def fit(self, dataset, progress: bool = False, checkpoint: str | os.PathLike | None = None,
+            checkpoint_every: int = 1000) -> BC:
+        """Train; with ``checkpoint`` (a file path) the state is saved atomically every ``checkpoint_every`` steps and
+        an interrupted run resumes from it (same data, config and seed)."""
         from tqdm.auto import tqdm
 
         cfg = self.config
@@ -202,13 +250,18 @@ class BC(_Learner):
         opt = torch.optim.Adam(pi.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         xt, ut = _tensor(x), _tensor(u)
         self.history = []
-        for _ in tqdm(range(cfg.steps), desc="BC", disable=not progress):
+        ckpt = _Checkpointer(checkpoint, checkpoint_every)
+        mods, opts = {"pi": pi}, {"pi": opt}
+        start = ckpt.restore(self, mods, opts, rng)
+        for step in tqdm(range(start, cfg.steps), desc="BC", disable=not progress, initial=start, total=cfg.steps):
             idx = torch.as_tensor(rng.integers(0, len(x), cfg.batch_size))
             loss = torch.mean((pi(xt[idx]) - ut[idx]) ** 2)
             opt.zero_grad()
             loss.backward()
             opt.step()
             self.history.append(float(loss.detach()))
+            ckpt.save(step + 1, self, mods, opts, rng)
+        ckpt.save(cfg.steps, self, mods, opts, rng, force=True)
         pi.eval()
         self.policy = pi
         return self
@@ -234,8 +287,10 @@ class DoubleSamplingIV(_Learner):
         self.bc: BC | None = None
         self.sigma_used: np.ndarray | None = None
 
-    def fit(self, dataset, simulator, pi_bc: BC | None = None, progress: bool = False) -> DoubleSamplingIV:
-        """``simulator``: a :class:`c2l.envs.Simulator` or an environment name; ``pi_bc``: an already fitted BC."""
+    def fit(self, dataset, simulator, pi_bc: BC | None = None, progress: bool = False,
+            checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 1000) -> DoubleSamplingIV:
+        """``simulator``: a :class:`c2l.envs.Simulator` or an environment name; ``pi_bc``: an already fitted BC;
+        ``checkpoint``: resumable training-state file (see :meth:`BC.fit`)."""
         from tqdm.auto import tqdm
 
         from .envs import Simulator
@@ -246,7 +301,8 @@ class DoubleSamplingIV(_Learner):
             simulator = Simulator(simulator, seed=cfg.seed)
         if not hasattr(simulator, "step_from"):
             raise TypeError("simulator must be an env name or an object with step_from(obs, action) -> (obs, done)")
-        self.bc = pi_bc if pi_bc is not None else BC(copy.deepcopy(cfg.bc)).fit(data, progress=progress)
+        self.bc = pi_bc if pi_bc is not None else BC(copy.deepcopy(cfg.bc)).fit(
+            data, progress=progress, checkpoint=_sub_checkpoint(checkpoint, ".bc"), checkpoint_every=checkpoint_every)
         bc_pi = self.bc.policy
         x_all = np.concatenate([t.obs for t in data])
         u_all = np.concatenate([t.acts for t in data])
@@ -271,7 +327,11 @@ class DoubleSamplingIV(_Learner):
         ut = _tensor(u_iv)
         half = cfg.nsamp // 2
         self.history = []
-        for _ in tqdm(range(cfg.steps), desc=f"DoubleSampling hop={cfg.hop}", disable=not progress):
+        ckpt = _Checkpointer(checkpoint, checkpoint_every)
+        mods, opts = {"pi": pi}, {"pi": opt}
+        start = ckpt.restore(self, mods, opts, rng)
+        for step in tqdm(range(start, cfg.steps), desc=f"DoubleSampling hop={cfg.hop}", disable=not progress,
+                         initial=start, total=cfg.steps):
             idx = torch.as_tensor(rng.integers(0, len(ut), cfg.batch_size))
             order = rng.permutation(cfg.nsamp)
             with torch.no_grad():
@@ -283,6 +343,8 @@ class DoubleSamplingIV(_Learner):
             loss.backward()
             opt.step()
             self.history.append(float(loss.detach()))
+            ckpt.save(step + 1, self, mods, opts, rng)
+        ckpt.save(cfg.steps, self, mods, opts, rng, force=True)
         pi.eval()
         self.policy = pi
         return self
@@ -298,7 +360,9 @@ class ResidualGameIV(_Learner):
         self.adversary: MLPPolicy | None = None
         self.adversary_history: list[float] = []
 
-    def fit(self, dataset, pi_bc: BC | None = None, progress: bool = False) -> ResidualGameIV:
+    def fit(self, dataset, pi_bc: BC | None = None, progress: bool = False,
+            checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 1000) -> ResidualGameIV:
+        """Offline min-max training; ``checkpoint``: resumable training-state file (see :meth:`BC.fit`)."""
         from tqdm.auto import tqdm
 
         cfg = self.config
@@ -307,7 +371,9 @@ class ResidualGameIV(_Learner):
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         if cfg.init == "bc":
-            bc = pi_bc if pi_bc is not None else BC(copy.deepcopy(cfg.bc)).fit(data, progress=progress)
+            bc = pi_bc if pi_bc is not None else BC(copy.deepcopy(cfg.bc)).fit(
+                data, progress=progress, checkpoint=_sub_checkpoint(checkpoint, ".bc"),
+                checkpoint_every=checkpoint_every)
             pi = copy.deepcopy(bc.policy)
         else:
             pi = _new_policy(data.obs_dim, data.act_dim, cfg.hidden, x if cfg.normalize_obs else None)
@@ -318,7 +384,11 @@ class ResidualGameIV(_Learner):
         opt_f = OAdam(split_weight_decay(f, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
         xt, ut, zt = _tensor(x), _tensor(u), _tensor(z)
         self.history, self.adversary_history = [], []
-        for _ in tqdm(range(cfg.steps), desc=f"ResidualGame hop={cfg.hop}", disable=not progress):
+        ckpt = _Checkpointer(checkpoint, checkpoint_every)
+        mods, opts = {"pi": pi, "f": f}, {"pi": opt_pi, "f": opt_f}
+        start = ckpt.restore(self, mods, opts, rng)
+        for step in tqdm(range(start, cfg.steps), desc=f"ResidualGame hop={cfg.hop}", disable=not progress,
+                         initial=start, total=cfg.steps):
             idx = torch.as_tensor(rng.integers(0, len(xt), cfg.batch_size))
             xb, ub, zb = xt[idx], ut[idx], zt[idx]
             # policy player
@@ -339,6 +409,8 @@ class ResidualGameIV(_Learner):
             opt_f.step()
             self.history.append(float(loss_pi.detach()))
             self.adversary_history.append(float(loss_f.detach()))
+            ckpt.save(step + 1, self, mods, opts, rng)
+        ckpt.save(cfg.steps, self, mods, opts, rng, force=True)
         pi.eval()
         f.eval()
         self.policy, self.adversary = pi, f
