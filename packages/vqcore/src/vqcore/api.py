@@ -1,0 +1,240 @@
+"""``vqcore.quantize`` / ``vqcore.save`` / ``vqcore.load``: the user-facing entry points."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from commons.io import load_checkpoint, load_json, save_checkpoint
+
+from .calib.capture import CalibrationSet
+from .calib.stats import root_items
+from .methods import get_method
+from .quant.modules import MODULE_TYPES, QuantModule, register_module_type
+from .quant.prepare import QuantConfig, prepare, quantized_layers
+from .quant.quantizer import UniformQuantizer
+from .recon.engine import _to
+
+__all__ = ["quantize", "save", "load", "QuantReport", "model_kind", "register_module_type"]
+
+logger = logging.getLogger(__name__)
+FORMAT = "vqcore-fakequant/1"
+
+
+@dataclass
+class QuantReport:
+    """What :func:`quantize` did."""
+
+    method: str
+    w_bits: int
+    a_bits: int | None
+    layers: int
+    bits: dict[str, int]
+    calibration_items: int
+    seconds: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        mix = ", ".join(f"{k}: {v}" for k, v in sorted(self.bits.items()))
+        return (f"{self.method} W{self.w_bits}A{self.a_bits or 'fp'}: {self.layers} layers ({mix}), "
+                f"{self.calibration_items} calibration items, {self.seconds:.1f} s")
+
+
+def model_kind(model: nn.Module) -> str:
+    """``"unet"`` for UNet-style denoisers (down/up blocks), ``"dit"`` otherwise."""
+    for mod in model.modules():
+        if hasattr(mod, "down_blocks") and hasattr(mod, "up_blocks"):
+            return "unet"
+    return "dit"
+
+
+@torch.no_grad()
+def _check_calibration(model: nn.Module, items) -> None:
+    if not items:
+        return
+    item = items[0]
+    device = next(model.parameters()).device
+    try:
+        model(*_to(item.args, device), **_to(item.kwargs, device))
+    except Exception as err:  # noqa: BLE001 - re-raised with the reason
+        raise ValueError(f"calibration data does not fit the model: a forward of the first calibration item failed "
+                         f"with {type(err).__name__}: {err}") from err
+
+
+def quantize(model: nn.Module, method: str = "rtn", w_bits: int = 8, a_bits: int | None = 8,
+             calib: CalibrationSet | list | None = None, config: QuantConfig | None = None, kind: str = "auto",
+             inplace: bool = False, **options: Any) -> nn.Module:
+    """Quantize a diffusion model with a registered method; returns the fake-quantized model.
+
+    Args:
+        model: a diffusers transformer/UNet (or any module with linears/convs).
+        method: a name from :func:`vqcore.methods.list_methods` (``rtn``, ``vidit-q``, ``q-diffusion``, ...).
+        w_bits, a_bits: default bits (2–8); ``a_bits=None`` keeps activations in floating point.
+        calib: a :class:`~vqcore.calib.CalibrationSet` (from :class:`~vqcore.calib.Capture`) or a list of forward
+            keyword-argument dicts.
+        config: a full :class:`QuantConfig` overriding the method's default for ``kind``.
+        kind: ``"dit"``, ``"unet"`` or ``"auto"``.
+        inplace: quantize ``model`` itself instead of a copy.
+        options: method-specific options (iterations, learning rates, ...).
+
+    The returned model carries ``vqcore_report`` (:class:`QuantReport`) and ``vqcore_meta`` (what :func:`save`
+    writes).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(w_bits, int) or not 2 <= w_bits <= 8:
+        raise ValueError(f"w_bits must be an int in [2, 8], got {w_bits!r}")
+    if a_bits is not None and (not isinstance(a_bits, int) or not 2 <= a_bits <= 8):
+        raise ValueError(f"a_bits must be an int in [2, 8] or None, got {a_bits!r}")
+    if kind not in ("auto", "dit", "unet"):
+        raise ValueError(f"kind must be 'auto', 'dit' or 'unet', got {kind!r}")
+    if any(isinstance(m, QuantModule) for m in model.modules()):
+        raise ValueError("model is already quantized (it contains vqcore quantized layers); pass the FP model")
+    impl = get_method(method)
+    kind = model_kind(model) if kind == "auto" else kind
+    config = config or impl.default_config(kind, w_bits, a_bits, **options)
+    items = root_items(calib)
+    if impl.needs_calibration and not items:
+        raise ValueError(f"method {method!r} needs calibration data: pass calib=... (vqcore.calib.Capture or a list "
+                         "of forward-kwargs dicts)")
+    _check_calibration(model, items)
+    start = time.perf_counter()
+    fp_model = copy.deepcopy(model).eval() if impl.needs_teacher else None
+    qmodel = model if inplace else copy.deepcopy(model)
+    prepare(qmodel, config)
+    details = impl.run(qmodel, fp_model, config, calib, **options) or {}
+    qmodel.eval()
+    plans = qmodel.vqcore_plan
+    bits = Counter(f"W{p.w_bits}A{p.a_bits or 'fp'}" for p in plans)
+    report = QuantReport(method, w_bits, a_bits, len(plans), dict(bits), len(items), time.perf_counter() - start,
+                         details)
+    qmodel.vqcore_report = report
+    qmodel.vqcore_meta = {"format": FORMAT, "method": method, "w_bits": w_bits, "a_bits": a_bits, "kind": kind,
+                          "config": config.to_dict(), "model_class": type(model).__name__}
+    logger.info("vqcore.quantize: %s", report.summary())
+    return qmodel
+
+
+# -- save / load -----------------------------------------------------------------------------------------------------
+def _describe_quantizer(q: UniformQuantizer | None) -> dict | None:
+    if q is None:
+        return None
+    return {"initialized": q.initialized, "learn_scale": isinstance(q.scale, nn.Parameter),
+            "learn_zp": isinstance(q.zero_point, nn.Parameter), "scale_shape": list(q.scale.shape),
+            "adaround_shape": None if q.alpha is None else list(q.alpha.shape), "enabled": q.enabled}
+
+
+def _restore_quantizer(q: UniformQuantizer | None, desc: dict | None, name: str) -> None:
+    if desc is None or q is None:
+        return
+    shape = tuple(desc["scale_shape"])
+    q.scale = torch.zeros(shape)
+    q.zero_point = torch.zeros(shape)
+    q.initialized = desc["initialized"]
+    q.enabled = desc["enabled"]
+    if desc["learn_scale"]:
+        q.make_learnable(zero_point=desc["learn_zp"])
+    if desc["adaround_shape"] is not None:
+        q.alpha = nn.Parameter(torch.zeros(desc["adaround_shape"]))
+
+
+def _describe_sub(mod: nn.Module | None) -> dict | None:
+    if mod is None:
+        return None
+    if not hasattr(mod, "vq_describe") or type(mod).__name__ not in MODULE_TYPES:
+        raise ValueError(f"{type(mod).__name__} cannot be saved: register it with vqcore.api.register_module_type "
+                         "and give it vq_describe()/vq_build()")
+    return {"type": type(mod).__name__, **mod.vq_describe()}
+
+
+def save(qmodel: nn.Module, directory: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Save a model returned by :func:`quantize` as ``model.safetensors`` + ``config.json`` (atomic: a crash leaves
+    no partial directory). Refuses an existing directory unless ``overwrite=True``."""
+    meta = getattr(qmodel, "vqcore_meta", None)
+    if meta is None:
+        raise ValueError("qmodel was not produced by vqcore.quantize (no vqcore_meta)")
+    directory = Path(directory)
+    if directory.exists() and not overwrite:
+        raise FileExistsError(f"{directory} exists; pass overwrite=True to replace it")
+    layers = {}
+    for name, m in quantized_layers(qmodel).items():
+        layers[name] = {"weight_quantizer": _describe_quantizer(m.weight_quantizer),
+                        "input_quantizer": _describe_quantizer(m.input_quantizer),
+                        "smooth": m.smooth_scale is not None, "quant_weight": m.quant_weight,
+                        "quant_input": m.quant_input, "weight_adapter": _describe_sub(m.weight_adapter),
+                        "side_branch": _describe_sub(m.side_branch)}
+    extra = getattr(qmodel, "vqcore_extra_modules", {})  # method-level modules, name -> module
+    config = {**meta, "layers": layers, "extra_modules": {k: _describe_sub(v) for k, v in extra.items()},
+              "report": getattr(qmodel, "vqcore_report", None).__dict__ if hasattr(qmodel, "vqcore_report") else None}
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        save_checkpoint(tmp, qmodel.state_dict(), config, overwrite=True)
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def load(directory: str | os.PathLike, model: nn.Module) -> nn.Module:
+    """Rebuild a quantized model saved by :func:`save` on a fresh full-precision ``model`` of the same architecture.
+
+    Raises a clear ``ValueError`` when the checkpoint belongs to another architecture.
+    """
+    directory = Path(directory)
+    config = load_json(directory / "config.json")
+    if config.get("format") != FORMAT:
+        raise ValueError(f"{directory} is not a vqcore fake-quant checkpoint (format {config.get('format')!r})")
+    if config.get("model_class") != type(model).__name__:
+        raise ValueError(f"checkpoint was made from a {config.get('model_class')}, got a {type(model).__name__}")
+    qconfig = QuantConfig.from_dict(config["config"])
+    qmodel = prepare(model, qconfig)
+    layers = quantized_layers(qmodel)
+    if set(layers) != set(config["layers"]):
+        missing = sorted(set(config["layers"]) - set(layers))[:5]
+        unexpected = sorted(set(layers) - set(config["layers"]))[:5]
+        raise ValueError(f"checkpoint {directory} does not match this model's architecture: layers missing "
+                         f"{missing}, unexpected {unexpected}")
+    for name, desc in config["layers"].items():
+        m = layers[name]
+        _restore_quantizer(m.weight_quantizer, desc["weight_quantizer"], name)
+        _restore_quantizer(m.input_quantizer, desc["input_quantizer"], name)
+        if desc["smooth"]:
+            m.set_smooth_scale(torch.ones(m.weight.shape[1]))
+            if m.weight_quantizer is not None:
+                m.weight_quantizer.initialized = desc["weight_quantizer"]["initialized"]
+        m.quant_weight, m.quant_input = desc["quant_weight"], desc["quant_input"]
+        for attr in ("weight_adapter", "side_branch"):
+            if desc[attr] is not None:
+                setattr(m, attr, MODULE_TYPES[desc[attr]["type"]].vq_build(desc[attr]))
+    extra = {k: MODULE_TYPES[d["type"]].vq_build(d) for k, d in config.get("extra_modules", {}).items()}
+    for k, mod in extra.items():
+        qmodel.add_module(k, mod)
+    device = next(model.parameters()).device
+    qmodel.to(device)
+    state, _ = load_checkpoint(directory, map_location=device)
+    missing, unexpected = qmodel.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"checkpoint {directory} does not match this model: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    qmodel.eval()
+    qmodel.vqcore_meta = {k: config[k] for k in ("format", "method", "w_bits", "a_bits", "kind", "config",
+                                                  "model_class")}
+    if extra:
+        qmodel.vqcore_extra_modules = extra
+    return qmodel
+

@@ -1,0 +1,17 @@
+"""Layer 3 of vqcore: capture calibration data across denoising timesteps, and calibration statistics."""
+
+from .capture import ROOT, CalibItem, CalibrationSet, Capture, find_blocks, stack_items
+from .stats import activation_channel_absmax, apply_smoothing, calibrate_static_quantizers, root_items
+
+__all__ = [
+    "ROOT",
+    "CalibItem",
+    "CalibrationSet",
+    "Capture",
+    "find_blocks",
+    "stack_items",
+    "activation_channel_absmax",
+    "apply_smoothing",
+    "calibrate_static_quantizers",
+    "root_items",
+]

@@ -1,0 +1,242 @@
+"""Capture calibration data: the inputs (and outputs) of chosen modules across denoising timesteps.
+
+Wrap any sampling code — a diffusers pipeline call or your own loop — in :class:`Capture`; forward hooks on the target
+modules copy their positional/keyword tensor inputs (and outputs) to the CPU. A pre-hook on the root model reads the
+``timestep`` argument of every call, so every stored item knows its timestep, its denoising-call index and its sample
+index (the row of the batch; rows keep their index across steps, and later batches continue the numbering).
+
+    with Capture(pipe.transformer, targets="blocks", max_bytes=2**30) as cap:
+        pipe(prompt=prompts, num_inference_steps=20)
+    calib = cap.result   # CalibrationSet
+
+Memory stays bounded: once ``max_bytes`` is reached nothing more is stored (a warning says how much was skipped).
+``every_n_steps`` keeps only every n-th denoising call (the official code keeps evenly spaced steps).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["CalibItem", "CalibrationSet", "Capture", "find_blocks"]
+
+logger = logging.getLogger(__name__)
+ROOT = "__model__"
+
+
+@dataclass
+class CalibItem:
+    """One captured call of one module, for one sample (batch row)."""
+
+    args: tuple
+    kwargs: dict
+    output: Any
+    timestep: float | None
+    call_index: int
+    sample_index: int
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in _tensors((self.args, self.kwargs, self.output)))
+
+
+def _tensors(obj: Any) -> Iterator[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            yield from _tensors(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from _tensors(o)
+
+
+def _map(obj: Any, fn) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return type(obj)(*(_map(o, fn) for o in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map(o, fn) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _map(v, fn) for k, v in obj.items()}
+    if hasattr(obj, "to_tuple") and hasattr(obj, "keys"):  # diffusers BaseOutput
+        return {k: _map(obj[k], fn) for k in list(obj.keys())}  # noqa: SIM118 - BaseOutput
+    return obj
+
+
+def _row(obj: Any, b: int, batch: int) -> Any:
+    """Row ``b`` of every tensor whose first dim is the batch (kept as a batch of one)."""
+    return _map(obj, lambda t: t[b:b + 1] if t.ndim > 0 and t.shape[0] == batch else t)
+
+
+def stack_items(items: Sequence[Any]) -> Any:
+    """Concatenate per-sample structures (as stored) back into a batch along dim 0."""
+    first = items[0]
+    if isinstance(first, torch.Tensor):
+        if first.ndim == 0:
+            return first
+        if all(t.shape == first.shape for t in items) and first.shape[0] == 1:
+            return torch.cat(list(items), 0)
+        return first
+    if isinstance(first, (list, tuple)):
+        return type(first)(stack_items([it[i] for it in items]) for i in range(len(first)))
+    if isinstance(first, dict):
+        return {k: stack_items([it[k] for it in items]) for k in first}
+    return first
+
+
+@dataclass
+class CalibrationSet:
+    """Captured items per module name (``"__model__"`` for the root model's own inputs/outputs)."""
+
+    items: dict[str, list[CalibItem]] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> list[CalibItem]:
+        if name not in self.items:
+            raise KeyError(f"nothing captured for {name!r}; captured: {sorted(self.items)}")
+        return self.items[name]
+
+    def names(self) -> list[str]:
+        return list(self.items)
+
+    def nbytes(self) -> int:
+        return sum(i.nbytes() for items in self.items.values() for i in items)
+
+    def timesteps(self) -> list[float]:
+        return sorted({i.timestep for items in self.items.values() for i in items if i.timestep is not None})
+
+    def subset(self, name: str, indices: Sequence[int]) -> list[CalibItem]:
+        items = self[name]
+        return [items[i] for i in indices]
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.items.values())
+
+
+def find_blocks(model: nn.Module) -> list[str]:
+    """Qualified names of the transformer/UNet blocks of a diffusers model, also when it is wrapped
+    (``transformer_blocks.i``, ``temporal_transformer_blocks.i``, ``down_blocks.i``, ``mid_block``, ``up_blocks.i``;
+    searched breadth-first, the first module that has any of them wins)."""
+    attrs = ("transformer_blocks", "temporal_transformer_blocks", "single_transformer_blocks", "blocks",
+             "down_blocks", "mid_block", "up_blocks")
+    queue: list[tuple[str, nn.Module]] = [("", model)]
+    while queue:
+        prefix, mod = queue.pop(0)
+        names = []
+        for attr in attrs:
+            sub = getattr(mod, attr, None)
+            if isinstance(sub, nn.ModuleList):
+                names += [f"{prefix}{attr}.{i}" for i in range(len(sub))]
+            elif isinstance(sub, nn.Module):
+                names.append(f"{prefix}{attr}")
+        if names:
+            return names
+        queue += [(f"{prefix}{n}.", c) for n, c in mod.named_children()]
+    raise ValueError(f"{type(model).__name__} has no recognised block list (transformer_blocks, blocks, "
+                     "down_blocks/up_blocks); pass targets=[module names] explicitly")
+
+
+class Capture:
+    """Context manager that records module inputs/outputs while sampling code runs (see module docstring).
+
+    Args:
+        model: the denoiser (root module whose ``timestep`` argument is read).
+        targets: module names, ``"blocks"`` (all blocks, :func:`find_blocks`) or ``None`` (the root model only).
+        store_outputs: also store outputs (needed for reconstruction targets).
+        max_bytes: memory budget for everything stored.
+        every_n_steps: keep every n-th denoising call.
+        include_root: also store the root model's inputs/outputs (whole-model distillation, data selection).
+    """
+
+    def __init__(self, model: nn.Module, targets: str | Sequence[str] | None = "blocks", store_outputs: bool = True,
+                 max_bytes: int = 2**31, every_n_steps: int = 1, include_root: bool = True):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if not isinstance(every_n_steps, int) or every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be a positive int, got {every_n_steps!r}")
+        if not isinstance(max_bytes, int) or max_bytes < 1:
+            raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
+        self.model = model
+        if targets is None:
+            names: list[str] = []
+        elif targets == "blocks":
+            names = find_blocks(model)
+        else:
+            names = list(targets)
+            missing = [n for n in names if n not in dict(model.named_modules())]
+            if missing:
+                raise ValueError(f"targets not found in the model: {missing[:5]}")
+        self.targets = names
+        self.store_outputs = store_outputs
+        self.max_bytes = max_bytes
+        self.every = every_n_steps
+        self.include_root = include_root or not names
+        self.result = CalibrationSet()
+        self._handles: list = []
+        self._call = -1
+        self._timestep: float | None = None
+        self._batch = 0
+        self._rows_seen: dict[float | None, int] = {}
+        self._offset = 0
+        self._bytes = 0
+        self._skipped = 0
+
+    def _keep(self) -> bool:
+        return self._call % self.every == 0
+
+    def _root_pre(self, module, args, kwargs):
+        self._call += 1
+        t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+        if isinstance(t, torch.Tensor):
+            t = float(t.flatten()[0]) if t.numel() else None
+        self._timestep = None if t is None else float(t)
+        first = kwargs.get("hidden_states", kwargs.get("sample", args[0] if args else None))
+        self._batch = first.shape[0] if isinstance(first, torch.Tensor) else 1
+        self._offset = self._rows_seen.get(self._timestep, 0)
+        self._rows_seen[self._timestep] = self._offset + self._batch
+
+    def _store(self, name: str, args, kwargs, output) -> None:
+        if not self._keep():
+            return
+        def cpu(t: torch.Tensor) -> torch.Tensor:
+            return t.detach().to("cpu", copy=True)
+
+        args_c, kwargs_c = _map(args, cpu), _map(kwargs, cpu)
+        out_c = _map(output, cpu) if self.store_outputs else None
+        for b in range(self._batch):
+            item = CalibItem(_row(args_c, b, self._batch), _row(kwargs_c, b, self._batch),
+                             _row(out_c, b, self._batch), self._timestep, self._call, self._offset + b)
+            size = item.nbytes()
+            if self._bytes + size > self.max_bytes:
+                self._skipped += 1
+                continue
+            self._bytes += size
+            self.result.items.setdefault(name, []).append(item)
+
+    def _root_post(self, module, args, kwargs, output):
+        if self.include_root:
+            self._store(ROOT, args, kwargs, output)
+
+    def __enter__(self) -> Capture:
+        self._handles.append(self.model.register_forward_pre_hook(self._root_pre, with_kwargs=True))
+        self._handles.append(self.model.register_forward_hook(self._root_post, with_kwargs=True))
+        modules = dict(self.model.named_modules())
+        for name in self.targets:
+            self._handles.append(modules[name].register_forward_hook(
+                lambda m, a, k, o, name=name: self._store(name, a, k, o), with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        if self._skipped:
+            logger.warning("Capture: memory budget of %d bytes reached; %d items were not stored", self.max_bytes,
+                           self._skipped)
+        logger.info("Capture: %d items, %.1f MB, %d timesteps", len(self.result), self._bytes / 2**20,
+                    len(self.result.timesteps()))

@@ -1,0 +1,127 @@
+"""``vqcore`` command line: quantize a diffusers model directory or a zoo model, inspect methods, convert to integers.
+
+    vqcore methods
+    vqcore quantize --model zoo:moving-digits-dit --method vidit-q --w-bits 4 --a-bits 8 --out runs/q/w4a8
+    vqcore quantize --model path/to/transformer --class CogVideoXTransformer3DModel --calib calib.pt --method rtn ...
+    vqcore convert runs/q/w4a8 --model zoo:moving-digits-dit --out runs/q/w4a8-int
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+
+def _load_model(spec: str, cls_name: str | None):
+    if spec.startswith("zoo:"):
+        from . import zoo
+
+        return zoo.load(spec[4:])
+    path = Path(spec)
+    if not path.is_dir():
+        raise SystemExit(f"--model: {spec!r} is neither 'zoo:<name>' nor a diffusers model directory")
+    if not cls_name:
+        raise SystemExit("--class is required with a model directory (e.g. CogVideoXTransformer3DModel, UNet2DModel)")
+    import diffusers
+
+    cls = getattr(diffusers, cls_name, None)
+    if cls is None:
+        raise SystemExit(f"--class: diffusers has no {cls_name!r}")
+    return cls.from_pretrained(str(path))
+
+
+def _zoo_calibration(model, samples: int, steps: int, seed: int):
+    """Capture block and model inputs along full-precision DDIM trajectories of a zoo model."""
+    from . import zoo
+    from .calib import Capture
+
+    labels = torch.arange(samples) % 10
+    with torch.no_grad(), Capture(model, targets="blocks") as cap:
+        zoo.sample(model, labels, num_steps=steps, seed=seed)
+    return cap.result
+
+
+def cmd_methods(args) -> int:
+    from .methods import list_methods
+
+    print("\n".join(list_methods()))
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    import vqcore
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise SystemExit(f"--out {out} exists; pass --overwrite to replace it")
+    model = _load_model(args.model, args.model_class).eval()
+    if args.calib:
+        calib = torch.load(args.calib, map_location="cpu", weights_only=False)
+    elif args.model.startswith("zoo:"):
+        calib = _zoo_calibration(model, args.calib_samples, args.calib_steps, args.seed)
+    else:
+        calib = None
+    options = json.loads(args.options) if args.options else {}
+    torch.manual_seed(args.seed)
+    qmodel = vqcore.quantize(model, method=args.method, w_bits=args.w_bits, a_bits=args.a_bits, calib=calib,
+                             **options)
+    vqcore.save(qmodel, out, overwrite=args.overwrite)
+    print(qmodel.vqcore_report.summary())
+    print(f"saved to {out}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    import vqcore
+
+    model = _load_model(args.model, args.model_class).eval()
+    qmodel = vqcore.load(args.checkpoint, model)
+    int_model = vqcore.convert(qmodel)
+    vqcore.save_converted(int_model, args.out)
+    from .convert import linear_weight_bytes
+
+    print(f"integer model saved to {args.out}; linear weights {linear_weight_bytes(int_model) / 2**20:.2f} MiB")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vqcore", description="Post-training quantization of diffusion models.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("methods", help="list the registered methods").set_defaults(fn=cmd_methods)
+
+    q = sub.add_parser("quantize", help="quantize a model and save it (safetensors + config.json)")
+    q.add_argument("--model", required=True, help="zoo:<name> or a diffusers model directory")
+    q.add_argument("--class", dest="model_class", default=None, help="diffusers class for a model directory")
+    q.add_argument("--method", default="rtn")
+    q.add_argument("--w-bits", type=int, default=8)
+    q.add_argument("--a-bits", type=lambda s: None if s.lower() in ("none", "fp") else int(s), default=8)
+    q.add_argument("--calib", default=None, help="a torch-saved CalibrationSet (vqcore.calib.Capture().result)")
+    q.add_argument("--calib-samples", type=int, default=8, help="zoo models: sampling trajectories to capture")
+    q.add_argument("--calib-steps", type=int, default=10, help="zoo models: DDIM steps per trajectory")
+    q.add_argument("--options", default=None, help='method options as JSON, e.g. \'{"iters": 500}\'')
+    q.add_argument("--out", required=True)
+    q.add_argument("--overwrite", action="store_true")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(fn=cmd_quantize)
+
+    c = sub.add_parser("convert", help="turn a saved fake-quant model into integer kernels and save it")
+    c.add_argument("checkpoint")
+    c.add_argument("--model", required=True)
+    c.add_argument("--class", dest="model_class", default=None)
+    c.add_argument("--out", required=True)
+    c.set_defaults(fn=cmd_convert)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

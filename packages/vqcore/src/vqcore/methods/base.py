@@ -1,0 +1,74 @@
+"""The method interface and registry.
+
+A method is a small recipe over the layers below: it chooses the quantization config (:meth:`Method.default_config`)
+and then calibrates/trains the prepared model (:meth:`Method.run`). Register one with :func:`register_method`::
+
+    @register_method("my-method")
+    class MyMethod(Method):
+        def default_config(self, kind, w_bits, a_bits, **options): ...
+        def run(self, qmodel, fp_model, config, calib, **options): ...  # returns a dict for the report
+
+``vqcore.quantize(model, method="my-method", ...)`` deep-copies the full-precision model (``fp_model``, the teacher),
+prepares the copy with the config, checks the calibration data against the model, then calls :meth:`Method.run`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from torch import nn
+
+from ..calib.capture import CalibrationSet
+from ..quant.prepare import QuantConfig, preset
+
+__all__ = ["Method", "register_method", "get_method", "list_methods", "METHODS"]
+
+METHODS: dict[str, type[Method]] = {}
+
+
+class Method:
+    """Base class: the defaults are the papers' mixed-precision presets and no training (RTN)."""
+
+    name: ClassVar[str] = "method"
+    #: whether ``run`` needs a full-precision teacher (quantize then keeps a deep copy)
+    needs_teacher: ClassVar[bool] = False
+    #: whether ``run`` needs calibration data
+    needs_calibration: ClassVar[bool] = False
+
+    def default_config(self, kind: str, w_bits: int, a_bits: int | None, **options: Any) -> QuantConfig:
+        return preset(kind, w_bits, a_bits)
+
+    def run(self, qmodel: nn.Module, fp_model: nn.Module | None, config: QuantConfig,
+            calib: CalibrationSet | list | None, **options: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+def register_method(name: str):
+    """Class decorator adding a :class:`Method` subclass to the registry under ``name``."""
+
+    def deco(cls: type[Method]) -> type[Method]:
+        if not (isinstance(cls, type) and issubclass(cls, Method)):
+            raise TypeError("register_method decorates Method subclasses")
+        if name in METHODS and METHODS[name] is not cls:
+            raise ValueError(f"a method named {name!r} is already registered ({METHODS[name].__name__})")
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return deco
+
+
+def get_method(name: str) -> Method:
+    from . import _discover
+
+    _discover()
+    if name not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {name!r}")
+    return METHODS[name]()
+
+
+def list_methods() -> list[str]:
+    from . import _discover
+
+    _discover()
+    return sorted(METHODS)

@@ -1,0 +1,139 @@
+"""Baselines the papers compare against, on the shared layer.
+
+- ``rtn`` — round-to-nearest: min-max ranges, no learning; static activation ranges (if any) from calibration data.
+- ``vidit-q`` — ViDiT-Q-style for video DiTs (Zhao et al., arXiv 2406.02540; old code ``A-suozhang/ViDiT-Q``):
+  per-channel min-max weights, dynamic per-token asymmetric activations, SmoothQuant-style channel balancing with
+  ViDiT-Q's ``momentum_act_max`` statistic (EMA 0.95) and α = 0.11 when activations are ≤ 6 bit or weights ≤ 4 bit
+  (its W4A8 plan), and Q-VDiT's W8A8 MLPs at those bit-widths. Deviation: one smoothing range for all timesteps
+  (ViDiT-Q's W4A8 plan splits the timesteps in two ranges with one weight quantizer each).
+- ``q-diffusion`` — Q-Diffusion / EfficientDM-style for image diffusion models (Li et al., ICCV 2023): per-channel
+  weights with the L_p (p = 2.4) range search, static per-tensor activations (range search on calibration data),
+  then BRECQ block reconstruction with AdaRound weights and a learned activation step (LSQ, lr 4e-4); first/last
+  layers W8A8, shortcut/downsample layers FP. The official 20 000 iterations per block are scaled down by
+  ``iters`` (default 200) for small models.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..calib.capture import CalibrationSet, find_blocks
+from ..calib.stats import activation_channel_absmax, apply_smoothing, calibrate_static_quantizers, root_items
+from ..quant.modules import QuantModule
+from ..quant.prepare import QuantConfig, preset
+from ..quant.quantizer import QuantSpec
+from ..recon.engine import ReconConfig, block_reconstruction
+from .base import Method, register_method
+
+logger = logging.getLogger(__name__)
+
+
+def init_weight_quantizers(model: nn.Module) -> int:
+    """Initialise every weight quantizer from its (smoothed) weight."""
+    n = 0
+    for m in model.modules():
+        if isinstance(m, QuantModule) and m.weight_quantizer is not None and not m.weight_quantizer.initialized:
+            m.weight_quantizer.calibrate(m.effective_weight().detach())
+            n += 1
+    return n
+
+
+@register_method("rtn")
+class RTN(Method):
+    """Round-to-nearest with min-max ranges (no calibration learning)."""
+
+    def default_config(self, kind, w_bits, a_bits, **options):
+        cfg = preset(kind, w_bits, a_bits)
+        return replace(cfg, weight=replace(cfg.weight, init="minmax"), act=replace(cfg.act, init="minmax"))
+
+    def run(self, qmodel, fp_model, config, calib, **options) -> dict[str, Any]:
+        n_act = calibrate_static_quantizers(qmodel, root_items(calib))
+        n_w = init_weight_quantizers(qmodel)
+        return {"weight_quantizers": n_w, "static_activation_quantizers": n_act}
+
+
+@register_method("vidit-q")
+class ViDiTQ(Method):
+    """ViDiT-Q-style baseline (see module docstring)."""
+
+    needs_calibration = True
+
+    def default_config(self, kind, w_bits, a_bits, **options):
+        if kind != "dit":
+            logger.warning("vidit-q is a baseline for video DiTs; using its DiT recipe on a %s", kind)
+        cfg = preset("dit", w_bits, a_bits)
+        return replace(cfg, weight=QuantSpec(granularity="per_channel", init="minmax"),
+                       act=QuantSpec(granularity="per_token", init="minmax"))
+
+    def run(self, qmodel, fp_model, config, calib, alpha: float | None = None, **options) -> dict[str, Any]:
+        items = root_items(calib)
+        if alpha is None:
+            alpha = 0.11 if (config.w_bits <= 4 or (config.a_bits or 8) <= 6) else 0.0
+        smoothed = 0
+        if alpha > 0:
+            if not items:
+                raise ValueError("vidit-q channel balancing needs calibration data (calib=...)")
+            smoothed = apply_smoothing(activation_channel_absmax(qmodel, items, momentum=0.95), alpha)
+        n_act = calibrate_static_quantizers(qmodel, items)
+        n_w = init_weight_quantizers(qmodel)
+        return {"smoothing_alpha": alpha, "smoothed_layers": smoothed, "weight_quantizers": n_w,
+                "static_activation_quantizers": n_act}
+
+
+@register_method("q-diffusion")
+class QDiffusion(Method):
+    """Q-Diffusion / EfficientDM-style baseline (see module docstring)."""
+
+    needs_calibration = True
+
+    def default_config(self, kind, w_bits, a_bits, **options):
+        cfg = preset(kind, w_bits, a_bits)
+        return replace(cfg, weight=QuantSpec(granularity="per_channel", init="mse"),
+                       act=QuantSpec(granularity="per_tensor", init="mse"))
+
+    def run(self, qmodel, fp_model, config: QuantConfig, calib, iters: int = 200, batch_size: int = 4,
+            blocks: list[str] | None = None, checkpoint=None, progress: bool = True, **options) -> dict[str, Any]:
+        if not isinstance(calib, CalibrationSet):
+            raise ValueError("q-diffusion reconstructs blocks: pass a CalibrationSet captured with targets='blocks' "
+                             "(vqcore.calib.Capture)")
+        items = root_items(calib)
+        n_act = calibrate_static_quantizers(qmodel, items)
+        init_weight_quantizers(qmodel)
+        blocks = blocks or [b for b in find_blocks(qmodel) if b in calib.items]
+        if not blocks:
+            raise ValueError("the calibration set has no block captures; capture with targets='blocks'")
+
+        def setup(name: str, block: nn.Module) -> None:
+            for m in block.modules():
+                if isinstance(m, QuantModule) and m.weight_quantizer is not None and m.quant_weight:
+                    m.weight_quantizer.init_adaround(m.effective_weight().detach())
+
+        lrs = {"adaround": 1e-3, "act_scale": 4e-4}
+        cfg = ReconConfig(iters=iters, batch_size=batch_size, lrs=lrs, weight_decay=0.0, checkpoint=checkpoint,
+                          progress=progress)
+        beta = {"start": 20.0, "end": 2.0}
+
+        def round_reg(name: str, block: nn.Module):
+            quantizers = [m.weight_quantizer for m in block.modules()
+                          if isinstance(m, QuantModule) and m.weight_quantizer is not None]
+
+            def reg(i: int):
+                frac = i / max(iters, 1)
+                if frac < 0.2:  # warm-up: no rounding regulariser (BRECQ)
+                    return torch.zeros(())
+                b = beta["end"] + (beta["start"] - beta["end"]) * (1 - (frac - 0.2) / 0.8)  # β annealed 20 → 2
+                return 0.01 * sum(q.rounding_loss(b) for q in quantizers)
+            return reg
+
+        history = block_reconstruction(qmodel, blocks, calib.items, cfg, before_block=setup, regularizer_fn=round_reg)
+        for m in qmodel.modules():  # harden the learned rounding
+            if isinstance(m, QuantModule) and m.weight_quantizer is not None:
+                m.weight_quantizer.eval()
+        qmodel.eval()
+        return {"blocks": len(blocks), "iters_per_block": iters, "static_activation_quantizers": n_act,
+                "final_block_losses": {k: (v[-1] if v else None) for k, v in history.items()}}
