@@ -3,7 +3,8 @@
 ``_StandInQLinear`` implements the fake-quant contract that ``convert`` reads (``weight``, ``bias``,
 ``weight_quantizer``/``input_quantizer`` with ``bits``/``symmetric``/``granularity``/``group_size``/``dynamic``,
 optional ``smooth_scale`` and ``side_branch.down/.up``, ``integer_weight() -> (codes, scale, zero_point)``) with the
-ViDiT-Q / Q-VDiT numerics (per-token dynamic activations, min-max weights, y = Q(x/s)·Q(W·s)ᵀ + up(down(x))).
+ViDiT-Q / Q-VDiT numerics (per-token dynamic activations, min-max weights, y = Q(x/s)·Q(W·s)ᵀ + up(down(x̂ or x/s)));
+the last tests convert H1's real ``vqcore.quant.QLinear``.
 
 Tolerance of converted vs fake-quant outputs (float32, CPU reference path): relative L2 error < 1e-4. The two differ
 only where ``x·(1/s)`` (kernel) and ``x/s`` (fake quant) round to different sides of a code boundary (one code step
@@ -27,14 +28,27 @@ class _Quantizer(nn.Module):
 
 
 class _SideBranch(nn.Module):
-    def __init__(self, k, n, r):
+    def __init__(self, k, n, r, on_quantized_input):
         super().__init__()
         self.down = nn.Linear(k, r, bias=False)
         self.up = nn.Linear(r, n, bias=False)
+        self.on_quantized_input = on_quantized_input
 
 
 class _StandInQLinear(nn.Module):
-    def __init__(self, lin: nn.Linear, *, w_bits=4, a_bits=8, w_sym=True, a_sym=True, group=0, smooth=False, rank=0):
+    def __init__(
+        self,
+        lin: nn.Linear,
+        *,
+        w_bits=4,
+        a_bits=8,
+        w_sym=True,
+        a_sym=True,
+        group=0,
+        smooth=False,
+        rank=0,
+        side_on_q=True,
+    ):
         super().__init__()
         self.weight, self.bias = lin.weight, lin.bias
         gran = "per_group" if group else "per_channel"
@@ -42,7 +56,7 @@ class _StandInQLinear(nn.Module):
         self.input_quantizer = _Quantizer(a_bits, a_sym, "per_token")
         k, n = lin.in_features, lin.out_features
         self.smooth_scale = nn.Parameter(torch.rand(k) + 0.5) if smooth else None
-        self.side_branch = _SideBranch(k, n, rank) if rank else None
+        self.side_branch = _SideBranch(k, n, rank, side_on_q) if rank else None
 
     def _w(self):
         return self.weight * self.smooth_scale if self.smooth_scale is not None else self.weight
@@ -87,7 +101,7 @@ class _StandInQLinear(nn.Module):
         if self.bias is not None:
             y = y + self.bias
         if self.side_branch is not None:
-            y = y + self.side_branch.up(self.side_branch.down(x))
+            y = y + self.side_branch.up(self.side_branch.down(x_hat if self.side_branch.on_quantized_input else xs))
         return y
 
 
@@ -115,6 +129,7 @@ def _rel(a, b):
         dict(w_bits=8, a_bits=8, a_sym=False, smooth=True),
         dict(w_bits=4, a_bits=6, w_sym=False, a_sym=False, rank=8),
         dict(w_bits=3, a_bits=8, group=64, smooth=True, rank=4),
+        dict(w_bits=4, a_bits=8, group=128, smooth=True, rank=4, side_on_q=False),
         dict(w_bits=6, a_bits=8, group=128),
     ],
 )
@@ -221,3 +236,67 @@ def test_converted_model_compiles_fullgraph():
         y = net(x)
         y_c = torch.compile(net, backend="aot_eager", fullgraph=True)(x)
     assert torch.allclose(y_c, y, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        # weight spec, activation spec, smoothing, side branch (rank, on_quantized_input)
+        (dict(bits=4, granularity="per_channel"), dict(bits=8, granularity="per_token"), True, (8, True)),
+        (
+            dict(bits=4, symmetric=True, granularity="per_group", group_size=128),
+            dict(bits=8, symmetric=True, granularity="per_token"),
+            False,
+            None,
+        ),
+        (dict(bits=8, granularity="per_channel"), dict(bits=6, granularity="per_token_shared"), True, (4, False)),
+        (dict(bits=3, granularity="per_tensor"), dict(bits=8, granularity="per_token"), False, None),
+    ],
+)
+def test_convert_real_qlinear_matches_fake_quant(case):
+    """vqcore.quant.QLinear (H1's fake-quant layer) → QLinearInt: one layer, same codes, float32 rounding only."""
+    from vqcore.quant import LowRankBranch, QLinear, QuantSpec
+
+    w_kw, a_kw, smooth, side = case
+    torch.manual_seed(1)
+    q = QLinear.from_float(nn.Linear(256, 96), QuantSpec(**w_kw), QuantSpec(**a_kw))
+    if smooth:
+        q.set_smooth_scale(torch.rand(256) + 0.5)
+    if side:
+        q.side_branch = LowRankBranch(256, 96, side[0], on_quantized_input=side[1])
+        nn.init.normal_(q.side_branch.up.weight, std=0.05)
+    net = nn.Sequential(q).eval()
+    x = torch.randn(2, 50, 256) * 2 + 0.2
+    with torch.no_grad():
+        y_fq = net(x)
+        convert(net)
+        assert isinstance(net[0], QLinearInt)
+        y_int = net(x)
+    assert _rel(y_int, y_fq) < 1e-5
+
+
+def test_convert_real_qlinear_refusals_and_non_strict(caplog):
+    from vqcore.quant import QLinear, QuantSpec
+
+    def layer(a_kw, w_kw=None):
+        return QLinear.from_float(nn.Linear(128, 64), QuantSpec(**(w_kw or dict(bits=4, granularity="per_channel"))),
+                                  QuantSpec(**a_kw))  # fmt: skip
+
+    net = nn.Sequential(layer(dict(bits=8, granularity="per_token")), layer(dict(bits=8, granularity="per_tensor")))
+    with pytest.raises(ValueError, match=r"^1: .*per_tensor"):
+        convert(net)
+    assert not isinstance(net[0], QLinearInt)  # nothing swapped
+    with caplog.at_level("WARNING"):
+        convert(net, strict=False)
+    assert isinstance(net[0], QLinearInt) and not isinstance(net[1], QLinearInt)
+    assert "kept fake-quant" in caplog.text
+    wonly = nn.Sequential(layer(dict(bits=8, granularity="per_token")))
+    wonly[0].quant_input = False
+    with pytest.raises(ValueError, match="weight-only"):
+        convert(wonly)
+    asym_group = nn.Sequential(layer(dict(bits=8, granularity="per_token"), dict(bits=4, granularity="per_group",
+                                                                                 group_size=64)))  # fmt: skip
+    with torch.no_grad():
+        asym_group[0].quantized_weight()
+    with pytest.raises(ValueError, match="per-group"):
+        convert(asym_group)

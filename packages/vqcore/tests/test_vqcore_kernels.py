@@ -87,7 +87,7 @@ def test_quantize_kernel_matches_reference(symmetric, bits, smooth):
     qmin, qmax = ref.qrange(bits, symmetric)
     assert int(got[0].min()) >= qmin and int(got[0].max()) <= qmax
     # dequantization error bounded by half a step per element
-    xs = x * inv if smooth else x
+    xs = x / inv if smooth else x
     deq = (got[0].float() - got[2].float()[:, None]) * got[1][:, None]
     assert ((deq - xs).abs() <= got[1][:, None] * 0.5 + 1e-6).all()
 

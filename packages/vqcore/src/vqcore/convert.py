@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "IntLinearSpec",
     "QLinearInt",
+    "Unsupported",
     "convert",
     "linear_weight_bytes",
     "load_converted",
@@ -65,6 +66,7 @@ class IntLinearSpec:
     smooth: bool = False
     rank: int = 0
     side_on_quantized: bool = False
+    a_shared: bool = False
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
@@ -92,7 +94,9 @@ class QLinearInt(nn.Module):
 
     Buffers: ``qweight`` (int8 codes ``[N, K]``, or int4 packed ``[N, padded_k(K)/2]``), ``weight_scale`` (fp32 ``[N]``
     or ``[N, groups]``), ``weight_sum`` (``Σ_k ŵ``, fp32 ``[N]``), optional ``weight_zp_scaled`` (``scale·zero_point``),
-    ``bias``, ``inv_smooth`` (``1/s``), ``lr_down [r, K]`` / ``lr_up [N, r]``. Output dtype = input dtype.
+    ``bias``, ``smooth_scale`` (``s``: the input is ``x / s``), ``lr_down [r, K]`` / ``lr_up [N, r]``. Output dtype =
+    input dtype. ``spec.a_shared`` reproduces ``per_token_shared`` activation quantization (one range per token position
+    shared across the batch, ViDiT-Q/Q-VDiT) for inputs ``[B, ..., K]``.
     """
 
     def __init__(self, spec: IntLinearSpec, device: torch.device | str | None = None) -> None:
@@ -110,7 +114,7 @@ class QLinearInt(nn.Module):
             "weight_zp_scaled", torch.zeros(n, dtype=torch.float32, device=device) if spec.weight_zero_point else None
         )
         self.register_buffer("bias", torch.zeros(n, dtype=dtype, device=device) if spec.bias else None)
-        self.register_buffer("inv_smooth", torch.ones(k, dtype=torch.float32, device=device) if spec.smooth else None)
+        self.register_buffer("smooth_scale", torch.ones(k, dtype=torch.float32, device=device) if spec.smooth else None)
         r = spec.rank
         self.register_buffer("lr_down", torch.zeros(r, k, dtype=dtype, device=device) if r else None)
         self.register_buffer("lr_up", torch.zeros(n, r, dtype=dtype, device=device) if r else None)
@@ -132,6 +136,7 @@ class QLinearInt(nn.Module):
         down: torch.Tensor | None = None,
         up: torch.Tensor | None = None,
         side_on_quantized: bool = False,
+        a_shared: bool = False,
         dtype: torch.dtype = torch.float32,
     ) -> QLinearInt:
         """Build from integer weight codes ``[N, K]`` and their scale/zero point.
@@ -174,7 +179,7 @@ class QLinearInt(nn.Module):
             in_features=k, out_features=n, w_bits=w_bits, a_bits=a_bits, a_symmetric=a_symmetric,
             group_size=group_size, weight_zero_point=zp is not None, bias=bias is not None,
             smooth=smooth_scale is not None, rank=0 if down is None else down.shape[0],
-            side_on_quantized=side_on_quantized, dtype=str(dtype).replace("torch.", ""),
+            side_on_quantized=side_on_quantized, a_shared=a_shared, dtype=str(dtype).replace("torch.", ""),
         )  # fmt: skip
         mod = cls(spec, device=codes.device)
         sig = signed.to(torch.int8)
@@ -187,7 +192,7 @@ class QLinearInt(nn.Module):
         if bias is not None:
             mod.bias.copy_(bias.detach())
         if smooth_scale is not None:
-            mod.inv_smooth.copy_(1.0 / smooth_scale.detach().float().reshape(k))
+            mod.smooth_scale.copy_(smooth_scale.detach().float().reshape(k))
         if down is not None:
             if up is None or down.shape[1] != k or up.shape != (n, down.shape[0]):
                 raise ValueError(f"side branch needs down [r, {k}] and up [{n}, r]")
@@ -234,14 +239,17 @@ class QLinearInt(nn.Module):
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         spec = self.spec
-        act = kernels.quantize_per_token(x2, spec.a_bits, spec.a_symmetric, self.inv_smooth)
+        if spec.a_shared and x.dim() >= 3 and x.shape[0] > 1:
+            act = self._quantize_shared(x)
+        else:
+            act = kernels.quantize_per_token(x2, spec.a_bits, spec.a_symmetric, self.smooth_scale)
         t = None
         if spec.rank:
             if spec.side_on_quantized:  # side branch reads the dequantized (smoothed) activations x̂
                 xs = (act.codes.float() - act.zero_point.float()[:, None]) * act.scale[:, None]
-                t = xs.to(self.lr_down.dtype) @ self.lr_down.t()
-            else:
-                t = x2.to(self.lr_down.dtype) @ self.lr_down.t()
+            else:  # ... or the smoothed float input x / s
+                xs = x2 / self.smooth_scale if self.smooth_scale is not None else x2
+            t = xs.to(self.lr_down.dtype) @ self.lr_down.t()
         out_dtype = x.dtype if x.dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float32
         y = kernels.int_linear(
             act, self.qweight, self.weight_scale, in_features=self.in_features, w4=spec.packed,
@@ -251,15 +259,32 @@ class QLinearInt(nn.Module):
         )  # fmt: skip
         return y.reshape(*lead, self.out_features)
 
+    def _quantize_shared(self, x: torch.Tensor) -> kernels.QuantizedActivation:
+        """``per_token_shared``: rows of ``[N, B·K]`` (position-major) through the same kernel, back to ``[B·N, K]``."""
+        spec, k, b = self.spec, self.in_features, x.shape[0]
+        n = x[0].numel() // k
+        xt = x.reshape(b, n, k).transpose(0, 1).reshape(n, b * k)
+        smooth = self.smooth_scale.repeat(b) if self.smooth_scale is not None else None
+        a = kernels.quantize_per_token(xt, spec.a_bits, spec.a_symmetric, smooth)
+        codes = a.codes.view(n, b, k).transpose(0, 1).reshape(b * n, k)
+        return kernels.QuantizedActivation(
+            codes, a.scale.repeat(b), a.zero_point.repeat(b), codes.sum(dim=-1, dtype=torch.int32)
+        )
+
     def extra_repr(self) -> str:
         s = self.spec
         gran = f"group={s.group_size}" if s.group_size else "per-channel"
         return (f"in={s.in_features}, out={s.out_features}, W{s.w_bits}{'(packed int4)' if s.packed else ''} {gran}"
-                f"{' asym' if s.weight_zero_point else ''}, A{s.a_bits} per-token {'sym' if s.a_symmetric else 'asym'}"
+                f"{' asym' if s.weight_zero_point else ''}, A{s.a_bits} per-token{'-shared' if s.a_shared else ''} "
+                f"{'sym' if s.a_symmetric else 'asym'}"
                 f"{', smooth' if s.smooth else ''}{f', side rank {s.rank}' if s.rank else ''}")  # fmt: skip
 
 
 # ---- conversion of fake-quant models ---------------------------------------------------------------------------------
+class Unsupported(ValueError):
+    """A quantized layer the integer kernels cannot run (the message names the layer and the reason)."""
+
+
 def _attr(obj, names, default=None):
     for name in names:
         if hasattr(obj, name):
@@ -268,11 +293,24 @@ def _attr(obj, names, default=None):
 
 
 def _is_fake_quant_linear(mod: nn.Module) -> bool:
+    """A fake-quant linear in the sense of ``vqcore.quant.QLinear`` (convolutions, with 4-D/5-D weights, are not)."""
+    w = getattr(mod, "weight", None)
     return (
-        hasattr(mod, "weight_quantizer")
-        and hasattr(mod, "integer_weight")
-        and isinstance(getattr(mod, "weight", None), torch.Tensor)
-    )
+        hasattr(mod, "weight_quantizer") and hasattr(mod, "integer_weight") and isinstance(w, torch.Tensor)
+        and w.dim() == 2
+    )  # fmt: skip
+
+
+def _weight_is_quantized(mod: nn.Module) -> bool:
+    wq = getattr(mod, "weight_quantizer", None)
+    return wq is not None and bool(getattr(mod, "quant_weight", True)) and bool(_attr(wq, ["enabled"], True))
+
+
+def _linear_weight(sub) -> torch.Tensor:
+    w = sub.weight if isinstance(sub, nn.Module) else sub
+    if isinstance(sub, nn.Linear) and sub.bias is not None:
+        raise Unsupported("side-branch linears must have no bias")
+    return w.detach()
 
 
 def _convert_one(name: str, mod: nn.Module) -> QLinearInt:
@@ -280,21 +318,39 @@ def _convert_one(name: str, mod: nn.Module) -> QLinearInt:
     aq = getattr(mod, "input_quantizer", None)
     w_bits = int(wq.bits)
     if w_bits > 8:
-        raise ValueError(f"{name}: weight bits {w_bits} > 8 cannot use the integer kernels")
+        raise Unsupported(f"{name}: weight bits {w_bits} > 8 cannot use the integer kernels")
     w_gran = str(_attr(wq, ["granularity"], "per_channel"))
     if w_gran not in ("per_channel", "per_group", "per_tensor"):
-        raise ValueError(f"{name}: weight granularity {w_gran!r} is not supported (per_channel, per_group, per_tensor)")
+        raise Unsupported(
+            f"{name}: weight granularity {w_gran!r} is not supported (per_channel, per_group, per_tensor)"
+        )
     group_size = int(_attr(wq, ["group_size"], 0) or 0) if w_gran == "per_group" else 0
-    if aq is None or not _attr(aq, ["enabled"], True):
-        raise ValueError(f"{name}: activations are not quantized (no enabled input_quantizer); the integer kernels "
-                         "need quantized inputs — keep this layer in floating point instead")  # fmt: skip
+    if group_size and group_size % (64 if w_bits <= 4 else 128):
+        raise Unsupported(f"{name}: group_size {group_size} must be a multiple of {64 if w_bits <= 4 else 128} at "
+                          f"{w_bits}-bit weights")  # fmt: skip
+    if aq is None or not getattr(mod, "quant_input", True) or not _attr(aq, ["enabled"], True):
+        raise Unsupported(f"{name}: activations are not quantized (weight-only quantization); the integer kernels need "
+                          "quantized inputs — keep it fake-quant/float (convert(..., strict=False))")  # fmt: skip
     a_bits = int(aq.bits)
     if a_bits > 8:
-        raise ValueError(f"{name}: activation bits {a_bits} > 8 are not supported (int8 storage)")
+        raise Unsupported(f"{name}: activation bits {a_bits} > 8 are not supported (int8 storage)")
     a_gran = str(_attr(aq, ["granularity"], "per_token"))
-    if a_gran != "per_token" or not bool(_attr(aq, ["dynamic"], True)):
-        raise ValueError(f"{name}: activation quantizer is {a_gran}/{'dynamic' if _attr(aq, ['dynamic']) else 'static'}"
-                         "; the integer path implements dynamic per-token activation quantization only")  # fmt: skip
+    if a_gran not in ("per_token", "per_token_shared") or not bool(_attr(aq, ["dynamic"], True)):
+        raise Unsupported(f"{name}: activation quantizer is {a_gran} (static); the integer path implements dynamic "
+                          "per-token activation quantization only")  # fmt: skip
+    side = getattr(mod, "side_branch", None)
+    down = up = None
+    on_q = False
+    if side is not None:
+        if not (hasattr(side, "down") and hasattr(side, "up")):
+            raise Unsupported(f"{name}: side branch {type(side).__name__} is not a plain low-rank up(down(·))")
+        try:
+            down, up = _linear_weight(side.down), _linear_weight(side.up)
+        except Unsupported as e:
+            raise Unsupported(f"{name}: {e}") from None
+        if down.shape[0] > 64:
+            raise Unsupported(f"{name}: side-branch rank {down.shape[0]} > 64")
+        on_q = bool(_attr(side, ["on_quantized_input", "on_quantized"], True))  # QLinear's default: x̂
     codes, scale, zp = mod.integer_weight()
     n, k = codes.shape
     scale = scale.detach().float()
@@ -302,33 +358,42 @@ def _convert_one(name: str, mod: nn.Module) -> QLinearInt:
         scale = scale.reshape(-1)[:1].expand(n).contiguous()
         if zp is not None:
             zp = zp.detach().float().reshape(-1)[:1].expand(n).contiguous()
-    side = getattr(mod, "side_branch", None)
-    down = up = None
-    on_q = False
-    if side is not None:
-        down = side.down.weight if isinstance(side.down, nn.Module) else side.down
-        up = side.up.weight if isinstance(side.up, nn.Module) else side.up
-        on_q = bool(_attr(side, ["on_quantized_input", "on_quantized"], False))
     smooth = getattr(mod, "smooth_scale", None)
     dtype = mod.weight.dtype if mod.weight.dtype.is_floating_point else torch.float32
-    return QLinearInt.from_codes(
-        codes, scale, zp, w_bits=w_bits, a_bits=a_bits, a_symmetric=bool(_attr(aq, ["symmetric"], True)),
-        group_size=group_size, bias=getattr(mod, "bias", None), smooth_scale=smooth,
-        down=None if down is None else down.detach().to(dtype), up=None if up is None else up.detach().to(dtype),
-        side_on_quantized=on_q, dtype=dtype,
-    ).to(mod.weight.device)  # fmt: skip
+    try:
+        new = QLinearInt.from_codes(
+            codes, scale, zp, w_bits=w_bits, a_bits=a_bits, a_symmetric=bool(_attr(aq, ["symmetric"], True)),
+            group_size=group_size, bias=getattr(mod, "bias", None), smooth_scale=smooth,
+            down=None if down is None else down.to(dtype), up=None if up is None else up.to(dtype),
+            side_on_quantized=on_q, a_shared=a_gran == "per_token_shared", dtype=dtype,
+        )  # fmt: skip
+    except ValueError as e:
+        raise Unsupported(f"{name}: {e}") from None
+    return new.to(mod.weight.device)
 
 
-def convert(qmodel: nn.Module, *, skip: tuple[str, ...] = ()) -> nn.Module:
-    """Replace every fake-quant linear of ``qmodel`` (modules with ``weight_quantizer`` and ``integer_weight()``) by a
-    :class:`QLinearInt`, in place, and return the model. Layers named in ``skip`` (exact names) stay as they are.
-    Raises ``ValueError`` naming the layer for configurations the integer kernels cannot run."""
+def convert(qmodel: nn.Module, *, skip: tuple[str, ...] = (), strict: bool = True) -> nn.Module:
+    """Replace every fake-quant linear of ``qmodel`` (``vqcore.quant.QLinear`` or any module with the same contract:
+    ``weight_quantizer``, ``input_quantizer``, ``integer_weight()``) by a :class:`QLinearInt`, in place, and return the
+    model. Layers named in ``skip`` and layers whose weights are not quantized stay as they are; convolutions are not
+    converted. A layer the kernels cannot run (static/per-tensor or no activation quantization, asymmetric per-group
+    weights, unsupported group size, a side branch that is not plain low-rank) raises :class:`Unsupported` (a
+    ``ValueError`` naming the layer) before anything is swapped — or, with ``strict=False``, stays fake-quant with a
+    logged warning."""
     if not isinstance(qmodel, nn.Module):
         raise TypeError(f"qmodel must be an nn.Module, got {type(qmodel).__name__}")
-    targets = [(n, m) for n, m in qmodel.named_modules() if n and _is_fake_quant_linear(m) and n not in skip]
     if _is_fake_quant_linear(qmodel):
         raise ValueError("qmodel is itself a single quantized layer; wrap it in a container module to convert it")
-    new = {name: _convert_one(name, mod) for name, mod in targets}  # validate everything before swapping anything
+    new: dict[str, QLinearInt] = {}
+    for name, mod in qmodel.named_modules():
+        if not name or name in skip or not _is_fake_quant_linear(mod) or not _weight_is_quantized(mod):
+            continue
+        try:
+            new[name] = _convert_one(name, mod)  # validate every layer before swapping any
+        except Unsupported as e:
+            if strict:
+                raise
+            logger.warning("kept fake-quant: %s", e)
     for name, mod in new.items():
         _set_submodule(qmodel, name, mod)
     logger.info("converted %d fake-quant linears to QLinearInt", len(new))

@@ -4,7 +4,7 @@ Public functions (all work on CPU through the pure-PyTorch references and on CUD
 ``torch.library`` custom ops ``vqcore::quantize_per_token`` and ``vqcore::int_linear``, see :mod:`.ops`):
 
 * :func:`quantize_per_token` — dynamic per-token activation quantization to ``bits ≤ 8`` (int8 storage), symmetric or
-  asymmetric, fused with the optional smoothing scale;
+  asymmetric, fused with the optional smoothing scale (``x / s``);
 * :func:`int_linear` — int8×int8 (W8A8) or packed-int4×int8 (W4A8) GEMM with int32 accumulation and a fused epilogue
   (per-token × per-channel/per-group scales, zero-point corrections, bias, low-rank side branch, cast);
 * :func:`pack_int4` / :func:`unpack_int4` — the int4 weight layout (:mod:`.packing`);
@@ -60,20 +60,20 @@ class QuantizedActivation(NamedTuple):
 
 
 def quantize_per_token(
-    x: torch.Tensor, bits: int = 8, symmetric: bool = True, inv_smooth: torch.Tensor | None = None
+    x: torch.Tensor, bits: int = 8, symmetric: bool = True, smooth: torch.Tensor | None = None
 ) -> QuantizedActivation:
     """Quantize each row of ``x`` (``[..., K]``, flattened to ``[M, K]``) to ``bits`` bits with its own scale, after
-    multiplying by ``inv_smooth [K]`` (= 1/s of a smoothing scale) when given."""
+    dividing by the smoothing scale ``smooth [K]`` when given."""
     if not isinstance(x, torch.Tensor) or x.dim() < 1 or not x.dtype.is_floating_point:
         raise TypeError(f"x must be a floating tensor [..., K], got {type(x).__name__} {getattr(x, 'dtype', '')}")
     reference.qrange(bits, symmetric)  # validates bits
     k = x.shape[-1]
-    if inv_smooth is not None and (inv_smooth.shape != (k,) or inv_smooth.device != x.device):
-        raise ValueError(f"inv_smooth must be a [{k}] tensor on {x.device}, got {tuple(inv_smooth.shape)}")
+    if smooth is not None and (smooth.shape != (k,) or smooth.device != x.device):
+        raise ValueError(f"smooth must be a [{k}] tensor on {x.device}, got {tuple(smooth.shape)}")
     x2 = x.reshape(-1, k)
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
-    inv = inv_smooth.float().contiguous() if inv_smooth is not None else None
+    inv = smooth.float().contiguous() if smooth is not None else None
     if _direct(x2):
         from . import triton_kernels
 

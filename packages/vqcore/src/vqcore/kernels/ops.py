@@ -4,7 +4,7 @@ Each op has three implementations: the default (CPU, and any device without a ke
 :mod:`vqcore.kernels.reference`; the CUDA one launches the Triton kernel (imported lazily, so ``import vqcore`` works
 without Triton or a GPU); the fake (meta) one gives shapes/dtypes so the ops trace under ``torch.compile``.
 
-* ``vqcore::quantize_per_token(x[M,K], inv_smooth[K]?, bits, symmetric) -> (q int8[M,K], scale f32[M], zp i32[M],
+* ``vqcore::quantize_per_token(x[M,K], smooth[K]?, bits, symmetric) -> (q int8[M,K], scale f32[M], zp i32[M],
   rowsum i32[M])``
 * ``vqcore::int_linear(xq, x_scale, x_zp?, x_rowsum?, w, w_scale, group_size, w4, k, w_sum?, w_zp?, bias?, lr_t?,
   lr_up?, out_dtype) -> y[M, N]``
@@ -24,13 +24,13 @@ from .packing import unpack_int4
 
 @torch.library.custom_op("vqcore::quantize_per_token", mutates_args=())
 def quantize_per_token_op(
-    x: Tensor, inv_smooth: Tensor | None, bits: int, symmetric: bool
+    x: Tensor, smooth: Tensor | None, bits: int, symmetric: bool
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    return ref.quantize_per_token_ref(x, inv_smooth, bits, symmetric)
+    return ref.quantize_per_token_ref(x, smooth, bits, symmetric)
 
 
 @quantize_per_token_op.register_fake
-def _quantize_per_token_fake(x, inv_smooth, bits, symmetric):
+def _quantize_per_token_fake(x, smooth, bits, symmetric):
     m, k = x.shape
     return (
         x.new_empty((m, k), dtype=torch.int8),
@@ -41,10 +41,10 @@ def _quantize_per_token_fake(x, inv_smooth, bits, symmetric):
 
 
 @quantize_per_token_op.register_kernel("cuda")
-def _quantize_per_token_cuda(x, inv_smooth, bits, symmetric):
+def _quantize_per_token_cuda(x, smooth, bits, symmetric):
     from . import triton_kernels
 
-    return triton_kernels.quantize_per_token(x, inv_smooth, bits, symmetric)
+    return triton_kernels.quantize_per_token(x, smooth, bits, symmetric)
 
 
 @torch.library.custom_op("vqcore::int_linear", mutates_args=())

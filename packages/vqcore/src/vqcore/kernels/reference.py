@@ -3,10 +3,11 @@
 Numerics shared by the references and the Triton kernels (``vqcore.kernels.triton_kernels``):
 
 * Per-token dynamic activation quantization (one scale per row of the flattened ``[M, K]`` input), after the optional
-  smoothing ``x · inv_smooth`` (``inv_smooth = 1/s`` of SmoothQuant-style channel balancing, y = Q(x/s)·Q(W·s)ᵀ).
+  smoothing ``x / s`` (SmoothQuant-style channel balancing, y = Q(x/s)·Q(W·s)ᵀ; a division, as the fake-quant
+  ``QLinear`` does, so the codes agree bit for bit).
   - symmetric, ``b`` bits: ``scale = max(amax, eps) / (2^(b-1) − 1)``,
     ``q = clamp(round(x / scale), −2^(b-1), 2^(b-1) − 1)``, zero point 0;
-  - asymmetric (ViDiT-Q / Q-VDiT convention, min ≤ 0 ≤ max): ``scale = max(max − min, eps) / (2^b − 1)``,
+  - asymmetric (ViDiT-Q / Q-VDiT convention, min ≤ 0 ≤ max): ``scale = max((max − min) / (2^b − 1), eps)``,
     ``z = round(−min / scale)``, ``u = clamp(round(x / scale) + z, 0, 2^b − 1)``. Stored shifted into int8 as
     ``q = u − 2^(b−1)`` with zero point ``z − 2^(b−1)`` so that ``x̂ = (q − zp) · scale`` either way.
   ``round`` is round-half-to-even (``torch.round``).
@@ -30,15 +31,15 @@ def qrange(bits: int, symmetric: bool) -> tuple[int, int]:
 
 
 def quantize_per_token_ref(
-    x: torch.Tensor, inv_smooth: torch.Tensor | None, bits: int, symmetric: bool
+    x: torch.Tensor, smooth: torch.Tensor | None, bits: int, symmetric: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Reference per-token quantizer. ``x`` is ``[M, K]``; returns int8 codes ``[M, K]``, fp32 scale ``[M]``, int32
     zero point ``[M]`` (all zeros when ``symmetric``) and the int32 row sums of the codes ``[M]`` (used by the GEMM
     epilogue when the weights have zero points)."""
     qmin, qmax = qrange(bits, symmetric)
     xf = x.float()
-    if inv_smooth is not None:
-        xf = xf * inv_smooth.float()
+    if smooth is not None:
+        xf = xf / smooth.float()
     if symmetric:
         amax = xf.abs().amax(dim=-1)
         scale = amax.clamp_min(EPS) / qmax
@@ -48,7 +49,7 @@ def quantize_per_token_ref(
         levels = 2**bits - 1
         xmin = xf.amin(dim=-1).clamp_max(0.0)
         xmax = xf.amax(dim=-1).clamp_min(0.0)
-        scale = (xmax - xmin).clamp_min(EPS) / levels
+        scale = ((xmax - xmin) / levels).clamp_min(EPS)
         z = torch.round(-xmin / scale)
         u = (torch.round(xf / scale[:, None]) + z[:, None]).clamp(0, levels)
         q = u - 2 ** (bits - 1)

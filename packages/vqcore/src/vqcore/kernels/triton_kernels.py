@@ -45,17 +45,17 @@ def _rne(v):
 
 @triton.jit
 def _quant_per_token_kernel(
-    x_ptr, inv_ptr, q_ptr, scale_ptr, zp_ptr, rs_ptr,
+    x_ptr, s_ptr, q_ptr, scale_ptr, zp_ptr, rs_ptr,
     K, stride_xm, stride_qm,
-    HAS_INV: tl.constexpr, SYMMETRIC: tl.constexpr, BITS: tl.constexpr, EPS: tl.constexpr,
+    HAS_SMOOTH: tl.constexpr, SYMMETRIC: tl.constexpr, BITS: tl.constexpr, EPS: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK_K)
     mask = offs < K
     x = tl.load(x_ptr + row * stride_xm + offs, mask=mask, other=0.0).to(tl.float32)
-    if HAS_INV:
-        x = x * tl.load(inv_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_SMOOTH:
+        x = tl.math.div_rn(x, tl.load(s_ptr + offs, mask=mask, other=1.0).to(tl.float32))
     QMIN: tl.constexpr = -(2 ** (BITS - 1))
     QMAX: tl.constexpr = 2 ** (BITS - 1) - 1
     if SYMMETRIC:
@@ -68,7 +68,7 @@ def _quant_per_token_kernel(
         LEVELS: tl.constexpr = 2**BITS - 1
         xmin = tl.minimum(tl.min(tl.where(mask, x, 0.0), axis=0), 0.0)
         xmax = tl.maximum(tl.max(tl.where(mask, x, 0.0), axis=0), 0.0)
-        scale = tl.math.div_rn(tl.maximum(xmax - xmin, EPS), LEVELS)
+        scale = tl.maximum(tl.math.div_rn(xmax - xmin, LEVELS), EPS)
         z = _rne(tl.math.div_rn(-xmin, scale))
         u = tl.minimum(tl.maximum(_rne(tl.math.div_rn(x, scale)) + z, 0.0), LEVELS)
         q = u + QMIN
@@ -80,7 +80,7 @@ def _quant_per_token_kernel(
 
 
 def quantize_per_token(
-    x: torch.Tensor, inv_smooth: torch.Tensor | None, bits: int, symmetric: bool
+    x: torch.Tensor, smooth: torch.Tensor | None, bits: int, symmetric: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Triton per-token quantizer on a 2-D ``x [M, K]`` (contiguous rows). Same contract as the reference."""
     from .reference import EPS
@@ -98,10 +98,10 @@ def quantize_per_token(
     if m == 0:
         return q, scale, zp, rs
     num_warps = 4 if block_k <= 2048 else (8 if block_k <= 8192 else 16)
-    inv = inv_smooth if inv_smooth is not None else scale  # dummy pointer when absent
+    inv = smooth if smooth is not None else scale  # dummy pointer when absent
     _quant_per_token_kernel[(m,)](
         x, inv, q, scale, zp, rs, k, x.stride(0), q.stride(0),
-        HAS_INV=inv_smooth is not None, SYMMETRIC=bool(symmetric), BITS=int(bits), EPS=EPS,
+        HAS_SMOOTH=smooth is not None, SYMMETRIC=bool(symmetric), BITS=int(bits), EPS=EPS,
         BLOCK_K=block_k, num_warps=num_warps,
     )  # fmt: skip
     return q, scale, zp, rs
