@@ -30,6 +30,15 @@ import torch
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 
+# bench name -> (registry name, config overrides)
+VARIANTS = {
+    "walmafa": ("walmafa", {}),  # released code: Mamba on the high bands, raw-reshape tokens
+    "walmafa_pixel": ("walmafa", {"token_layout": "pixel"}),  # one token per pixel
+    "walmafa_paper": ("walmafa_paper", {}),  # the paper: Mamba on the LL band
+    "retinex_unet": ("retinex_unet", {}),
+}
+
+
 def scan_macs(model: torch.nn.Module, shape: tuple[int, int, int, int]) -> int:
     """Analytic multiply-adds of the selective scans for one forward at ``shape`` (per step and state element:
     decay·h + input (2), Δ·B·x (2), C·h readout (1), exp counted as 1)."""
@@ -98,6 +107,9 @@ def gpu_profile(args) -> None:
             res["peak_mem_GiB"] = torch.cuda.max_memory_allocated() / 2**30
         del m
         torch.cuda.empty_cache()
+    m = create_model("walmafa").to(dev).eval()
+    res["latency_ms"]["walmafa (high, raw, chunk 64) fp32 @256x256"] = latency(m, (1, 3, 256, 256), dev, 5, 2)
+    del m
     b = create_model("retinex_unet").to(dev).eval()
     res["latency_ms"]["retinex_unet fp32"] = latency(b, shape, dev, repeats=10, warmup=2)
     # where time goes: profile the released variant
@@ -127,8 +139,13 @@ def gpu_profile(args) -> None:
         "forward_wall_ms": res["latency_ms"]["walmafa (high, raw, chunk 64) fp32"],
         "sum_leaf_aten_device_ms": total / 1000,
     }
-    table = events.table(sort_by="cuda_time_total" if not hasattr(events[0], "device_time_total")
-                         else "device_time_total", row_limit=25)
+    table = ""
+    for key in ("device_time_total", "cuda_time_total", "cpu_time_total"):
+        try:
+            table = events.table(sort_by=key, row_limit=30)
+            break
+        except (AttributeError, KeyError, ValueError, RuntimeError):
+            continue
     (out / "gpu_profile.txt").write_text(table)
     (out / "gpu_results.json").write_text(json.dumps(res, indent=2))
     print(json.dumps(res, indent=2))
@@ -145,7 +162,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--patch-size", type=int, default=64)
     p.add_argument("--size", type=int, default=96, help="short side of the synthetic images")
-    p.add_argument("--models", default="walmafa,retinex_unet")
+    p.add_argument("--models", default="walmafa,walmafa_pixel,retinex_unet", help=f"from {sorted(VARIANTS)}")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gpu-profile", action="store_true")
@@ -181,7 +198,9 @@ def main() -> None:
                      "PSNR": sum(psnr(lo, hi) for lo, hi in (test[i] for i in range(len(test)))) / len(test),
                      "SSIM": sum(ssim(lo, hi) for lo, hi in (test[i] for i in range(len(test)))) / len(test)})
         for name in models:
-            enh = Enhancer(name, device=args.device, seed=args.seed)
+            if name not in VARIANTS:
+                raise SystemExit(f"unknown model {name!r}; choose from {sorted(VARIANTS)}")
+            enh = Enhancer(VARIANTS[name][0], device=args.device, seed=args.seed, **VARIANTS[name][1])
             cfg = TrainConfig(steps=steps, batch_size=args.batch_size, patch_size=args.patch_size,
                               warmup_steps=max(1, steps // 20), log_every=max(1, steps // 30), seed=args.seed)
             t0 = time.perf_counter()
