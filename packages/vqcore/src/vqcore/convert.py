@@ -12,7 +12,7 @@ What converts (and what is refused, with the reason):
   ``−zp_x·Σ_k ŵ``). The fast kernels of the literature use symmetric int8 activations; both run on the int8 tensor
   cores here at the same speed. Static or per-tensor activation quantizers are refused (convert would have to bake a
   single scale; do that in the fake-quant model first).
-* optional smoothing scale ``s`` (y = Q(x/s)·Q(W·s)ᵀ): ``1/s`` is fused into the activation quantizer; the fake-quant
+* optional smoothing scale ``s`` (y = Q(x/s)·Q(W·s)ᵀ): the division ``x / s`` is fused into the activation quantizer; the fake-quant
   weight codes already include ``·s``.
 * optional low-rank side branch ``up(down(·))`` (rank ≤ 64): ``t = x·downᵀ`` is a thin GEMM, ``t·upᵀ`` is fused into
   the GEMM epilogue.
