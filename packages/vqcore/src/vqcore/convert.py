@@ -8,14 +8,14 @@ What converts (and what is refused, with the reason):
   ≤ 4-bit codes are stored packed two per byte (3-bit and 2-bit codes use the 4-bit container: no extra compute speed,
   the same memory as 4 bit); 5–8-bit codes are stored as int8. Asymmetric weights keep their zero point when scales
   are per channel (an epilogue term ``−rowsum(q_x)·scale_w·zp_w``); asymmetric per-group weights are refused.
-* activations: dynamic per-token quantization, 2–8 bit, symmetric or asymmetric (asymmetric costs one epilogue term
-  ``−zp_x·Σ_k ŵ``). The fast kernels of the literature use symmetric int8 activations; both run on the int8 tensor
-  cores here at the same speed. Static or per-tensor activation quantizers are refused (convert would have to bake a
-  single scale; do that in the fake-quant model first).
-* optional smoothing scale ``s`` (y = Q(x/s)·Q(W·s)ᵀ): the division ``x / s`` is fused into the activation quantizer; the fake-quant
-  weight codes already include ``·s``.
-* optional low-rank side branch ``up(down(·))`` (rank ≤ 64): ``t = x·downᵀ`` is a thin GEMM, ``t·upᵀ`` is fused into
-  the GEMM epilogue.
+* activations: dynamic ``per_token`` or ``per_token_shared`` quantization, 2–8 bit, symmetric or asymmetric
+  (asymmetric costs one epilogue term ``−zp_x·Σ_k ŵ``; the fast kernels of the literature use symmetric int8
+  activations, both run on the int8 tensor cores here). Static / per-tensor activation quantizers and weight-only
+  layers are refused (:class:`Unsupported`), or kept fake-quant with ``strict=False``.
+* optional smoothing scale ``s`` (y = Q(x/s)·Q(W·s)ᵀ): the division ``x / s`` is fused into the activation quantizer;
+  the fake-quant weight codes already include ``·s``.
+* optional low-rank side branch ``up(down(·))`` (rank ≤ 64) on ``x̂`` or ``x / s``: ``t = ·downᵀ`` is a thin GEMM,
+  ``t·upᵀ`` is fused into the GEMM epilogue.
 
 Saved converted models (:func:`save_converted` / :func:`load_converted`) hold the packed codes (int8 tensors in
 safetensors) plus a JSON description of every integer layer, so a fresh float model of the same architecture is turned
