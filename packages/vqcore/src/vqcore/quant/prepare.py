@@ -37,7 +37,7 @@ DIT_KEEP_FP = (
     "*emb*", "*norm*.linear", "*final_layer*",
 )
 DIT_MLP = ("*.ff.*", "*.mlp.*", "*feed_forward*")
-UNET_EXCLUDE = ("*skip*", "*conv_shortcut*", "*downsamplers*.op*", "*.op", "*time_embedding*", "*class_embedding*",
+UNET_EXCLUDE = ("*skip*", "*conv_shortcut*", "*downsamplers*", "*.op", "*time_embedding*", "*class_embedding*",
                 "*time_emb_proj*")
 
 

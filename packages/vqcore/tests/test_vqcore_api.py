@@ -1,0 +1,187 @@
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+import vqcore
+from vqcore.calib import ROOT, Capture, find_blocks
+from vqcore.recon import MSETerm, ReconConfig, block_reconstruction, optimize, parameter_groups
+
+_spec = importlib.util.spec_from_file_location("vq_quant_tests", Path(__file__).with_name("test_vqcore_quant.py"))
+_mod = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_mod)
+tiny_cogvideox, tiny_unet = _mod.tiny_cogvideox, _mod.tiny_unet
+
+
+def cog_inputs(b=2, t=500, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return dict(hidden_states=torch.randn(b, 3, 4, 8, 8, generator=g),
+                encoder_hidden_states=torch.randn(b, 4, 16, generator=g), timestep=torch.full((b,), t))
+
+
+@pytest.fixture(scope="module")
+def cog_calib():
+    model = tiny_cogvideox()
+    with torch.no_grad(), Capture(model, targets="blocks") as cap:
+        for i, t in enumerate((900, 500, 100)):
+            model(**cog_inputs(t=t, seed=i))
+    return model, cap.result
+
+
+def test_capture_records_timesteps_samples_and_outputs(cog_calib):
+    model, calib = cog_calib
+    assert find_blocks(model) == ["transformer_blocks.0", "transformer_blocks.1"]
+    items = calib["transformer_blocks.0"]
+    assert len(items) == 6  # 3 calls × batch 2, split per sample
+    assert sorted({i.timestep for i in items}) == [100.0, 500.0, 900.0]
+    assert sorted({i.sample_index for i in items}) == [0, 1]
+    def first(item):
+        return next(t for t in (*item.args, *item.kwargs.values()) if isinstance(t, torch.Tensor))
+
+    assert all(i.output is not None and first(i).shape[0] == 1 for i in items)
+    assert len(calib[ROOT]) == 6 and calib.nbytes() > 0
+
+
+def test_capture_memory_budget_is_respected():
+    model = tiny_cogvideox()
+    with torch.no_grad(), Capture(model, targets="blocks", max_bytes=20_000) as cap:
+        for t in (900, 500):
+            model(**cog_inputs(t=t))
+    assert 0 < cap.result.nbytes() <= 20_000
+    with pytest.raises(ValueError, match="every_n_steps"):
+        Capture(model, every_n_steps=0)
+
+
+def test_block_reconstruction_lowers_error_and_resumes(cog_calib, tmp_path):
+    model, calib = cog_calib
+    q = vqcore.quantize(model, "rtn", w_bits=3, a_bits=8, calib=calib)
+    block = "transformer_blocks.0"
+    items = calib[block]
+
+    def block_error():
+        with torch.no_grad():
+            errs = []
+            for it in items:
+                out = q.get_submodule(block)(*it.args, **it.kwargs)
+                errs.append((out[0] - it.output[0]).pow(2).mean())
+            return torch.stack(errs).mean().item()
+
+    before = block_error()
+    cfg = ReconConfig(iters=30, batch_size=2, lrs={"weight_scale": 1e-3}, progress=False,
+                      checkpoint=tmp_path / "ck.pt", checkpoint_every=10)
+    hist = block_reconstruction(q, [block], calib.items, cfg, [MSETerm()])
+    assert block_error() < before
+    assert len(hist[block]) == 30
+    # resume: a finished run's checkpoint makes a re-run start at the end (no further steps)
+    again = block_reconstruction(q, [block], calib.items, cfg, [MSETerm()])
+    assert again[block] == hist[block]
+
+
+def test_optimize_resume_continues_exactly(tmp_path):
+    torch.manual_seed(0)
+
+    def run(ckpt, crash_at=None):
+        p = torch.nn.Parameter(torch.tensor([3.0]))
+        groups = [{"name": "p", "params": [p], "lr": 0.1}]
+        model = torch.nn.Module()
+        model.p = p
+        cfg = ReconConfig(iters=20, lrs={}, progress=False, checkpoint=ckpt, checkpoint_every=5, seed=1)
+
+        def loss(i, rng):
+            if i == crash_at:
+                raise KeyboardInterrupt  # Ctrl-C in the middle of the run
+            return (p - rng.random()).pow(2).sum()
+
+        return p.detach().clone(), optimize(model, groups, loss, cfg, desc="x")
+
+    full, full_losses = run(tmp_path / "a.pt")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b.pt", crash_at=12)  # last checkpoint at iteration 10
+    resumed, resumed_losses = run(tmp_path / "b.pt")
+    assert torch.allclose(full, resumed) and full_losses == pytest.approx(resumed_losses)
+
+
+def test_parameter_groups_select_only_requested_parameters(cog_calib):
+    model, calib = cog_calib
+    q = vqcore.quantize(model, "rtn", w_bits=4, a_bits=8, calib=calib)
+    groups = parameter_groups(q, {"weight_scale": 1e-4})
+    trainable = [p for p in q.parameters() if p.requires_grad]
+    assert len(groups) == 1 and len(trainable) == len(groups[0]["params"]) > 0
+    with pytest.raises(ValueError, match="unknown parameter groups"):
+        parameter_groups(q, {"everything": 1.0})
+
+
+@pytest.mark.parametrize("method", ["rtn", "vidit-q"])
+def test_quantize_report_save_load_round_trip(cog_calib, method, tmp_path):
+    model, calib = cog_calib
+    q = vqcore.quantize(model, method, w_bits=4, a_bits=8, calib=calib)
+    rep = q.vqcore_report
+    assert rep.layers == sum(rep.bits.values()) > 0 and rep.calibration_items == 6
+    x = cog_inputs(seed=5)
+    with torch.no_grad():
+        ref, out = model(**x).sample, q(**x).sample
+    assert 0 < (out - ref).pow(2).mean() < ref.pow(2).mean()
+    vqcore.save(q, tmp_path / "q")
+    fresh = tiny_cogvideox()
+    fresh.load_state_dict(model.state_dict())
+    loaded = vqcore.load(tmp_path / "q", fresh)
+    with torch.no_grad():
+        assert torch.equal(loaded(**x).sample, out)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        vqcore.save(q, tmp_path / "q")
+    with pytest.raises(ValueError, match="CogVideoXTransformer3DModel"):
+        vqcore.load(tmp_path / "q", tiny_unet())
+
+
+def test_vidit_q_smoothing_and_convert_matches_fake_quant(cog_calib):
+    model, calib = cog_calib
+    q = vqcore.quantize(model, "vidit-q", w_bits=4, a_bits=8, calib=calib)
+    assert q.vqcore_report.details["smoothed_layers"] > 0
+    x = cog_inputs(seed=7)
+    with torch.no_grad():
+        fake = q(**x).sample
+        integer = vqcore.convert(q)(**x).sample
+    assert torch.allclose(fake, integer, atol=1e-5, rtol=1e-4)
+
+
+def test_q_diffusion_reconstruction_on_a_tiny_unet():
+    model = tiny_unet()
+    with torch.no_grad(), Capture(model, targets="blocks") as cap:
+        for t in (800, 300):
+            model(torch.randn(2, 1, 8, 8), t)
+    untrained = vqcore.quantize(model, "q-diffusion", w_bits=3, a_bits=8, calib=cap.result, iters=0, progress=False)
+    qd = vqcore.quantize(model, "q-diffusion", w_bits=3, a_bits=8, calib=cap.result, iters=150, progress=False)
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        ref = model(x, 300).sample
+        err_init = (untrained(x, 300).sample - ref).pow(2).mean()
+        err_qd = (qd(x, 300).sample - ref).pow(2).mean()
+    assert err_qd < err_init  # AdaRound + activation-step reconstruction improves on its own initialisation
+    assert qd.vqcore_report.details["blocks"] > 0
+
+
+def test_bad_inputs_fail_before_work(cog_calib):
+    model, calib = cog_calib
+    with pytest.raises(ValueError, match="w_bits"):
+        vqcore.quantize(model, "rtn", w_bits=1)
+    with pytest.raises(ValueError, match="method must be one of"):
+        vqcore.quantize(model, "magic")
+    with pytest.raises(ValueError, match="needs calibration data"):
+        vqcore.quantize(model, "vidit-q", w_bits=4)
+    bad = [dict(hidden_states=torch.randn(1, 3, 7, 8, 8), encoder_hidden_states=torch.randn(1, 4, 16),
+                timestep=torch.tensor([10]))]
+    with pytest.raises(ValueError, match="does not fit the model"):
+        vqcore.quantize(model, "rtn", calib=bad)
+    with pytest.raises(ValueError, match="already quantized"):
+        vqcore.quantize(vqcore.quantize(model, "rtn", calib=calib), "rtn")
+    with pytest.raises(ValueError, match="no quantizable layer"):
+        vqcore.quantize(torch.nn.Sequential(torch.nn.ReLU()), "rtn", a_bits=None)
+
+
+def test_cli_lists_methods(capsys):
+    from vqcore.cli import main
+
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out.split()
+    assert {"rtn", "vidit-q", "q-diffusion"} <= set(out)
