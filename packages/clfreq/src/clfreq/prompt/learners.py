@@ -88,6 +88,23 @@ class IncrementalLearner(nn.Module):
     def predict(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
+    # -- resumable state ---------------------------------------------------------------------------------------------
+    _EXTRA_STATE = ("class_to_task", "seen_classes", "class_means", "history")
+
+    def training_state(self) -> dict:
+        """Everything needed to resume after a task: parameters, bookkeeping and the data-order generator."""
+        extra = {k: getattr(self, k) for k in self._EXTRA_STATE if hasattr(self, k)}
+        gen = getattr(self, "generator", None)
+        return {"state_dict": self.state_dict(), "extra": extra,
+                "generator": gen.get_state() if gen is not None else None}
+
+    def load_training_state(self, state: dict) -> None:
+        self.load_state_dict(state["state_dict"])
+        for k, v in state["extra"].items():
+            setattr(self, k, v)
+        if state.get("generator") is not None and getattr(self, "generator", None) is not None:
+            self.generator.set_state(state["generator"])
+
     @torch.no_grad()
     def accuracy(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         if len(labels) == 0:

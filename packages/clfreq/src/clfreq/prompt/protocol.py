@@ -52,15 +52,26 @@ class StreamResult:
 
 
 def run_stream(learner: IncrementalLearner, train_tasks: list[TaskData], test_tasks: list[TaskData],
-               progress: bool = False, on_task_end: Callable[[int, IncrementalLearner], None] | None = None
-               ) -> StreamResult:
-    """Train ``learner`` task by task and evaluate every seen task after each one."""
+               progress: bool = False, on_task_end: Callable[[int, IncrementalLearner, dict], None] | None = None,
+               resume: dict | None = None) -> StreamResult:
+    """Train ``learner`` task by task and evaluate every seen task after each one.
+
+    ``on_task_end(i, learner, progress_state)`` is called after each task (the CLI checkpoints there);
+    ``resume`` is such a ``progress_state`` (from a checkpoint) to continue after its last finished task.
+    """
     if len(train_tasks) != len(test_tasks) or not train_tasks:
         raise ValueError("train_tasks and test_tasks must be non-empty lists of the same length")
     matrix = AccuracyMatrix(len(train_tasks))
     train_seconds = 0.0
-    per_task = []
+    per_task: list[dict] = []
+    first = 0
+    if resume is not None:
+        learner.load_training_state(resume["learner"])
+        matrix.matrix[:] = np.asarray(resume["matrix"], dtype=float)
+        train_seconds, per_task, first = resume["train_seconds"], list(resume["per_task"]), resume["next_task"]
     for i, task in enumerate(train_tasks):
+        if i < first:
+            continue
         start = time.perf_counter()
         stats = learner.fit_task(task, progress=progress)
         train_seconds += time.perf_counter() - start
@@ -68,7 +79,8 @@ def run_stream(learner: IncrementalLearner, train_tasks: list[TaskData], test_ta
             matrix.set(i, j, learner.accuracy(test_tasks[j].images, test_tasks[j].labels))
         per_task.append({**stats, "average_accuracy": matrix.average_accuracy(i)})
         if on_task_end is not None:
-            on_task_end(i, learner)
+            on_task_end(i, learner, {"learner": learner.training_state(), "matrix": matrix.matrix.tolist(),
+                                     "train_seconds": train_seconds, "per_task": per_task, "next_task": i + 1})
     last = len(train_tasks) - 1
     old = float(np.mean(matrix.matrix[last, :last])) if last > 0 else float("nan")
     task_id_acc = None

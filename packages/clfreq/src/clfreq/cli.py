@@ -1,0 +1,138 @@
+"""``clfreq`` command line.
+
+    clfreq train --method preprompt --benchmark split-digits --epochs 5 --out runs/clfreq/preprompt
+    clfreq train --method l2p --benchmark split-cifar100 --data-root ~/data --backbone vit_base_patch16_224.augreg_in21k --hub
+    clfreq list
+
+Runs checkpoint atomically after every task (``<out>/state.pt``) and ``--resume`` continues after the last finished
+task; results go to ``<out>/results.json`` with the accuracy matrix, and ``<out>/accuracy.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+METHODS = ("preprompt", "l2p", "finetune", "joint")
+BENCHMARKS = ("split-digits", "split-cifar100", "imagefolder")
+
+
+def _learner(args, backbone, num_classes: int, num_tasks: int):
+    from .prompt import L2P, JointLinearProbe, L2PConfig, PrePrompt, PrePromptConfig, SequentialLinear
+
+    if args.method == "preprompt":
+        cfg = PrePromptConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                              prompt_length=args.prompt_length, feature_translation=not args.no_feature_translation)
+        return PrePrompt(backbone, num_classes, num_tasks, cfg, device=args.device)
+    if args.method == "l2p":
+        return L2P(backbone, num_classes, L2PConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed),
+                   device=args.device)
+    cls = SequentialLinear if args.method == "finetune" else JointLinearProbe
+    return cls(backbone, num_classes, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+               device=args.device)
+
+
+def _benchmark(args, image_size: int):
+    from .prompt import cifar100_tasks, image_folder_tasks, split_digits_tasks
+
+    if args.benchmark == "split-digits":
+        if image_size != 32:
+            raise SystemExit("split-digits is rendered at 32x32: use a 32x32 backbone (the default vit-fractal-tiny32)")
+        train, test = split_digits_tasks(classes_per_task=args.classes_per_task or 2, seed=args.seed)
+        return train, test, 10
+    if args.data_root is None:
+        raise SystemExit(f"--data-root is required for --benchmark {args.benchmark}")
+    if args.benchmark == "split-cifar100":
+        train, test = cifar100_tasks(args.data_root, image_size=image_size, classes_per_task=args.classes_per_task or 10)
+        return train, test, 100
+    root = Path(args.data_root)
+    train, test = image_folder_tasks(root / "train", root / "test", args.classes_per_task or 20, image_size)
+    return train, test, sum(len(t.classes) for t in train)
+
+
+def cmd_train(args) -> int:
+    from commons.device import resolve_device, seed_everything
+    from commons.io import load_training_state, save_json, save_training_state
+
+    from .prompt import load_pretrained_vit, run_stream
+
+    args.device = str(resolve_device(args.device))
+    out = Path(args.out)
+    state_path = out / "state.pt"
+    if out.exists() and any(out.iterdir()) and not args.resume:
+        raise SystemExit(f"--out {out} is not empty; pass --resume to continue that run or choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(args.seed)
+    backbone = load_pretrained_vit(args.backbone, pretrained=args.hub)
+    train, test, num_classes = _benchmark(args, backbone.patch_embed.img_size[0])
+    learner = _learner(args, backbone, num_classes, len(train))
+    resume = load_training_state(state_path) if args.resume else None
+    if resume is not None:
+        print(f"resuming after task {resume['next_task'] - 1}")
+
+    def checkpoint(i, _learner, progress_state):
+        save_training_state(state_path, progress_state)
+        print(f"task {i}: average accuracy {progress_state['per_task'][-1]['average_accuracy']:.3f}", flush=True)
+
+    result = run_stream(learner, train, test, progress=not args.no_progress, on_task_end=checkpoint, resume=resume)
+    summary = result.as_dict() | {"method": args.method, "benchmark": args.benchmark, "backbone": args.backbone,
+                                  "epochs": args.epochs, "seed": args.seed, "per_task": result.per_task}
+    save_json(out / "results.json", summary)
+    try:
+        from commons.reporting import save_line_plot
+
+        save_line_plot(out / "accuracy.png", {args.method: (list(range(1, len(train) + 1)),
+                                                            [t["average_accuracy"] for t in result.per_task])},
+                       "tasks seen", "average accuracy (class-IL)", args.benchmark)
+    except ImportError:
+        pass
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("accuracy_matrix", "per_task")}, indent=2))
+    return 0
+
+
+def cmd_list(args) -> int:
+    from .prompt import SHIPPED_BACKBONES
+
+    print("methods:   " + ", ".join(METHODS))
+    print("benchmarks: " + ", ".join(BENCHMARKS))
+    print("shipped backbones: " + ", ".join(SHIPPED_BACKBONES))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="clfreq", description="Continual learning with PrePrompt and baselines.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a learner over a class-incremental stream and evaluate after each task")
+    t.add_argument("--method", choices=METHODS, default="preprompt")
+    t.add_argument("--benchmark", choices=BENCHMARKS, default="split-digits")
+    t.add_argument("--data-root", default=None, help="CIFAR-100 root, or a folder with train/ and test/ class folders")
+    t.add_argument("--classes-per-task", type=int, default=None)
+    t.add_argument("--backbone", default="vit-fractal-tiny32", help="shipped name, weights file or timm name (--hub)")
+    t.add_argument("--hub", action="store_true", help="download --backbone weights from the timm hub")
+    t.add_argument("--epochs", type=int, default=5)
+    t.add_argument("--batch-size", type=int, default=24)
+    t.add_argument("--prompt-length", type=int, default=5)
+    t.add_argument("--no-feature-translation", action="store_true")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", required=True)
+    t.add_argument("--resume", action="store_true")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(fn=cmd_train)
+    sub.add_parser("list", help="list methods, benchmarks and shipped backbones").set_defaults(fn=cmd_list)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    if getattr(args, "epochs", 1) < 1:
+        parser.error("--epochs must be at least 1")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
