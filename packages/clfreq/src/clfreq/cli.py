@@ -1,7 +1,8 @@
 """``clfreq`` command line.
 
     clfreq train --method preprompt --benchmark split-digits --epochs 5 --out runs/clfreq/preprompt
-    clfreq train --method l2p --benchmark split-cifar100 --data-root ~/data --backbone vit_base_patch16_224.augreg_in21k --hub
+    clfreq train --method l2p --benchmark split-cifar100 --data-root ~/data \
+        --backbone vit_base_patch16_224.augreg_in21k --hub
     clfreq list
 
 Runs checkpoint atomically after every task (``<out>/state.pt``) and ``--resume`` continues after the last finished
@@ -48,7 +49,8 @@ def _benchmark(args, image_size: int):
     if args.data_root is None:
         raise SystemExit(f"--data-root is required for --benchmark {args.benchmark}")
     if args.benchmark == "split-cifar100":
-        train, test = cifar100_tasks(args.data_root, image_size=image_size, classes_per_task=args.classes_per_task or 10)
+        train, test = cifar100_tasks(args.data_root, image_size=image_size,
+                                     classes_per_task=args.classes_per_task or 10)
         return train, test, 100
     root = Path(args.data_root)
     train, test = image_folder_tasks(root / "train", root / "test", args.classes_per_task or 20, image_size)
