@@ -185,3 +185,48 @@ def test_cli_lists_methods(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out.split()
     assert {"rtn", "vidit-q", "q-diffusion"} <= set(out)
+
+
+def test_rollout_distillation_follows_the_fp_trajectory_and_lowers_eps_error():
+    from diffusers import DDIMScheduler
+
+    from vqcore.recon import rollout_distillation
+
+    model = tiny_unet()
+    q = vqcore.quantize(model, "rtn", w_bits=3, a_bits=None, kind="unet")
+    for m in q.modules():
+        if hasattr(m, "weight_quantizer") and m.weight_quantizer is not None:
+            m.weight_quantizer.make_learnable()
+    sched = DDIMScheduler(num_train_timesteps=1000)
+    eval_x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+
+    def eps_error():
+        with torch.no_grad():
+            return sum((q(eval_x, t).sample - model(eval_x, t).sample).pow(2).mean() for t in (900, 500, 100))
+
+    def start(rng):
+        g = torch.Generator().manual_seed(rng.randrange(10**6))
+        return torch.randn(4, 1, 8, 8, generator=g), None
+
+    before = eps_error()
+    cfg = ReconConfig(iters=6, lrs={"weight_scale": 1e-3}, progress=False)
+    losses = rollout_distillation(q, model, start, lambda m, x, t, c: m(x, t).sample, sched, num_steps=5, config=cfg)
+    assert len(losses) == 6 * 5  # one optimiser step per denoising step
+    assert eps_error() < before
+
+
+def test_cli_quantizes_a_saved_diffusers_model(tmp_path):
+    from vqcore.cli import main
+
+    model = tiny_cogvideox()
+    model.save_pretrained(tmp_path / "fp")
+    torch.save([cog_inputs()], tmp_path / "calib.pt")
+    code = main(["quantize", "--model", str(tmp_path / "fp"), "--class", "CogVideoXTransformer3DModel",
+                 "--calib", str(tmp_path / "calib.pt"), "--method", "vidit-q", "--w-bits", "4", "--a-bits", "6",
+                 "--out", str(tmp_path / "q")])
+    assert code == 0 and (tmp_path / "q" / "model.safetensors").is_file()
+    loaded = vqcore.load(tmp_path / "q", tiny_cogvideox())
+    assert loaded.vqcore_meta["method"] == "vidit-q" and loaded.vqcore_meta["a_bits"] == 6
+    with pytest.raises(SystemExit, match="exists"):
+        main(["quantize", "--model", str(tmp_path / "fp"), "--class", "CogVideoXTransformer3DModel", "--out",
+              str(tmp_path / "q")])
