@@ -48,3 +48,11 @@ def test_tiny_image_run_writes_tables_grid_and_sanity(tmp_path, monkeypatch):
     assert "NOT Inception" in (tmp_path / "results.md").read_text()
     with pytest.raises(ValueError, match="preset"):
         bench.run_benchmark("nope")
+
+
+def test_clearly_worse_bar():
+    assert bench.clearly_worse(0.98, 0.98, 200, 10.0, 20.0)  # Fréchet doubled
+    assert bench.clearly_worse(0.98, 0.85, 20, 10.0, 11.0)  # accuracy -0.13
+    assert bench.clearly_worse(0.985, 0.925, 200, 10.0, 12.0)  # -0.06, > 2 s.e. at n=200
+    assert not bench.clearly_worse(0.985, 0.925, 20, 10.0, 12.0)  # same drop is noise at n=20
+    assert not bench.clearly_worse(0.98, 0.97, 10_000, 10.0, 12.0)  # significant but below 0.03

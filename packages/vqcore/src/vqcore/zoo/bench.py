@@ -31,7 +31,7 @@ from commons.reporting import markdown_table, save_image_grid
 from . import load, sample
 from .evaluate import evaluate_images, evaluate_videos, features, real_reference
 
-__all__ = ["main", "run_benchmark", "VIDEO_SETTINGS", "IMAGE_SETTINGS", "methods_for"]
+__all__ = ["main", "run_benchmark", "VIDEO_SETTINGS", "IMAGE_SETTINGS", "methods_for", "clearly_worse"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +85,18 @@ def _calibration(model, labels, steps, guidance, seed, max_bytes):
     with torch.no_grad(), Capture(model, targets="blocks", max_bytes=max_bytes) as cap:
         sample(model, labels, num_steps=steps, guidance_scale=guidance, seed=seed, batch_size=1)
     return cap.result
+
+
+def clearly_worse(acc_fp: float, acc_q: float, n: int, fd_fp: float, fd_q: float) -> bool:
+    """The benchmark's "clearly worse than FP" bar: the Fréchet distance at least doubles, or the accuracy drops by
+    at least 0.10, or by more than two standard errors of the difference of two proportions over ``n`` samples each
+    (and at least 0.03)."""
+    import math
+
+    pooled = (acc_fp + acc_q) / 2
+    se = math.sqrt(max(pooled * (1 - pooled), 1e-12) * 2 / n)
+    drop = acc_fp - acc_q
+    return bool(fd_q >= 2 * fd_fp or drop >= 0.10 or (drop >= 0.03 and drop > 2 * se))
 
 
 def _video_rows(v: torch.Tensor, n: int = 2) -> list[torch.Tensor]:
@@ -160,7 +172,7 @@ def run_benchmark(preset: str = "quick", device: str = "cpu", seed: int = 0, kin
                     and r["W/A"] == f"W{lowest[0]}A{lowest[1]}" and "accuracy" in r), None)
         worse = None
         if rtn is not None:
-            worse = (fp_metrics["accuracy"] - rtn["accuracy"] >= 0.10) or (rtn[fd_key] >= 2 * fp_metrics[fd_key])
+            worse = clearly_worse(fp_metrics["accuracy"], rtn["accuracy"], n, fp_metrics[fd_key], rtn[fd_key])
         sanity[kind] = {"fp_accuracy": fp_metrics["accuracy"], "fp_accuracy_ok": fp_ok,
                         "lowest_setting": f"W{lowest[0]}A{lowest[1]}",
                         "rtn_lowest_accuracy": None if rtn is None else rtn["accuracy"],
@@ -198,7 +210,8 @@ def write_outputs(result: dict, grids: dict, out: Path) -> None:
     for kind, s in result["sanity"].items():
         verdict = "PASS" if s["fp_accuracy_ok"] else "FAIL"
         lines.append(f"- {kind}: FP accuracy {s['fp_accuracy']:.3f} (≥ 0.8: {verdict})"
-                     f"; RTN at {s['lowest_setting']} clearly worse than FP (accuracy −0.10 or Fréchet ×2): "
+                     f"; RTN at {s['lowest_setting']} clearly worse than FP (Fréchet ×2, or accuracy −0.10, or a "
+                     f"drop > 2 s.e. and ≥ 0.03): "
                      f"{'PASS' if s['rtn_lowest_clearly_worse'] else 'FAIL'}")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     for kind, (grid, labels, nrow) in grids.items():
