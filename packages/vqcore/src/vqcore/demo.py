@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+
 from commons.reporting import DemoSection, markdown_table, save_image_grid
 
 from . import zoo
