@@ -43,7 +43,7 @@ _KNOWN_KINDS = {"vidit-q": ("dit",), "q-diffusion": ("unet",), "qvdit": ("dit",)
 
 PRESETS = {
     # name: (video samples, image samples, DDIM steps, calibration trajectories, method iters)
-    "quick": dict(n_video=20, n_image=50, steps=10, calib_video=4, calib_image=8, iters=20, n_real=300),
+    "quick": dict(n_video=16, n_image=40, steps=8, calib_video=2, calib_image=4, iters=10, n_real=300),
     "full": dict(n_video=200, n_image=500, steps=20, calib_video=8, calib_image=32, iters=300, n_real=1000),
 }
 VIDEO_GUIDANCE = 2.0  # FP accuracy 0.84 at guidance 1 vs 0.99 at 2 (train log); both branches go through the model
