@@ -53,6 +53,25 @@ def test_capture_memory_budget_is_respected():
         Capture(model, every_n_steps=0)
 
 
+def test_capture_token_subsampling_keeps_inputs_and_outputs_aligned():
+    model = tiny_cogvideox()
+    name = next(n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and "ff" in n)
+    layer = model.get_submodule(name)
+    with torch.no_grad(), Capture(model, targets=[name], include_root=False, max_tokens=5, seed=1) as cap:
+        model(**cog_inputs(t=900))
+    items = cap.result[name]
+    assert len(items) == 2 and all(i.timestep == 900.0 for i in items)
+    for it in items:
+        x, y = it.args[0], it.output
+        assert x.shape[1] == 5 and y.shape[1] == 5 and it.token_index.numel() == 5
+        with torch.no_grad():  # token-wise layer: the kept outputs are the layer applied to the kept inputs
+            torch.testing.assert_close(layer(x), y)
+    with pytest.raises(ValueError, match="max_tokens"):
+        Capture(model, targets="blocks", max_tokens=5)
+    with pytest.raises(ValueError, match="max_tokens"):
+        Capture(model, targets=[name], include_root=False, max_tokens=0)
+
+
 def test_block_reconstruction_lowers_error_and_resumes(cog_calib, tmp_path):
     model, calib = cog_calib
     q = vqcore.quantize(model, "rtn", w_bits=3, a_bits=8, calib=calib)

@@ -39,6 +39,7 @@ class CalibItem:
     timestep: float | None
     call_index: int
     sample_index: int
+    token_index: torch.Tensor | None = None  # kept token positions when Capture subsampled tokens (else None)
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in _tensors((self.args, self.kwargs, self.output)))
@@ -151,16 +152,31 @@ class Capture:
         max_bytes: memory budget for everything stored.
         every_n_steps: keep every n-th denoising call.
         include_root: also store the root model's inputs/outputs (whole-model distillation, data selection).
+        max_tokens: keep at most this many token positions of every ``[B, N, C]`` tensor of a call (the same random
+            positions for inputs and outputs of that call, recorded in ``CalibItem.token_index``). Meant for
+            per-layer targets (linear layers: statistics for ranges and channel balancing); attention blocks and the
+            root model need whole sequences, so subsampling is refused for them (``include_root`` must be False and
+            targets must be given by name).
+        seed: seed of the token subsampling.
     """
 
     def __init__(self, model: nn.Module, targets: str | Sequence[str] | None = "blocks", store_outputs: bool = True,
-                 max_bytes: int = 2**31, every_n_steps: int = 1, include_root: bool = True):
+                 max_bytes: int = 2**31, every_n_steps: int = 1, include_root: bool = True,
+                 max_tokens: int | None = None, seed: int = 0):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         if not isinstance(every_n_steps, int) or every_n_steps < 1:
             raise ValueError(f"every_n_steps must be a positive int, got {every_n_steps!r}")
         if not isinstance(max_bytes, int) or max_bytes < 1:
             raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
+        if max_tokens is not None:
+            if not isinstance(max_tokens, int) or max_tokens < 1:
+                raise ValueError(f"max_tokens must be a positive int or None, got {max_tokens!r}")
+            if include_root or targets is None or targets == "blocks":
+                raise ValueError("max_tokens needs targets given by name (per-layer modules) and include_root=False: "
+                                 "blocks and the root model need whole token sequences")
+        self.max_tokens = max_tokens
+        self._gen = torch.Generator().manual_seed(seed)
         self.model = model
         if targets is None:
             names: list[str] = []
@@ -208,9 +224,19 @@ class Capture:
 
         args_c, kwargs_c = _map(args, cpu), _map(kwargs, cpu)
         out_c = _map(output, cpu) if self.store_outputs else None
+        token_index = None
+        if self.max_tokens is not None:
+            n = max((t.shape[1] for t in _tensors((args_c, kwargs_c, out_c)) if t.ndim == 3), default=0)
+            if n > self.max_tokens:
+                token_index = torch.randperm(n, generator=self._gen)[:self.max_tokens].sort().values
+
+                def pick(t: torch.Tensor) -> torch.Tensor:
+                    return t[:, token_index].contiguous() if t.ndim == 3 and t.shape[1] == n else t
+
+                args_c, kwargs_c, out_c = _map(args_c, pick), _map(kwargs_c, pick), _map(out_c, pick)
         for b in range(self._batch):
             item = CalibItem(_row(args_c, b, self._batch), _row(kwargs_c, b, self._batch),
-                             _row(out_c, b, self._batch), self._timestep, self._call, self._offset + b)
+                             _row(out_c, b, self._batch), self._timestep, self._call, self._offset + b, token_index)
             size = item.nbytes()
             if self._bytes + size > self.max_bytes:
                 self._skipped += 1
