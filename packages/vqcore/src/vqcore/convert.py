@@ -15,7 +15,8 @@ What converts (and what is refused, with the reason):
 * optional smoothing scale ``s`` (y = Q(x/s)·Q(W·s)ᵀ): the division ``x / s`` is fused into the activation quantizer;
   the fake-quant weight codes already include ``·s``.
 * optional low-rank side branch ``up(down(·))`` (rank ≤ 64) on ``x̂`` or ``x / s``: ``t = ·downᵀ`` is a thin GEMM,
-  ``t·upᵀ`` is fused into the GEMM epilogue.
+  ``t·upᵀ`` is fused into the GEMM epilogue. A side branch with ``row_gain() -> [P]`` (Q-VDiT's per-frame token mask on
+  temporal layers, inputs ``[B·S, T, C]``) scales row ``i`` of ``t`` by ``gain[i mod P]`` before the epilogue.
 
 Saved converted models (:func:`save_converted` / :func:`load_converted`) hold the packed codes (int8 tensors in
 safetensors) plus a JSON description of every integer layer, so a fresh float model of the same architecture is turned
@@ -68,6 +69,7 @@ class IntLinearSpec:
     side_on_quantized: bool = False
     a_shared: bool = False
     dtype: str = "float32"
+    side_row_period: int = 0
 
     def __post_init__(self) -> None:
         if not 2 <= self.w_bits <= 8:
@@ -118,6 +120,8 @@ class QLinearInt(nn.Module):
         r = spec.rank
         self.register_buffer("lr_down", torch.zeros(r, k, dtype=dtype, device=device) if r else None)
         self.register_buffer("lr_up", torch.zeros(n, r, dtype=dtype, device=device) if r else None)
+        p = spec.side_row_period
+        self.register_buffer("lr_row_gain", torch.ones(p, dtype=torch.float32, device=device) if p else None)
 
     # ---- construction -------------------------------------------------------------------------------------------
     @classmethod
@@ -138,6 +142,7 @@ class QLinearInt(nn.Module):
         side_on_quantized: bool = False,
         a_shared: bool = False,
         dtype: torch.dtype = torch.float32,
+        row_gain: torch.Tensor | None = None,
     ) -> QLinearInt:
         """Build from integer weight codes ``[N, K]`` and their scale/zero point.
 
@@ -180,6 +185,7 @@ class QLinearInt(nn.Module):
             group_size=group_size, weight_zero_point=zp is not None, bias=bias is not None,
             smooth=smooth_scale is not None, rank=0 if down is None else down.shape[0],
             side_on_quantized=side_on_quantized, a_shared=a_shared, dtype=str(dtype).replace("torch.", ""),
+            side_row_period=0 if row_gain is None or down is None else row_gain.numel(),
         )  # fmt: skip
         mod = cls(spec, device=codes.device)
         sig = signed.to(torch.int8)
@@ -198,6 +204,8 @@ class QLinearInt(nn.Module):
                 raise ValueError(f"side branch needs down [r, {k}] and up [{n}, r]")
             mod.lr_down.copy_(down.detach())
             mod.lr_up.copy_(up.detach())
+            if row_gain is not None:
+                mod.lr_row_gain.copy_(row_gain.detach().float().reshape(-1))
         return mod
 
     @classmethod
@@ -250,6 +258,11 @@ class QLinearInt(nn.Module):
             else:  # ... or the smoothed float input x / s
                 xs = x2 / self.smooth_scale if self.smooth_scale is not None else x2
             t = xs.to(self.lr_down.dtype) @ self.lr_down.t()
+            if spec.side_row_period:  # per-row gain of the low-rank term, periodic in the row index
+                p = spec.side_row_period
+                if t.shape[0] % p:
+                    raise ValueError(f"side-branch row gain has period {p}; got {t.shape[0]} rows")
+                t = (t.view(-1, p, spec.rank) * self.lr_row_gain.to(t.dtype).view(1, p, 1)).view(-1, spec.rank)
         out_dtype = x.dtype if x.dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float32
         y = kernels.int_linear(
             act, self.qweight, self.weight_scale, in_features=self.in_features, w4=spec.packed,
@@ -339,7 +352,7 @@ def _convert_one(name: str, mod: nn.Module) -> QLinearInt:
         raise Unsupported(f"{name}: activation quantizer is {a_gran} (static); the integer path implements dynamic "
                           "per-token activation quantization only")  # fmt: skip
     side = getattr(mod, "side_branch", None)
-    down = up = None
+    down = up = row_gain = None
     on_q = False
     if side is not None:
         if not (hasattr(side, "down") and hasattr(side, "up")):
@@ -351,6 +364,8 @@ def _convert_one(name: str, mod: nn.Module) -> QLinearInt:
         if down.shape[0] > 64:
             raise Unsupported(f"{name}: side-branch rank {down.shape[0]} > 64")
         on_q = bool(_attr(side, ["on_quantized_input", "on_quantized"], True))  # QLinear's default: x̂
+        if callable(getattr(side, "row_gain", None)):
+            row_gain = side.row_gain().detach().float()
     codes, scale, zp = mod.integer_weight()
     n, k = codes.shape
     scale = scale.detach().float()
@@ -365,7 +380,7 @@ def _convert_one(name: str, mod: nn.Module) -> QLinearInt:
             codes, scale, zp, w_bits=w_bits, a_bits=a_bits, a_symmetric=bool(_attr(aq, ["symmetric"], True)),
             group_size=group_size, bias=getattr(mod, "bias", None), smooth_scale=smooth,
             down=None if down is None else down.to(dtype), up=None if up is None else up.to(dtype),
-            side_on_quantized=on_q, a_shared=a_gran == "per_token_shared", dtype=dtype,
+            side_on_quantized=on_q, a_shared=a_gran == "per_token_shared", dtype=dtype, row_gain=row_gain,
         )  # fmt: skip
     except ValueError as e:
         raise Unsupported(f"{name}: {e}") from None
