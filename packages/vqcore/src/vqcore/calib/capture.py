@@ -40,9 +40,10 @@ class CalibItem:
     call_index: int
     sample_index: int
     token_index: torch.Tensor | None = None  # kept token positions when Capture subsampled tokens (else None)
+    rows: int = 1  # rows of dim 0 that belong to this sample (Latte-style blocks see [B·frames, ...] inputs)
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in _tensors((self.args, self.kwargs, self.output)))
+        return _unique_nbytes(_tensors((self.args, self.kwargs, self.output)), set())
 
 
 def _tensors(obj: Any) -> Iterator[torch.Tensor]:
@@ -70,24 +71,47 @@ def _map(obj: Any, fn) -> Any:
     return obj
 
 
-def _row(obj: Any, b: int, batch: int) -> Any:
-    """Row ``b`` of every tensor whose first dim is the batch (kept as a batch of one)."""
-    return _map(obj, lambda t: t[b:b + 1] if t.ndim > 0 and t.shape[0] == batch else t)
+def _unique_nbytes(tensors: Iterator[torch.Tensor], seen: set[int]) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (views and shared tensors are counted once)."""
+    total = 0
+    for t in tensors:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
+    return total
 
 
-def stack_items(items: Sequence[Any]) -> Any:
-    """Concatenate per-sample structures (as stored) back into a batch along dim 0."""
+def _sample_slice(obj: Any, b: int, batch: int, rows: int) -> Any:
+    """Sample ``b``'s part of every batched tensor, as its own compact copy: ``rows`` rows of tensors with
+    ``batch·rows`` rows (sample-major, as diffusers folds frames or tokens into the batch), one row of tensors with
+    ``batch`` rows; other tensors (shared across the batch) are kept whole."""
+    def cut(t: torch.Tensor) -> torch.Tensor:
+        if t.ndim == 0:
+            return t
+        if t.shape[0] == batch * rows:
+            return t[b * rows:(b + 1) * rows].clone()
+        if t.shape[0] == batch:
+            return t[b:b + 1].clone()
+        return t
+
+    return _map(obj, cut)
+
+
+def stack_items(items: Sequence[Any], rows: int = 1) -> Any:
+    """Concatenate per-sample structures (as stored) back into a batch along dim 0 (tensors with ``rows`` or one
+    row per sample); tensors shared across the batch are taken from the first item."""
     first = items[0]
     if isinstance(first, torch.Tensor):
         if first.ndim == 0:
             return first
-        if all(t.shape == first.shape for t in items) and first.shape[0] == 1:
+        if all(t.shape == first.shape for t in items) and first.shape[0] in (1, rows):
             return torch.cat(list(items), 0)
         return first
     if isinstance(first, (list, tuple)):
-        return type(first)(stack_items([it[i] for it in items]) for i in range(len(first)))
+        return type(first)(stack_items([it[i] for it in items], rows) for i in range(len(first)))
     if isinstance(first, dict):
-        return {k: stack_items([it[k] for it in items]) for k in first}
+        return {k: stack_items([it[k] for it in items], rows) for k in first}
     return first
 
 
@@ -106,7 +130,9 @@ class CalibrationSet:
         return list(self.items)
 
     def nbytes(self) -> int:
-        return sum(i.nbytes() for items in self.items.values() for i in items)
+        seen: set[int] = set()
+        return sum(_unique_nbytes(_tensors((i.args, i.kwargs, i.output)), seen) for items in self.items.values()
+                   for i in items)
 
     def timesteps(self) -> list[float]:
         return sorted({i.timestep for items in self.items.values() for i in items if i.timestep is not None})
@@ -200,6 +226,7 @@ class Capture:
         self._rows_seen: dict[float | None, int] = {}
         self._offset = 0
         self._bytes = 0
+        self._seen_storages: set[int] = set()
         self._skipped = 0
 
     def _keep(self) -> bool:
@@ -219,29 +246,33 @@ class Capture:
     def _store(self, name: str, args, kwargs, output) -> None:
         if not self._keep():
             return
-        def cpu(t: torch.Tensor) -> torch.Tensor:
-            return t.detach().to("cpu", copy=True)
-
-        args_c, kwargs_c = _map(args, cpu), _map(kwargs, cpu)
-        out_c = _map(output, cpu) if self.store_outputs else None
+        first = next(_tensors((args, kwargs)), None)
+        batch = self._batch
+        if first is None or first.ndim == 0 or first.shape[0] % batch:
+            rows, batch = first.shape[0] if first is not None and first.ndim else 1, 1  # keep the call whole
+        else:
+            rows = first.shape[0] // batch
+        out = output if self.store_outputs else None
         token_index = None
-        if self.max_tokens is not None:
-            n = max((t.shape[1] for t in _tensors((args_c, kwargs_c, out_c)) if t.ndim == 3), default=0)
+        if self.max_tokens is not None:  # one random token subset per call, shared by its inputs and outputs
+            n = max((t.shape[1] for t in _tensors((args, kwargs, out)) if t.ndim == 3), default=0)
             if n > self.max_tokens:
                 token_index = torch.randperm(n, generator=self._gen)[:self.max_tokens].sort().values
-
-                def pick(t: torch.Tensor) -> torch.Tensor:
+        for b in range(batch):
+            part = _sample_slice((args, kwargs, out), b, batch, rows)
+            part = _map(part, lambda t: t.detach().to("cpu"))
+            if token_index is not None:
+                def pick(t: torch.Tensor, n=n) -> torch.Tensor:
                     return t[:, token_index].contiguous() if t.ndim == 3 and t.shape[1] == n else t
 
-                args_c, kwargs_c, out_c = _map(args_c, pick), _map(kwargs_c, pick), _map(out_c, pick)
-        for b in range(self._batch):
-            item = CalibItem(_row(args_c, b, self._batch), _row(kwargs_c, b, self._batch),
-                             _row(out_c, b, self._batch), self._timestep, self._call, self._offset + b, token_index)
-            size = item.nbytes()
+                part = _map(part, pick)
+            size = _unique_nbytes(_tensors(part), set(self._seen_storages))
             if self._bytes + size > self.max_bytes:
                 self._skipped += 1
                 continue
-            self._bytes += size
+            self._bytes += _unique_nbytes(_tensors(part), self._seen_storages)
+            item = CalibItem(part[0], part[1], part[2], self._timestep, self._call, self._offset + b, token_index,
+                             rows)
             self.result.items.setdefault(name, []).append(item)
 
     def _root_post(self, module, args, kwargs, output):

@@ -55,8 +55,9 @@ def _batches(items: Sequence[CalibItem], batch_size: int, device: torch.device):
 
     for i in range(0, len(items), batch_size):
         chunk = items[i:i + batch_size]
-        yield chunk, _to(stack_items([c.args for c in chunk]), device), _to(stack_items([c.kwargs for c in chunk]),
-                                                                            device)
+        rows = chunk[0].rows
+        yield (chunk, _to(stack_items([c.args for c in chunk], rows), device),
+               _to(stack_items([c.kwargs for c in chunk], rows), device))
 
 
 @torch.no_grad()

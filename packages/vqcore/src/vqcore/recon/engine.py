@@ -243,9 +243,10 @@ def _call(module: nn.Module, item_args: tuple, item_kwargs: dict) -> torch.Tenso
 
 
 def _batch(items: Sequence[CalibItem], device: torch.device) -> tuple[tuple, dict, Any]:
-    args = _to(stack_items([i.args for i in items]), device)
-    kwargs = _to(stack_items([i.kwargs for i in items]), device)
-    out = _to(stack_items([i.output for i in items]), device) if items[0].output is not None else None
+    rows = items[0].rows
+    args = _to(stack_items([i.args for i in items], rows), device)
+    kwargs = _to(stack_items([i.kwargs for i in items], rows), device)
+    out = _to(stack_items([i.output for i in items], rows), device) if items[0].output is not None else None
     return args, kwargs, out
 
 
