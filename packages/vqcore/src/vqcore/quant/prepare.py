@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from torch import nn
 
+from .attention import quantize_attention
 from .modules import QConv2d, QConv3d, QLinear, QuantModule
 from .quantizer import QuantSpec
 
@@ -53,6 +54,9 @@ class QuantConfig:
         overrides: ``[(pattern, w_bits, a_bits)]``, first match wins.
         quantize_conv: also quantize Conv2d/Conv3d.
         first_last_8bit: number of leading layers (plus the last one) forced to W8A8; 0 disables.
+        attention_bits: ``None`` (default) keeps the attention products ``Q·Kᵀ`` and ``attn·V`` in floating point as
+            the official video code does; ``b`` fake-quantizes both operands of both products per token at ``b``
+            bits (newer ViDiT-Q), see :mod:`vqcore.quant.attention`.
     """
 
     w_bits: int = 8
@@ -65,6 +69,7 @@ class QuantConfig:
     overrides: tuple[tuple[str, int, int | None], ...] = ()
     quantize_conv: bool = False
     first_last_8bit: int = 0
+    attention_bits: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.w_bits, int) or not 2 <= self.w_bits <= 8:
@@ -83,6 +88,9 @@ class QuantConfig:
             if isinstance(value, str) or not all(isinstance(p, str) for p in value):
                 raise TypeError(f"{name} must be a sequence of glob patterns (strings)")
             setattr(self, name, tuple(value))
+        if self.attention_bits is not None and (not isinstance(self.attention_bits, int)
+                                                or not 2 <= self.attention_bits <= 8):
+            raise ValueError(f"attention_bits must be an int in [2, 8] or None, got {self.attention_bits!r}")
         self.overrides = tuple((str(p), int(w), None if a is None else int(a)) for p, w, a in self.overrides)
         for p, w, a in self.overrides:
             if not 2 <= w <= 8 or (a is not None and not 2 <= a <= 8):
@@ -174,6 +182,10 @@ def prepare(model: nn.Module, config: QuantConfig) -> nn.Module:
         raise ValueError("no quantizable layer matched: the model has no nn.Linear"
                          f"{'/Conv' if config.quantize_conv else ''} outside keep_fp/exclude "
                          f"(include={config.include}, exclude={config.exclude}, keep_fp={config.keep_fp[:4]}...)")
+    if config.attention_bits is not None and not any(callable(getattr(m, "processor", None))
+                                                     for m in model.modules()):
+        raise ValueError("attention_bits is set but the model has no diffusers-style attention module (with a "
+                         "`processor`) whose products could be quantized")
     for plan in plans:
         mod = model.get_submodule(plan.name)
         w_spec = replace(config.weight, bits=plan.w_bits)
@@ -187,6 +199,9 @@ def prepare(model: nn.Module, config: QuantConfig) -> nn.Module:
                 w_spec = replace(w_spec, granularity="per_channel")
             q = (QConv2d if isinstance(mod, nn.Conv2d) else QConv3d).from_float(mod, w_spec, a_spec)
         _set(model, plan.name, q)
+    if config.attention_bits is not None:
+        n_attn = quantize_attention(model, config.attention_bits)
+        logger.info("prepare: attention products of %d attention modules at %d bits", n_attn, config.attention_bits)
     model.vqcore_plan = plans  # type: ignore[attr-defined]
     logger.info("prepare: %d layers quantized (%s)", len(plans),
                 ", ".join(sorted({f"W{p.w_bits}A{p.a_bits or 'fp'}" for p in plans})))
