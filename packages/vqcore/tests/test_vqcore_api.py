@@ -249,3 +249,20 @@ def test_cli_quantizes_a_saved_diffusers_model(tmp_path):
     with pytest.raises(SystemExit, match="exists"):
         main(["quantize", "--model", str(tmp_path / "fp"), "--class", "CogVideoXTransformer3DModel", "--out",
               str(tmp_path / "q")])
+
+
+def test_quantize_is_deterministic_given_the_seed():
+    model = tiny_unet()
+    with torch.no_grad(), Capture(model, targets="blocks") as cap:
+        model(torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)), 500)
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    outs = []
+    for seed in (3, 3, 4):
+        torch.manual_seed(100 + len(outs))  # global RNG state before the call must not matter
+        q = vqcore.quantize(model, "q-diffusion", w_bits=3, a_bits=8, calib=cap.result, iters=5, progress=False,
+                            seed=seed)
+        with torch.no_grad():
+            outs.append(q(x, 500).sample)
+    assert torch.equal(outs[0], outs[1]) and q.vqcore_meta["seed"] == 4
+    with pytest.raises(TypeError, match="seed"):
+        vqcore.quantize(model, "rtn", seed="3")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import os
+import random
 import shutil
 import tempfile
 import time
@@ -74,7 +76,7 @@ def _check_calibration(model: nn.Module, items) -> None:
 
 def quantize(model: nn.Module, method: str = "rtn", w_bits: int = 8, a_bits: int | None = 8,
              calib: CalibrationSet | list | None = None, config: QuantConfig | None = None, kind: str = "auto",
-             inplace: bool = False, **options: Any) -> nn.Module:
+             inplace: bool = False, seed: int = 0, **options: Any) -> nn.Module:
     """Quantize a diffusion model with a registered method; returns the fake-quantized model.
 
     Args:
@@ -86,6 +88,8 @@ def quantize(model: nn.Module, method: str = "rtn", w_bits: int = 8, a_bits: int
         config: a full :class:`QuantConfig` overriding the method's default for ``kind``.
         kind: ``"dit"``, ``"unet"`` or ``"auto"``.
         inplace: quantize ``model`` itself instead of a copy.
+        seed: seeds ``torch`` and ``random`` before the method runs, and is passed on to methods whose ``run`` takes a
+            ``seed`` argument (same seed + same calibration → same quantized model).
         options: method-specific options (iterations, learning rates, ...).
 
     The returned model carries ``vqcore_report`` (:class:`QuantReport`) and ``vqcore_meta`` (what :func:`save`
@@ -97,6 +101,8 @@ def quantize(model: nn.Module, method: str = "rtn", w_bits: int = 8, a_bits: int
         raise ValueError(f"w_bits must be an int in [2, 8], got {w_bits!r}")
     if a_bits is not None and (not isinstance(a_bits, int) or not 2 <= a_bits <= 8):
         raise ValueError(f"a_bits must be an int in [2, 8] or None, got {a_bits!r}")
+    if not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
     if kind not in ("auto", "dit", "unet"):
         raise ValueError(f"kind must be 'auto', 'dit' or 'unet', got {kind!r}")
     if any(isinstance(m, QuantModule) for m in model.modules()):
@@ -113,6 +119,10 @@ def quantize(model: nn.Module, method: str = "rtn", w_bits: int = 8, a_bits: int
     fp_model = copy.deepcopy(model).eval() if impl.needs_teacher else None
     qmodel = model if inplace else copy.deepcopy(model)
     prepare(qmodel, config)
+    if "seed" in inspect.signature(impl.run).parameters:
+        options = {**options, "seed": seed}
+    torch.manual_seed(seed)
+    random.seed(seed)
     details = impl.run(qmodel, fp_model, config, calib, **options) or {}
     qmodel.eval()
     plans = qmodel.vqcore_plan
@@ -121,6 +131,7 @@ def quantize(model: nn.Module, method: str = "rtn", w_bits: int = 8, a_bits: int
                          details)
     qmodel.vqcore_report = report
     qmodel.vqcore_meta = {"format": FORMAT, "method": method, "w_bits": w_bits, "a_bits": a_bits, "kind": kind,
+                          "seed": seed,
                           "config": config.to_dict(), "model_class": type(model).__name__}
     logger.info("vqcore.quantize: %s", report.summary())
     return qmodel
