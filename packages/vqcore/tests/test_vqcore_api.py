@@ -266,3 +266,31 @@ def test_quantize_is_deterministic_given_the_seed():
     assert torch.equal(outs[0], outs[1]) and q.vqcore_meta["seed"] == 4
     with pytest.raises(TypeError, match="seed"):
         vqcore.quantize(model, "rtn", seed="3")
+
+
+def test_vidit_q_timestep_ranges_switch_smoothing_and_weight_ranges(cog_calib, tmp_path):
+    model, calib = cog_calib  # timesteps 900, 500, 100
+    q = vqcore.quantize(model, "vidit-q", w_bits=4, a_bits=6, calib=calib, timeranges=[[0, 500], [501, 1000]])
+    assert q.vqcore_report.details["items_per_range"] == [4, 2]
+    switch = q.vq_timerange
+    assert not torch.equal(switch.s_0[0], switch.s_0[1])  # each range has its own balancing vector
+    layer = q.get_submodule(next(iter(switch.layer_shapes)))
+    x_hi, x_lo = cog_inputs(t=900, seed=7), cog_inputs(t=100, seed=7)
+    outs = {}
+    with torch.no_grad():
+        for key, x, row in (("hi", x_hi, 1), ("lo", x_lo, 0)):
+            outs[key] = q(**x).sample
+            assert torch.equal(layer.smooth_scale, switch.s_0[row])
+            assert torch.equal(layer.weight_quantizer.scale, switch.ws_0[row])
+        single = vqcore.quantize(model, "vidit-q", w_bits=4, a_bits=6, calib=calib)(**x_hi).sample
+    assert not torch.equal(outs["hi"], single)
+    vqcore.save(q, tmp_path / "q")
+    fresh = tiny_cogvideox()
+    fresh.load_state_dict(model.state_dict())
+    loaded = vqcore.load(tmp_path / "q", fresh)
+    with torch.no_grad():
+        assert torch.equal(loaded(**x_hi).sample, outs["hi"]) and torch.equal(loaded(**x_lo).sample, outs["lo"])
+    with pytest.raises(ValueError, match="hold no calibration item"):
+        vqcore.quantize(model, "vidit-q", w_bits=4, a_bits=6, calib=calib, timeranges=[[0, 50], [51, 1000]])
+    with pytest.raises(ValueError, match="overlap"):
+        vqcore.quantize(model, "vidit-q", w_bits=4, a_bits=6, calib=calib, timeranges=[[0, 600], [500, 1000]])

@@ -242,6 +242,9 @@ def load(directory: str | os.PathLike, model: nn.Module) -> nn.Module:
     if missing or unexpected:
         raise ValueError(f"checkpoint {directory} does not match this model: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}")
+    for mod in extra.values():  # method-level modules that hook into the model (e.g. timestep ranges)
+        if hasattr(mod, "vq_attach"):
+            mod.vq_attach(qmodel)
     qmodel.eval()
     qmodel.vqcore_meta = {k: config[k] for k in ("format", "method", "w_bits", "a_bits", "kind", "config",
                                                   "model_class")}

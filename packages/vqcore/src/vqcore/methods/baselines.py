@@ -4,8 +4,9 @@
 - ``vidit-q`` — ViDiT-Q-style for video DiTs (Zhao et al., arXiv 2406.02540; old code ``A-suozhang/ViDiT-Q``):
   per-channel min-max weights, dynamic per-token asymmetric activations, SmoothQuant-style channel balancing with
   ViDiT-Q's ``momentum_act_max`` statistic (EMA 0.95) and α = 0.11 when activations are ≤ 6 bit or weights ≤ 4 bit
-  (its W4A8 plan), and Q-VDiT's W8A8 MLPs at those bit-widths. Deviation: one smoothing range for all timesteps
-  (ViDiT-Q's W4A8 plan splits the timesteps in two ranges with one weight quantizer each).
+  (its W4A8 plan), and Q-VDiT's W8A8 MLPs at those bit-widths. ``timeranges=[[0, 500], [501, 1000]]`` reproduces
+  the timestep-aware plan (one smoothing vector and one weight range per timestep range, :mod:`.timerange`); the
+  default is one range for all timesteps.
 - ``q-diffusion`` — Q-Diffusion / EfficientDM-style for image diffusion models (Li et al., ICCV 2023): per-channel
   weights with the L_p (p = 2.4) range search, static per-tensor activations (range search on calibration data),
   then BRECQ block reconstruction with AdaRound weights and a learned activation step (LSQ, lr 4e-4); first/last
@@ -29,6 +30,7 @@ from ..quant.prepare import QuantConfig, preset
 from ..quant.quantizer import QuantSpec
 from ..recon.engine import ReconConfig, block_reconstruction
 from .base import Method, register_method
+from .timerange import TimeRangeSwitch, check_timeranges
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +72,13 @@ class ViDiTQ(Method):
         return replace(cfg, weight=QuantSpec(granularity="per_channel", init="minmax"),
                        act=QuantSpec(granularity="per_token", init="minmax"))
 
-    def run(self, qmodel, fp_model, config, calib, alpha: float | None = None, **options) -> dict[str, Any]:
+    def run(self, qmodel, fp_model, config, calib, alpha: float | None = None, timeranges=None,
+            **options) -> dict[str, Any]:
         items = root_items(calib)
         if alpha is None:
             alpha = 0.11 if (config.w_bits <= 4 or (config.a_bits or 8) <= 6) else 0.0
+        if timeranges is not None:
+            return self._run_timeranges(qmodel, items, alpha, check_timeranges(timeranges))
         smoothed = 0
         if alpha > 0:
             if not items:
@@ -83,6 +88,41 @@ class ViDiTQ(Method):
         n_w = init_weight_quantizers(qmodel)
         return {"smoothing_alpha": alpha, "smoothed_layers": smoothed, "weight_quantizers": n_w,
                 "static_activation_quantizers": n_act}
+
+
+    @staticmethod
+    def _run_timeranges(qmodel, items, alpha: float, ranges) -> dict[str, Any]:
+        if not items or any(i.timestep is None for i in items):
+            raise ValueError("vidit-q timeranges need calibration items with timesteps (vqcore.calib.Capture)")
+        per_range = [[i for i in items if lo <= i.timestep <= hi] for lo, hi in ranges]
+        empty = [list(r) for r, its in zip(ranges, per_range) if not its]
+        if empty:
+            raise ValueError(f"vidit-q timeranges {empty} hold no calibration item; calibration timesteps: "
+                             f"{sorted({i.timestep for i in items})}")
+        layers = {n: m for n, m in qmodel.named_modules() if isinstance(m, QuantModule)
+                  and m.weight_quantizer is not None and getattr(m, "groups", 1) == 1}
+        for m in layers.values():  # a neutral vector so every layer has one to record when alpha is 0
+            m.set_smooth_scale(torch.ones(m.weight.shape[1]))
+        switch = None
+        for r, its in enumerate(per_range):
+            if alpha > 0:
+                apply_smoothing(activation_channel_absmax(qmodel, its, momentum=0.95), alpha)
+            for m in layers.values():
+                m.weight_quantizer.initialized = False
+            init_weight_quantizers(qmodel)
+            if switch is None:
+                shapes = [(n, {"s": [len(ranges), m.weight.shape[1]],
+                               "ws": [len(ranges), *m.weight_quantizer.scale.shape],
+                               "wz": [len(ranges), *m.weight_quantizer.zero_point.shape]}) for n, m in layers.items()]
+                switch = TimeRangeSwitch(ranges, shapes).to(next(qmodel.parameters()).device)
+                switch.bind(qmodel)
+            switch.record(r)
+        switch.vq_attach(qmodel)  # only now: the hook would load not-yet-recorded rows during the statistics passes
+        qmodel.add_module("vq_timerange", switch)
+        qmodel.vqcore_extra_modules = {**getattr(qmodel, "vqcore_extra_modules", {}), "vq_timerange": switch}
+        calibrate_static_quantizers(qmodel, items)
+        return {"smoothing_alpha": alpha, "timeranges": [list(r) for r in ranges], "smoothed_layers": len(layers),
+                "items_per_range": [len(its) for its in per_range]}
 
 
 @register_method("q-diffusion")
