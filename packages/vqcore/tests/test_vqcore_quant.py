@@ -139,7 +139,8 @@ def test_spec_validation():
 def test_qlinear_integer_weight_reproduces_quantized_weight_and_side_branch():
     torch.manual_seed(0)
     lin = nn.Linear(16, 8)
-    q = QLinear.from_float(lin, QuantSpec(bits=4, granularity="per_channel"), QuantSpec(bits=8, granularity="per_token"))
+    q = QLinear.from_float(lin, QuantSpec(bits=4, granularity="per_channel"),
+                           QuantSpec(bits=8, granularity="per_token"))
     q.set_smooth_scale(torch.rand(16) + 0.5)
     codes, scale, zp = q.integer_weight()
     assert codes.shape == (8, 16) and scale.shape == (8,) and zp.shape == (8,)
