@@ -294,3 +294,35 @@ def test_vidit_q_timestep_ranges_switch_smoothing_and_weight_ranges(cog_calib, t
         vqcore.quantize(model, "vidit-q", w_bits=4, a_bits=6, calib=calib, timeranges=[[0, 50], [51, 1000]])
     with pytest.raises(ValueError, match="overlap"):
         vqcore.quantize(model, "vidit-q", w_bits=4, a_bits=6, calib=calib, timeranges=[[0, 600], [500, 1000]])
+
+
+def test_step_tables_follow_the_call_timestep_and_survive_save_load(tmp_path):
+    from dataclasses import replace
+
+    from vqcore.methods.timerange import attach_step_tables
+    from vqcore.quant import QuantSpec, preset
+
+    model = tiny_unet()
+    cfg = preset("unet", 8, 8)
+    cfg = replace(cfg, weight=QuantSpec(granularity="per_channel", init="minmax"),
+                  act=QuantSpec(granularity="per_tensor", init="minmax", timesteps=3))
+    schedule = [900, 500, 100]
+    calib = [dict(sample=torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(k)), timestep=torch.tensor(t))
+             for k, t in enumerate(schedule)]
+    q = vqcore.quantize(model, "rtn", w_bits=8, a_bits=8, calib=calib, config=cfg)
+    tabled = [m for m in q.modules() if getattr(getattr(m, "spec", None), "timesteps", 0)]
+    assert tabled
+    for m in tabled:  # distinct rows so the selected row shows in the output
+        m.scale = m.scale * torch.tensor([1.0, 2.0, 4.0]).view(3, *([1] * (m.scale.ndim - 1)))
+    attach_step_tables(q, schedule)
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        outs = {t: q(x, t).sample for t in (510, 95)}
+        assert all(m._t == 2 for m in tabled)  # 95 is nearest to 100, the third schedule step
+        assert not torch.equal(outs[510], q(x, 880).sample)
+    vqcore.save(q, tmp_path / "q")
+    loaded = vqcore.load(tmp_path / "q", tiny_unet())
+    with torch.no_grad():
+        assert all(torch.equal(loaded(x, t).sample, outs[t]) for t in (510, 95))
+    with pytest.raises(ValueError, match="rows"):
+        attach_step_tables(q, [900, 100])

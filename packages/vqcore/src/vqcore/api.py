@@ -22,7 +22,7 @@ from commons.io import load_checkpoint, load_json, save_checkpoint
 
 from .calib.capture import CalibrationSet
 from .calib.stats import root_items
-from .methods import get_method
+from .methods import get_method, list_methods
 from .quant.modules import MODULE_TYPES, QuantModule, register_module_type
 from .quant.prepare import QuantConfig, prepare, quantized_layers
 from .quant.quantizer import UniformQuantizer
@@ -201,6 +201,12 @@ def save(qmodel: nn.Module, directory: str | os.PathLike, overwrite: bool = Fals
     return directory
 
 
+def _sub_descs(config: dict) -> list[dict]:
+    descs = [d for layer in config.get("layers", {}).values() for d in (layer.get("weight_adapter"),
+                                                                        layer.get("side_branch")) if d]
+    return descs + list(config.get("extra_modules", {}).values())
+
+
 def load(directory: str | os.PathLike, model: nn.Module) -> nn.Module:
     """Rebuild a quantized model saved by :func:`save` on a fresh full-precision ``model`` of the same architecture.
 
@@ -212,6 +218,10 @@ def load(directory: str | os.PathLike, model: nn.Module) -> nn.Module:
         raise ValueError(f"{directory} is not a vqcore fake-quant checkpoint (format {config.get('format')!r})")
     if config.get("model_class") != type(model).__name__:
         raise ValueError(f"checkpoint was made from a {config.get('model_class')}, got a {type(model).__name__}")
+    list_methods()  # import every method module so the module types they register (adapters, switches) are known
+    unknown = sorted({d["type"] for d in _sub_descs(config)} - set(MODULE_TYPES))
+    if unknown:
+        raise ValueError(f"{directory} needs module types {unknown} that no imported vqcore method registers")
     qconfig = QuantConfig.from_dict(config["config"])
     qmodel = prepare(model, qconfig)
     layers = quantized_layers(qmodel)

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..quant.modules import QuantModule, register_module_type
 
-__all__ = ["TimeRangeSwitch", "check_timeranges"]
+__all__ = ["TimeRangeSwitch", "check_timeranges", "StepTableSelector", "attach_step_tables"]
 
 
 def check_timeranges(timeranges) -> list[tuple[float, float]]:
@@ -108,3 +108,61 @@ class TimeRangeSwitch(nn.Module):
     @classmethod
     def vq_build(cls, desc: dict) -> TimeRangeSwitch:
         return cls(desc["ranges"], desc["layers"])
+
+
+@register_module_type
+class StepTableSelector(nn.Module):
+    """Inference-time row selection for per-timestep quantizer tables (EfficientDM/MPQ-DM's TALSQ).
+
+    Row ``k`` of every tabled quantizer (``QuantSpec(timesteps=T)``) belongs to the ``k``-th timestep of the sampling
+    schedule ``timesteps`` (the order :func:`vqcore.recon.rollout_distillation` trains them in). A forward pre-hook on
+    the root model picks the row of the schedule timestep nearest to the call's ``timestep``, so a sampler needs no
+    changes. Attach with :func:`attach_step_tables`; ``save``/``load`` keep it.
+    """
+
+    def __init__(self, timesteps: Sequence[float]):
+        super().__init__()
+        ts = [float(t) for t in timesteps]
+        if not ts:
+            raise ValueError("timesteps must be a non-empty sequence of the sampling schedule's timesteps")
+        self.timesteps = ts
+        object.__setattr__(self, "_tabled", [])
+
+    def index_of(self, t: float) -> int:
+        return min(range(len(self.timesteps)), key=lambda k: abs(self.timesteps[k] - t))
+
+    def _pre_hook(self, module, args, kwargs):
+        t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+        if t is None:
+            raise ValueError("a model with per-timestep quantizer tables needs the `timestep` argument in every call")
+        k = self.index_of(float(torch.as_tensor(t).flatten()[0]))
+        for q in self._tabled:
+            q.set_timestep(k)
+
+    def vq_attach(self, model: nn.Module) -> None:
+        tabled = [m for m in model.modules() if getattr(getattr(m, "spec", None), "timesteps", 0)
+                  and hasattr(m, "set_timestep")]
+        if not tabled:
+            raise ValueError("the model has no per-timestep quantizer tables (QuantSpec(timesteps=T))")
+        wrong = sorted({m.spec.timesteps for m in tabled} - {len(self.timesteps)})
+        if wrong:
+            raise ValueError(f"quantizer tables have {wrong} rows but the schedule has {len(self.timesteps)} timesteps")
+        object.__setattr__(self, "_tabled", tabled)
+        model.register_forward_pre_hook(self._pre_hook, with_kwargs=True)
+
+    def vq_describe(self) -> dict:
+        return {"type": "StepTableSelector", "timesteps": self.timesteps}
+
+    @classmethod
+    def vq_build(cls, desc: dict) -> StepTableSelector:
+        return cls(desc["timesteps"])
+
+
+def attach_step_tables(qmodel: nn.Module, timesteps: Sequence[float]) -> StepTableSelector:
+    """Make ``qmodel`` select its per-timestep quantizer rows from the call's timestep (see :class:`StepTableSelector`);
+    registered as the extra module ``vq_step_tables`` so ``vqcore.save``/``load`` keep it."""
+    selector = StepTableSelector([float(t) for t in timesteps])
+    selector.vq_attach(qmodel)
+    qmodel.add_module("vq_step_tables", selector)
+    qmodel.vqcore_extra_modules = {**getattr(qmodel, "vqcore_extra_modules", {}), "vq_step_tables": selector}
+    return selector
