@@ -37,8 +37,9 @@ overview figure and equations are the spec; every choice they leave open is name
 3. **Quantizer and learnable parameters** (not published; chosen after the authors' Q-VDiT code): the ViDiT-Q-style
    start point of :mod:`vqcore.methods.baselines` (per-channel weights with Q-VDiT's clipping-grid range search,
    dynamic per-token asymmetric activations, channel balancing α = 0.11 at ≤ 4-bit W or ≤ 6-bit A, the ``dit``
-   preset's W8A8 MLPs at those settings), then per block: LSQ-learnable weight Δ (lr 1e-4) and a rank-``lora_rank``
-   LoRA added *inside* the weight quantizer (:class:`QuantLoRA`, lr 1e-3; it merges into the integer weight, so
+   preset's W8A8 MLPs at those settings), then per block: LSQ-learnable weight Δ (lr 1e-6, the authors' Q-VDiT value)
+   and a rank-``lora_rank`` LoRA added *inside* the weight quantizer (:class:`QuantLoRA`, lr 1e-4; it merges into the
+   integer weight, so
    :func:`vqcore.convert` exports it at no cost). Iterations: ``iters`` per block (default 200; the benchmark's quick
    setting passes 20) — scaled down from the thousands the authors' prior code uses, for small models.
 """
@@ -421,7 +422,7 @@ class S2QVDiT(Method):
             weights = [cache[name][id(it)] for it in batch]
             return {"token_weights": _stack_weights(weights, getattr(batch[0], "rows", 1))}
 
-        lrs = lrs or {"weight_scale": 1e-4, "adapters": 1e-3}
+        lrs = lrs or {"weight_scale": 1e-6, "adapters": 1e-4}
         cfg = ReconConfig(iters=iters, batch_size=batch_size, lrs=lrs, weight_decay=0.0, seed=seed,
                           checkpoint=checkpoint, progress=progress)
         history = block_reconstruction(qmodel, blocks, subset.items, cfg, [TokenWeightedMSETerm()], context_fn=context)
