@@ -73,6 +73,8 @@ def tiny_latte_pipeline(seed: int = 0, num_frames: int = 4, sample_size: int = 8
         activation_fn="gelu-approximate", num_embeds_ada_norm=1000, norm_type="ada_norm_single",
         norm_elementwise_affine=False, norm_eps=1e-6, caption_channels=32, video_length=num_frames)
     scheduler = DDIMScheduler(beta_schedule="linear", clip_sample=False)
+    for module in (text_encoder, vae, transformer):  # constructed modules start in train mode (T5 dropout)
+        module.eval()
     pipe = LattePipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
                          scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
