@@ -1,5 +1,5 @@
 """clfreq: continual learning — PrePrompt (prompt-based class-incremental learning on a frozen ViT) with the L2P
-baseline; CLFD and FDINet (frequency-domain rehearsal add-ons) are planned (see the README's status table)."""
+baseline; rehearsal methods (ER, DER++, ER-ACE) with the CLFD and FDINet frequency-domain plugins."""
 
 __version__ = "0.1.0"
 
@@ -15,8 +15,30 @@ from .prompt import (  # noqa: E402
     run_stream,
     split_digits_tasks,
 )
+from .rehearsal import (  # noqa: E402
+    CLFD,
+    ER,
+    ERACE,
+    Benchmark,
+    CLFDNet,
+    DERpp,
+    FDINet,
+    FDINetPlugin,
+    ReservoirBuffer,
+    ResNet18,
+    create_method,
+    haar_dwt,
+    list_methods,
+    split_cifar,
+    split_digits,
+    split_tinyimagenet,
+    train_continual,
+)
 
 __all__ = [
+    "CLFD", "ER", "ERACE", "FDINet", "Benchmark", "CLFDNet", "DERpp", "FDINetPlugin", "ReservoirBuffer", "ResNet18",
+    "create_method", "haar_dwt", "list_methods", "split_cifar", "split_digits", "split_tinyimagenet",
+    "train_continual",
     "__version__",
     "PrePrompt",
     "PrePromptConfig",
