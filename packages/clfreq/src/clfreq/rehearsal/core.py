@@ -85,7 +85,8 @@ class ReservoirBuffer:
 class Rehearsal:
     """Base rehearsal method (mammoth ``ContinualModel``): plain SGD, minibatch replay of ``minibatch`` samples.
 
-    Subclasses define :meth:`loss`. A plugin (CLFD, FDINet) changes :meth:`build_net`, the buffer capacity and the hooks.
+    Subclasses define :meth:`loss`. A plugin (CLFD, FDINet) changes :meth:`build_net`, the buffer capacity and the
+    hooks.
     """
 
     name = "base"
@@ -343,7 +344,8 @@ def list_methods() -> list[str]:
 
 # mammoth best args (utils/best_args.py; notes §1.6): plain SGD, batch 32, 50 epochs (Tiny ER/DER++ 100)
 BEST_ARGS = {
-    ("split-cifar10", 50): {"er": {"lr": 0.1}, "der++": {"lr": 0.03, "alpha": 0.1, "beta": 0.5}, "er-ace": {"lr": 0.03}},
+    ("split-cifar10", 50): {"er": {"lr": 0.1}, "der++": {"lr": 0.03, "alpha": 0.1, "beta": 0.5},
+                            "er-ace": {"lr": 0.03}},
     ("split-cifar10", 125): {"er": {"lr": 0.1}, "der++": {"lr": 0.03, "alpha": 0.2, "beta": 0.5},
                              "er-ace": {"lr": 0.03}},
     ("split-tinyimagenet", 50): {"er": {"lr": 0.1}, "der++": {"lr": 0.03, "alpha": 0.1, "beta": 0.5},
@@ -447,7 +449,8 @@ def split_tinyimagenet(root: str | Path, classes_per_task: int = 20, seed: int |
 
     root = Path(root)
     if not (root / "train").is_dir() or not (root / "val" / "val_annotations.txt").is_file():
-        raise ValueError(f"{root} is not a Tiny-ImageNet folder (needs train/<wnid>/images and val/val_annotations.txt)")
+        raise ValueError(f"{root} is not a Tiny-ImageNet folder "
+                         "(needs train/<wnid>/images and val/val_annotations.txt)")
     wnids = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
     index = {w: i for i, w in enumerate(wnids)}
     tr = [(Image.open(f).convert("RGB"), index[w]) for w in wnids for f in sorted((root / "train" / w / "images")

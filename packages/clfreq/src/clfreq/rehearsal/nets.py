@@ -112,7 +112,7 @@ class FrequencyEncoder(nn.Module):
 
 
 def kwta(h: torch.Tensor, keep: float) -> torch.Tensor:
-    """k-winners-take-all per sample: keep the ``int(keep·D)`` largest-|h| units, zero the rest (CLFD ``get_kvalue``)."""
+    """k-winners-take-all per sample: keep the ``int(keep·D)`` largest-|h| units, zero the rest (CLFD get_kvalue)."""
     k = int(keep * h.shape[1])
     if k >= h.shape[1]:
         return h

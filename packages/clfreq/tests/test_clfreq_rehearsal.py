@@ -1,0 +1,149 @@
+"""Rehearsal core, CLFD and FDINet: buffer statistics, DWT parity, selection masks, learning, errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from clfreq import (
+    CLFD,
+    ER,
+    CLFDNet,
+    DERpp,
+    FDINet,
+    ReservoirBuffer,
+    ResNet18,
+    create_method,
+    haar_dwt,
+    split_digits,
+    train_continual,
+)
+from clfreq.rehearsal import kwta
+
+
+def _tiny(bench, n_tasks=2, n=60):
+    bench.train = [(x[:n], y[:n]) for x, y in bench.train[:n_tasks]]
+    bench.test = bench.test[:n_tasks]
+    return bench
+
+
+def test_reservoir_is_uniform():
+    # 200 streams of 100 items into a 10-slot buffer: each item kept with p = 0.1; chi-square over positions
+    counts = np.zeros(100)
+    for s in range(200):
+        buf = ReservoirBuffer(10, seed=s)
+        buf.add(examples=torch.arange(100.0)[:, None], labels=torch.arange(100))
+        counts[buf.data["labels"].numpy()] += 1
+    expected = 200 * 10 / 100
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    from scipy.stats import chi2 as chi2_dist
+
+    assert chi2_dist.sf(chi2, df=99) > 0.01, chi2
+    # early and late items are equally likely (non-uniform schemes such as FIFO fail this)
+    assert abs(counts[:50].sum() - counts[50:].sum()) < 0.2 * counts.sum()
+
+
+def test_buffer_errors_and_sampling():
+    with pytest.raises(ValueError, match="capacity"):
+        ReservoirBuffer(0)
+    buf = ReservoirBuffer(5)
+    with pytest.raises(ValueError, match="empty"):
+        buf.sample(3)
+    buf.add(examples=torch.zeros(3, 2), labels=torch.arange(3))
+    assert len(buf) == 3 and buf.sample(10)["examples"].shape == (3, 2)
+
+
+def test_dwt_matches_pywavelets():
+    pywt = pytest.importorskip("pywt")
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 6))
+    cA, (cH, cV, cD) = pywt.dwt2(x, "haar")
+    ll, lh, hl, hh = (t.numpy() for t in haar_dwt(torch.tensor(x)))
+    # CLFD order: LL, LH (low rows / high cols = pywt vertical detail), HL (pywt horizontal), HH
+    for ours, ref in ((ll, cA), (lh, cV), (hl, cH), (hh, cD)):
+        np.testing.assert_allclose(ours, ref, atol=1e-12)
+    energy = sum((t ** 2).sum() for t in (ll, lh, hl, hh))
+    assert np.isclose(energy, (x ** 2).sum())
+    with pytest.raises(ValueError, match="even"):
+        haar_dwt(torch.zeros(1, 3, 5, 4))
+
+
+def test_kwta_and_class_mask():
+    h = torch.randn(4, 100)
+    out = kwta(h, 0.6)
+    assert ((out != 0).sum(1) == 60).all()
+    kept = out != 0
+    for i in range(4):  # the kept units are exactly the 60 largest |h|
+        assert set(torch.topk(h[i].abs(), 60).indices.tolist()) == set(kept[i].nonzero().flatten().tolist())
+    net = CLFDNet(4, nf=4).train()
+    d = net.dim
+    net.select_probs[0] = 0.0
+    net.select_probs[0, :5] = 1.0  # class 0 may only use units 0..4
+    z = torch.randn(6, 3, 8, 8)
+    y = torch.zeros(6, dtype=torch.long)
+    net.classify(z, y)
+    assert net.select_counts[0, 5:].sum() == 0 and net.select_counts[0, :5].sum() > 0
+    assert net.select_counts[1:].sum() == 0 and d == 32
+
+
+def test_clfd_schedule_and_freeze():
+    bench = _tiny(split_digits(image_size=8), n_tasks=2, n=64)
+    m = CLFD(ER(lr=0.05, buffer_size=10, nf=4))
+    r = train_continual(m, bench, epochs=3, seed=0)
+    net = m.net
+    assert all(not p.requires_grad for p in net.encoder.parameters())
+    assert m.buffer.capacity == 40  # 4x encoded maps for the same bytes
+    assert m.buffer.data["examples"].shape[1:] == (3, 4, 4)  # 3 channels at half resolution
+    # task-0 classes: units never counted keep probability 0 (the reserved units stay off, notes §1.8)
+    reserved = m.clfd_state["reserved"]
+    assert (net.select_probs[:2, reserved:] == 0).all()
+    assert net.select_probs.min() >= 0 and net.select_probs[:4].max() <= 1 - np.exp(-2) + 1e-6
+    assert len(r["per_task_class_il"]) == 2
+
+
+def test_fdinet_is_smaller_and_runs():
+    host = ResNet18(10, nf=20)
+    f = FDINet(10, nf_low=7, nf_high=7)
+    ratio = (sum(p.numel() for p in f.low.parameters()) + sum(p.numel() for p in f.high.parameters())) / sum(
+        p.numel() for p in host.features.parameters())
+    assert ratio < 0.3
+    assert f(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", ["er", "der++", "er-ace"])
+@pytest.mark.parametrize("plugin", [None, "clfd", "fdinet"])
+def test_each_method_runs_one_epoch(name, plugin):
+    bench = _tiny(split_digits(image_size=8), n_tasks=2, n=40)
+    r = train_continual(create_method(name, plugin=plugin, nf=4, buffer_size=10), bench, epochs=1, seed=0)
+    assert np.isfinite(r["class_il"]) and r["params"] > 0
+
+
+def test_two_tasks_learn_above_chance():
+    bench = _tiny(split_digits(), n_tasks=2, n=300)
+    r = train_continual(DERpp(lr=0.05, buffer_size=50, nf=8), bench, epochs=3, seed=0)
+    final = r["cil_matrix"][1]
+    assert final[0] > 0.4 and final[1] > 0.4, final  # chance over 4 classes = 0.25
+    assert min(r["til_matrix"][1]) > 0.7  # chance within a task = 0.5
+
+
+def test_resume_continues(tmp_path):
+    bench = _tiny(split_digits(image_size=8), n_tasks=2, n=40)
+    train_continual(ER(nf=4, buffer_size=10), bench, epochs=1, seed=0, out_dir=tmp_path)
+    assert (tmp_path / "state.pt").exists()
+    r = train_continual(ER(nf=4, buffer_size=10), bench, epochs=1, seed=0, out_dir=tmp_path, resume=True)
+    assert r["cil_matrix"][1][0] is not None  # matrix restored, nothing left to train
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="method must be one of"):
+        create_method("ewc")
+    with pytest.raises(ValueError, match="plugin"):
+        create_method("er", plugin="wavelet")
+    with pytest.raises(TypeError, match="CLFD wraps"):
+        CLFD(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="already has plugin"):
+        CLFD(CLFD(ER()))
+    with pytest.raises(ValueError, match="lr"):
+        ER(lr=0)
+    with pytest.raises(ValueError, match="epochs"):
+        train_continual(ER(), split_digits(image_size=8), epochs=0)
+    with pytest.raises(ValueError, match="image_size"):
+        split_digits(image_size=7)
