@@ -3,6 +3,9 @@
     clfreq train --method preprompt --benchmark split-digits --epochs 5 --out runs/clfreq/preprompt
     clfreq train --method l2p --benchmark split-cifar100 --data-root ~/data \
         --backbone vit_base_patch16_224.augreg_in21k --hub
+    clfreq train --method der++ --plugin clfd --benchmark split-digits --epochs 5 --out runs/clfreq/clfd-derpp
+    clfreq train --method er --plugin fdinet --benchmark split-cifar10 --data-root ~/data --best-args --out runs/x
+    accelerate launch -m clfreq.cli train --method er --benchmark split-cifar10 --data-root ~/data --accelerate ...
     clfreq list
 
 Runs checkpoint atomically after every task (``<out>/state.pt``) and ``--resume`` continues after the last finished
@@ -19,22 +22,23 @@ from pathlib import Path
 
 import torch
 
-METHODS = ("preprompt", "l2p", "finetune", "joint")
-BENCHMARKS = ("split-digits", "split-cifar100", "imagefolder")
+METHODS = ("preprompt", "l2p", "finetune", "joint", "er", "der++", "er-ace")
+REHEARSAL = ("er", "der++", "er-ace")
+BENCHMARKS = ("split-digits", "split-cifar10", "split-cifar100", "split-tinyimagenet", "imagefolder")
 
 
 def _learner(args, backbone, num_classes: int, num_tasks: int):
     from .prompt import L2P, JointLinearProbe, L2PConfig, PrePrompt, PrePromptConfig, SequentialLinear
 
     if args.method == "preprompt":
-        cfg = PrePromptConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+        cfg = PrePromptConfig(epochs=args.epochs, batch_size=args.batch_size or 24, seed=args.seed,
                               prompt_length=args.prompt_length, feature_translation=not args.no_feature_translation)
         return PrePrompt(backbone, num_classes, num_tasks, cfg, device=args.device)
     if args.method == "l2p":
-        return L2P(backbone, num_classes, L2PConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed),
-                   device=args.device)
+        cfg = L2PConfig(epochs=args.epochs, batch_size=args.batch_size or 24, seed=args.seed)
+        return L2P(backbone, num_classes, cfg, device=args.device)
     cls = SequentialLinear if args.method == "finetune" else JointLinearProbe
-    return cls(backbone, num_classes, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+    return cls(backbone, num_classes, epochs=args.epochs, batch_size=args.batch_size or 24, seed=args.seed,
                device=args.device)
 
 
@@ -57,7 +61,74 @@ def _benchmark(args, image_size: int):
     return train, test, sum(len(t.classes) for t in train)
 
 
+def cmd_train_rehearsal(args) -> int:
+    """Rehearsal methods (ER, DER++, ER-ACE) with an optional CLFD/FDINet plugin; resumable per epoch."""
+    from commons.device import resolve_device
+    from commons.io import save_json
+
+    from .rehearsal import (
+        BEST_ARGS,
+        BEST_EPOCHS,
+        create_method,
+        split_cifar,
+        split_digits,
+        split_tinyimagenet,
+        train_continual,
+    )
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.resume:
+        raise SystemExit(f"--out {out} is not empty; pass --resume to continue that run or choose another folder")
+    if args.benchmark == "split-digits":
+        bench = split_digits(classes_per_task=args.classes_per_task or 2)
+    elif args.data_root is None:
+        raise SystemExit(f"--data-root is required for --benchmark {args.benchmark}")
+    elif args.benchmark in ("split-cifar10", "split-cifar100"):
+        bench = split_cifar(args.data_root, args.benchmark.split("-")[1], args.classes_per_task)
+    elif args.benchmark == "split-tinyimagenet":
+        bench = split_tinyimagenet(args.data_root, args.classes_per_task or 20)
+    else:
+        raise SystemExit(f"--benchmark {args.benchmark} is not available for rehearsal methods")
+    hp = {}
+    if args.best_args:
+        key = (args.benchmark, 50 if args.buffer_size <= 50 else 125)
+        if key not in BEST_ARGS:
+            raise SystemExit(f"no best args for {args.benchmark}; pass --lr etc.")
+        hp = dict(BEST_ARGS[key][args.method])
+        args.epochs = BEST_EPOCHS[args.benchmark]
+    if args.lr is not None:
+        hp["lr"] = args.lr
+    plugin = None if args.plugin == "none" else args.plugin
+    method = create_method(args.method, plugin=plugin, nf=args.nf, buffer_size=args.buffer_size, **hp)
+    backend = None
+    if args.accelerate:
+        from commons.device import TrainingBackend
+
+        backend = TrainingBackend(use_accelerate=True)
+    out.mkdir(parents=True, exist_ok=True)
+    result = train_continual(method, bench, epochs=args.epochs, batch_size=args.batch_size or 32, seed=args.seed,
+                             device=str(resolve_device(args.device)), out_dir=out, resume=args.resume,
+                             progress=not args.no_progress,
+                             backend=backend, on_task_end=lambda t, c, _til: print(
+                                 f"task {t}: Class-IL {c.average_accuracy(t):.3f}", flush=True))
+    save_json(out / "results.json", result)
+    try:
+        from commons.reporting import save_line_plot
+
+        save_line_plot(out / "accuracy.png", {result["method"]: (list(range(1, bench.num_tasks + 1)),
+                                                                  result["per_task_class_il"])},
+                       "tasks seen", "average accuracy (class-IL)", args.benchmark)
+    except ImportError:
+        pass
+    print(json.dumps({k: v for k, v in result.items() if not k.endswith("matrix")}, indent=2))
+    return 0
+
+
 def cmd_train(args) -> int:
+    if args.method in REHEARSAL:
+        return cmd_train_rehearsal(args)
+    if args.plugin != "none":
+        raise SystemExit("--plugin applies to the rehearsal methods (er, der++, er-ace)")
     from commons.device import resolve_device, seed_everything
     from commons.io import load_training_state, save_json, save_training_state
 
@@ -118,7 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--backbone", default="vit-fractal-tiny32", help="shipped name, weights file or timm name (--hub)")
     t.add_argument("--hub", action="store_true", help="download --backbone weights from the timm hub")
     t.add_argument("--epochs", type=int, default=5)
-    t.add_argument("--batch-size", type=int, default=24)
+    t.add_argument("--batch-size", type=int, default=None, help="default 24 (prompt methods) / 32 (rehearsal)")
+    t.add_argument("--plugin", choices=("none", "clfd", "fdinet"), default="none", help="rehearsal methods only")
+    t.add_argument("--nf", type=int, default=8, help="ResNet-18 width for rehearsal (papers: 20; default 8 for CPU)")
+    t.add_argument("--buffer-size", type=int, default=50)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--best-args", action="store_true", help="mammoth best args and epochs for the benchmark")
+    t.add_argument("--accelerate", action="store_true", help="train through accelerate (use with accelerate launch)")
     t.add_argument("--prompt-length", type=int, default=5)
     t.add_argument("--no-feature-translation", action="store_true")
     t.add_argument("--device", default="auto")
