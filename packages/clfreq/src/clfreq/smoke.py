@@ -1,4 +1,4 @@
-"""``python -m clfreq.smoke``: PrePrompt on two tiny tasks with the shipped backbone, in seconds."""
+"""``python -m clfreq.smoke``: PrePrompt and CLFD-ER on two tiny tasks, in seconds."""
 
 from __future__ import annotations
 
@@ -16,6 +16,15 @@ def main() -> None:
     if not result.final_accuracy > 0.25:
         raise RuntimeError(f"PrePrompt smoke run is at chance ({result.final_accuracy:.3f})")
     print(f"clfreq smoke OK: PrePrompt final accuracy {result.final_accuracy:.3f} on 2 tasks")
+
+    from clfreq.rehearsal import CLFD, ER, split_digits, train_continual
+
+    bench = split_digits(image_size=8)
+    bench.train, bench.test = [(x[:80], y[:80]) for x, y in bench.train[:2]], bench.test[:2]
+    r = train_continual(CLFD(ER(lr=0.05, buffer_size=20, nf=4)), bench, epochs=2, seed=0)
+    if not r["task_il"] > 0.6:
+        raise RuntimeError(f"CLFD-ER smoke run is at chance (Task-IL {r['task_il']:.3f})")
+    print(f"clfreq smoke OK: CLFD-ER Class-IL {r['class_il']:.3f}, Task-IL {r['task_il']:.3f} on 2 tasks")
 
 
 if __name__ == "__main__":
