@@ -30,9 +30,29 @@ def run(out_dir: Path) -> DemoSection:
         series[name] = (list(range(1, len(train) + 1)), [t["average_accuracy"] for t in res.per_task])
     plot = save_line_plot(out_dir / "clfreq_prompt_accuracy.png", series, "tasks seen", "average accuracy",
                           "Split Digits 5x2, 2 epochs/task")
+    rehearsal_md, rehearsal_plot = _rehearsal(out_dir)
     best = max(rows, key=lambda r: r["final acc %"])
     body = ("Class-incremental Split Digits (5 tasks x 2 classes, 32x32) on the shipped `vit-fractal-tiny32` backbone "
             "(pre-trained on formula-driven fractals, not ImageNet), 2 epochs per task, seed 0.\n\n"
-            + markdown_table(rows))
-    return DemoSection("clfreq: PrePrompt vs L2P (Split Digits)", body, [plot],
+            + markdown_table(rows) + "\n\n" + rehearsal_md)
+    return DemoSection("clfreq: PrePrompt vs L2P, DER++ vs CLFD/FDINet (Split Digits)", body, [plot, rehearsal_plot],
                        summary=f"best final accuracy: {best['method']} {best['final acc %']:.1f}%")
+
+
+def _rehearsal(out_dir: Path) -> tuple[str, Path]:
+    """DER++ alone / +CLFD / +FDINet on Split Digits 16x16, 2 epochs per task, nf 8, buffer 50, seed 0."""
+    from .rehearsal import create_method, split_digits, train_continual
+
+    bench = split_digits()
+    rows, series = [], {}
+    for plugin in (None, "clfd", "fdinet"):
+        r = train_continual(create_method("der++", plugin=plugin, nf=8, buffer_size=50), bench, epochs=2, seed=0)
+        rows.append({"method": r["method"], "Class-IL %": 100 * r["class_il"], "Task-IL %": 100 * r["task_il"],
+                     "forgetting %": 100 * r["forgetting"], "train s": r["train_seconds"],
+                     "backbone params": r["backbone_params"]})
+        series[r["method"]] = (list(range(1, bench.num_tasks + 1)), r["per_task_class_il"])
+    plot = save_line_plot(out_dir / "clfreq_rehearsal_accuracy.png", series, "tasks seen", "average Class-IL accuracy",
+                          "Split Digits 5x2 (16x16), 2 epochs/task")
+    md = ("Rehearsal: DER++ (lr 0.03, alpha 0.1, beta 0.5, buffer 50) alone, with CLFD and with the FDINet-style net, "
+          "ResNet-18 nf 8, seed 0:\n\n" + markdown_table(rows))
+    return md, plot
