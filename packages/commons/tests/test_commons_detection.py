@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from commons.metrics.detection import average_precision, iou_3d, iou_bev, match_detections
+
+
+def test_iou_identical_and_disjoint():
+    b = np.array([[0, 0, 0, 4, 2, 1.5, 0.3]])
+    assert iou_bev(b, b)[0, 0] == pytest.approx(1.0)
+    assert iou_3d(b, b)[0, 0] == pytest.approx(1.0)
+    far = b.copy()
+    far[0, 0] = 50
+    assert iou_bev(b, far)[0, 0] == 0.0
+
+
+def test_iou_hand_computed_shift_and_rotation():
+    a = np.array([[0, 0, 0, 2, 2, 2, 0.0]])
+    b = np.array([[1, 0, 0, 2, 2, 2, 0.0]])  # overlap 1x2 = 2, union 6
+    assert iou_bev(a, b)[0, 0] == pytest.approx(2 / 6)
+    c = np.array([[0, 0, 1, 2, 2, 2, 0.0]])  # height overlap 1 -> inter 4, union 12
+    assert iou_3d(a, c)[0, 0] == pytest.approx(4 / 12)
+    # unit square rotated 45 deg about its centre: intersection octagon area 2*(sqrt2-1)
+    s = np.array([[0, 0, 0, 1, 1, 1, 0.0]])
+    r = np.array([[0, 0, 0, 1, 1, 1, np.pi / 4]])
+    inter = 2 * (np.sqrt(2) - 1)
+    assert iou_bev(s, r)[0, 0] == pytest.approx(inter / (2 - inter), rel=1e-9)
+
+
+def test_ap_hand_computed():
+    # perfect detections -> 1
+    assert average_precision([1, 1, 1, 1], 4) == pytest.approx(1.0)
+    # TP, FP, TP with 2 GT: recall 0.5 at precision 1, recall 1 at precision 2/3
+    ap40 = average_precision([1, 0, 1], 2, "R40")
+    assert ap40 == pytest.approx((20 * 1.0 + 20 * (2 / 3)) / 40)
+    ap11 = average_precision([1, 0, 1], 2, "R11")
+    assert ap11 == pytest.approx((6 * 1.0 + 5 * (2 / 3)) / 11)
+    # half the GT never found
+    assert average_precision([1], 2, "R40") == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        average_precision([1], 2, "R7")
+
+
+def test_matching_one_gt_per_detection():
+    ious = np.array([[0.9], [0.8]])
+    tp, s = match_detections([0.5, 0.9], ious, 0.7)
+    assert tp.tolist() == [True, False] and s.tolist() == [0.9, 0.5]
