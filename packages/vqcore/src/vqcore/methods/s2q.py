@@ -35,9 +35,10 @@ overview figure and equations are the spec; every choice they leave open is name
    unweighted per-token MSE (λ ≡ 1).
 
 3. **Quantizer and learnable parameters** (not published; chosen after the authors' Q-VDiT code): the ViDiT-Q-style
-   start point of :mod:`vqcore.methods.baselines` (per-channel weights with Q-VDiT's clipping-grid range search,
-   dynamic per-token asymmetric activations, channel balancing α = 0.11 at ≤ 4-bit W or ≤ 6-bit A, the ``dit``
-   preset's W8A8 MLPs at those settings), then per block: LSQ-learnable weight Δ (lr 1e-6, the authors' Q-VDiT value)
+   start point of :mod:`vqcore.methods.baselines` (per-channel min-max weights — ``weight_init="grid_lp"`` gives
+   Q-VDiT's clipping-grid search, which measured worse on the zoo DiT at W4A6 — dynamic per-token asymmetric
+   activations, channel balancing α = 0.11 at ≤ 4-bit W or ≤ 6-bit A, the ``dit`` preset's
+   W8A8 MLPs at those settings), then per block: LSQ-learnable weight Δ (lr 1e-6, the authors' Q-VDiT value)
    and a rank-``lora_rank`` LoRA added *inside* the weight quantizer (:class:`QuantLoRA`, lr 1e-4; it merges into the
    integer weight, so
    :func:`vqcore.convert` exports it at no cost). Iterations: ``iters`` per block (default 200; the benchmark's quick
@@ -365,11 +366,11 @@ class S2QVDiT(Method):
     needs_calibration = True
     kinds = ("dit",)
 
-    def default_config(self, kind, w_bits, a_bits, **options):
+    def default_config(self, kind, w_bits, a_bits, weight_init: str = "minmax", **options):
         if kind != "dit":
             logger.warning("s2q-vdit is a method for video DiTs; using its DiT recipe on a %s", kind)
         cfg = preset("dit", w_bits, a_bits)
-        return replace(cfg, weight=QuantSpec(granularity="per_channel", init="grid_lp"),
+        return replace(cfg, weight=QuantSpec(granularity="per_channel", init=weight_init),
                        act=QuantSpec(granularity="per_token", init="minmax"))
 
     def run(self, qmodel, fp_model, config, calib, iters: int = 200, batch_size: int = 4,
