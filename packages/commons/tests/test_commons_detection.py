@@ -44,3 +44,14 @@ def test_matching_one_gt_per_detection():
     ious = np.array([[0.9], [0.8]])
     tp, s = match_detections([0.5, 0.9], ious, 0.7)
     assert tp.tolist() == [True, False] and s.tolist() == [0.9, 0.5]
+
+
+def test_kitti_difficulty_mask_nested_levels():
+    from commons.metrics.detection import kitti_difficulty_mask
+
+    h, occ, tr = [50, 30, 30, 20], [0, 1, 2, 0], [0.0, 0.2, 0.4, 0.0]
+    assert kitti_difficulty_mask(h, occ, tr, "easy").tolist() == [True, False, False, False]
+    assert kitti_difficulty_mask(h, occ, tr, "moderate").tolist() == [True, True, False, False]
+    assert kitti_difficulty_mask(h, occ, tr, "hard").tolist() == [True, True, True, False]
+    with pytest.raises(ValueError):
+        kitti_difficulty_mask(h, occ, tr, "extreme")

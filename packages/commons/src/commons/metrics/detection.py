@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["box_corners_bev", "polygon_area", "iou_bev", "iou_3d", "average_precision", "match_detections"]
+__all__ = [
+    "box_corners_bev",
+    "polygon_area",
+    "iou_bev",
+    "iou_3d",
+    "average_precision",
+    "match_detections",
+    "kitti_difficulty_mask",
+]
 
 
 def box_corners_bev(box: np.ndarray) -> np.ndarray:
@@ -129,3 +137,17 @@ def average_precision(tp_flags, num_gt: int, points: str = "R40") -> float:
     grid = np.linspace(1 / 40, 1.0, 40) if points == "R40" else np.linspace(0.0, 1.0, 11)
     vals = [precision[recall >= r - 1e-12].max() if np.any(recall >= r - 1e-12) else 0.0 for r in grid]
     return float(np.mean(vals))
+
+
+# KITTI benchmark thresholds: minimum 2D box height (px), maximum occlusion level, maximum truncation.
+_DIFFICULTY = {"easy": (40.0, 0, 0.15), "moderate": (25.0, 1, 0.30), "hard": (25.0, 2, 0.50)}
+
+
+def kitti_difficulty_mask(bbox_height, occluded, truncated, difficulty: str) -> np.ndarray:
+    """Boolean mask of the ground-truth boxes counted at a KITTI difficulty ("easy", "moderate", "hard");
+    as in KITTI, each level includes the easier ones."""
+    if difficulty not in _DIFFICULTY:
+        raise ValueError(f"difficulty must be one of {sorted(_DIFFICULTY)}, got {difficulty!r}")
+    min_h, max_occ, max_trunc = _DIFFICULTY[difficulty]
+    h = np.asarray(bbox_height, dtype=np.float64)
+    return (h >= min_h) & (np.asarray(occluded) <= max_occ) & (np.asarray(truncated, dtype=np.float64) <= max_trunc)
