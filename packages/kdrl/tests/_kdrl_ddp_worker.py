@@ -26,3 +26,4 @@ rows = backend.gather(torch.stack([agent.sum(), agent.abs().sum(), student.sum()
 if backend.is_main_process:
     with open(sys.argv[1], "w") as f:
         json.dump({"rows": rows.tolist(), "world": backend.num_processes, "updates": strategy.updates}, f)
+backend.close()  # tear the gloo group down before exit (otherwise the process can abort at shutdown)

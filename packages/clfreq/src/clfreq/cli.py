@@ -121,6 +121,8 @@ def cmd_train_rehearsal(args) -> int:
     except ImportError:
         pass
     print(json.dumps({k: v for k, v in result.items() if not k.endswith("matrix")}, indent=2))
+    if backend is not None:
+        backend.close()
     return 0
 
 

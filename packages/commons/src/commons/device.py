@@ -231,6 +231,26 @@ class TrainingBackend:
         if self._accelerator is not None:
             self._accelerator.wait_for_everyone()
 
+    def close(self) -> None:
+        """Finish a distributed run: barrier, then tear the process group down.
+
+        Without this, a process that exits while gloo/NCCL threads are alive can abort with
+        ``terminate called without an active exception``. Safe to call twice and when single-process.
+        """
+        if self._accelerator is None:
+            return
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            self._accelerator.wait_for_everyone()
+            dist.destroy_process_group()
+
+    def __enter__(self) -> TrainingBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def __repr__(self) -> str:
         return (f"TrainingBackend(device={self.device}, processes={self.num_processes}, "
                 f"mixed_precision={self.mixed_precision!r}, accelerate={self.uses_accelerate})")

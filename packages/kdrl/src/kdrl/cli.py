@@ -126,6 +126,7 @@ def _train(args) -> int:
                    "final_logit_weights": history["epochs"][-1]["logit_weights"], "run_dir": str(run_dir)})
     if backend.is_main_process:
         print(json.dumps(report, indent=2))
+    backend.close()
     return 0
 
 
