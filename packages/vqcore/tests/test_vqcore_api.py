@@ -206,6 +206,27 @@ def test_cli_lists_methods(capsys):
     assert {"rtn", "vidit-q", "q-diffusion"} <= set(out)
 
 
+def test_cli_bench_forwards_its_options_to_the_zoo_benchmark(capsys, monkeypatch, tmp_path):
+    import vqcore.zoo.bench as bench
+    from vqcore.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--help"])
+    assert exc.value.code == 0 and "--kinds" in capsys.readouterr().out
+    seen = {}
+
+    def fake_run(preset, device, seed, kinds, methods, out):
+        seen.update(preset=preset, device=device, kinds=kinds, methods=methods)
+        (out / "results.md").parent.mkdir(parents=True, exist_ok=True)
+        (out / "results.md").write_text("table\n")
+        return {"sanity": {"image": {"fp_accuracy_ok": True, "rtn_lowest_clearly_worse": False}}}
+
+    monkeypatch.setattr(bench, "run_benchmark", fake_run)
+    rc = main(["bench", "--quick", "--kinds", "image", "--methods", "rtn,mpq-dm", "--out", str(tmp_path)])
+    assert seen == {"preset": "quick", "device": "cpu", "kinds": ("image",), "methods": ["rtn", "mpq-dm"]}
+    assert rc == 1  # a failed sanity bar is the exit status
+
+
 def test_rollout_distillation_follows_the_fp_trajectory_and_lowers_eps_error():
     from diffusers import DDIMScheduler
 

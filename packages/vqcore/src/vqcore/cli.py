@@ -90,6 +90,11 @@ def cmd_convert(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # forwarded whole, so `vqcore bench --help` shows the benchmark's own options
+        from .zoo.bench import main as bench_main
+
+        return bench_main(argv[1:])
     parser = argparse.ArgumentParser(prog="vqcore", description="Post-training quantization of diffusion models.")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -116,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--class", dest="model_class", default=None)
     c.add_argument("--out", required=True)
     c.set_defaults(fn=cmd_convert)
+
+    sub.add_parser("bench", add_help=False,
+                   help="quality benchmark on the model zoo (same options as tools/bench/vqcore_quality.py; "
+                        "`vqcore bench --help`)")
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
