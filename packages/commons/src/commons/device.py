@@ -138,7 +138,7 @@ class TrainingBackend:
 
     Args:
         mixed_precision: ``"no"``, ``"bf16"`` or ``"fp16"``.
-        cpu: force the CPU even when a GPU is present.
+        cpu: force the CPU even when a GPU is present (a host without CUDA always runs on CPU processes).
         device: explicit device for the single-process fallback (ignored under accelerate, which owns placement).
         use_accelerate: ``None`` (use it if installed), ``True`` (require it) or ``False`` (never).
     """
@@ -163,7 +163,10 @@ class TrainingBackend:
                         "use_accelerate=True needs the 'accelerate' package: pip install 'commons[accel]'"
                     ) from None
             else:
-                self._accelerator = accelerate.Accelerator(mixed_precision=mixed_precision, cpu=cpu)
+                # on a host without CUDA, accelerate only shards over CPU processes (torchrun / accelerate launch)
+                # with cpu=True; otherwise every process would run the whole job alone
+                self._accelerator = accelerate.Accelerator(mixed_precision=mixed_precision,
+                                                           cpu=cpu or not torch.cuda.is_available())
         if self._accelerator is None:
             dev = torch.device("cpu") if cpu else resolve_device(device or "auto")
             self._state = _SingleProcessState(dev, mixed_precision)
