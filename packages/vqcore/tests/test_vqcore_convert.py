@@ -300,3 +300,82 @@ def test_convert_real_qlinear_refusals_and_non_strict(caplog):
         asym_group[0].quantized_weight()
     with pytest.raises(ValueError, match="per-group"):
         convert(asym_group)
+
+
+def _timerange_net():
+    """Two real QLinears, the first switched per timestep range by a ViDiT-Q ``TimeRangeSwitch`` (as
+    ``vidit-q(timeranges=...)`` builds it), the second plain."""
+    from vqcore.methods.timerange import TimeRangeSwitch
+    from vqcore.quant import QLinear, QuantSpec
+
+    torch.manual_seed(0)
+    wspec, aspec = QuantSpec(bits=4, granularity="per_channel"), QuantSpec(bits=8, granularity="per_token")
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = QLinear.from_float(nn.Linear(128, 64), wspec, aspec)
+            self.b = QLinear.from_float(nn.Linear(64, 32), wspec, aspec)
+
+        def forward(self, x, timestep):
+            return self.b(self.a(x))
+
+    net = Net()
+    with torch.no_grad():
+        net.a.set_smooth_scale(torch.ones(128))
+        net.a.quantized_weight()
+        net.b.quantized_weight()
+        wq = net.a.weight_quantizer
+        shapes = [("a", {"s": [2, 128], "ws": [2, *wq.scale.shape], "wz": [2, *wq.zero_point.shape]})]
+        sw = TimeRangeSwitch([[0, 500], [501, 1000]], shapes)
+        sw.bind(net)
+        sw.record(0)
+        net.a.set_smooth_scale(torch.rand(128) + 0.5)
+        net.a.weight_quantizer.initialized = False
+        net.a.quantized_weight()
+        sw.record(1)
+    sw.vq_attach(net)
+    net.add_module("vq_timerange", sw)
+    return net
+
+
+def test_convert_refuses_vidit_q_time_ranges(caplog):
+    net = _timerange_net()
+    x = torch.randn(4, 128)
+    with torch.no_grad():
+        y0, y1 = net(x, timestep=100), net(x, timestep=900)
+    assert _rel(y0, y1) > 1e-3  # the two ranges really differ: freezing one would be wrong
+    with pytest.raises(ValueError, match=r"^a: .*2 vidit-q time ranges"):
+        convert(net)
+    assert not isinstance(net.a, QLinearInt) and not isinstance(net.b, QLinearInt)  # nothing swapped
+    with caplog.at_level("WARNING"):
+        convert(net, strict=False)
+    assert not isinstance(net.a, QLinearInt) and isinstance(net.b, QLinearInt)
+    assert "time ranges" in caplog.text
+    with torch.no_grad():  # the kept layer still switches: outputs follow the timestep again
+        assert _rel(net(x, timestep=100), y0) < 1e-4 and _rel(net(x, timestep=900), y1) < 1e-4
+
+
+def test_convert_refuses_per_timestep_step_tables():
+    from vqcore.methods.timerange import attach_step_tables
+    from vqcore.quant import QLinear, QuantSpec
+
+    torch.manual_seed(0)
+    w_table = QuantSpec(bits=4, granularity="per_channel", timesteps=3)
+    net = nn.Sequential(QLinear.from_float(nn.Linear(64, 32), QuantSpec(bits=4, granularity="per_channel"),
+                                           QuantSpec(bits=8, granularity="per_token")),
+                        QLinear.from_float(nn.Linear(32, 16), w_table, QuantSpec(bits=8, granularity="per_token")))
+    with torch.no_grad():
+        net[0].quantized_weight()
+        net[1].weight_quantizer.calibrate(net[1].weight)
+    attach_step_tables(net, [999.0, 500.0, 1.0])
+    with pytest.raises(ValueError, match=r"^1: weight_quantizer has a per-timestep step table \(3 rows"):
+        convert(net)
+    assert not isinstance(net[0], QLinearInt)
+    convert(net, strict=False)
+    assert isinstance(net[0], QLinearInt) and not isinstance(net[1], QLinearInt)
+    # a static activation table is named as a step table too (not only as "static")
+    act_table = nn.Sequential(QLinear.from_float(nn.Linear(64, 32), QuantSpec(bits=4, granularity="per_channel"),
+                                                 QuantSpec(bits=8, granularity="per_tensor", timesteps=2)))
+    with pytest.raises(ValueError, match=r"^0: input_quantizer has a per-timestep step table \(2 rows"):
+        convert(act_table)

@@ -12,6 +12,11 @@ What converts (and what is refused, with the reason):
   (asymmetric costs one epilogue term ``−zp_x·Σ_k ŵ``; the fast kernels of the literature use symmetric int8
   activations, both run on the int8 tensor cores here). Static / per-tensor activation quantizers and weight-only
   layers are refused (:class:`Unsupported`), or kept fake-quant with ``strict=False``.
+* timestep-dependent quantization is refused (:class:`Unsupported`, or kept fake-quant with ``strict=False``): layers
+  switched by vidit-q ``timeranges`` (``methods.timerange.TimeRangeSwitch``: one smoothing vector and weight range per
+  timestep range) and layers whose quantizers carry per-timestep step tables (``QuantSpec(timesteps=T)``, selected by
+  ``StepTableSelector``). An integer layer holds one set of codes and scales; converting would silently keep the
+  row selected last.
 * optional smoothing scale ``s`` (y = Q(x/s)·Q(W·s)ᵀ): the division ``x / s`` is fused into the activation quantizer;
   the fake-quant weight codes already include ``·s``.
 * optional low-rank side branch ``up(down(·))`` (rank ≤ 64) on ``x̂`` or ``x / s``: ``t = ·downᵀ`` is a thin GEMM,
@@ -326,6 +331,33 @@ def _linear_weight(sub) -> torch.Tensor:
     return w.detach()
 
 
+def _time_dependent_layers(qmodel: nn.Module) -> dict[str, str]:
+    """Layers whose quantization parameters change with the diffusion timestep, with the reason: the integer layers
+    hold one set of codes/scales, so converting them would silently freeze the row selected last."""
+    found: dict[str, str] = {}
+    for sw_name, sw in qmodel.named_modules():
+        names = getattr(sw, "layer_shapes", None)
+        ranges = getattr(sw, "ranges", None)
+        if type(sw).__name__ == "TimeRangeSwitch" and isinstance(names, dict):
+            where = sw_name or "the model"
+            for lname in names:
+                found[lname] = (f"quantized with {len(ranges or ())} vidit-q time ranges {list(map(list, ranges or ()))} "
+                                f"(smoothing vector and weight range switched per timestep by {where}); the integer "
+                                "layer holds one set — converting would silently keep the range selected last")
+    for name, mod in qmodel.named_modules():
+        if name in found:
+            continue
+        for role in ("weight_quantizer", "input_quantizer"):
+            q = getattr(mod, role, None)
+            t = int(getattr(getattr(q, "spec", None), "timesteps", 0) or 0)
+            if t:
+                found[name] = (f"{role} has a per-timestep step table ({t} rows, QuantSpec(timesteps={t}), selected "
+                               "by StepTableSelector); the integer layer holds one set — converting would silently "
+                               "keep the row selected last")
+                break
+    return found
+
+
 def _convert_one(name: str, mod: nn.Module) -> QLinearInt:
     wq = mod.weight_quantizer
     aq = getattr(mod, "input_quantizer", None)
@@ -392,7 +424,8 @@ def convert(qmodel: nn.Module, *, skip: tuple[str, ...] = (), strict: bool = Tru
     ``weight_quantizer``, ``input_quantizer``, ``integer_weight()``) by a :class:`QLinearInt`, in place, and return the
     model. Layers named in ``skip`` and layers whose weights are not quantized stay as they are; convolutions are not
     converted. A layer the kernels cannot run (static/per-tensor or no activation quantization, asymmetric per-group
-    weights, unsupported group size, a side branch that is not plain low-rank) raises :class:`Unsupported` (a
+    weights, unsupported group size, a side branch that is not plain low-rank, timestep-dependent quantization: vidit-q
+    ``timeranges`` (``TimeRangeSwitch``) or per-timestep step tables (``QuantSpec(timesteps=T)``)) raises :class:`Unsupported` (a
     ``ValueError`` naming the layer) before anything is swapped — or, with ``strict=False``, stays fake-quant with a
     logged warning."""
     if not isinstance(qmodel, nn.Module):
@@ -400,10 +433,13 @@ def convert(qmodel: nn.Module, *, skip: tuple[str, ...] = (), strict: bool = Tru
     if _is_fake_quant_linear(qmodel):
         raise ValueError("qmodel is itself a single quantized layer; wrap it in a container module to convert it")
     new: dict[str, QLinearInt] = {}
+    timed = _time_dependent_layers(qmodel)
     for name, mod in qmodel.named_modules():
         if not name or name in skip or not _is_fake_quant_linear(mod) or not _weight_is_quantized(mod):
             continue
         try:
+            if name in timed:
+                raise Unsupported(f"{name}: {timed[name]}")
             new[name] = _convert_one(name, mod)  # validate every layer before swapping any
         except Unsupported as e:
             if strict:
