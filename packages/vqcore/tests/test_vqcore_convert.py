@@ -362,9 +362,12 @@ def test_convert_refuses_per_timestep_step_tables():
 
     torch.manual_seed(0)
     w_table = QuantSpec(bits=4, granularity="per_channel", timesteps=3)
-    net = nn.Sequential(QLinear.from_float(nn.Linear(64, 32), QuantSpec(bits=4, granularity="per_channel"),
-                                           QuantSpec(bits=8, granularity="per_token")),
-                        QLinear.from_float(nn.Linear(32, 16), w_table, QuantSpec(bits=8, granularity="per_token")))
+    net = nn.Sequential(
+        QLinear.from_float(
+            nn.Linear(64, 32), QuantSpec(bits=4, granularity="per_channel"), QuantSpec(bits=8, granularity="per_token")
+        ),
+        QLinear.from_float(nn.Linear(32, 16), w_table, QuantSpec(bits=8, granularity="per_token")),
+    )
     with torch.no_grad():
         net[0].quantized_weight()
         net[1].weight_quantizer.calibrate(net[1].weight)
@@ -375,7 +378,12 @@ def test_convert_refuses_per_timestep_step_tables():
     convert(net, strict=False)
     assert isinstance(net[0], QLinearInt) and not isinstance(net[1], QLinearInt)
     # a static activation table is named as a step table too (not only as "static")
-    act_table = nn.Sequential(QLinear.from_float(nn.Linear(64, 32), QuantSpec(bits=4, granularity="per_channel"),
-                                                 QuantSpec(bits=8, granularity="per_tensor", timesteps=2)))
+    act_table = nn.Sequential(
+        QLinear.from_float(
+            nn.Linear(64, 32),
+            QuantSpec(bits=4, granularity="per_channel"),
+            QuantSpec(bits=8, granularity="per_tensor", timesteps=2),
+        )
+    )
     with pytest.raises(ValueError, match=r"^0: input_quantizer has a per-timestep step table \(2 rows"):
         convert(act_table)

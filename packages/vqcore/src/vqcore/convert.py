@@ -340,10 +340,13 @@ def _time_dependent_layers(qmodel: nn.Module) -> dict[str, str]:
         ranges = getattr(sw, "ranges", None)
         if type(sw).__name__ == "TimeRangeSwitch" and isinstance(names, dict):
             where = sw_name or "the model"
+            rl = [list(r) for r in ranges or ()]
             for lname in names:
-                found[lname] = (f"quantized with {len(ranges or ())} vidit-q time ranges {list(map(list, ranges or ()))} "
-                                f"(smoothing vector and weight range switched per timestep by {where}); the integer "
-                                "layer holds one set — converting would silently keep the range selected last")
+                found[lname] = (
+                    f"quantized with {len(rl)} vidit-q time ranges {rl} (smoothing vector and weight "
+                    f"range switched per timestep by {where}); the integer layer holds one set — "
+                    "converting would silently keep the range selected last"
+                )
     for name, mod in qmodel.named_modules():
         if name in found:
             continue
@@ -351,9 +354,11 @@ def _time_dependent_layers(qmodel: nn.Module) -> dict[str, str]:
             q = getattr(mod, role, None)
             t = int(getattr(getattr(q, "spec", None), "timesteps", 0) or 0)
             if t:
-                found[name] = (f"{role} has a per-timestep step table ({t} rows, QuantSpec(timesteps={t}), selected "
-                               "by StepTableSelector); the integer layer holds one set — converting would silently "
-                               "keep the row selected last")
+                found[name] = (
+                    f"{role} has a per-timestep step table ({t} rows, QuantSpec(timesteps={t}), selected "
+                    "by StepTableSelector); the integer layer holds one set — converting would silently "
+                    "keep the row selected last"
+                )
                 break
     return found
 
@@ -425,9 +430,9 @@ def convert(qmodel: nn.Module, *, skip: tuple[str, ...] = (), strict: bool = Tru
     model. Layers named in ``skip`` and layers whose weights are not quantized stay as they are; convolutions are not
     converted. A layer the kernels cannot run (static/per-tensor or no activation quantization, asymmetric per-group
     weights, unsupported group size, a side branch that is not plain low-rank, timestep-dependent quantization: vidit-q
-    ``timeranges`` (``TimeRangeSwitch``) or per-timestep step tables (``QuantSpec(timesteps=T)``)) raises :class:`Unsupported` (a
-    ``ValueError`` naming the layer) before anything is swapped — or, with ``strict=False``, stays fake-quant with a
-    logged warning."""
+    ``timeranges`` (``TimeRangeSwitch``) or per-timestep step tables (``QuantSpec(timesteps=T)``)) raises
+    :class:`Unsupported` (a ``ValueError`` naming the layer) before anything is swapped — or, with ``strict=False``,
+    stays fake-quant with a logged warning."""
     if not isinstance(qmodel, nn.Module):
         raise TypeError(f"qmodel must be an nn.Module, got {type(qmodel).__name__}")
     if _is_fake_quant_linear(qmodel):
