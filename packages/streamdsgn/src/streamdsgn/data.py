@@ -1,0 +1,95 @@
+"""Batching of :class:`commons.data.kitti_tracking.KittiTrackingStream` samples and ground-truth helpers.
+
+A sample (see the commons reader) is one token frame with its tagged neighbours ``prev2``, ``prev``, ``token``, ``next``
+(``None`` outside the 40-frame clip). :func:`collate` stacks a list of samples into the model's inputs; frames missing
+for some items of a batch are zero images with a ``valid`` mask.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["collate", "filter_boxes_in_range", "gt_frame", "TAGS"]
+
+TAGS = ("prev2", "prev", "token", "next")
+CALIB_KEYS = ("P2", "P3", "R_rect", "Tr_velo_cam")
+
+
+def _check_sample(s: dict) -> None:
+    if not isinstance(s, dict) or "frames" not in s or "calib" not in s or "fu_baseline" not in s:
+        raise ValueError("a sample must be a dict with 'frames', 'calib' and 'fu_baseline' (KittiTrackingStream)")
+    tok = s["frames"].get("token")
+    if tok is None:
+        raise ValueError(f"sample {s.get('scene')}/{s.get('frame')} has no token frame")
+
+
+def collate(samples: list[dict]) -> dict:
+    """Stack samples: ``{"scene", "frame", "timestamp", "calib" {k: [B, ...]}, "fu_baseline" [B], "frames" {tag:
+    {"valid" [B] bool, "left"/"right" [B, 3, H, W], "depth" [B, H, W] or None, "boxes"/"labels"/"track_ids": lists}}}``.
+    """
+    if not samples:
+        raise ValueError("collate needs at least one sample")
+    for s in samples:
+        _check_sample(s)
+    ref = samples[0]["frames"]["token"]
+    shape = tuple(ref["left"].shape)
+    frames = {}
+    tags = [t for t in TAGS if any(t in s["frames"] for s in samples)]
+    for tag in tags:
+        items = [s["frames"].get(tag) for s in samples]
+        valid = torch.tensor([f is not None for f in items])
+        if not valid.any():
+            frames[tag] = None
+            continue
+        zero = torch.zeros(shape)
+        for f in items:
+            if f is not None and tuple(f["left"].shape) != shape:
+                raise ValueError(f"all images of a batch must have shape {shape}, got {tuple(f['left'].shape)}")
+        depth = None
+        if all(f is None or f.get("depth") is not None for f in items):
+            dz = torch.zeros(shape[1:])
+            depth = torch.stack([f["depth"] if f is not None else dz for f in items])
+        frames[tag] = {
+            "valid": valid,
+            "left": torch.stack([f["left"] if f is not None else zero for f in items]),
+            "right": torch.stack([f["right"] if f is not None else zero for f in items]),
+            "depth": depth,
+            "boxes": [f["boxes"].float().reshape(-1, 7) if f is not None else torch.zeros(0, 7) for f in items],
+            "labels": [f["labels"].long().reshape(-1) if f is not None else torch.zeros(0, dtype=torch.long)
+                       for f in items],
+            "track_ids": [f["track_ids"].long().reshape(-1) if f is not None else torch.zeros(0, dtype=torch.long)
+                          for f in items],
+        }
+    calib = {k: torch.stack([torch.as_tensor(s["calib"][k], dtype=torch.float32) for s in samples])
+             for k in CALIB_KEYS}
+    return {"scene": [s.get("scene") for s in samples], "frame": [s.get("frame") for s in samples],
+            "timestamp": [s.get("timestamp") for s in samples], "calib": calib,
+            "fu_baseline": torch.tensor([float(s["fu_baseline"]) for s in samples]), "frames": frames}
+
+
+def filter_boxes_in_range(boxes: torch.Tensor, point_cloud_range: tuple) -> torch.Tensor:
+    """Mask of boxes whose BEV centre lies inside ``point_cloud_range`` (OpenPCDet
+    ``mask_boxes_outside_range``, centre version)."""
+    pcr = point_cloud_range
+    return (boxes[:, 0] >= pcr[0]) & (boxes[:, 0] < pcr[3]) & (boxes[:, 1] >= pcr[1]) & (boxes[:, 1] < pcr[4])
+
+
+def gt_frame(frame: dict | None, point_cloud_range: tuple | None = None) -> dict:
+    """A ground-truth frame for :func:`commons.metrics.detection.kitti_eval` (numpy arrays): boxes, labels, 2D box
+    height, occlusion, truncation, restricted to ``point_cloud_range`` when given (the detector cannot see outside)."""
+    import numpy as np
+
+    if frame is None:
+        return {"boxes": np.zeros((0, 7), np.float32), "labels": np.zeros(0, np.int64),
+                "bbox_height": np.zeros(0, np.float32), "occluded": np.zeros(0, np.int64),
+                "truncated": np.zeros(0, np.float32)}
+    boxes = frame["boxes"].float().reshape(-1, 7)
+    keep = torch.ones(len(boxes), dtype=torch.bool)
+    if point_cloud_range is not None:
+        keep = filter_boxes_in_range(boxes, point_cloud_range)
+    n = len(boxes)
+    bbox = frame.get("bbox2d", torch.zeros(n, 4)).float().reshape(-1, 4)
+    return {"boxes": boxes[keep].numpy(), "labels": frame["labels"].long()[keep].numpy(),
+            "bbox_height": (bbox[:, 3] - bbox[:, 1])[keep].numpy(),
+            "occluded": frame.get("occluded", torch.zeros(n, dtype=torch.long)).long()[keep].numpy(),
+            "truncated": frame.get("truncated", torch.zeros(n)).float()[keep].numpy()}

@@ -1,0 +1,503 @@
+"""Training, evaluation and streaming inference: :class:`StreamDSGN` (``fit`` / ``evaluate`` / ``detect`` /
+``save`` / ``load``), exported as ``streamdsgn.StreamDSGN``.
+
+Training (notes B5–B6): one token frame per sample with its ``prev`` stereo pair (through the same extractor, with
+gradients, for the feature-flow fusion), boxes supervised with the **next** frame's ground truth, the current frame's
+LiDAR depth for the depth loss, and ``prev``/``prev2`` boxes (matched by track id) for the motion-consistency loss.
+The baseline (``config.baseline=True``) drops fusion, supervises the current frame and has no MCL. Samples without the
+supervision frame (the last frame of a clip) are skipped. Optimiser: OpenPCDet ``adam_onecycle`` — Adam with decoupled
+weight decay 0.01 (``AdamW``), one-cycle cosine LR from ``lr/div_factor`` up to ``lr`` over ``pct_start`` of the
+steps and down to ``lr/div_factor/1e4``, β1 cycling 0.95 → 0.85 → 0.95, β2 0.99; gradient clipping at 10.
+Multi-GPU through :class:`commons.device.TrainingBackend` (``accelerate launch``; each process takes every
+``num_processes``-th sample).
+A resumable state (model, optimiser, epoch, history) is written atomically after every epoch.
+
+Evaluation (B7): the detector runs over each clip in time order with its BEV history (cleared at a clip change).
+``offline`` AP scores every frame's output against the same frame's ground truth (the released ``offline_3d``);
+``forecast`` AP against the next frame's (what the streaming model is trained for); ``streaming`` AP simulates the
+stream (:func:`commons.metrics.streaming.simulate_stream`) with measured or given latencies, runs the model only on the
+frames it would have processed (history = the last processed frame), and scores each ground-truth timestamp with the
+latest finished output (``copy``), all through :func:`commons.metrics.detection.kitti_eval`. Ground truth outside the
+detection range (``point_cloud_range``) is dropped before scoring.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .boxes import assign_targets, decode_boxes, decode_predictions, direction_targets, make_anchors
+from .data import collate, filter_boxes_in_range, gt_frame
+from .losses import (
+    LossWeights,
+    box_regression_loss,
+    depth_loss,
+    direction_loss,
+    iou3d_loss,
+    motion_consistency_loss,
+    sigmoid_focal_loss,
+)
+from .models import StreamDSGNConfig, StreamDSGNModel
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TrainConfig", "StreamDSGN", "one_cycle"]
+
+
+def one_cycle(step: int, total: int, lr: float, div_factor: float = 10.0, pct_start: float = 0.4,
+              moms: tuple = (0.95, 0.85)) -> tuple[float, float]:
+    """OpenPCDet ``OneCycle``: ``(lr, beta1)`` at 0-based ``step`` of ``total``."""
+    def cos_anneal(a: float, b: float, pct: float) -> float:
+        return b + (a - b) / 2.0 * (math.cos(math.pi * pct) + 1)
+
+    total = max(1, total)
+    up = max(1, int(total * pct_start))
+    low, final = lr / div_factor, lr / div_factor / 1e4
+    if step < up:
+        pct = step / up
+        return cos_anneal(low, lr, pct), cos_anneal(moms[0], moms[1], pct)
+    pct = min(1.0, (step - up) / max(1, total - up))
+    return cos_anneal(lr, final, pct), cos_anneal(moms[1], moms[0], pct)
+
+
+@dataclass
+class TrainConfig:
+    """Training settings; defaults are the released recipe (B6) except ``epochs`` (20 there)."""
+
+    epochs: int = 20
+    batch_size: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    moms: tuple = (0.95, 0.85)
+    pct_start: float = 0.4
+    div_factor: float = 10.0
+    grad_clip: float = 10.0
+    mixed_precision: str = "no"
+    history_grad: bool = True
+    samples_per_epoch: int | None = None
+    seed: int = 0
+    log_every: int = 10
+    losses: LossWeights = field(default_factory=LossWeights)
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "log_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if self.samples_per_epoch is not None and (not isinstance(self.samples_per_epoch, int)
+                                                   or self.samples_per_epoch < 1):
+            raise ValueError(f"samples_per_epoch must be None or a positive int, got {self.samples_per_epoch!r}")
+        if not self.lr > 0 or self.weight_decay < 0 or not 0 < self.pct_start < 1 or self.div_factor < 1:
+            raise ValueError("need lr > 0, weight_decay >= 0, 0 < pct_start < 1, div_factor >= 1")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
+        self.moms = tuple(self.moms)
+        if isinstance(self.losses, dict):
+            self.losses = LossWeights(**self.losses)
+
+
+def _scene_list(dataset) -> list[str]:
+    scenes = getattr(dataset, "scenes", None)
+    if callable(scenes):
+        scenes = scenes()
+    if scenes is None:
+        raise TypeError("dataset must provide .scenes and .clip_frames(scene) (commons KittiTrackingStream)")
+    return list(scenes)
+
+
+class StreamDSGN:
+    """StreamDSGN with a small surface.
+
+    Args:
+        config: a :class:`StreamDSGNConfig`, a preset name (``"tiny"``, ``"kitti"``) or a dict of fields.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
+        seed: seeds the initialisation.
+        **overrides: config fields overriding the preset (e.g. ``baseline=True``).
+    """
+
+    def __init__(self, config: StreamDSGNConfig | str | dict = "tiny", device: str = "auto", seed: int = 0,
+                 **overrides):
+        from commons.device import resolve_device, seed_everything
+
+        if isinstance(config, str):
+            if config not in ("tiny", "kitti"):
+                raise ValueError(f"config must be 'tiny', 'kitti', a dict or a StreamDSGNConfig, got {config!r}")
+            config = getattr(StreamDSGNConfig, config)(**overrides)
+        elif isinstance(config, dict):
+            config = StreamDSGNConfig.from_dict({**config, **overrides})
+        elif isinstance(config, StreamDSGNConfig):
+            if overrides:
+                config = StreamDSGNConfig.from_dict({**config.to_dict(), **overrides})
+        else:
+            raise TypeError(f"config must be a StreamDSGNConfig, preset name or dict, got {type(config).__name__}")
+        seed_everything(seed)
+        self.config = config
+        self.model = StreamDSGNModel(config)
+        self.device = resolve_device(device)
+        self.model.to(self.device)
+        self._anchors: tuple | None = None
+        self._history: torch.Tensor | None = None
+        self._history_scene = None
+        self.latencies: list[float] = []
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    def anchors(self, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        device = device or self.device
+        if self._anchors is None or self._anchors[0].device != torch.device(device):
+            self._anchors = make_anchors(self.config, device)
+        return self._anchors
+
+    def _targets(self, boxes: list, labels: list, device) -> dict:
+        anchors, anchor_cls = self.anchors(device)
+        outs = []
+        for bx, lb in zip(boxes, labels):
+            keep = filter_boxes_in_range(bx, self.config.point_cloud_range)
+            outs.append(assign_targets(anchors, anchor_cls, bx[keep].to(device), lb[keep].to(device), self.config))
+            outs[-1]["gt_boxes"] = bx[keep].to(device)
+            outs[-1]["gt_keep"] = torch.nonzero(keep, as_tuple=True)[0]
+        return {k: [o[k] for o in outs] for k in outs[0]}
+
+    def compute_losses(self, preds: dict, batch: dict, weights: LossWeights) -> dict:
+        """All losses of one batch (see :mod:`streamdsgn.losses`); ``total`` is the weighted sum."""
+        cfg = self.config
+        dev = preds["cls"].device
+        streaming = not cfg.baseline
+        sup_tag = "next" if streaming else "token"
+        sup = batch["frames"][sup_tag]
+        tg = self._targets(sup["boxes"], sup["labels"], dev)
+        labels = torch.stack(tg["labels"])
+        box_t = torch.stack(tg["box_targets"])
+        anchors, _ = self.anchors(dev)
+        out = {"cls": sigmoid_focal_loss(preds["cls"], labels, cfg.num_classes,
+                                         pos_normalizer_min=weights.pos_normalizer_min),
+               "loc": box_regression_loss(preds["box"], box_t, labels, pos_normalizer_min=weights.pos_normalizer_min)}
+        dir_t = direction_targets(anchors[None].expand_as(box_t), box_t, cfg.dir_offset, cfg.num_dir_bins)
+        out["dir"] = direction_loss(preds["dir"], dir_t, labels, pos_normalizer_min=weights.pos_normalizer_min)
+        b = labels.shape[0]
+        iou_terms, mcl_terms = [], []
+        for i in range(b):
+            pos = torch.nonzero(labels[i] > 0, as_tuple=True)[0]
+            norm = max(float(len(pos)), weights.pos_normalizer_min)
+            pred_boxes = decode_boxes(preds["box"][i][pos].float(), None, anchors[pos], cfg)
+            gt_idx = tg["gt_index"][i][pos]
+            if weights.iou > 0:
+                iou_terms.append(iou3d_loss(pred_boxes, tg["gt_boxes"][i][gt_idx], norm))
+            if streaming and weights.mcl > 0:
+                mcl_terms.append(self._mcl(pred_boxes, gt_idx, tg["gt_keep"][i], batch, i, weights, norm))
+        zero = preds["cls"].sum() * 0.0
+        out["iou"] = torch.stack(iou_terms).sum() / b if iou_terms else zero
+        out["mcl"] = torch.stack(mcl_terms).sum() / b if mcl_terms else zero
+        depth = preds.get("depth_logits")
+        tok = batch["frames"]["token"]
+        if depth is not None and tok.get("depth") is not None:
+            out["depth"] = depth_loss(depth, tok["depth"].to(dev), self.model.depth_bins())
+        else:
+            out["depth"] = zero
+        out["total"] = (weights.cls * out["cls"] + weights.loc * out["loc"] + weights.dir * out["dir"]
+                        + weights.iou * out["iou"] + weights.mcl * out["mcl"] + weights.depth * out["depth"])
+        return out
+
+    def _mcl(self, pred_boxes, gt_idx, gt_keep, batch, i, weights: LossWeights, norm: float) -> torch.Tensor:
+        """Motion-consistency loss of item ``i``: positives whose next-frame target's track id also exists in the
+        token, prev and prev2 frames (matched by id; the released code matches by IoU because its targets lost the
+        id)."""
+        frames = batch["frames"]
+        zero = pred_boxes.sum() * 0.0
+        if any(frames.get(t) is None or not bool(frames[t]["valid"][i]) for t in ("token", "prev", "prev2")):
+            return zero
+        ids_next = frames["next"]["track_ids"][i][gt_keep].to(gt_idx.device)[gt_idx]
+        found = []
+        for tag in ("token", "prev", "prev2"):
+            tids = frames[tag]["track_ids"][i].to(gt_idx.device)
+            eq = ids_next[:, None] == tids[None]
+            found.append((eq.any(1), eq.float().argmax(1), frames[tag]["boxes"][i].to(pred_boxes.device)))
+        ok = found[0][0] & found[1][0] & found[2][0] & (ids_next >= 0)
+        if not ok.any():
+            return zero
+        g = [f[2][f[1][ok]] for f in found]
+        return motion_consistency_loss(pred_boxes[ok], g[0], g[1], g[2], norm, weights.mcl_acc)
+
+    # ------------------------------------------------------------------------------------------------ training
+    def fit(self, dataset, config: TrainConfig | None = None, run_dir: str | os.PathLike | None = None,
+            resume: bool = False, progress: bool = True, backend=None, stop_after: int | None = None) -> dict:
+        """Train on a :class:`KittiTrackingStream`-like dataset (``ds[i]`` → sample). With ``run_dir`` a resumable
+        state is saved after every epoch (``run_dir/state.pt``) and the final weights to ``run_dir/final``;
+        ``resume=True`` continues from the last finished epoch; ``stop_after`` ends this call after that many epochs.
+        Returns the history (per-step losses, per-epoch means)."""
+        from tqdm.auto import tqdm
+
+        from commons.device import TrainingBackend, seed_everything
+        from commons.io import RunDir
+
+        config = config or TrainConfig()
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        n = len(dataset)
+        if n == 0:
+            raise ValueError("dataset is empty")
+        seed_everything(config.seed)
+        own_backend = backend is None
+        if backend is None:
+            backend = TrainingBackend(mixed_precision=config.mixed_precision, cpu=self.device.type == "cpu",
+                                      device=self.device, use_accelerate=False)
+        run = RunDir(Path(run_dir).parent, Path(run_dir).name, resume=resume) if run_dir is not None else None
+        per_epoch = min(n, config.samples_per_epoch or n)
+        steps_per_epoch = math.ceil(per_epoch / (config.batch_size * backend.num_processes))
+        total = steps_per_epoch * config.epochs
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optim = torch.optim.AdamW(params, lr=config.lr / config.div_factor, betas=(config.moms[0], 0.99),
+                                  weight_decay=config.weight_decay)
+        history: dict = {"step": [], "loss": [], "parts": [], "epoch_loss": [], "lr": [], "seconds": 0.0}
+        epoch, step = 0, 0
+        if run is not None and resume:
+            state = run.load_state(map_location="cpu")
+            if state is not None:
+                self.model.load_state_dict(state["model"])
+                optim.load_state_dict(state["optimizer"])
+                epoch, step, history = int(state["epoch"]), int(state["step"]), state["history"]
+                logger.info("resumed from %s after epoch %d", run.state_path, epoch)
+        model, optim = backend.prepare(self.model, optim)
+        end_epoch = config.epochs if stop_after is None else min(config.epochs, epoch + int(stop_after))
+        weights = config.losses
+        t_start = time.perf_counter()
+
+        def save_state() -> None:
+            if run is not None and backend.is_main_process:
+                run.save_state({"model": backend.unwrap(model).state_dict(), "optimizer": optim.state_dict(),
+                                "epoch": epoch, "step": step, "history": history, "train_config": asdict(config),
+                                "model_config": self.config.to_dict()})
+
+        bar = tqdm(total=total, initial=step, desc="train " + ("baseline" if self.config.baseline else "streamdsgn"),
+                   disable=not progress or not backend.is_main_process)
+        while epoch < end_epoch:
+            model.train()
+            order = np.random.default_rng((config.seed, epoch)).permutation(n)[:per_epoch]
+            order = order[backend.process_index::backend.num_processes]
+            losses_epoch = []
+            for s in range(steps_per_epoch):
+                idx = order[s * config.batch_size:(s + 1) * config.batch_size]
+                lr, beta1 = one_cycle(step, total, config.lr, config.div_factor, config.pct_start, config.moms)
+                for g in optim.param_groups:
+                    g["lr"], g["betas"] = lr, (beta1, g["betas"][1])
+                step += 1
+                bar.update(1)
+                samples = [dataset[int(j)] for j in idx]
+                sup = "token" if self.config.baseline else "next"
+                samples = [x for x in samples if x["frames"].get(sup) is not None]
+                if not samples:
+                    continue  # the clip's last frame has no next-frame supervision (the released code resamples)
+                batch = collate(samples)
+                parts = self._train_step(model, optim, backend, batch, config, weights)
+                losses_epoch.append(parts["total"])
+                if step % config.log_every == 0 or s == steps_per_epoch - 1:
+                    history["step"].append(step)
+                    history["loss"].append(parts["total"])
+                    history["parts"].append(parts)
+                    history["lr"].append(lr)
+                    bar.set_postfix(loss=f"{parts['total']:.3f}")
+            epoch += 1
+            history["epoch_loss"].append(float(np.mean(losses_epoch)) if losses_epoch else float("nan"))
+            history["seconds"] = float(history.get("seconds", 0.0)) + time.perf_counter() - t_start
+            t_start = time.perf_counter()
+            save_state()
+            backend.wait()
+        bar.close()
+        self.model = backend.unwrap(model)
+        if run is not None and backend.is_main_process and epoch >= config.epochs:
+            self.save(run.path / "final", overwrite=True)
+        if own_backend:
+            backend.close()
+        return history
+
+    def _train_step(self, model, optim, backend, batch: dict, config: TrainConfig, weights: LossWeights) -> dict:
+        dev = backend.device
+        tok = batch["frames"]["token"]
+        prev = batch["frames"].get("prev")
+        calib = {k: v.to(dev) for k, v in batch["calib"].items()}
+        fu = batch["fu_baseline"].to(dev)
+        kwargs = {}
+        if not self.config.baseline and prev is not None:
+            kwargs = {"prev_left": prev["left"].to(dev), "prev_right": prev["right"].to(dev),
+                      "prev_valid": prev["valid"].to(dev), "prev_grad": config.history_grad}
+        with backend.autocast():
+            preds = model(tok["left"].to(dev), tok["right"].to(dev), calib, fu,
+                          with_depth=weights.depth > 0 and tok.get("depth") is not None, **kwargs)
+        losses = self.compute_losses(preds, batch, weights)
+        optim.zero_grad(set_to_none=True)
+        backend.backward(losses["total"])
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optim.step()
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    # ------------------------------------------------------------------------------------------------ inference
+    def reset(self) -> None:
+        """Forget the BEV history (a new clip)."""
+        self._history, self._history_scene = None, None
+
+    @torch.no_grad()
+    def detect_sample(self, sample: dict, score_threshold: float | None = None) -> dict:
+        """Detections for one sample's token frame, using and updating the BEV history (cleared when the scene
+        changes or the sample has no ``prev`` frame, as the released ``prev_sample_idx == ''`` rule). The latency of
+        the call (CUDA-synchronised) is appended to ``self.latencies``."""
+        if not isinstance(sample, dict) or "frames" not in sample:
+            raise ValueError("sample must be a KittiTrackingStream sample dict")
+        self.model.eval()
+        scene = sample.get("scene")
+        if scene != self._history_scene or sample["frames"].get("prev", "missing") is None:
+            self.reset()
+        batch = collate([sample])
+        tok = batch["frames"]["token"]
+        dev = self.device
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t0 = time.perf_counter()
+        calib = {k: v.to(dev) for k, v in batch["calib"].items()}
+        out = self.model(tok["left"].to(dev), tok["right"].to(dev), calib, batch["fu_baseline"].to(dev),
+                         prev_bev=self._history if self.model.streaming else None)
+        det = decode_predictions(out, self.anchors(dev)[0], self.config, score_threshold)[0]
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        self.latencies.append(time.perf_counter() - t0)
+        self._history, self._history_scene = out["bev"], scene
+        return {k: v.numpy() for k, v in det.items()}
+
+    def detect(self, samples, progress: bool = False) -> list[dict]:
+        """Per-frame detections ``{"boxes" [K, 7], "scores" [K], "labels" [K]}`` (numpy) for samples in time order
+        (a clip: a list of samples, or ``(dataset, indices)``). History is kept along the clip and cleared at a clip
+        change."""
+        from tqdm.auto import tqdm
+
+        if isinstance(samples, tuple) and len(samples) == 2:
+            ds, idx = samples
+            samples = (ds[int(i)] for i in idx)
+            total = len(idx)
+        else:
+            total = len(samples) if hasattr(samples, "__len__") else None
+        return [self.detect_sample(s) for s in tqdm(samples, total=total, desc="detect", disable=not progress)]
+
+    def measure_latency(self, sample: dict, frames: int = 30, warmup: int = 5) -> dict:
+        """Median / mean / p90 seconds per frame over ``frames`` calls on one sample (history on), after warm-up."""
+        self.reset()
+        for _ in range(warmup):
+            self.detect_sample(sample)
+        self.latencies = []
+        for _ in range(frames):
+            self.detect_sample(sample)
+        lat = np.asarray(self.latencies)
+        return {"median_s": float(np.median(lat)), "mean_s": float(lat.mean()), "p90_s": float(np.quantile(lat, 0.9)),
+                "frames": frames}
+
+    def evaluate(self, dataset, latency: str | float | list = "measured", scenes: list[str] | None = None,
+                 progress: bool = False, seed: int = 0, score_threshold: float | None = None) -> dict:
+        """Offline, forecast and streaming AP over the clips of ``dataset`` (see the module docstring).
+
+        Args:
+            latency: ``"measured"`` (this run's per-frame wall times, drawn per processed frame), a number of
+                seconds, or a list of seconds to draw from.
+            scenes: clips to evaluate (default: all of ``dataset.scenes``).
+        Returns ``{"offline": kitti_eval result, "forecast": ..., "streaming": ..., "latency_s": {...},
+        "frames": n, "processed_fraction": f, "summary": {...}}``.
+        """
+        from commons.metrics.detection import kitti_eval
+        from commons.metrics.streaming import simulate_stream
+
+        if not (latency == "measured" or isinstance(latency, (int, float, list, tuple))):
+            raise ValueError(f"latency must be 'measured', seconds or a list of seconds, got {latency!r}")
+        if isinstance(latency, (int, float)) and latency <= 0:
+            raise ValueError(f"latency must be positive, got {latency}")
+        scenes = scenes if scenes is not None else _scene_list(dataset)
+        pcr = self.config.point_cloud_range
+        gts, dets_off, gts_fore, dets_fore, gts_stream, dets_stream = [], [], [], [], [], []
+        all_lat, n_proc, n_frames = [], 0, 0
+        rng = np.random.default_rng(seed)
+        for scene in scenes:
+            idx = list(dataset.clip_frames(scene))
+            samples = [dataset[int(i)] for i in idx]
+            self.reset()
+            self.latencies = []
+            dets = [self.detect_sample(s, score_threshold) for s in samples]
+            measured = list(self.latencies)
+            all_lat += measured
+            g = [gt_frame(s["frames"]["token"], pcr) for s in samples]
+            gts += g
+            dets_off += dets
+            gts_fore += g[1:]
+            dets_fore += dets[:-1]
+            times = [float(s.get("timestamp", k * 0.1)) for k, s in enumerate(samples)]
+            if latency == "measured":
+                lat_list = measured
+            elif isinstance(latency, (int, float)):
+                lat_list = [float(latency)]
+            else:
+                lat_list = [float(x) for x in latency]
+            def draw(r, _l=lat_list):
+                return float(_l[int(r.integers(len(_l)))])
+            processed, finish = simulate_stream(times, draw, seed=int(rng.integers(2 ** 31)))
+            processed = [int(p) for p in processed]
+            if processed == list(range(len(samples))):
+                outs = [dets[p] for p in processed]
+            else:  # rerun only on the processed frames: the history is the last *processed* frame
+                self.reset()
+                outs = [self.detect_sample(samples[p], score_threshold) for p in processed]
+            n_proc += len(processed)
+            n_frames += len(samples)
+            from commons.metrics.streaming import select_latest_outputs
+
+            chosen = select_latest_outputs(times, finish)
+            empty = {"boxes": np.zeros((0, 7), np.float32), "scores": np.zeros(0, np.float32),
+                     "labels": np.zeros(0, np.int64)}
+            gts_stream += g
+            dets_stream += [outs[j] if j is not None else empty for j in chosen]
+        res = {"offline": kitti_eval(gts, dets_off), "forecast": kitti_eval(gts_fore, dets_fore),
+               "streaming": kitti_eval(gts_stream, dets_stream),
+               "latency_s": {"median": float(np.median(all_lat)), "mean": float(np.mean(all_lat)),
+                             "given": None if latency == "measured" else latency},
+               "frames": n_frames, "processed_fraction": n_proc / max(1, n_frames)}
+        res["summary"] = {k: summarize(res[k]) for k in ("offline", "forecast", "streaming")}
+        return res
+
+    # ------------------------------------------------------------------------------------------------ persistence
+    def save(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
+        """``model.safetensors`` + ``config.json`` (the model config)."""
+        from commons.io import save_checkpoint
+
+        from . import __version__
+
+        return save_checkpoint(directory, self.model.state_dict(),
+                               {"model": "streamdsgn", "version": __version__, "model_config": self.config.to_dict()},
+                               overwrite=overwrite)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, device: str = "auto") -> StreamDSGN:
+        from commons.io import load_checkpoint
+
+        state, config = load_checkpoint(directory)
+        if config.get("model") != "streamdsgn" or "model_config" not in config:
+            raise ValueError(f"{directory} is not a streamdsgn checkpoint (config model={config.get('model')!r})")
+        det = cls(StreamDSGNConfig.from_dict(config["model_config"]), device="cpu")
+        det.model.load_state_dict(state, strict=True)
+        from commons.device import resolve_device
+
+        det.device = resolve_device(device)
+        det.model.to(det.device)
+        return det
+
+
+def summarize(result: dict, metric: str = "3d_R40", difficulty: str = "moderate") -> dict:
+    """Per-class AP at one metric/difficulty plus their mean over the classes present in ``result``."""
+    out = {}
+    for cls, r in result.items():
+        if isinstance(r, dict) and metric in r and difficulty in r[metric]:
+            v = r[metric][difficulty]
+            if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                out[cls] = float(v)
+    out["mean"] = float(np.mean(list(out.values()))) if out else float("nan")
+    return out
