@@ -33,9 +33,26 @@ def _tk():
     return triton_kernels
 
 
-def _cfg(swap: int) -> dict:
-    """A fixed small tile (both operand orientations of the GEMM kernel are exercised explicitly)."""
-    return {"BLOCK_M": 16, "BLOCK_N": 32, "GROUP_M": 2, "SWAP": swap}
+def _cfg(path) -> dict:
+    """A fixed small tile for each GEMM path, exercised explicitly: the pointer kernel in both operand orientations
+    (0, 1), the persistent TMA kernel (3 programs, so each walks several tiles), and W4 weights unpacked to int8 first
+    and then run through the pointer kernel or the TMA kernel."""
+    if path in (0, 1):
+        return {"PATH": "ptr", "UNPACK": False, "BLOCK_M": 16, "BLOCK_N": 32, "GROUP_M": 2, "SWAP": path}
+    if path == "unpack":
+        return {"PATH": "ptr", "UNPACK": True, "BLOCK_M": 16, "BLOCK_N": 32, "GROUP_M": 2, "SWAP": 0}
+    unpack = path == "unpack_tma"
+    return {"PATH": "tma", "UNPACK": unpack, "BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, "PROGRAMS": 3}
+
+
+def _paths(w4: bool, group: int) -> list:
+    """The GEMM paths that can run a problem (TMA: per-channel int8 weights, or W4 unpacked; unpack: group % 128)."""
+    paths = [0, 1]
+    if w4 and group % 128 == 0:
+        paths.append("unpack")
+    if group == 0:
+        paths.append("unpack_tma" if w4 else "tma")
+    return paths
 
 
 def _close(y: torch.Tensor, yr: torch.Tensor, rel: float) -> None:
@@ -100,11 +117,12 @@ def test_quantize_kernel_bf16_input():
 
 
 # ---- integer GEMM ----------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("swap", [0, 1])
-@pytest.mark.parametrize("w4", [False, True])
+@pytest.mark.parametrize(("w4", "path"), [(w4, p) for w4 in (False, True) for p in _paths(w4, 0)])
 @pytest.mark.parametrize("shape", [(37, 50, 300), (16, 32, 128), (5, 17, 64)])
-def test_gemm_exact_integer_accumulation(w4, shape, swap):
+def test_gemm_exact_integer_accumulation(w4, shape, path):
     m, n, k = shape
+    if "tma" in str(path):  # TMA needs 16-byte row strides: K a multiple of 16 (300 -> 304: a partial last K tile)
+        k = -(-k // 16) * 16
     g = torch.Generator().manual_seed(m + n + k + w4)
     a = torch.randint(-128, 128, (m, k), generator=g, dtype=torch.int8)
     lo, hi = (-8, 8) if w4 else (-128, 128)
@@ -112,8 +130,25 @@ def test_gemm_exact_integer_accumulation(w4, shape, swap):
     wq = packing.pack_int4(w) if w4 else w
     ones_m, ones_n = torch.ones(m), torch.ones(n)
     y = _tk().int_linear(a.to(DEV), ones_m.to(DEV), None, None, wq.to(DEV), ones_n.to(DEV), 0, w4, k, None, None,
-                         None, None, None, torch.float32, config=_cfg(swap))  # fmt: skip
+                         None, None, None, torch.float32, config=_cfg(path))  # fmt: skip
     assert torch.equal(y.cpu(), ref.int_matmul_exact(a, w).float())
+
+
+def test_unpack_kernel_matches_packing():
+    g = torch.Generator().manual_seed(3)
+    for n, k in ((37, 300), (1, 128), (70, 64)):
+        codes = torch.randint(-8, 8, (n, k), generator=g, dtype=torch.int8)
+        got = _tk().unpack_int4(packing.pack_int4(codes).to(DEV)).cpu()
+        assert got.shape == (n, packing.padded_k(k))
+        assert torch.equal(got[:, :k], codes) and not got[:, k:].any()
+
+
+def test_tma_path_refuses_packed_or_grouped_weights():
+    a = torch.zeros(4, 128, dtype=torch.int8, device=DEV)
+    w = torch.zeros(8, 64, dtype=torch.int8, device=DEV)
+    with pytest.raises(ValueError, match="TMA"):
+        _tk().int_linear(a, torch.ones(4, device=DEV), None, None, w, torch.ones(8, device=DEV), 0, True, 128, None,
+                         None, None, None, None, torch.float32, config={"PATH": "tma", "UNPACK": False})  # fmt: skip
 
 
 def _problem(m, n, k, *, w4, group, act_asym, w_asym, bias, rank, seed=0):
@@ -148,12 +183,11 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize(("case", "path"), [(c, p) for c in CASES for p in _paths(c[0], c[1])])
 @pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("swap", [0, 1])
-def test_gemm_epilogue_matches_reference(case, out_dtype, swap):
+def test_gemm_epilogue_matches_reference(case, out_dtype, path):
     w4, group, act_asym, w_asym, bias, rank = case
-    m, n, k = 37, 50, 300
+    m, n, k = 37, 50, 300 if "tma" not in str(path) else 304
     p = _problem(m, n, k, w4=w4, group=group, act_asym=act_asym, w_asym=w_asym, bias=bias, rank=rank)
     q, sx, zx, rs = p["act"]
 
@@ -162,7 +196,7 @@ def test_gemm_epilogue_matches_reference(case, out_dtype, swap):
 
     y = _tk().int_linear(
         d(q), d(sx), d(zx) if act_asym else None, d(rs) if w_asym else None, d(p["w"]), d(p["sw"]), group, w4, k,
-        d(p["wsum"]), d(p["wzp"]), d(p["bias"]), d(p["t"]), d(p["up"]), out_dtype, config=_cfg(swap),
+        d(p["wsum"]), d(p["wzp"]), d(p["bias"]), d(p["t"]), d(p["up"]), out_dtype, config=_cfg(path),
     )  # fmt: skip
     assert y.dtype == out_dtype and y.shape == (m, n)
     yr = ref.int_linear_ref(q, sx, zx if act_asym else None, p["codes"], p["sw"], group, p["wzp"], p["bias"], p["t"],
@@ -224,16 +258,15 @@ def test_ops_trace_under_torch_compile():
 @pytest.mark.parametrize("w4", [False, True])
 @pytest.mark.parametrize("group", [0, 128])
 def test_gpu_ops_match_reference(w4, group):
-    """Custom ops on CUDA (autotuned Triton kernels) vs the CPU reference, at a realistic odd shape."""
+    """Custom ops on CUDA (Triton kernels, default dispatch policy) vs the CPU reference, at a realistic odd shape."""
     m, n, k = 1000, 1152, 1152
     p = _problem(m, n, k, w4=w4, group=group, act_asym=True, w_asym=False, bias=True, rank=32, seed=1)
     x = torch.randn(m, k, generator=torch.Generator().manual_seed(2)) * 2
     inv = torch.rand(k) + 0.5
     got = ops.quantize_per_token_op(x.cuda(), inv.cuda(), 8, False)
     want = ref.quantize_per_token_ref(x, inv, 8, False)
-    diff = (got[0].cpu().int() - want[0].int()).abs()
-    assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3  # GPU fp32 division may flip a rounding tie
-    torch.testing.assert_close(got[1].cpu(), want[1], rtol=1e-6, atol=0)
+    assert torch.equal(got[0].cpu(), want[0])  # IEEE divisions (div_rn): the GPU codes equal PyTorch's bit for bit
+    assert torch.equal(got[1].cpu(), want[1]) and torch.equal(got[2].cpu(), want[2])
     q, sx, zx, rs = p["act"]
     cu = [None if t is None else t.cuda() for t in (q, sx, zx, p["w"], p["sw"], p["wsum"], p["bias"], p["t"], p["up"])]
     y = ops.int_linear_op(cu[0], cu[1], cu[2], None, cu[3], cu[4], group, w4, k, cu[5], None, cu[6].bfloat16(),
@@ -258,3 +291,26 @@ def test_gpu_opcheck():
     args = (q.cuda(), sx.cuda(), None, None, p["w"].cuda(), p["sw"].cuda(), 0, True, 256, None, None,
             p["bias"].cuda().bfloat16(), None, None, torch.bfloat16)  # fmt: skip
     torch.library.opcheck(ops.int_linear_op, args)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("w4", "path"), [(False, "ptr"), (False, "tma"), (True, "ptr"), (True, "unpack_ptr"),
+                                          (True, "unpack_tma"), (True, "ptr_swap")])  # fmt: skip
+@pytest.mark.parametrize("m", [300, 4500])
+def test_gpu_gemm_paths_exact(w4, path, m):
+    """Every GEMM path on the GPU with its real tiles (small and large size class): exact int32 sums."""
+    n, k = 520, 1152 + 64  # K not a multiple of the 128 chunk: partial last K tile / zero-padded packed chunk
+    g = torch.Generator().manual_seed(m + w4)
+    a = torch.randint(-128, 128, (m, k), generator=g, dtype=torch.int8)
+    w = (
+        torch.randint(-8, 8, (n, k), generator=g, dtype=torch.int8)
+        if w4
+        else torch.randint(-128, 128, (n, k), generator=g, dtype=torch.int8)
+    )
+    wq = packing.pack_int4(w) if w4 else w
+    cfg = {"PATH": "tma" if "tma" in path else "ptr", "UNPACK": "unpack" in path}
+    if path == "ptr_swap":
+        cfg.update({"BLOCK_M": 128, "BLOCK_N": 128, "SWAP": 1, "num_warps": 4, "num_stages": 4})
+    y = _tk().int_linear(a.cuda(), torch.ones(m, device="cuda"), None, None, wq.cuda(), torch.ones(n, device="cuda"),
+                         0, w4, k, None, None, None, None, None, torch.float32, config=cfg)  # fmt: skip
+    assert torch.equal(y.cpu(), ref.int_matmul_exact(a, w).float())

@@ -220,7 +220,24 @@ def _int_gemm_kernel(
         y = acc.to(tl.float32)
     if SWAP:
         y = tl.trans(y)
-    if GROUP_SIZE == 0:
+    _epilogue(
+        y, offs_m, offs_n, M, N, sx_ptr, zx_ptr, rs_ptr, sw_ptr, wsum_ptr, wzp_ptr, bias_ptr, t_ptr, up_ptr, c_ptr,
+        R, stride_tm, stride_upn, stride_cm, GROUP_SIZE == 0, HAS_ZP, HAS_WZP, HAS_BIAS, HAS_LR, RP,
+    )  # fmt: skip
+
+
+@triton.jit
+def _epilogue(
+    y, offs_m, offs_n, M, N, sx_ptr, zx_ptr, rs_ptr, sw_ptr, wsum_ptr, wzp_ptr, bias_ptr, t_ptr, up_ptr, c_ptr,
+    R, stride_tm, stride_upn, stride_cm,
+    PER_CHANNEL: tl.constexpr, HAS_ZP: tl.constexpr, HAS_WZP: tl.constexpr, HAS_BIAS: tl.constexpr,
+    HAS_LR: tl.constexpr, RP: tl.constexpr,
+):  # fmt: skip
+    """``y [BLOCK_M, BLOCK_N]`` (fp32 integer sums, already per-group scaled when not PER_CHANNEL) → scales, zero-point
+    terms, bias, low-rank term, cast, masked store."""
+    rm = (offs_m % M).to(tl.int64)
+    rn = (offs_n % N).to(tl.int64)
+    if PER_CHANNEL:
         sw = tl.load(sw_ptr + rn)
         y = y * sw[None, :]
     if HAS_ZP:
@@ -248,6 +265,69 @@ def _int_gemm_kernel(
     tl.store(c_ptrs, y.to(c_ptr.dtype.element_ty), mask=c_mask)
 
 
+@triton.jit
+def _int_gemm_tma_kernel(
+    a_desc, b_desc, sx_ptr, zx_ptr, rs_ptr, sw_ptr, wsum_ptr, wzp_ptr, bias_ptr, t_ptr, up_ptr, c_ptr,
+    M, N, K, R, stride_tm, stride_upn, stride_cm, NUM_PROGRAMS,
+    HAS_ZP: tl.constexpr, HAS_WZP: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_LR: tl.constexpr, RP: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):  # fmt: skip
+    """Persistent int8×int8 GEMM (per-channel weight scales) with TMA tile loads (host-side tensor descriptors: the
+    copy engine computes addresses and zero-fills the M/N/K tails, so the K loop has no masks and no pointer
+    arithmetic). ``NUM_PROGRAMS`` programs (≤ the SM count) walk the output tiles in grouped order (``GROUP_M`` row
+    tiles per group: an L2-friendly order); each tile runs the software-pipelined K loop, then the shared epilogue."""
+    start = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    num_tiles = num_pid_m * num_pid_n
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    num_pid_in_group = GROUP_M * num_pid_n
+    for tile in range(start, num_tiles, NUM_PROGRAMS):
+        group_id = tile // num_pid_in_group
+        first_pid_m = group_id * GROUP_M
+        group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+        pid_m = first_pid_m + ((tile % num_pid_in_group) % group_size_m)
+        pid_n = (tile % num_pid_in_group) // group_size_m
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+        for ki in range(0, k_tiles):
+            a = a_desc.load([pid_m * BLOCK_M, ki * BLOCK_K])
+            b = b_desc.load([pid_n * BLOCK_N, ki * BLOCK_K])
+            acc = tl.dot(a, tl.trans(b), acc, out_dtype=tl.int32)
+        offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        _epilogue(
+            acc.to(tl.float32), offs_m, offs_n, M, N, sx_ptr, zx_ptr, rs_ptr, sw_ptr, wsum_ptr, wzp_ptr, bias_ptr,
+            t_ptr, up_ptr, c_ptr, R, stride_tm, stride_upn, stride_cm, True, HAS_ZP, HAS_WZP, HAS_BIAS, HAS_LR, RP,
+        )  # fmt: skip
+
+
+@triton.jit
+def _unpack_int4_kernel(p_ptr, w_ptr, N, stride_pn, stride_wn, BLOCK_R: tl.constexpr):
+    """Packed int4 ``[N, Kp/2]`` → int8 codes ``[N, Kp]``; program (i, c) unpacks chunk ``c`` of ``BLOCK_R`` rows."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    c = tl.program_id(1)
+    j = tl.arange(0, 64)
+    rmask = (rows < N)[:, None]
+    r64 = rows.to(tl.int64)[:, None]
+    p = tl.load(p_ptr + r64 * stride_pn + c * 64 + j[None, :], mask=rmask, other=0)
+    base = w_ptr + r64 * stride_wn + c * 128 + j[None, :]
+    tl.store(base, (p << 4) >> 4, mask=rmask)
+    tl.store(base + 64, p >> 4, mask=rmask)
+
+
+def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    """Triton unpack of the chunked int4 layout: int8 ``[N, Kp/2]`` → int8 ``[N, Kp]`` (zero codes in the K padding).
+    W4A8 at large M runs as this (one pass over the packed weights, ~N·K·1.5 bytes of traffic) + the int8 GEMM: the
+    GEMM is compute-bound there and Hopper has no 4-bit MMA, so unpacking inside the K loop only costs issue slots."""
+    n, kh = packed.shape
+    out = torch.empty((n, 2 * kh), dtype=torch.int8, device=packed.device)
+    if n:
+        br = 32
+        _unpack_int4_kernel[(triton.cdiv(n, br), kh // 64)](packed, out, n, packed.stride(0), out.stride(0),
+                                                            BLOCK_R=br, num_warps=4)  # fmt: skip
+    return out
+
+
 _BIG = [(0, 128, 256, 8, 3), (0, 128, 256, 8, 4), (0, 256, 128, 8, 3), (1, 128, 256, 8, 3), (1, 256, 128, 8, 3),
         (1, 128, 256, 8, 4)]  # fmt: skip
 _SMALL = [(0, 128, 128, 4, 4), (0, 64, 64, 4, 4), (0, 64, 128, 4, 4), (1, 128, 128, 4, 4), (1, 64, 128, 4, 4)]
@@ -255,9 +335,9 @@ _LARGE_M = 4096
 
 
 def _hopper_configs() -> list:
-    """Autotune space for H100/H200 (sm_90). The K tile is fixed to the 128-wide packing chunk; both operand
-    orientations are in the space (SWAP=1: weights as the left wgmma operand). Large-M problems (≥ 4096 rows) try only
-    the large tiles, small-M problems only the small ones (see :func:`_prune`)."""
+    """Autotune space for H100/H200 (sm_90) of the pointer-based kernel (``VQCORE_AUTOTUNE=1``). The K tile is fixed
+    to the 128-wide packing chunk; both operand orientations are in the space (SWAP=1: weights as the left wgmma
+    operand). Large-M problems (≥ 4096 rows) try only the large tiles, small-M problems only the small ones."""
     return [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "GROUP_M": 8, "SWAP": swap}, num_warps=warps, num_stages=stages)
         for swap, bm, bn, warps, stages in _BIG + _SMALL
@@ -275,15 +355,77 @@ def _fast_bench(kernel_call, quantiles):
 
 
 _KEYS = ["M", "N", "K", "W4", "GROUP_SIZE", "HAS_ZP", "HAS_WZP", "HAS_BIAS", "HAS_LR"]
-_int_gemm_tuned = (
-    None
-    if INTERPRET
-    else triton.autotune(
-        configs=_hopper_configs(), key=_KEYS, prune_configs_by={"early_config_prune": _prune}, do_bench=_fast_bench
-    )(_int_gemm_kernel)
-)
+_TUNED = {}
+
+
+def _int_gemm_tuned():
+    if "k" not in _TUNED:
+        _TUNED["k"] = triton.autotune(
+            configs=_hopper_configs(), key=_KEYS, prune_configs_by={"early_config_prune": _prune},
+            do_bench=_fast_bench,
+        )(_int_gemm_kernel)  # fmt: skip
+    return _TUNED["k"]
+
 
 _INTERP_TILE = {"BLOCK_M": 16, "BLOCK_N": 32, "GROUP_M": 2, "SWAP": 0}
+_INTERP_TMA = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, "PROGRAMS": 3}
+
+#: Dispatch policy of :func:`int_linear` (module-level so the benchmark can compare paths in one process):
+#: ``tma`` — per-channel W8 GEMMs use the persistent TMA kernel on sm_90+ when K is a multiple of 16;
+#: ``w4_unpack_min_m`` — W4 weights (per channel or groups of a multiple of 128) are unpacked to a transient int8
+#: copy and run through the int8 GEMM when M ≥ this (below it the packed tile is unpacked inside the K loop);
+#: ``autotune`` — use the autotuner over :func:`_hopper_configs` for the pointer kernel instead of the fixed table.
+POLICY = {
+    "tma": os.environ.get("VQCORE_TMA", "1") == "1",
+    "w4_unpack_min_m": int(os.environ.get("VQCORE_W4_UNPACK_MIN_M", "256")),
+    "autotune": os.environ.get("VQCORE_AUTOTUNE", "0") == "1",
+}
+#: Fixed tiles (from the autotuner's choices on an H100, see the README's kernel section): ``(M ≥ 4096, M ≥ 256)``.
+TMA_TILES = {
+    "large": {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "GROUP_M": 8, "num_warps": 8, "num_stages": 4},
+    "small": {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8, "num_warps": 8, "num_stages": 4},
+    "tiny": {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8, "num_warps": 4, "num_stages": 4},
+}
+PTR_TILES = {
+    ("large", False, 0): {"BLOCK_M": 128, "BLOCK_N": 256, "SWAP": 0, "num_warps": 8, "num_stages": 4},
+    ("large", True, 0): {"BLOCK_M": 256, "BLOCK_N": 128, "SWAP": 1, "num_warps": 8, "num_stages": 3},
+    ("large", False, 1): {"BLOCK_M": 256, "BLOCK_N": 128, "SWAP": 1, "num_warps": 8, "num_stages": 3},
+    ("large", True, 1): {"BLOCK_M": 256, "BLOCK_N": 128, "SWAP": 1, "num_warps": 8, "num_stages": 3},
+    ("small", False, 0): {"BLOCK_M": 64, "BLOCK_N": 128, "SWAP": 0, "num_warps": 4, "num_stages": 4},
+    ("small", True, 0): {"BLOCK_M": 128, "BLOCK_N": 128, "SWAP": 1, "num_warps": 4, "num_stages": 4},
+    ("small", False, 1): {"BLOCK_M": 64, "BLOCK_N": 128, "SWAP": 1, "num_warps": 4, "num_stages": 4},
+    ("small", True, 1): {"BLOCK_M": 64, "BLOCK_N": 128, "SWAP": 1, "num_warps": 4, "num_stages": 4},
+    ("tiny", False, 0): {"BLOCK_M": 64, "BLOCK_N": 64, "SWAP": 0, "num_warps": 4, "num_stages": 4},
+    ("tiny", True, 0): {"BLOCK_M": 64, "BLOCK_N": 64, "SWAP": 0, "num_warps": 4, "num_stages": 4},
+    ("tiny", False, 1): {"BLOCK_M": 64, "BLOCK_N": 64, "SWAP": 0, "num_warps": 4, "num_stages": 4},
+    ("tiny", True, 1): {"BLOCK_M": 64, "BLOCK_N": 64, "SWAP": 0, "num_warps": 4, "num_stages": 4},
+}
+
+
+def _size_class(m: int) -> str:
+    return "large" if m >= _LARGE_M else ("small" if m > 128 else "tiny")
+
+
+_SMS: dict = {}
+
+
+def _num_sms(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 4
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _SMS:
+        _SMS[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return _SMS[idx]
+
+
+def _tma_ok(xq: torch.Tensor, w: torch.Tensor, k: int) -> bool:
+    if k % 16 or w.stride(0) % 16 or xq.stride(0) % 16 or xq.data_ptr() % 16 or w.data_ptr() % 16:
+        return False
+    try:
+        from triton.tools.tensor_descriptor import TensorDescriptor  # noqa: F401
+    except ImportError:
+        return False
+    return INTERPRET or (xq.is_cuda and torch.cuda.get_device_capability(xq.device)[0] >= 9)
 
 
 def int_linear(
@@ -305,8 +447,12 @@ def int_linear(
     config: dict | None = None,
 ) -> torch.Tensor:
     """Launch the integer GEMM. ``w`` is int8 ``[N, K]`` (``w4=False``) or packed int4 ``[N, padded_k(K)/2]``.
-    ``config`` (``BLOCK_M``, ``BLOCK_N``, ``GROUP_M``, ``SWAP``, optional ``num_warps``/``num_stages``) bypasses the
-    autotuner."""
+
+    Paths (see :data:`POLICY`): W4 with M ≥ ``w4_unpack_min_m`` → :func:`unpack_int4` + int8 GEMM; per-channel int8
+    GEMMs → the persistent TMA kernel (sm_90+, K % 16 == 0) or the pointer kernel; per-group → the pointer kernel.
+    ``config`` overrides the choice: keys ``PATH`` (``"tma"``/``"ptr"``), ``UNPACK`` (bool) and the tile parameters
+    of that kernel (``BLOCK_M``, ``BLOCK_N``, ``GROUP_M``, ``SWAP`` / ``BLOCK_K``, ``PROGRAMS``; optional
+    ``num_warps``/``num_stages``)."""
     m = xq.shape[0]
     n = w.shape[0]
     out = torch.empty((m, n), dtype=out_dtype, device=xq.device)
@@ -316,6 +462,13 @@ def int_linear(
         xq = xq.contiguous()
     if w.stride(1) != 1:
         w = w.contiguous()
+    cfg = dict(config or {})
+    path = cfg.pop("PATH", None)
+    unpack = cfg.pop("UNPACK", None)
+    if unpack is None:
+        unpack = m >= POLICY["w4_unpack_min_m"] and not INTERPRET
+    if w4 and unpack and group_size % CHUNK == 0:
+        w, w4 = unpack_int4(w), False  # [N, padded K] int8, zero codes in the padding
     g = w_scale.shape[1] if group_size > 0 else 1
     w_scale = w_scale.contiguous().float()
     has_lr = lr_t is not None
@@ -325,30 +478,47 @@ def int_linear(
         lr_t = lr_t.contiguous()
         lr_up = lr_up.contiguous()
     dummy = x_scale
-    args = (
-        xq, x_scale, x_zp if x_zp is not None else dummy, x_rowsum if w_zp is not None else dummy, w, w_scale,
+    tail = (
+        x_scale, x_zp if x_zp is not None else dummy, x_rowsum if w_zp is not None else dummy, w_scale,
         w_sum if w_sum is not None else dummy, w_zp if w_zp is not None else dummy,
-        bias if bias is not None else dummy,
-        lr_t if has_lr else dummy, lr_up if has_lr else dummy, out,
-        m, n, k, r, g,
-        xq.stride(0), w.stride(0), lr_t.stride(0) if has_lr else 0, lr_up.stride(0) if has_lr else 0, out.stride(0),
+        bias if bias is not None else dummy, lr_t if has_lr else dummy, lr_up if has_lr else dummy, out,
     )  # fmt: skip
-    flags = {
-        "W4": bool(w4), "GROUP_SIZE": int(group_size), "HAS_ZP": x_zp is not None, "HAS_WZP": w_zp is not None,
-        "HAS_BIAS": bias is not None, "HAS_LR": has_lr, "RP": rp, "EVEN_K": k % CHUNK == 0,
-    }  # fmt: skip
-    if config is None and (INTERPRET or _int_gemm_tuned is None):
-        config = _INTERP_TILE
-    if config is not None:
-        cfg = {"GROUP_M": 8, "SWAP": 0, **config}
-        launch = {kk: cfg.pop(kk) for kk in ("num_warps", "num_stages") if kk in cfg}
-        bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
-        grid = (triton.cdiv(m, bm) * triton.cdiv(n, bn),)
-        _int_gemm_kernel[grid](*args, **flags, **cfg, **launch)
-    else:
+    strides_lr = (lr_t.stride(0) if has_lr else 0, lr_up.stride(0) if has_lr else 0)
+    flags = {"HAS_ZP": x_zp is not None, "HAS_WZP": w_zp is not None, "HAS_BIAS": bias is not None, "HAS_LR": has_lr,
+             "RP": rp}  # fmt: skip
+    if path is None:
+        use_tma = POLICY["tma"] and not INTERPRET
+        path = "tma" if use_tma and not w4 and group_size == 0 and _tma_ok(xq, w, k) else "ptr"
+    size = _size_class(m)
+    if path == "tma":
+        from triton.tools.tensor_descriptor import TensorDescriptor
+
+        if w4 or group_size:
+            raise ValueError("the TMA kernel runs per-channel int8 weights only")
+        tile = dict(_INTERP_TMA if INTERPRET else TMA_TILES[size])
+        tile.update(cfg)
+        launch = {kk: tile.pop(kk) for kk in ("num_warps", "num_stages") if kk in tile}
+        bm, bn, bk = tile["BLOCK_M"], tile["BLOCK_N"], tile["BLOCK_K"]
+        programs = tile.pop("PROGRAMS", None) or _num_sms(xq.device)
+        programs = max(1, min(programs, triton.cdiv(m, bm) * triton.cdiv(n, bn)))
+        a_desc = TensorDescriptor(xq, shape=[m, k], strides=[xq.stride(0), 1], block_shape=[bm, bk])
+        b_desc = TensorDescriptor(w, shape=[n, k], strides=[w.stride(0), 1], block_shape=[bn, bk])
+        _int_gemm_tma_kernel[(programs,)](
+            a_desc, b_desc, *tail, m, n, k, r, *strides_lr, out.stride(0), programs, **flags, **tile, **launch,
+        )  # fmt: skip
+        return out
+    args = (xq, tail[0], tail[1], tail[2], w, *tail[3:], m, n, k, r, g, xq.stride(0), w.stride(0), *strides_lr,
+            out.stride(0))  # fmt: skip
+    flags.update({"W4": bool(w4), "GROUP_SIZE": int(group_size), "EVEN_K": k % CHUNK == 0})
+    if not cfg and POLICY["autotune"] and not INTERPRET:
 
         def grid(meta):
             return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
 
-        _int_gemm_tuned[grid](*args, **flags)
+        _int_gemm_tuned()[grid](*args, **flags)
+        return out
+    tile = {"GROUP_M": 8, **(_INTERP_TILE if INTERPRET else PTR_TILES[(size, bool(w4), int(group_size > 0))]), **cfg}
+    launch = {kk: tile.pop(kk) for kk in ("num_warps", "num_stages") if kk in tile}
+    grid = (triton.cdiv(m, tile["BLOCK_M"]) * triton.cdiv(n, tile["BLOCK_N"]),)
+    _int_gemm_kernel[grid](*args, **flags, **tile, **launch)
     return out
