@@ -17,6 +17,7 @@ from .prompt import (  # noqa: E402
 )
 from .rehearsal import (  # noqa: E402
     CLFD,
+    CLSER,
     ER,
     ERACE,
     Benchmark,
@@ -36,7 +37,8 @@ from .rehearsal import (  # noqa: E402
 )
 
 __all__ = [
-    "CLFD", "ER", "ERACE", "FDINet", "Benchmark", "CLFDNet", "DERpp", "FDINetPlugin", "ReservoirBuffer", "ResNet18",
+    "CLFD", "CLSER", "ER", "ERACE", "FDINet", "Benchmark", "CLFDNet", "DERpp", "FDINetPlugin", "ReservoirBuffer",
+    "ResNet18",
     "create_method", "haar_dwt", "list_methods", "split_cifar", "split_digits", "split_tinyimagenet",
     "train_continual",
     "__version__",

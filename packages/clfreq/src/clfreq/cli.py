@@ -5,6 +5,7 @@
         --backbone vit_base_patch16_224.augreg_in21k --hub
     clfreq train --method der++ --plugin clfd --benchmark split-digits --epochs 5 --out runs/clfreq/clfd-derpp
     clfreq train --method er --plugin fdinet --benchmark split-cifar10 --data-root ~/data --best-args --out runs/x
+    torchrun --nproc_per_node 2 -m clfreq.cli train --accelerate --method cls-er --benchmark split-cifar10 ...
     accelerate launch -m clfreq.cli train --method er --benchmark split-cifar10 --data-root ~/data --accelerate ...
     clfreq list
 
@@ -22,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-METHODS = ("preprompt", "l2p", "finetune", "joint", "er", "der++", "er-ace")
-REHEARSAL = ("er", "der++", "er-ace")
+METHODS = ("preprompt", "l2p", "finetune", "joint", "er", "der++", "er-ace", "cls-er")
+REHEARSAL = ("er", "der++", "er-ace", "cls-er")
 BENCHMARKS = ("split-digits", "split-cifar10", "split-cifar100", "split-tinyimagenet", "imagefolder")
 
 
@@ -62,13 +63,14 @@ def _benchmark(args, image_size: int):
 
 
 def cmd_train_rehearsal(args) -> int:
-    """Rehearsal methods (ER, DER++, ER-ACE) with an optional CLFD/FDINet plugin; resumable per epoch."""
+    """Rehearsal methods (ER, DER++, ER-ACE, CLS-ER) with an optional CLFD/FDINet plugin; resumable per epoch.
+    With ``--accelerate`` under torchrun / accelerate launch: data-parallel (see clfreq.rehearsal.distributed)."""
     from commons.device import resolve_device
     from commons.io import save_json
 
     from .rehearsal import (
         BEST_ARGS,
-        BEST_EPOCHS,
+        best_epochs,
         create_method,
         split_cifar,
         split_digits,
@@ -77,8 +79,16 @@ def cmd_train_rehearsal(args) -> int:
     )
 
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.resume:
+    backend = None
+    if args.accelerate:
+        from commons.device import TrainingBackend
+
+        backend = TrainingBackend(use_accelerate=True)
+    main_process = backend is None or backend.is_main_process
+    if main_process and out.exists() and any(out.iterdir()) and not args.resume:
         raise SystemExit(f"--out {out} is not empty; pass --resume to continue that run or choose another folder")
+    if backend is not None:
+        backend.wait()  # rank 0 checked --out before any process writes into it
     if args.benchmark == "split-digits":
         bench = split_digits(classes_per_task=args.classes_per_task or 2)
     elif args.data_root is None:
@@ -95,22 +105,21 @@ def cmd_train_rehearsal(args) -> int:
         if key not in BEST_ARGS:
             raise SystemExit(f"no best args for {args.benchmark}; pass --lr etc.")
         hp = dict(BEST_ARGS[key][args.method])
-        args.epochs = BEST_EPOCHS[args.benchmark]
+        args.epochs = best_epochs(args.benchmark, args.method)
     if args.lr is not None:
         hp["lr"] = args.lr
     plugin = None if args.plugin == "none" else args.plugin
     method = create_method(args.method, plugin=plugin, nf=args.nf, buffer_size=args.buffer_size, **hp)
-    backend = None
-    if args.accelerate:
-        from commons.device import TrainingBackend
-
-        backend = TrainingBackend(use_accelerate=True)
     out.mkdir(parents=True, exist_ok=True)
+    augment = {"default": None, "on": True, "off": False}[args.augment]
     result = train_continual(method, bench, epochs=args.epochs, batch_size=args.batch_size or 32, seed=args.seed,
                              device=str(resolve_device(args.device)), out_dir=out, resume=args.resume,
-                             progress=not args.no_progress,
-                             backend=backend, on_task_end=lambda t, c, _til: print(
+                             progress=not args.no_progress, augment=augment,
+                             backend=backend, on_task_end=lambda t, c, _til: main_process and print(
                                  f"task {t}: Class-IL {c.average_accuracy(t):.3f}", flush=True))
+    if not main_process:  # every process holds the same model and metrics; rank 0 writes them
+        backend.close()
+        return 0
     save_json(out / "results.json", result)
     try:
         from commons.reporting import save_line_plot
@@ -130,7 +139,7 @@ def cmd_train(args) -> int:
     if args.method in REHEARSAL:
         return cmd_train_rehearsal(args)
     if args.plugin != "none":
-        raise SystemExit("--plugin applies to the rehearsal methods (er, der++, er-ace)")
+        raise SystemExit("--plugin applies to the rehearsal methods (er, der++, er-ace, cls-er)")
     from commons.device import resolve_device, seed_everything
     from commons.io import load_training_state, save_json, save_training_state
 
@@ -197,7 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--buffer-size", type=int, default=50)
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--best-args", action="store_true", help="mammoth best args and epochs for the benchmark")
-    t.add_argument("--accelerate", action="store_true", help="train through accelerate (use with accelerate launch)")
+    t.add_argument("--accelerate", action="store_true",
+                   help="data-parallel through accelerate (with torchrun / accelerate launch; rehearsal methods)")
+    t.add_argument("--augment", choices=("default", "on", "off"), default="default",
+                   help="rehearsal train transform: benchmark default (crop+flip for CIFAR/Tiny, none for digits)")
     t.add_argument("--prompt-length", type=int, default=5)
     t.add_argument("--no-feature-translation", action="store_true")
     t.add_argument("--device", default="auto")

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .augment import Augment
 from .nets import CLFDNet, FDINet, ResNet18
 
 logger = logging.getLogger(__name__)
@@ -86,26 +87,47 @@ class Rehearsal:
     """Base rehearsal method (mammoth ``ContinualModel``): plain SGD, minibatch replay of ``minibatch`` samples.
 
     Subclasses define :meth:`loss`. A plugin (CLFD, FDINet) changes :meth:`build_net`, the buffer capacity and the
-    hooks.
+    hooks. As in mammoth, the current batch and every replayed sample go through the benchmark's train transform
+    (``self.transform``, a :class:`~clfreq.rehearsal.augment.Augment` or ``None``) while the buffer stores the
+    non-augmented input; CLFD replaces the replay transform by its map transform.
     """
 
     name = "base"
+    #: net buffers that are per-process counters (summed over processes per epoch, never averaged per step)
+    summed_buffers: tuple[str, ...] = ("select_counts", "select_probs")
 
     def __init__(self, lr: float = 0.1, buffer_size: int = 50, minibatch: int = 32, nf: int = 20):
         if not lr > 0:
             raise ValueError(f"lr must be positive, got {lr}")
         if not isinstance(buffer_size, int) or buffer_size < 1:
             raise ValueError(f"buffer_size must be a positive int, got {buffer_size!r}")
+        if not isinstance(minibatch, int) or minibatch < 1:
+            raise ValueError(f"minibatch must be a positive int, got {minibatch!r}")
         self.lr, self.buffer_size, self.minibatch, self.nf = lr, buffer_size, minibatch, nf
         self.plugin: str | None = None
         self.buffer_factor = 1
 
     # set by setup()
-    def setup(self, num_classes: int, in_channels: int, classes_per_task: int, epochs: int, device, seed: int):
+    def setup(self, num_classes: int, in_channels: int, classes_per_task: int, epochs: int, device, seed: int,
+              transform=None, rank: int = 0, world: int = 1, black=None):
+        """Build net, optimiser and buffer. ``rank``/``world``: data-parallel process (the buffer is this process's
+        reservoir shard, gradients are all-reduced); ``transform``: train augmentation; ``black``: the normalised
+        value of a black pixel per channel (padding fill)."""
+        from .distributed import broadcast_modules, shard_capacity
+
         self.num_classes, self.cpt, self.epochs, self.device = num_classes, classes_per_task, epochs, device
+        self.rank, self.world, self.seed = rank, world, seed
+        self.transform = transform
+        self.black = (torch.zeros(in_channels) if black is None else torch.as_tensor(black, dtype=torch.float32))
+        self.black = self.black.to(device)
         self.net = self.build_net(num_classes, in_channels).to(device)
+        if world > 1:
+            broadcast_modules([self.net])
         self.opt = torch.optim.SGD(self.net.parameters(), lr=self.lr)
-        self.buffer = ReservoirBuffer(self.buffer_size * self.buffer_factor, seed=seed)
+        cap = self.buffer_size * self.buffer_factor
+        if world > 1 and cap < world:
+            raise ValueError(f"buffer capacity {cap} is smaller than the number of processes {world}")
+        self.buffer = ReservoirBuffer(shard_capacity(cap, rank, world), seed=seed + 7919 * rank)
         self.task = 0
         return self
 
@@ -116,6 +138,15 @@ class Rehearsal:
     def label(self) -> str:
         return self.name if self.plugin is None else f"{self.plugin}-{self.name}"
 
+    @property
+    def eval_net(self) -> torch.nn.Module:
+        """The network evaluated after each task (CLS-ER: its stable EMA model)."""
+        return self.net
+
+    def step_synced_modules(self) -> list[torch.nn.Module]:
+        """Modules besides the net whose floating buffers change during a step (averaged over processes)."""
+        return []
+
     # hooks (1-based epochs, as mammoth's training.py)
     def begin_task(self, t: int, x: torch.Tensor, y: torch.Tensor) -> None:
         self.task = t
@@ -123,6 +154,7 @@ class Rehearsal:
     def begin_epoch(self, e: int) -> None: ...
     def end_epoch(self, e: int) -> None: ...
     def end_task(self, t: int) -> None: ...
+    def after_step(self) -> None: ...
 
     def store(self, z, y, logits, t):
         self.buffer.add(examples=z, labels=y, logits=logits.detach(), task_ids=torch.full_like(y, t))
@@ -130,30 +162,53 @@ class Rehearsal:
     def observe(self, x: torch.Tensor, y: torch.Tensor, backend=None) -> float:
         self.net.train()
         self.opt.zero_grad()
-        z = self.net.encode(x)
+        xa = self.transform(x, self.black) if self.transform is not None else x
+        z = self.net.encode(xa)
         logits = self.net.classify(z, y)
         loss = self.loss(logits, y)
         (backend.backward(loss) if backend is not None else loss.backward())
+        if self.world > 1:
+            from .distributed import allreduce_step
+
+            allreduce_step(self.net, self.world, self.summed_buffers, self.step_synced_modules())
         self.opt.step()
-        self.store(z.detach(), y, logits, self.task)
+        if xa is x:
+            zs = z.detach()
+        else:  # the buffer keeps the non-augmented input (mammoth's not_aug_inputs)
+            with torch.no_grad():
+                zs = self.net.encode(x)
+        self.store(zs, y, logits, self.task)
+        self.after_step()
         return float(loss.detach())
 
-    def replay(self):
+    def replay_input(self, ex: torch.Tensor) -> torch.Tensor:
+        """Train transform for replayed buffer samples (raw images: the benchmark's transform)."""
+        return self.transform(ex, self.black) if self.transform is not None else ex
+
+    def replay(self, net: torch.nn.Module | None = None):
         b = self.buffer.sample(self.minibatch)
-        return b, self.net.classify(b["examples"], None)
+        b["input"] = self.replay_input(b["examples"])
+        return b, (net if net is not None else self.net).classify(b["input"], None)
 
     def loss(self, logits, y):
         raise NotImplementedError
 
     def state_dict(self) -> dict:
-        return {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "buffer": self.buffer.state_dict(),
-                "task": self.task}
+        s = {"net": self.net.state_dict(), "opt": self.opt.state_dict(), "buffer": self.buffer.state_dict(),
+             "task": self.task, "world": self.world}
+        if self.transform is not None:
+            s["transform"] = self.transform.state_dict()
+        return s
 
     def load_state_dict(self, s: dict) -> None:
+        if s.get("world", 1) != self.world:
+            raise ValueError(f"checkpoint was written by {s.get('world', 1)} processes, this run has {self.world}")
         self.net.load_state_dict(s["net"])
         self.opt.load_state_dict(s["opt"])
         self.buffer.load_state_dict(s["buffer"], self.device)
         self.task = s["task"]
+        if self.transform is not None and "transform" in s:
+            self.transform.load_state_dict(s["transform"])
 
 
 class ER(Rehearsal):
@@ -209,7 +264,110 @@ class ERACE(Rehearsal):
         return loss
 
 
-METHODS = {"er": ER, "der++": DERpp, "er-ace": ERACE}
+class CLSER(Rehearsal):
+    """CLS-ER (Arani, Sarfraz, Zonooz, ICLR 2022; mammoth ``clser``): a working model trained with CE on the current
+    batch and a buffer draw, plus a consistency term λ·MSE(f(x_buf), z_ema) towards the logits of two EMA copies —
+    a *plastic* model (updated with probability ``plastic_freq`` per step) and a *stable* one (``stable_freq``),
+    both with decay ``min(1 − 1/(step + 1), α)``. Per buffer sample the teacher is the EMA model giving the higher
+    softmax probability to the true class. Evaluation uses the stable model.
+
+    Defaults are mammoth's best args for Split CIFAR-10 with buffer 50 (lr 0.1, λ 0.15, r_S 0.1, r_P 0.5, α 0.999
+    for both; notes §1.5–1.6). Choices where this differs from the official code, on purpose: the CE over the
+    current batch and the buffer draw is one mean over both sets (as CE on their concatenation) but computed with
+    two forward passes (BatchNorm statistics per set, like ER here); the update coin flips use a generator seeded
+    identically on every process, so data-parallel copies of the EMA models stay equal. As the official code, only
+    the weights are averaged and the teachers run in train mode (batch statistics), so their BatchNorm running
+    statistics are their own, collected on buffer draws with their averaged weights — evaluating the stable model
+    with the working model's (or EMA-averaged) statistics instead left it at chance in our short runs.
+
+    Time scales: an EMA model averages over about ``1 / (freq · (1 − α))`` steps — 10 000 (stable) and 2 000
+    (plastic) steps with the official values, against ≈15 600 steps per task in mammoth's Split CIFAR-10 setting
+    (50 epochs × 313). Short runs need faster EMAs (:data:`QUICK_ARGS` scales them for the CPU quick benchmark).
+    """
+
+    name = "cls-er"
+
+    def __init__(self, lr: float = 0.1, reg_weight: float = 0.15, stable_freq: float = 0.1, plastic_freq: float = 0.5,
+                 stable_alpha: float = 0.999, plastic_alpha: float = 0.999, **kw):
+        super().__init__(lr=lr, **kw)
+        for k, v in (("stable_freq", stable_freq), ("plastic_freq", plastic_freq)):
+            if not 0 <= v <= 1:
+                raise ValueError(f"{k} must be a probability in [0, 1], got {v}")
+        for k, v in (("stable_alpha", stable_alpha), ("plastic_alpha", plastic_alpha)):
+            if not 0 <= v < 1:
+                raise ValueError(f"{k} must be in [0, 1), got {v}")
+        if reg_weight < 0:
+            raise ValueError(f"reg_weight must be non-negative, got {reg_weight}")
+        self.reg_weight, self.stable_freq, self.plastic_freq = reg_weight, stable_freq, plastic_freq
+        self.stable_alpha, self.plastic_alpha = stable_alpha, plastic_alpha
+
+    def setup(self, *a, **kw):
+        import copy
+
+        out = super().setup(*a, **kw)
+        self.plastic = copy.deepcopy(self.net).eval()
+        self.stable = copy.deepcopy(self.net).eval()
+        for p in list(self.plastic.parameters()) + list(self.stable.parameters()):
+            p.requires_grad_(False)
+        self.ema_step = 0
+        self.ema_updates = {"plastic": 0, "stable": 0}
+        self.ema_gen = torch.Generator().manual_seed(self.seed + 104729)  # same on every process
+        return out
+
+    @property
+    def eval_net(self) -> torch.nn.Module:
+        return self.stable
+
+    def step_synced_modules(self) -> list[torch.nn.Module]:
+        return [self.stable, self.plastic]  # their BatchNorm statistics change in every step's teacher forward
+
+    @torch.no_grad()
+    def update_ema(self, which: str) -> float:
+        """One EMA update of the ``"plastic"`` or ``"stable"`` model from the working model; returns the decay."""
+        ema, alpha = (self.plastic, self.plastic_alpha) if which == "plastic" else (self.stable, self.stable_alpha)
+        a = min(1 - 1 / (self.ema_step + 1), alpha)
+        for e, p in zip(ema.parameters(), self.net.parameters()):
+            e.mul_(a).add_(p.detach(), alpha=1 - a)
+        self.ema_updates[which] += 1
+        return a
+
+    def after_step(self) -> None:
+        self.ema_step += 1
+        r = torch.rand(2, generator=self.ema_gen)
+        if float(r[0]) < self.plastic_freq:
+            self.update_ema("plastic")
+        if float(r[1]) < self.stable_freq:
+            self.update_ema("stable")
+
+    def loss(self, logits, y):
+        ce, n = F.cross_entropy(logits, y, reduction="sum"), y.numel()
+        if not len(self.buffer):
+            return ce / n
+        b, out = self.replay()
+        lab = b["labels"]
+        with torch.no_grad():  # teachers in train mode, as the official code (see the class docstring)
+            self.stable.train(), self.plastic.train()
+            zs, zp = self.stable.classify(b["input"]), self.plastic.classify(b["input"])
+            self.stable.eval(), self.plastic.eval()
+            take_stable = F.softmax(zs, 1).gather(1, lab[:, None]) > F.softmax(zp, 1).gather(1, lab[:, None])
+            target = torch.where(take_stable, zs, zp)
+        ce = ce + F.cross_entropy(out, lab, reduction="sum")
+        return ce / (n + lab.numel()) + self.reg_weight * F.mse_loss(out, target)
+
+    def state_dict(self) -> dict:
+        return super().state_dict() | {"plastic": self.plastic.state_dict(), "stable": self.stable.state_dict(),
+                                       "ema_step": self.ema_step, "ema_updates": dict(self.ema_updates),
+                                       "ema_gen": self.ema_gen.get_state()}
+
+    def load_state_dict(self, s: dict) -> None:
+        super().load_state_dict(s)
+        self.plastic.load_state_dict(s["plastic"])
+        self.stable.load_state_dict(s["stable"])
+        self.ema_step, self.ema_updates = s["ema_step"], dict(s["ema_updates"])
+        self.ema_gen.set_state(s["ema_gen"])
+
+
+METHODS = {"er": ER, "der++": DERpp, "er-ace": ERACE, "cls-er": CLSER}
 
 
 # ------------------------------------------------------------------------------------------------ plugins
@@ -219,8 +377,11 @@ def CLFD(method: Rehearsal, kwta_keep: float = 0.6, buffer_factor: int = 4, sele
     Frequency encoder + ResNet on half resolution, buffer of ``buffer_factor``× encoded maps (same bytes as the raw
     buffer), encoder frozen from the last epoch of task 0 (buffer emptied then refilled, counter restored), k-WTA and
     the class-aware selection schedule. Pitfall decisions (notes §1.8): counts updated with ``index_add_`` on device;
-    no replay crop augmentation (so no padding fill needed); similarities over the explicit old-class set; counts
-    never reset (as the official code).
+    similarities over the explicit old-class set; counts never reset (as the official code). When the benchmark has
+    a train transform (Split CIFAR / Tiny-ImageNet), replayed maps get CLFD's map transform: random crop with half
+    the image padding (2 for CIFAR) + flip, the padding filled with the encoder output of a black image — a
+    per-channel constant (the Haar transform of a constant image is 2·value in LL and 0 elsewhere), written into an
+    explicit padding region instead of the official ``buf == 0`` test.
     """
     if not isinstance(method, Rehearsal):
         raise TypeError(f"CLFD wraps a rehearsal method (ER, DERpp, ERACE), got {type(method).__name__}")
@@ -244,7 +405,32 @@ def CLFD(method: Rehearsal, kwta_keep: float = 0.6, buffer_factor: int = 4, sele
         st["ll"] = {}
         st["seen_task0"] = 0
         net.use_class_mask = selection
+        tr = method.transform
+        st["map_aug"] = (None if tr is None else
+                         Augment(max(1, tr.padding // 2) if tr.padding else 0, tr.flip,
+                                 seed=method.seed * 1000003 + 17 + method.rank))
         return out
+
+    def replay_input(ex):
+        if st["map_aug"] is None:
+            return ex
+        with torch.no_grad():  # encoder output of a black image: one value per output channel
+            black = method.black.reshape(1, -1, 1, 1).expand(1, -1, 2, 2)
+            fill = method.net.encoder(black)[0][0, :, 0, 0]
+        return st["map_aug"](ex, fill)
+
+    base_state, base_load = method.state_dict, method.load_state_dict
+
+    def state_dict():
+        keep = {k: v for k, v in st.items() if k not in ("x", "y", "map_aug")}
+        aug = st["map_aug"].state_dict() if st.get("map_aug") is not None else None
+        return base_state() | {"clfd": keep, "clfd_map_aug": aug}
+
+    def load_state_dict(s):
+        base_load(s)
+        st.update(s["clfd"])
+        if st.get("map_aug") is not None and s.get("clfd_map_aug") is not None:
+            st["map_aug"].load_state_dict(s["clfd_map_aug"])
 
     def begin_task(t, x, y):
         base_begin_task(t, x, y)
@@ -305,6 +491,7 @@ def CLFD(method: Rehearsal, kwta_keep: float = 0.6, buffer_factor: int = 4, sele
             method.buffer.num_seen = max(method.buffer.num_seen, st["seen_task0"] + method.buffer.num_seen)
 
     method.build_net, method.setup, method.begin_task = build_net, setup, begin_task
+    method.replay_input, method.state_dict, method.load_state_dict = replay_input, state_dict, load_state_dict
     method.begin_epoch, method.end_epoch, method.end_task = begin_epoch, end_epoch, end_task
     method.clfd_state = st
     return method
@@ -342,18 +529,44 @@ def list_methods() -> list[str]:
     return sorted(METHODS)
 
 
-# mammoth best args (utils/best_args.py; notes §1.6): plain SGD, batch 32, 50 epochs (Tiny ER/DER++ 100)
+# mammoth best args (utils/best_args.py; notes §1.6): plain SGD, batch 32, 50 epochs (Tiny ER/DER++ 100).
+# CLS-ER: lr, consistency weight λ, stable/plastic update probabilities; α = 0.999 for both EMA models.
 BEST_ARGS = {
     ("split-cifar10", 50): {"er": {"lr": 0.1}, "der++": {"lr": 0.03, "alpha": 0.1, "beta": 0.5},
-                            "er-ace": {"lr": 0.03}},
+                            "er-ace": {"lr": 0.03},
+                            "cls-er": {"lr": 0.1, "reg_weight": 0.15, "stable_freq": 0.1, "plastic_freq": 0.5}},
     ("split-cifar10", 125): {"er": {"lr": 0.1}, "der++": {"lr": 0.03, "alpha": 0.2, "beta": 0.5},
-                             "er-ace": {"lr": 0.03}},
+                             "er-ace": {"lr": 0.03},
+                             "cls-er": {"lr": 0.1, "reg_weight": 0.15, "stable_freq": 0.2, "plastic_freq": 0.9}},
     ("split-tinyimagenet", 50): {"er": {"lr": 0.1}, "der++": {"lr": 0.03, "alpha": 0.1, "beta": 0.5},
-                                 "er-ace": {"lr": 0.03}},
+                                 "er-ace": {"lr": 0.03},
+                                 "cls-er": {"lr": 0.1, "reg_weight": 0.1, "stable_freq": 0.08, "plastic_freq": 0.16}},
     ("split-tinyimagenet", 125): {"er": {"lr": 0.03}, "der++": {"lr": 0.03, "alpha": 0.1, "beta": 0.5},
-                                  "er-ace": {"lr": 0.03}},
+                                  "er-ace": {"lr": 0.03},
+                                  "cls-er": {"lr": 0.1, "reg_weight": 0.1, "stable_freq": 0.1, "plastic_freq": 0.16}},
 }
 BEST_EPOCHS = {"split-cifar10": 50, "split-tinyimagenet": 100, "split-cifar100": 50}
+#: per-method exceptions to BEST_EPOCHS (mammoth: ER-ACE and CLS-ER use 50 epochs on Tiny-ImageNet)
+BEST_EPOCHS_BY_METHOD = {("split-tinyimagenet", "er-ace"): 50, ("split-tinyimagenet", "cls-er"): 50}
+
+# Our quick CPU setting on Split Digits (2 epochs/task ≈ 18 steps per task, nf 8): mammoth's CIFAR-10 best args,
+# except (not mammoth settings; see the README):
+# * ER-ACE at lr 0.1: at lr 0.03 and 2–3 epochs ER-ACE's task 0 (plain CE, no replay yet) stays at chance (Task-IL
+#   0.50 on task 0 after 3 epochs; 0.99 at lr 0.1; measured 2026-11-24).
+# * CLS-ER with faster EMA models: the official rates average over 10 000 / 2 000 steps, far longer than this whole
+#   run (90 steps), so the stable model stays near its random init (Class-IL 19 %). Scaled so the averaging windows
+#   keep roughly the official ratio to the steps per task (stable ≈ 1.1 task, plastic ≈ 0.14 task).
+QUICK_ARGS = {("split-digits", 50): {
+    **BEST_ARGS[("split-cifar10", 50)], "er-ace": {"lr": 0.1},
+    "cls-er": {"lr": 0.1, "reg_weight": 0.15, "stable_freq": 0.5, "plastic_freq": 1.0, "stable_alpha": 0.9,
+               "plastic_alpha": 0.6}}}
+
+
+def best_epochs(benchmark: str, method: str) -> int:
+    """mammoth's epochs per task for ``benchmark`` and ``method`` (``BEST_EPOCHS`` with per-method exceptions)."""
+    if benchmark not in BEST_EPOCHS:
+        raise ValueError(f"no best epochs for benchmark {benchmark!r}; known: {sorted(BEST_EPOCHS)}")
+    return BEST_EPOCHS_BY_METHOD.get((benchmark, method), BEST_EPOCHS[benchmark])
 
 
 # ------------------------------------------------------------------------------------------------ benchmarks
@@ -368,6 +581,16 @@ class Benchmark:
     classes_per_task: int
     in_channels: int = 3
     class_order: list = field(default_factory=list)
+    #: normalisation statistics per channel (the padding value of the crop is the normalised black, -mean/std)
+    mean: tuple = (0.0, 0.0, 0.0)
+    std: tuple = (1.0, 1.0, 1.0)
+    #: default train augmentation: ``{"padding": 4, "flip": True}`` (mammoth CIFAR/Tiny) or ``None`` (off)
+    augment: dict | None = None
+
+    @property
+    def black(self) -> torch.Tensor:
+        """Normalised value of a black pixel per channel."""
+        return -torch.tensor(self.mean, dtype=torch.float32) / torch.tensor(self.std, dtype=torch.float32)
 
     @property
     def num_tasks(self) -> int:
@@ -378,7 +601,7 @@ class Benchmark:
         return self.num_tasks * self.classes_per_task
 
 
-def _split(name, xtr, ytr, xte, yte, cpt, seed, order=None) -> Benchmark:
+def _split(name, xtr, ytr, xte, yte, cpt, seed, order=None, stats=None, augment=None) -> Benchmark:
     classes = sorted(set(ytr.tolist()))
     if len(classes) % cpt:
         raise ValueError(f"classes_per_task={cpt} does not divide {len(classes)} classes")
@@ -393,14 +616,21 @@ def _split(name, xtr, ytr, xte, yte, cpt, seed, order=None) -> Benchmark:
         m, n = (ytr >= lo) & (ytr < hi), (yte >= lo) & (yte < hi)
         tr.append((xtr[m], ytr[m]))
         te.append((xte[n], yte[n]))
-    return Benchmark(name, tr, te, cpt, xtr.shape[1], [int(c) for c in order])
+    c = xtr.shape[1]
+    mean, std = stats if stats is not None else ((0.0,) * c, (1.0,) * c)
+    return Benchmark(name, tr, te, cpt, c, [int(o) for o in order], tuple(mean), tuple(std), augment)
 
 
 def split_digits(image_size: int = 16, classes_per_task: int = 2, seed: int | None = None,
                  test_fraction: float = 0.2) -> Benchmark:
     """Embedded default: scikit-learn digits (commons), 8×8 bilinearly resized to ``image_size`` (16: the DWT gives
     8×8 maps), grey replicated to 3 channels, normalised with the training mean/std; 5 tasks × 2 classes in label
-    order (``seed=None``, the mammoth convention) or a seeded class order."""
+    order (``seed=None``, the mammoth convention) or a seeded class order.
+
+    No train augmentation by default (``augment=None``), as mammoth's Split MNIST: a horizontal flip does not preserve
+    digit identity (2↔5-like mirror shapes, 3, 7, 9), and a 4-pixel crop shift on a 16-pixel upsampled 8×8 digit
+    moves a quarter of the image. ``train_continual(..., augment={"padding": 2, "flip": False})`` turns a small crop
+    on."""
     from commons.data import load_digits_arrays, stratified_split
 
     if image_size % 2 or image_size < 8:
@@ -413,12 +643,16 @@ def split_digits(image_size: int = 16, classes_per_task: int = 2, seed: int | No
     tr, te = torch.as_tensor(np.asarray(tr)), torch.as_tensor(np.asarray(te))
     mean, std = x[tr].mean(), x[tr].std()
     x = (x - mean) / std
-    return _split("split-digits", x[tr], y[tr], x[te], y[te], classes_per_task, seed)
+    stats = ((float(mean),) * 3, (float(std),) * 3)
+    return _split("split-digits", x[tr], y[tr], x[te], y[te], classes_per_task, seed, stats=stats)
 
 
 _STATS = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2615)),
           "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
           "tinyimagenet": ((0.4802, 0.4480, 0.3975), (0.2770, 0.2691, 0.2821))}
+
+
+_MAMMOTH_AUG = {"padding": 4, "flip": True}
 
 
 def _to_tensor(ds, stats):
@@ -431,7 +665,8 @@ def _to_tensor(ds, stats):
 def split_cifar(root: str | Path, name: str = "cifar10", classes_per_task: int | None = None,
                 seed: int | None = None) -> Benchmark:
     """Split CIFAR-10 (5×2) / CIFAR-100 (10×10) from torchvision files under ``root`` (no download), normalised with
-    the mammoth statistics. No crop/flip augmentation is applied by the trainer (documented deviation)."""
+    the mammoth statistics; train augmentation RandomCrop(32, padding=4) + horizontal flip (mammoth), applied on
+    the fly by :func:`train_continual`."""
     from commons.data import cifar
 
     if name not in ("cifar10", "cifar100"):
@@ -439,12 +674,12 @@ def split_cifar(root: str | Path, name: str = "cifar10", classes_per_task: int |
     xtr, ytr = _to_tensor(cifar(name, root, train=True), _STATS[name])
     xte, yte = _to_tensor(cifar(name, root, train=False), _STATS[name])
     cpt = classes_per_task or (2 if name == "cifar10" else 10)
-    return _split(f"split-{name}", xtr, ytr, xte, yte, cpt, seed)
+    return _split(f"split-{name}", xtr, ytr, xte, yte, cpt, seed, stats=_STATS[name], augment=dict(_MAMMOTH_AUG))
 
 
 def split_tinyimagenet(root: str | Path, classes_per_task: int = 20, seed: int | None = None) -> Benchmark:
     """Split Tiny-ImageNet (10×20) from the standard layout: ``root/train/<wnid>/images/*.JPEG`` and
-    ``root/val/images`` + ``root/val/val_annotations.txt``."""
+    ``root/val/images`` + ``root/val/val_annotations.txt``. Train augmentation RandomCrop(64, padding=4) + flip."""
     from PIL import Image
 
     root = Path(root)
@@ -462,39 +697,72 @@ def split_tinyimagenet(root: str | Path, classes_per_task: int = 20, seed: int |
             te.append((Image.open(root / "val" / "images" / parts[0]).convert("RGB"), index[parts[1]]))
     xtr, ytr = _to_tensor(tr, _STATS["tinyimagenet"])
     xte, yte = _to_tensor(te, _STATS["tinyimagenet"])
-    return _split("split-tinyimagenet", xtr, ytr, xte, yte, classes_per_task, seed)
+    return _split("split-tinyimagenet", xtr, ytr, xte, yte, classes_per_task, seed, stats=_STATS["tinyimagenet"],
+                  augment=dict(_MAMMOTH_AUG))
 
 
 # ------------------------------------------------------------------------------------------------ trainer
 @torch.no_grad()
-def evaluate(method: Rehearsal, bench: Benchmark, upto: int, batch: int = 512) -> tuple[list[float], list[float]]:
-    """Class-IL and Task-IL accuracy on tasks 0..upto (Task-IL masks logits to the task's classes)."""
-    net, cpt = method.net, bench.classes_per_task
+def evaluate(method: Rehearsal, bench: Benchmark, upto: int, batch: int = 512,
+             rank: int = 0, world: int = 1) -> tuple[list[float], list[float]]:
+    """Class-IL and Task-IL accuracy of ``method.eval_net`` on tasks 0..upto (Task-IL masks logits to the task's
+    classes). With ``world`` > 1 each process scores every ``world``-th test sample and the counts are summed."""
+    net, cpt = method.eval_net, bench.classes_per_task
     net.eval()
-    cil, til = [], []
+    counts = torch.zeros(upto + 1, 3, dtype=torch.float64)
     for t in range(upto + 1):
         x, y = bench.test[t]
-        c = k = 0
+        if world > 1:
+            x, y = x[rank::world], y[rank::world]
         for i in range(0, len(x), batch):
             out = net(x[i:i + batch].to(method.device))[:, : bench.num_classes]
             yy = y[i:i + batch].to(method.device)
-            c += int((out.argmax(1) == yy).sum())
             masked = torch.full_like(out, float("-inf"))
             masked[:, t * cpt:(t + 1) * cpt] = out[:, t * cpt:(t + 1) * cpt]
-            k += int((masked.argmax(1) == yy).sum())
-        cil.append(c / len(x))
-        til.append(k / len(x))
-    return cil, til
+            counts[t, 0] += int((out.argmax(1) == yy).sum())
+            counts[t, 1] += int((masked.argmax(1) == yy).sum())
+        counts[t, 2] = len(x)
+    if world > 1:
+        from .distributed import allreduce_sum_
+
+        counts = allreduce_sum_(counts.to(method.device)).cpu()
+    n = counts[:, 2].clamp_min(1)
+    return (counts[:, 0] / n).tolist(), (counts[:, 1] / n).tolist()
+
+
+def _make_augment(bench: Benchmark, augment, seed: int, rank: int):
+    from .augment import Augment
+
+    if augment is None:
+        spec = bench.augment
+    elif augment is False:
+        spec = None
+    elif augment is True:
+        spec = bench.augment or {"padding": 4, "flip": True}
+    elif isinstance(augment, dict):
+        spec = augment
+    else:
+        raise TypeError(f"augment must be None, a bool or a dict like {{'padding': 4, 'flip': True}}, got {augment!r}")
+    if spec is None:
+        return None
+    unknown = set(spec) - {"padding", "flip"}
+    if unknown:
+        raise ValueError(f"augment accepts the keys 'padding' and 'flip', got {sorted(unknown)}")
+    return Augment(int(spec.get("padding", 4)), bool(spec.get("flip", True)), seed=seed * 1000003 + rank)
 
 
 def train_continual(method: Rehearsal, bench: Benchmark, epochs: int = 5, batch_size: int = 32, seed: int = 0,
                     device: str = "cpu", out_dir: str | Path | None = None, resume: bool = False,
-                    progress: bool = False, backend=None, on_task_end=None) -> dict:
+                    progress: bool = False, backend=None, on_task_end=None, augment=None) -> dict:
     """Train ``method`` over ``bench`` task by task; returns the Class-IL/Task-IL accuracy matrices and metrics.
 
-    With ``out_dir``, the full state (net, optimiser, buffer, RNG, matrices) is saved atomically after every epoch
+    ``augment``: ``None`` uses the benchmark's train transform (mammoth crop + flip for CIFAR / Tiny-ImageNet, none
+    for Split Digits), ``False`` turns it off, ``True`` forces crop(4) + flip, a dict sets ``padding``/``flip``.
+    With ``out_dir``, the full state (net, optimiser, buffer, RNGs, matrices) is saved atomically after every epoch
     (``commons.io.save_training_state``) and ``resume=True`` continues from it. ``backend`` is an optional
-    ``commons.device.TrainingBackend`` (``backward`` is routed through it; accelerate DDP wraps the net).
+    ``commons.device.TrainingBackend``: under ``torchrun``/``accelerate launch`` with several processes the data
+    are sharded, gradients and BatchNorm statistics are all-reduced after every backward and each process keeps a
+    shard of the reservoir (policy in :mod:`clfreq.rehearsal.distributed`); each process writes its own state file.
     """
     from tqdm.auto import tqdm
 
@@ -503,38 +771,41 @@ def train_continual(method: Rehearsal, bench: Benchmark, epochs: int = 5, batch_
     from commons.metrics import AccuracyMatrix
     from commons.profiling import PeakMemory, count_parameters
 
+    from .distributed import allreduce_sum_delta, dist_world, shard_permutation
+
     if not isinstance(method, Rehearsal):
         raise TypeError(f"method must be a Rehearsal method (create_method(...)), got {type(method).__name__}")
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    rank, world = dist_world(backend)
+    transform = _make_augment(bench, augment, seed, rank)
     seed_everything(seed)
     dev = torch.device(backend.device if backend is not None else device)
-    method.setup(bench.num_classes, bench.in_channels, bench.classes_per_task, epochs, dev, seed)
+    method.setup(bench.num_classes, bench.in_channels, bench.classes_per_task, epochs, dev, seed,
+                 transform=transform, rank=rank, world=world, black=bench.black[: bench.in_channels])
     T = bench.num_tasks
     cil_m, til_m = AccuracyMatrix(T), AccuracyMatrix(T)
-    state_path = Path(out_dir) / "state.pt" if out_dir is not None else None
+    state_path = None
+    if out_dir is not None:
+        state_path = Path(out_dir) / ("state.pt" if rank == 0 else f"state.rank{rank}.pt")
     start_task, start_epoch, train_seconds = 0, 1, 0.0
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # same permutation on every process; each takes its shard
     if resume and state_path is not None:
         s = load_training_state(state_path)
         if s is not None:
             method.load_state_dict(s["method"])
-            if "clfd" in s:
-                method.clfd_state.update(s["clfd"])
             start_task, start_epoch, train_seconds = s["task"], s["epoch"], s["train_seconds"]
             cil_m.matrix, til_m.matrix = np.array(s["cil"], dtype=float), np.array(s["til"], dtype=float)
             gen.set_state(s["gen"])
-            if start_task > 0 or start_epoch > 1:
-                if start_task < T and start_epoch == 1:
-                    pass
-                if start_task == 0 and start_epoch > epochs:
-                    start_task, start_epoch = 1, 1
-                if method.plugin == "clfd" and start_task > 0:
-                    for p in method.net.encoder.parameters():
-                        p.requires_grad_(False)
+            if "torch_rng" in s:
+                torch.set_rng_state(s["torch_rng"])
+            if method.plugin == "clfd" and start_task > 0:
+                for p in method.net.encoder.parameters():
+                    p.requires_grad_(False)
             logger.info("resuming at task %d epoch %d", start_task, start_epoch)
+    counted = [b for n, b in method.net.named_buffers() if n.split(".")[-1] == "select_counts"]
     with PeakMemory(dev) as pm:
         for t in range(start_task, T):
             x, y = bench.train[t]
@@ -543,35 +814,38 @@ def train_continual(method: Rehearsal, bench: Benchmark, epochs: int = 5, batch_
             for e in range(e0, epochs + 1):
                 t0 = time.perf_counter()
                 method.begin_epoch(e)
-                perm = torch.randperm(len(x), generator=gen)
-                bar = tqdm(range(0, len(x), batch_size), desc=f"{method.label} task {t + 1}/{T} ep {e}",
-                           disable=not progress, leave=False)
+                snap = [b.clone() for b in counted] if world > 1 else []
+                perm = shard_permutation(torch.randperm(len(x), generator=gen), rank, world)
+                bar = tqdm(range(0, len(perm), batch_size), desc=f"{method.label} task {t + 1}/{T} ep {e}",
+                           disable=not progress or rank != 0, leave=False)
                 for i in bar:
                     idx = perm[i:i + batch_size]
                     loss = method.observe(x[idx].to(dev), y[idx].to(dev), backend)
                     bar.set_postfix(loss=f"{loss:.3f}")
+                for b, s0 in zip(counted, snap):  # CLFD activation counts: sum what every process counted
+                    allreduce_sum_delta(b, s0)
                 method.end_epoch(e)
                 if dev.type == "cuda":
                     torch.cuda.synchronize(dev)
                 train_seconds += time.perf_counter() - t0
                 if e == epochs:
                     method.end_task(t)
-                    cil, til = evaluate(method, bench, t)
+                    cil, til = evaluate(method, bench, t, rank=rank, world=world)
                     for j in range(t + 1):
                         cil_m.set(t, j, cil[j])
                         til_m.set(t, j, til[j])
                     if on_task_end is not None:
                         on_task_end(t, cil_m, til_m)
-                if state_path is not None and (backend is None or backend.is_main_process):
+                if state_path is not None:
                     nt, ne = (t + 1, 1) if e == epochs else (t, e + 1)
                     s = {"method": method.state_dict(), "task": nt, "epoch": ne, "train_seconds": train_seconds,
-                         "cil": cil_m.matrix.tolist(), "til": til_m.matrix.tolist(), "gen": gen.get_state()}
-                    if method.plugin == "clfd":
-                        s["clfd"] = dict(method.clfd_state)
+                         "cil": cil_m.matrix.tolist(), "til": til_m.matrix.tolist(), "gen": gen.get_state(),
+                         "torch_rng": torch.get_rng_state()}
                     save_training_state(state_path, s)
-    bb = method.net.features if hasattr(method.net, "features") else None
+    net = method.net
+    bb = net.features if hasattr(net, "features") else None
     backbone_params = (count_parameters(bb) if bb is not None
-                       else count_parameters(method.net.low) + count_parameters(method.net.high))
+                       else count_parameters(net.low) + count_parameters(net.high))
     return {
         "method": method.label, "benchmark": bench.name, "seed": seed, "epochs": epochs,
         "class_il": cil_m.average_accuracy(), "task_il": til_m.average_accuracy(),
@@ -580,6 +854,7 @@ def train_continual(method: Rehearsal, bench: Benchmark, epochs: int = 5, batch_
         "per_task_class_il": [cil_m.average_accuracy(i) for i in range(T)],
         "cil_matrix": cil_m.to_list(), "til_matrix": til_m.to_list(),
         "train_seconds": train_seconds, "peak_memory_bytes": pm.peak_bytes,
-        "params": count_parameters(method.net), "backbone_params": backbone_params,
-        "buffer_capacity": method.buffer.capacity,
+        "params": count_parameters(net), "backbone_params": backbone_params,
+        "buffer_capacity": method.buffer_size * method.buffer_factor, "world_size": world,
+        "augment": repr(transform) if transform is not None else None,
     }

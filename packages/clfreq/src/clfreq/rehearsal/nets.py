@@ -159,8 +159,10 @@ class FDINet(nn.Module):
 
     Low branch: ResNet-18 trunk (``nf_low``) on LL; high branch: ResNet-18 trunk (``nf_high``) on LH/HL/HH; both at
     half resolution. Integration: each branch's pooled vector is gated by a sigmoid of a linear map of the other
-    (mutual gating), then concatenated and classified. The buffer stores the 4 DWT sub-bands (12 channels at H/2 —
-    the same number of values as the image, so no byte saving and none claimed).
+    (mutual gating), then concatenated and classified. The buffer stores the raw (normalised) image and the DWT runs
+    inside :meth:`classify`: the 4 sub-bands hold exactly as many values as the image (no byte saving to claim), and
+    keeping images lets replay use the benchmark's image augmentation unchanged (a horizontal flip is not a plain
+    flip of the sub-bands: LH and HH change sign).
     """
 
     def __init__(self, num_classes: int, in_channels: int = 3, nf_low: int = 6, nf_high: int = 6):
@@ -173,11 +175,11 @@ class FDINet(nn.Module):
         self.classifier = nn.Linear(self.low.dim + self.high.dim, num_classes)
 
     def encode(self, x):
-        return torch.cat(haar_dwt(x), 1)
+        return x
 
     def classify(self, z, y=None):
-        c = self.in_channels
-        fl, fh = self.low(z[:, :c]), self.high(z[:, c:])
+        ll, lh, hl, hh = haar_dwt(z)
+        fl, fh = self.low(ll), self.high(torch.cat([lh, hl, hh], 1))
         fl2 = fl * torch.sigmoid(self.gate_low(fh))
         fh2 = fh * torch.sigmoid(self.gate_high(fl))
         return self.classifier(torch.cat([fl2, fh2], 1))
