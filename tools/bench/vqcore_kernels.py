@@ -6,8 +6,14 @@ shapes of CogVideoX-2B (hidden 1920, MLP 7680) and Open-Sora/Latte (1152, 4608),
 quantization kernel (what a layer really pays). Plus one transformer block of CogVideoX-2B size (random weights):
 bf16 vs converted W8A8 / W4A8 (latency, linear-weight memory).
 
-    python tools/bench/vqcore_kernels.py                 # on a CUDA GPU (Hopper autotune configs)
+    python tools/bench/vqcore_kernels.py                 # on a CUDA GPU (all shapes, block)
+    python tools/bench/vqcore_kernels.py --large-only --budget-s 55   # reduced: large-M shapes, block, time-boxed
     python tools/bench/vqcore_kernels.py --quick         # CPU: tiny shapes through the reference path (smoke only)
+
+On the GPU every large-M shape also times the kernel *variants* side by side in the same process ("before" = the
+pointer-based kernel with the tiles the autotuner chose in the first H100 run, W4 unpacked inside its K loop; "after"
+= the persistent TMA kernel with several tiles, W4 unpacked once to a transient int8 copy + the int8 GEMM); the
+layer/block columns use the library's default dispatch policy.
 
 Writes results.json, results.md and a PNG plot into --out (default runs/bench/vqcore_kernels).
 """
@@ -65,17 +71,74 @@ def _time(fn, warmup: int, rep: int, cuda: bool, graph: bool | None = None) -> f
     return statistics.median(ts)
 
 
-def _best_config(cuda: bool) -> str:
-    if not cuda:
-        return "reference"
-    from vqcore.kernels import triton_kernels as tk
+def _cfg_name(cfg: dict) -> str:
+    c = {k: v for k, v in cfg.items()}
+    swap = " swap" if c.get("SWAP") else ""
+    unpack = "unpack+" if c.get("UNPACK") else ""
+    extra = (" flat" if c.get("FLATTEN") else "") + (" tma-store" if c.get("STORE_DESC") else "")
+    extra += f" k{c['BLOCK_K']}" if "BLOCK_K" in c else ""
+    return (f"{unpack}{c.get('PATH', 'ptr')} {c.get('BLOCK_M')}x{c.get('BLOCK_N')} w{c.get('num_warps')} "
+            f"s{c.get('num_stages')}{swap}{extra}")  # fmt: skip
 
-    c = tk._int_gemm_tuned.best_config
-    swap = " swap" if c.kwargs.get("SWAP") else ""
-    return f"{c.kwargs['BLOCK_M']}x{c.kwargs['BLOCK_N']} w{c.num_warps} s{c.num_stages}{swap}"
+
+# "before": the pointer kernel with the tiles the autotuner picked for the large-M shapes in the first H100 run
+BEFORE_W8 = [
+    {"PATH": "ptr", "UNPACK": False, "BLOCK_M": 128, "BLOCK_N": 256, "SWAP": 0, "num_warps": 8, "num_stages": 4},
+    {"PATH": "ptr", "UNPACK": False, "BLOCK_M": 256, "BLOCK_N": 128, "SWAP": 1, "num_warps": 8, "num_stages": 3},
+]
+BEFORE_W4 = {"PATH": "ptr", "UNPACK": False, "BLOCK_M": 256, "BLOCK_N": 128, "SWAP": 1, "num_warps": 8,
+             "num_stages": 3}  # fmt: skip
+TMA_W8 = [
+    {"PATH": "tma", "BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "num_warps": 8, "num_stages": 4},
+    {
+        "PATH": "tma",
+        "BLOCK_M": 128,
+        "BLOCK_N": 256,
+        "BLOCK_K": 128,
+        "num_warps": 8,
+        "num_stages": 3,
+        "FLATTEN": True,
+        "STORE_DESC": True,
+    },
+    {"PATH": "tma", "BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 256, "num_warps": 8, "num_stages": 2},
+    {"PATH": "tma", "BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 128, "num_warps": 8, "num_stages": 3},
+    {"PATH": "tma", "BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "num_warps": 8, "num_stages": 3, "FLATTEN": True},
+]
+G128_AFTER = {"PATH": "ptr", "UNPACK": True, "BLOCK_M": 256, "BLOCK_N": 128, "SWAP": 1, "num_warps": 8,
+              "num_stages": 3}  # fmt: skip
 
 
-def _bench_shape(args, device, cuda: bool, model: str, name: str, m: int, k: int, n: int) -> dict:
+def _variants(args, cuda, t, errs, cfgs, run_cfg, ref_of, mods, deadline) -> None:
+    """Time every variant config of the large-M comparison (best of each family), checking each one."""
+
+    def best(key, mod, configs):
+        out = []
+        for cfg in configs:
+            if time.time() > deadline:
+                break
+            try:
+                y = run_cfg(mod, cfg)
+                err = float((y.float() - ref_of[mod]).norm() / ref_of[mod].norm())
+                ms = _time(lambda cfg=cfg: run_cfg(mod, cfg), args.warmup, args.rep, cuda)
+                out.append((ms, err, _cfg_name(cfg)))
+            except Exception as e:  # a variant that does not compile/run on this Triton: recorded, not fatal
+                cfgs[f"{key}_fail_{_cfg_name(cfg)}"] = f"{type(e).__name__}: {str(e)[:300]}"
+        if out:
+            ms, err, name = min(out)
+            t[key], errs[key], cfgs[key] = ms, err, name
+            cfgs[key + "_all"] = {n: round(m, 4) for m, _, n in out}
+
+    q8, q4, q4g = mods
+    best("w8a8_before", q8, BEFORE_W8)
+    best("w4a8_before", q4, [BEFORE_W4])
+    best("w8a8_tma", q8, TMA_W8)
+    tma_best = [c for c in TMA_W8 if _cfg_name(c) == cfgs.get("w8a8_tma")]
+    best("w4a8_unpack", q4, [{**c, "UNPACK": True} for c in (tma_best or TMA_W8[:1])])
+    best("w4a8_g128_before", q4g, [{**BEFORE_W4}])
+    best("w4a8_g128_unpack", q4g, [G128_AFTER])
+
+
+def _bench_shape(args, device, cuda: bool, model: str, name: str, m: int, k: int, n: int, deadline: float) -> dict:
     x = torch.randn(m, k, device=device, dtype=torch.bfloat16)
     lin = nn.Linear(k, n, bias=False, device=device, dtype=torch.bfloat16)
     w = lin.weight.detach()
@@ -91,12 +154,19 @@ def _bench_shape(args, device, cuda: bool, model: str, name: str, m: int, k: int
             group_size=mod.spec.group_size, out_dtype=torch.bfloat16,
         )  # fmt: skip
 
+    def run_cfg(mod, cfg):
+        from vqcore.kernels import triton_kernels as tk
+
+        sp = mod.spec
+        return tk.int_linear(act.codes, act.scale, None, None, mod.qweight, mod.weight_scale, sp.group_size, sp.packed,
+                             k, None, None, None, None, None, torch.bfloat16, config=dict(cfg))  # fmt: skip
+
     # correctness of the timed paths against the dequantized fp32 product
     xd = act.codes.float() * act.scale[:, None]
-    errs = {}
+    errs, ref_of = {}, {}
     for key, mod in (("w8a8", q8), ("w4a8", q4), ("w4a8_g128", q4g)):
-        ref = xd @ mod.dequantized_weight().t()
-        errs[key] = float((run_int(mod).float() - ref).norm() / ref.norm())
+        ref_of[mod] = xd @ mod.dequantized_weight().t()
+        errs[key] = float((run_int(mod).float() - ref_of[mod]).norm() / ref_of[mod].norm())
     del xd
     t, cfgs = {}, {}
     t["bf16"] = _time(lambda: F.linear(x, w), args.warmup, args.rep, cuda)
@@ -105,23 +175,26 @@ def _bench_shape(args, device, cuda: bool, model: str, name: str, m: int, k: int
         t["int_mm"] = _time(lambda: torch._int_mm(act.codes, wt), args.warmup, args.rep, cuda)
     for key, mod in (("w8a8", q8), ("w4a8", q4), ("w4a8_g128", q4g)):
         t[key] = _time(lambda mod=mod: run_int(mod), args.warmup, args.rep, cuda)
-        cfgs[key] = _best_config(cuda)
+    if cuda and m >= 4096 and not args.no_variants:
+        _variants(args, cuda, t, errs, cfgs, run_cfg, ref_of, (q8, q4, q4g), deadline)
+    del ref_of
     t["quant"] = _time(lambda: kernels.quantize_per_token(x, 8, True), args.warmup, args.rep, cuda)
     t["w8a8_layer"] = _time(lambda: q8(x), args.warmup, args.rep, cuda)
     t["w4a8_layer"] = _time(lambda: q4(x), args.warmup, args.rep, cuda)
-    if cuda and GRAPH:  # the same layer launched eagerly from Python (host overhead included), for reference
+    if cuda and GRAPH and not args.large_only:  # the same layer launched eagerly from Python (host overhead), for ref.
         t["bf16_eager"] = _time(lambda: F.linear(x, w), args.warmup, args.rep, cuda, graph=False)
         t["w4a8_layer_eager"] = _time(lambda: q4(x), args.warmup, args.rep, cuda, graph=False)
     row = {"model": model, "layer": name, "M": m, "K": k, "N": n, "rel_err": errs, "configs": cfgs}
     for key, ms_ in t.items():
         row[f"{key}_ms"] = ms_
     row["bf16_tflops"] = flops / t["bf16"] / 1e9
-    for key in ("int_mm", "w8a8", "w4a8", "w4a8_g128", "w8a8_layer", "w4a8_layer"):
-        if key in t:
+    for key in t:
+        if key not in ("bf16", "quant", "bf16_eager", "w4a8_layer_eager"):
             row[f"{key}_x"] = t["bf16"] / t[key]
     if "w4a8_layer_eager" in t:
         row["w4a8_layer_eager_x"] = t["bf16_eager"] / t["w4a8_layer_eager"]
-    keys = ("int_mm", "w8a8", "w4a8", "w4a8_g128", "w8a8_layer", "w4a8_layer", "w4a8_layer_eager")
+    keys = ("int_mm", "w8a8", "w4a8", "w4a8_g128", "w8a8_before", "w8a8_tma", "w4a8_before", "w4a8_unpack",
+            "w8a8_layer", "w4a8_layer")  # fmt: skip
     speed = " ".join(f"{kk}={row[kk + '_x']:.2f}x" for kk in keys if kk + "_x" in row)
     err = max(errs.values())
     print(f"{model:16s} {name:9s} M={m:6d} K={k:5d} N={n:5d} bf16 {t['bf16']:.3f}ms {speed} err<={err:.1e} {cfgs}",
@@ -129,20 +202,28 @@ def _bench_shape(args, device, cuda: bool, model: str, name: str, m: int, k: int
     return row
 
 
-def gemm_table(args, device, cuda: bool) -> list[dict]:
+def gemm_table(args, device, cuda: bool, deadline: float, sink=None) -> list[dict]:
     rows = []
     shapes = []
     for model, (h, mlp, m_large) in MODELS.items():
         layers = [("qkv/proj", h, h), ("fc1", h, mlp), ("fc2", mlp, h)]
         ms = [m_large, 2048, 64] if not args.quick else [48]
+        if args.large_only and not args.quick:
+            ms = [m_large]
         if args.quick:
             layers = [(n, max(k // 32, 64), max(nn_ // 32, 64)) for n, k, nn_ in layers]
         for m in ms:
             for name, k, n in layers:
                 shapes.append((model, name, m, k, n))
+    shapes.sort(key=lambda s: -s[2])  # large M first (the targets), then 2048, 64
     torch.manual_seed(args.seed)
     for shape in shapes:
-        rows.append(_bench_shape(args, device, cuda, *shape))
+        if time.time() > deadline:
+            print(f"time budget reached: skipped {shape}", flush=True)
+            continue
+        rows.append(_bench_shape(args, device, cuda, *shape, deadline=deadline))
+        if sink is not None:
+            sink(rows, [])
     return rows
 
 
@@ -173,7 +254,31 @@ class Block(nn.Module):
         return x + gate2 * self.fc2(F.gelu(self.fc1(h), approximate="tanh"))
 
 
-def block_table(args, device, cuda: bool) -> list[dict]:
+class _Policy:
+    """Temporarily override the kernels' dispatch policy (``triton_kernels.POLICY``)."""
+
+    def __init__(self, cuda: bool, **kw) -> None:
+        self.kw, self.cuda, self.old = kw, cuda, None
+
+    def __enter__(self):
+        if self.cuda and self.kw:
+            from vqcore.kernels import triton_kernels as tk
+
+            self.old = dict(tk.POLICY)
+            tk.POLICY.update(self.kw)
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            from vqcore.kernels import triton_kernels as tk
+
+            tk.POLICY.clear()
+            tk.POLICY.update(self.old)
+
+
+BEFORE_POLICY = {"tma": False, "w4_unpack_min_m": 1 << 62}  # the pointer kernel, W4 unpacked in its K loop
+
+
+def block_table(args, device, cuda: bool, deadline: float = float("inf"), sink=None) -> list[dict]:
     torch.manual_seed(args.seed)
     dim, heads, mlp, seq = (1920, 30, 7680, 17776) if not args.quick else (128, 2, 512, 64)
     dtype = torch.bfloat16
@@ -182,30 +287,41 @@ def block_table(args, device, cuda: bool) -> list[dict]:
     mod = torch.randn(1, 1, 6 * dim, device=device, dtype=dtype) * 0.1
     rows = []
     fp16_bytes = sum(m.weight.numel() * 2 for m in blk.modules() if isinstance(m, nn.Linear))
+    eager = cuda and not args.large_only
     with torch.no_grad():
         y_ref = blk(x, mod).float()
         t_bf16 = _time(lambda: blk(x, mod), args.warmup, args.rep, cuda)
-        t_bf16_e = _time(lambda: blk(x, mod), args.warmup, args.rep, cuda, graph=False) if cuda else t_bf16
+        t_bf16_e = _time(lambda: blk(x, mod), args.warmup, args.rep, cuda, graph=False) if eager else t_bf16
         rows.append({"variant": "bf16", "ms": t_bf16, "speedup": 1.0, "ms_eager": t_bf16_e, "speedup_eager": 1.0,
                      "linear_weight_MiB": fp16_bytes / 2**20,
                      "mem_ratio_vs_fp16": 1.0, "rel_err": 0.0})  # fmt: skip
-        for name, wb, gs in (("W8A8", 8, 0), ("W4A8", 4, 0), ("W4A8 g128", 4, 128)):
+        variants = [("W8A8", 8, 0, {}), ("W4A8", 4, 0, {}), ("W4A8 g128", 4, 128, {})]
+        if cuda:
+            variants += [("W8A8 before (ptr kernel)", 8, 0, BEFORE_POLICY),
+                         ("W4A8 before (unpack in K loop)", 4, 0, BEFORE_POLICY)]  # fmt: skip
+        for name, wb, gs, pol in variants:
+            if time.time() > deadline:
+                print(f"time budget reached: skipped block {name}", flush=True)
+                continue
             qb = Block(dim, heads, mlp).to(device=device, dtype=dtype).eval()
             qb.load_state_dict(blk.state_dict())
             for lname in ("qkv", "proj", "fc1", "fc2"):
                 setattr(qb, lname, QLinearInt.from_linear(getattr(blk, lname), w_bits=wb, a_bits=8, group_size=gs))
-            y = qb(x, mod).float()
-            rel = float((y - y_ref).norm() / y_ref.norm())
-            t = _time(lambda qb=qb: qb(x, mod), args.warmup, args.rep, cuda)
-            te = _time(lambda qb=qb: qb(x, mod), args.warmup, args.rep, cuda, graph=False) if cuda else t
+            with _Policy(cuda, **pol):
+                y = qb(x, mod).float()
+                rel = float((y - y_ref).norm() / y_ref.norm())
+                t = _time(lambda qb=qb: qb(x, mod), args.warmup, args.rep, cuda)
+                te = _time(lambda qb=qb: qb(x, mod), args.warmup, args.rep, cuda, graph=False) if eager else t
             nbytes = linear_weight_bytes(qb)
             rows.append({"variant": name, "ms": t, "speedup": t_bf16 / t, "ms_eager": te,
                          "speedup_eager": t_bf16_e / te,
                          "linear_weight_MiB": nbytes / 2**20,
                          "mem_ratio_vs_fp16": nbytes / fp16_bytes, "rel_err": rel})  # fmt: skip
             del qb
+            if sink is not None:
+                sink(None, rows)
         # Amdahl bound: the block with the four linears removed (attention, norms, elementwise stay bf16)
-        if cuda:
+        if cuda and time.time() < deadline:
             ident = Block(dim, heads, mlp).to(device=device, dtype=dtype).eval()
 
             class _Cheap(nn.Module):
@@ -225,7 +341,7 @@ def block_table(args, device, cuda: bool) -> list[dict]:
                          "speedup_eager": float("nan"),
                          "linear_weight_MiB": 0.0, "mem_ratio_vs_fp16": 0.0, "rel_err": float("nan")})  # fmt: skip
     for r in rows:
-        print(f"block {r['variant']:20s} {r['ms']:.3f} ms  x{r['speedup']:.2f}  "
+        print(f"block {r['variant']:32s} {r['ms']:.3f} ms  x{r['speedup']:.2f}  "
               f"weights {r['linear_weight_MiB']:.1f} MiB "
               f"({r['mem_ratio_vs_fp16']:.3f} of fp16)  rel_err {r['rel_err']:.3g}", flush=True)  # fmt: skip
     return rows
@@ -250,11 +366,27 @@ def _md(gemm: list[dict], block: list[dict], meta: dict) -> str:
                      f"{f(r, 'w4a8_g128_x')} | {r['quant_ms']:.3f} | {f(r, 'w8a8_layer_x')} | "
                      f"{f(r, 'w4a8_layer_x')} |")  # fmt: skip
     big = [r for r in gemm if r["M"] >= 8192]
+    var = [r for r in big if "w8a8_before_x" in r or "w8a8_tma_x" in r]
+    if var:
+        lines += ["", "Kernel variants at large M (speed-up vs bf16; best tile of each family, same process):", "",
+                  "| model | layer | W8A8 before (ptr) × | W8A8 TMA persistent × | W4A8 before (unpack in K loop) × | "
+                  "W4A8 unpack + int8 GEMM × | W4A8 g128 before × | W4A8 g128 unpack × | tiles |",
+                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in var:
+            tiles = "; ".join(f"{k}: {v}" for k, v in r["configs"].items() if isinstance(v, str) and "_fail_" not in k)
+            lines.append(f"| {r['model']} | {r['layer']} | {f(r, 'w8a8_before_x')} | {f(r, 'w8a8_tma_x')} | "
+                         f"{f(r, 'w4a8_before_x')} | {f(r, 'w4a8_unpack_x')} | {f(r, 'w4a8_g128_before_x')} | "
+                         f"{f(r, 'w4a8_g128_unpack_x')} | {tiles} |")  # fmt: skip
+        fails = sorted({k for r in var for k in r["configs"] if "_fail_" in k})
+        if fails:
+            lines.append("")
+            lines.append("Variants that failed: " + "; ".join(fails))
     if big:
         lines.append("")
         lines.append("Median over the large-M shapes (speed-up vs bf16): " + ", ".join(
             f"{k} {statistics.median(r[k + '_x'] for r in big if k + '_x' in r):.2f}×"
-            for k in ("int_mm", "w8a8", "w4a8", "w4a8_g128", "w8a8_layer", "w4a8_layer")
+            for k in ("int_mm", "w8a8", "w4a8", "w4a8_g128", "w8a8_layer", "w4a8_layer", "w8a8_before", "w8a8_tma",
+                      "w4a8_before", "w4a8_unpack", "w4a8_g128_before", "w4a8_g128_unpack")
             if any(k + "_x" in r for r in big)))  # fmt: skip
     lines += ["", "| block variant | ms (graph) | speed-up | ms (eager) | speed-up eager | linear weights MiB "
               "| of fp16 "
@@ -275,7 +407,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rep", type=int, default=100, help="repetition time (ms for do_bench on GPU)")
     ap.add_argument("--skip-block", action="store_true")
     ap.add_argument("--eager", action="store_true", help="time with do_bench (eager launches) instead of CUDA graphs")
+    ap.add_argument("--large-only", action="store_true", help="only the large-M shapes (+ the block); no eager columns")
+    ap.add_argument("--no-variants", action="store_true", help="skip the before/after kernel-variant comparison")
+    ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument(
+        "--budget-s",
+        type=float,
+        default=float("inf"),
+        help="time box (s): the GEMM table stops starting new shapes at 60%% of it, the block at 100%%",
+    )
     args = ap.parse_args(argv)
+    t0 = time.time()
     global GRAPH
     GRAPH = not args.eager
     cuda = torch.cuda.is_available() and not args.quick
@@ -289,13 +431,25 @@ def main(argv: list[str] | None = None) -> int:
         import triton
 
         meta["triton"] = triton.__version__
-    gemm = gemm_table(args, device, cuda)
-    block = [] if args.skip_block else block_table(args, device, cuda)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"meta": meta, "gemm": gemm, "block": block}, indent=1))
+    state = {"gemm": [], "block": []}
+
+    def sink(gemm_rows, block_rows):  # partial results survive a time-out of the caller
+        if gemm_rows is not None:
+            state["gemm"] = gemm_rows
+        if block_rows is not None:
+            state["block"] = block_rows
+        (out / "results.json").write_text(json.dumps({"meta": meta, **state}, indent=1))
+        (out / "results.md").write_text(_md(state["gemm"], state["block"], meta))
+
+    gemm = gemm_table(args, device, cuda, t0 + 0.6 * args.budget_s, sink)
+    block = [] if args.skip_block else block_table(args, device, cuda, t0 + args.budget_s, sink)
+    sink(gemm, block)
     md = _md(gemm, block, meta)
-    (out / "results.md").write_text(md)
+    if args.no_plot:
+        print(md)
+        return 0
     try:
         import matplotlib
 

@@ -41,8 +41,11 @@ def _cfg(path) -> dict:
         return {"PATH": "ptr", "UNPACK": False, "BLOCK_M": 16, "BLOCK_N": 32, "GROUP_M": 2, "SWAP": path}
     if path == "unpack":
         return {"PATH": "ptr", "UNPACK": True, "BLOCK_M": 16, "BLOCK_N": 32, "GROUP_M": 2, "SWAP": 0}
-    unpack = path == "unpack_tma"
-    return {"PATH": "tma", "UNPACK": unpack, "BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, "PROGRAMS": 3}
+    cfg = {"PATH": "tma", "UNPACK": path == "unpack_tma", "BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2,
+           "PROGRAMS": 3}  # fmt: skip
+    if path == "tma_flat_store":  # flattened tile/K loop + TMA store of the output tile
+        cfg.update({"FLATTEN": True, "STORE_DESC": True})
+    return cfg
 
 
 def _paths(w4: bool, group: int) -> list:
@@ -51,7 +54,7 @@ def _paths(w4: bool, group: int) -> list:
     if w4 and group % 128 == 0:
         paths.append("unpack")
     if group == 0:
-        paths.append("unpack_tma" if w4 else "tma")
+        paths += ["unpack_tma"] if w4 else ["tma", "tma_flat_store"]
     return paths
 
 
@@ -122,7 +125,7 @@ def test_quantize_kernel_bf16_input():
 def test_gemm_exact_integer_accumulation(w4, shape, path):
     m, n, k = shape
     if "tma" in str(path):  # TMA needs 16-byte row strides: K a multiple of 16 (300 -> 304: a partial last K tile)
-        k = -(-k // 16) * 16
+        k, n = -(-k // 16) * 16, -(-n // 8) * 8  # and N % 8 for the TMA store of fp32/bf16 output rows
     g = torch.Generator().manual_seed(m + n + k + w4)
     a = torch.randint(-128, 128, (m, k), generator=g, dtype=torch.int8)
     lo, hi = (-8, 8) if w4 else (-128, 128)
@@ -187,7 +190,7 @@ CASES = [
 @pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16])
 def test_gemm_epilogue_matches_reference(case, out_dtype, path):
     w4, group, act_asym, w_asym, bias, rank = case
-    m, n, k = 37, 50, 300 if "tma" not in str(path) else 304
+    m, n, k = (37, 50, 300) if "tma" not in str(path) else (37, 56, 304)
     p = _problem(m, n, k, w4=w4, group=group, act_asym=act_asym, w_asym=w_asym, bias=bias, rank=rank)
     q, sx, zx, rs = p["act"]
 
@@ -294,12 +297,12 @@ def test_gpu_opcheck():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize(("w4", "path"), [(False, "ptr"), (False, "tma"), (True, "ptr"), (True, "unpack_ptr"),
-                                          (True, "unpack_tma"), (True, "ptr_swap")])  # fmt: skip
-@pytest.mark.parametrize("m", [300, 4500])
-def test_gpu_gemm_paths_exact(w4, path, m):
-    """Every GEMM path on the GPU with its real tiles (small and large size class): exact int32 sums."""
-    n, k = 520, 1152 + 64  # K not a multiple of the 128 chunk: partial last K tile / zero-padded packed chunk
+@pytest.mark.parametrize(("w4", "path"), [(False, "ptr"), (False, "tma"), (False, "tma_flat_store"), (True, "ptr"),
+                                          (True, "unpack_ptr"), (True, "unpack_tma"), (True, "ptr_swap")])  # fmt: skip
+def test_gpu_gemm_paths_exact(w4, path):
+    """Every GEMM path on the GPU with its real large-M tiles: exact int32 sums (the small-M tiles run in
+    test_gpu_ops_match_reference)."""
+    m, n, k = 4500, 520, 1152 + 64  # K not a multiple of the 128 chunk: partial last K tile / zero-padded packed chunk
     g = torch.Generator().manual_seed(m + w4)
     a = torch.randint(-128, 128, (m, k), generator=g, dtype=torch.int8)
     w = (
@@ -311,6 +314,10 @@ def test_gpu_gemm_paths_exact(w4, path, m):
     cfg = {"PATH": "tma" if "tma" in path else "ptr", "UNPACK": "unpack" in path}
     if path == "ptr_swap":
         cfg.update({"BLOCK_M": 128, "BLOCK_N": 128, "SWAP": 1, "num_warps": 4, "num_stages": 4})
+    if path == "tma_flat_store":
+        cfg.update({"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "num_warps": 8, "num_stages": 3, "FLATTEN": True,
+                    "STORE_DESC": True})  # fmt: skip
     y = _tk().int_linear(a.cuda(), torch.ones(m, device="cuda"), None, None, wq.cuda(), torch.ones(n, device="cuda"),
                          0, w4, k, None, None, None, None, None, torch.float32, config=cfg)  # fmt: skip
-    assert torch.equal(y.cpu(), ref.int_matmul_exact(a, w).float())
+    exact = a.cuda().double() @ w.cuda().double().t()  # integer sums < 2^53: exact in float64
+    assert torch.equal(y, exact.float())

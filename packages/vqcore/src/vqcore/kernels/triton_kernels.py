@@ -231,10 +231,10 @@ def _epilogue(
     y, offs_m, offs_n, M, N, sx_ptr, zx_ptr, rs_ptr, sw_ptr, wsum_ptr, wzp_ptr, bias_ptr, t_ptr, up_ptr, c_ptr,
     R, stride_tm, stride_upn, stride_cm,
     PER_CHANNEL: tl.constexpr, HAS_ZP: tl.constexpr, HAS_WZP: tl.constexpr, HAS_BIAS: tl.constexpr,
-    HAS_LR: tl.constexpr, RP: tl.constexpr,
+    HAS_LR: tl.constexpr, RP: tl.constexpr, STORE: tl.constexpr = True,
 ):  # fmt: skip
     """``y [BLOCK_M, BLOCK_N]`` (fp32 integer sums, already per-group scaled when not PER_CHANNEL) → scales, zero-point
-    terms, bias, low-rank term, cast, masked store."""
+    terms, bias, low-rank term, then (``STORE``) cast and masked pointer store; returns the float tile."""
     rm = (offs_m % M).to(tl.int64)
     rn = (offs_n % N).to(tl.int64)
     if PER_CHANNEL:
@@ -260,45 +260,64 @@ def _epilogue(
             y = y + tl.dot(t, u, input_precision="ieee", out_dtype=tl.float32)
         else:
             y = y + tl.dot(t, u, out_dtype=tl.float32)
-    c_ptrs = c_ptr + offs_m.to(tl.int64)[:, None] * stride_cm + offs_n[None, :]
-    c_mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-    tl.store(c_ptrs, y.to(c_ptr.dtype.element_ty), mask=c_mask)
+    if STORE:
+        c_ptrs = c_ptr + offs_m.to(tl.int64)[:, None] * stride_cm + offs_n[None, :]
+        c_mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+        tl.store(c_ptrs, y.to(c_ptr.dtype.element_ty), mask=c_mask)
+    return y
 
 
 @triton.jit
 def _int_gemm_tma_kernel(
-    a_desc, b_desc, sx_ptr, zx_ptr, rs_ptr, sw_ptr, wsum_ptr, wzp_ptr, bias_ptr, t_ptr, up_ptr, c_ptr,
+    a_desc, b_desc, c_desc, sx_ptr, zx_ptr, rs_ptr, sw_ptr, wsum_ptr, wzp_ptr, bias_ptr, t_ptr, up_ptr, c_ptr,
     M, N, K, R, stride_tm, stride_upn, stride_cm, NUM_PROGRAMS,
     HAS_ZP: tl.constexpr, HAS_WZP: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_LR: tl.constexpr, RP: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    FLATTEN: tl.constexpr = False, STORE_DESC: tl.constexpr = False,
 ):  # fmt: skip
     """Persistent int8×int8 GEMM (per-channel weight scales) with TMA tile loads (host-side tensor descriptors: the
     copy engine computes addresses and zero-fills the M/N/K tails, so the K loop has no masks and no pointer
     arithmetic). ``NUM_PROGRAMS`` programs (≤ the SM count) walk the output tiles in grouped order (``GROUP_M`` row
-    tiles per group: an L2-friendly order); each tile runs the software-pipelined K loop, then the shared epilogue."""
+    tiles per group: an L2-friendly order); each tile runs the software-pipelined K loop, then the shared epilogue.
+    ``FLATTEN`` lets Triton's pipeliner flatten the tile and K loops into one (loads of the next tile overlap the
+    epilogue of this one); ``STORE_DESC`` writes the output tile with a TMA store (``c_desc``) instead of masked
+    pointer stores."""
     start = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
     num_tiles = num_pid_m * num_pid_n
     k_tiles = tl.cdiv(K, BLOCK_K)
     num_pid_in_group = GROUP_M * num_pid_n
-    for tile in range(start, num_tiles, NUM_PROGRAMS):
-        group_id = tile // num_pid_in_group
-        first_pid_m = group_id * GROUP_M
-        group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
-        pid_m = first_pid_m + ((tile % num_pid_in_group) % group_size_m)
-        pid_n = (tile % num_pid_in_group) // group_size_m
+    tile_c = start - NUM_PROGRAMS  # a separate counter for the epilogue (keeps prologue and epilogue independent)
+    for tile in tl.range(start, num_tiles, NUM_PROGRAMS, flatten=FLATTEN):
+        pid_m, pid_n = _tile_coords(tile, num_pid_in_group, num_pid_m, GROUP_M)
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
         for ki in range(0, k_tiles):
             a = a_desc.load([pid_m * BLOCK_M, ki * BLOCK_K])
             b = b_desc.load([pid_n * BLOCK_N, ki * BLOCK_K])
             acc = tl.dot(a, tl.trans(b), acc, out_dtype=tl.int32)
+        tile_c += NUM_PROGRAMS
+        pid_m, pid_n = _tile_coords(tile_c, num_pid_in_group, num_pid_m, GROUP_M)
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        _epilogue(
+        y = _epilogue(
             acc.to(tl.float32), offs_m, offs_n, M, N, sx_ptr, zx_ptr, rs_ptr, sw_ptr, wsum_ptr, wzp_ptr, bias_ptr,
             t_ptr, up_ptr, c_ptr, R, stride_tm, stride_upn, stride_cm, True, HAS_ZP, HAS_WZP, HAS_BIAS, HAS_LR, RP,
+            not STORE_DESC,
         )  # fmt: skip
+        if STORE_DESC:
+            c_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], y.to(c_ptr.dtype.element_ty))
+
+
+@triton.jit
+def _tile_coords(tile, num_pid_in_group, num_pid_m, GROUP_M: tl.constexpr):
+    """Grouped ("super-tile") order of output tiles: GROUP_M row tiles sweep all column tiles before moving on."""
+    group_id = tile // num_pid_in_group
+    first_pid_m = group_id * GROUP_M
+    group_size_m = min(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + ((tile % num_pid_in_group) % group_size_m)
+    pid_n = (tile % num_pid_in_group) // group_size_m
+    return pid_m, pid_n
 
 
 @triton.jit
@@ -503,8 +522,12 @@ def int_linear(
         programs = max(1, min(programs, triton.cdiv(m, bm) * triton.cdiv(n, bn)))
         a_desc = TensorDescriptor(xq, shape=[m, k], strides=[xq.stride(0), 1], block_shape=[bm, bk])
         b_desc = TensorDescriptor(w, shape=[n, k], strides=[w.stride(0), 1], block_shape=[bn, bk])
+        if tile.get("STORE_DESC") and (out.stride(0) * out.element_size()) % 16:
+            tile["STORE_DESC"] = False  # TMA stores need 16-byte row strides
+        c_desc = TensorDescriptor(out, shape=[m, n], strides=[out.stride(0), 1], block_shape=[bm, bn]) if tile.get(
+            "STORE_DESC") else a_desc  # fmt: skip
         _int_gemm_tma_kernel[(programs,)](
-            a_desc, b_desc, *tail, m, n, k, r, *strides_lr, out.stride(0), programs, **flags, **tile, **launch,
+            a_desc, b_desc, c_desc, *tail, m, n, k, r, *strides_lr, out.stride(0), programs, **flags, **tile, **launch,
         )  # fmt: skip
         return out
     args = (xq, tail[0], tail[1], tail[2], w, *tail[3:], m, n, k, r, g, xq.stride(0), w.stride(0), *strides_lr,
