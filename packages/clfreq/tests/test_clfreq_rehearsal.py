@@ -108,7 +108,7 @@ def test_fdinet_is_smaller_and_runs():
     assert f(torch.randn(2, 3, 16, 16)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("name", ["er", "der++", "er-ace"])
+@pytest.mark.parametrize("name", ["er", "der++", "er-ace", "cls-er"])
 @pytest.mark.parametrize("plugin", [None, "clfd", "fdinet"])
 def test_each_method_runs_one_epoch(name, plugin):
     bench = _tiny(split_digits(image_size=8), n_tasks=2, n=40)
@@ -147,3 +147,31 @@ def test_bad_inputs():
         train_continual(ER(), split_digits(image_size=8), epochs=0)
     with pytest.raises(ValueError, match="image_size"):
         split_digits(image_size=7)
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name,plugin", [("cls-er", "clfd"), ("der++", "fdinet")])
+def test_interrupted_run_resumes_exactly(tmp_path, name, plugin):
+    # crash after task 0, resume: the end state equals an uninterrupted run (net, buffer, RNGs, EMA models)
+    def run(out, stop=False, resume=False):
+        def hook(t, *_):
+            if stop and t == 0:
+                raise _Stop
+        m = create_method(name, plugin=plugin, nf=4, buffer_size=10, lr=0.05)
+        r = train_continual(m, _tiny(split_digits(image_size=8), n_tasks=2, n=40), epochs=2, seed=0, out_dir=out,
+                            resume=resume, on_task_end=hook, augment={"padding": 2, "flip": True})
+        return m, r
+
+    ref, r_ref = run(tmp_path / "a")
+    with pytest.raises(_Stop):
+        run(tmp_path / "b", stop=True)
+    m, r = run(tmp_path / "b", resume=True)
+    sa, sb = ref.state_dict(), m.state_dict()
+    for key in ("net", "stable", "plastic"):
+        for a, b in zip(sa.get(key, {}).values(), sb.get(key, {}).values()):
+            torch.testing.assert_close(a, b)
+    torch.testing.assert_close(ref.buffer.data["examples"], m.buffer.data["examples"])
+    assert r["cil_matrix"] == r_ref["cil_matrix"]
