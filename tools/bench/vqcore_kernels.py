@@ -138,6 +138,34 @@ def _variants(args, cuda, t, errs, cfgs, run_cfg, ref_of, mods, deadline) -> Non
     best("w4a8_g128_unpack", q4g, [G128_AFTER])
 
 
+def _quant_variants(args, cuda, x, t, cfgs, deadline) -> None:
+    """Rows per program / warps of the per-token quantizer (codes must equal the default launch's bit for bit)."""
+    import triton
+
+    from vqcore.kernels import triton_kernels as tk
+
+    bk = triton.next_power_of_2(x.shape[1])
+    base = tk.quantize_per_token(x, None, 8, True)
+    cands = [(2, 4), (4, 8), (8, 8)] if bk <= 2048 else [(2, 8), (4, 16)]
+    out = {}
+    for rows, warps in cands:
+        if time.time() > deadline:
+            break
+        cfg = {"ROWS": rows, "num_warps": warps}
+        try:
+            got = tk.quantize_per_token(x, None, 8, True, config=cfg)
+            same = all(torch.equal(a, b) for a, b in zip(got, base))
+            ms = _time(lambda cfg=cfg: tk.quantize_per_token(x, None, 8, True, config=cfg), args.warmup, args.rep, cuda)
+            out[f"rows{rows} w{warps}"] = (ms, same)
+        except Exception as e:
+            cfgs[f"quant_fail_rows{rows}"] = f"{type(e).__name__}: {str(e)[:200]}"
+    ok = {k: v[0] for k, v in out.items() if v[1]}
+    if ok:
+        name = min(ok, key=ok.get)
+        t["quant_best"], cfgs["quant_best"] = ok[name], name
+    cfgs["quant_all"] = {k: [round(v[0], 4), v[1]] for k, v in out.items()}
+
+
 def _bench_shape(args, device, cuda: bool, model: str, name: str, m: int, k: int, n: int, deadline: float) -> dict:
     x = torch.randn(m, k, device=device, dtype=torch.bfloat16)
     lin = nn.Linear(k, n, bias=False, device=device, dtype=torch.bfloat16)
@@ -179,6 +207,8 @@ def _bench_shape(args, device, cuda: bool, model: str, name: str, m: int, k: int
         _variants(args, cuda, t, errs, cfgs, run_cfg, ref_of, (q8, q4, q4g), deadline)
     del ref_of
     t["quant"] = _time(lambda: kernels.quantize_per_token(x, 8, True), args.warmup, args.rep, cuda)
+    if cuda and m >= 4096 and not args.no_variants:
+        _quant_variants(args, cuda, x, t, cfgs, deadline)
     t["w8a8_layer"] = _time(lambda: q8(x), args.warmup, args.rep, cuda)
     t["w4a8_layer"] = _time(lambda: q4(x), args.warmup, args.rep, cuda)
     if cuda and GRAPH and not args.large_only:  # the same layer launched eagerly from Python (host overhead), for ref.
@@ -189,7 +219,7 @@ def _bench_shape(args, device, cuda: bool, model: str, name: str, m: int, k: int
         row[f"{key}_ms"] = ms_
     row["bf16_tflops"] = flops / t["bf16"] / 1e9
     for key in t:
-        if key not in ("bf16", "quant", "bf16_eager", "w4a8_layer_eager"):
+        if key not in ("bf16", "quant", "quant_best", "bf16_eager", "w4a8_layer_eager"):
             row[f"{key}_x"] = t["bf16"] / t[key]
     if "w4a8_layer_eager" in t:
         row["w4a8_layer_eager_x"] = t["bf16_eager"] / t["w4a8_layer_eager"]
@@ -370,13 +400,15 @@ def _md(gemm: list[dict], block: list[dict], meta: dict) -> str:
     if var:
         lines += ["", "Kernel variants at large M (speed-up vs bf16; best tile of each family, same process):", "",
                   "| model | layer | W8A8 before (ptr) × | W8A8 TMA persistent × | W4A8 before (unpack in K loop) × | "
-                  "W4A8 unpack + int8 GEMM × | W4A8 g128 before × | W4A8 g128 unpack × | tiles |",
-                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+                  "W4A8 unpack + int8 GEMM × | W4A8 g128 before × | W4A8 g128 unpack × | quant ms (1 row/program) | "
+                  "quant ms (best rows) | tiles |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in var:
             tiles = "; ".join(f"{k}: {v}" for k, v in r["configs"].items() if isinstance(v, str) and "_fail_" not in k)
             lines.append(f"| {r['model']} | {r['layer']} | {f(r, 'w8a8_before_x')} | {f(r, 'w8a8_tma_x')} | "
                          f"{f(r, 'w4a8_before_x')} | {f(r, 'w4a8_unpack_x')} | {f(r, 'w4a8_g128_before_x')} | "
-                         f"{f(r, 'w4a8_g128_unpack_x')} | {tiles} |")  # fmt: skip
+                         f"{f(r, 'w4a8_g128_unpack_x')} | {r['quant_ms']:.3f} | "
+                         f"{r.get('quant_best_ms', float('nan')):.3f} | {tiles} |")  # fmt: skip
         fails = sorted({k for r in var for k in r["configs"] if "_fail_" in k})
         if fails:
             lines.append("")

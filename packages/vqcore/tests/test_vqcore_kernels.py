@@ -93,13 +93,14 @@ def test_int4_pack_layout_and_errors():
 @pytest.mark.parametrize("symmetric", [True, False])
 @pytest.mark.parametrize("bits", [8, 6, 4])
 @pytest.mark.parametrize("smooth", [False, True])
-def test_quantize_kernel_matches_reference(symmetric, bits, smooth):
+@pytest.mark.parametrize("rows", [1, 4])
+def test_quantize_kernel_matches_reference(symmetric, bits, smooth, rows):
     g = torch.Generator().manual_seed(bits * 10 + symmetric)
     x = (torch.randn(37, 300, generator=g) * 3 + 0.5).to(DEV)
     x[3] = 0.0  # an all-zero row (eps path)
     x[5] = x[5].abs()  # a row with min > 0 (range clamped to include 0)
     inv = (torch.rand(300, generator=g) + 0.5).to(DEV) if smooth else None
-    got = _tk().quantize_per_token(x, inv, bits, symmetric)
+    got = _tk().quantize_per_token(x, inv, bits, symmetric, config={"ROWS": rows})  # 37 rows: a partial last block
     want = ref.quantize_per_token_ref(x, inv, bits, symmetric)
     for a, b, name in zip(got, want, ("codes", "scale", "zero_point", "rowsum")):
         assert a.dtype == b.dtype, name

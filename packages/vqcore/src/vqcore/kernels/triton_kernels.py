@@ -46,43 +46,56 @@ def _rne(v):
 @triton.jit
 def _quant_per_token_kernel(
     x_ptr, s_ptr, q_ptr, scale_ptr, zp_ptr, rs_ptr,
-    K, stride_xm, stride_qm,
+    M, K, stride_xm, stride_qm,
     HAS_SMOOTH: tl.constexpr, SYMMETRIC: tl.constexpr, BITS: tl.constexpr, EPS: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    BLOCK_K: tl.constexpr, ROWS: tl.constexpr,
 ):  # fmt: skip
-    row = tl.program_id(0).to(tl.int64)
+    """``ROWS`` rows per program (each row quantized with its own range; identical arithmetic for any ``ROWS``)."""
+    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     offs = tl.arange(0, BLOCK_K)
-    mask = offs < K
-    x = tl.load(x_ptr + row * stride_xm + offs, mask=mask, other=0.0).to(tl.float32)
+    rmask = rows < M
+    mask = rmask[:, None] & (offs < K)[None, :]
+    x = tl.load(x_ptr + rows[:, None] * stride_xm + offs[None, :], mask=mask, other=0.0).to(tl.float32)
     if HAS_SMOOTH:
-        x = tl.math.div_rn(x, tl.load(s_ptr + offs, mask=mask, other=1.0).to(tl.float32))
+        x = tl.math.div_rn(x, tl.load(s_ptr + offs, mask=offs < K, other=1.0).to(tl.float32)[None, :])
     QMIN: tl.constexpr = -(2 ** (BITS - 1))
     QMAX: tl.constexpr = 2 ** (BITS - 1) - 1
     if SYMMETRIC:
-        amax = tl.max(tl.abs(x), axis=0)
+        amax = tl.max(tl.abs(x), axis=1)
         scale = tl.math.div_rn(tl.maximum(amax, EPS), QMAX)
-        q = _rne(tl.math.div_rn(x, scale))
+        q = _rne(tl.math.div_rn(x, scale[:, None]))
         q = tl.minimum(tl.maximum(q, QMIN), QMAX)
-        zp = 0.0
+        zp = tl.zeros_like(scale)
     else:
         LEVELS: tl.constexpr = 2**BITS - 1
-        xmin = tl.minimum(tl.min(tl.where(mask, x, 0.0), axis=0), 0.0)
-        xmax = tl.maximum(tl.max(tl.where(mask, x, 0.0), axis=0), 0.0)
+        xmin = tl.minimum(tl.min(tl.where(mask, x, 0.0), axis=1), 0.0)
+        xmax = tl.maximum(tl.max(tl.where(mask, x, 0.0), axis=1), 0.0)
         scale = tl.maximum(tl.math.div_rn(xmax - xmin, LEVELS), EPS)
         z = _rne(tl.math.div_rn(-xmin, scale))
-        u = tl.minimum(tl.maximum(_rne(tl.math.div_rn(x, scale)) + z, 0.0), LEVELS)
+        u = tl.minimum(tl.maximum(_rne(tl.math.div_rn(x, scale[:, None])) + z[:, None], 0.0), LEVELS)
         q = u + QMIN
         zp = z + QMIN
-    tl.store(q_ptr + row * stride_qm + offs, q.to(tl.int8), mask=mask)
-    tl.store(scale_ptr + row, scale)
-    tl.store(zp_ptr + row, zp.to(tl.int32))
-    tl.store(rs_ptr + row, tl.sum(tl.where(mask, q, 0.0), axis=0).to(tl.int32))
+    tl.store(q_ptr + rows[:, None] * stride_qm + offs[None, :], q.to(tl.int8), mask=mask)
+    tl.store(scale_ptr + rows, scale, mask=rmask)
+    tl.store(zp_ptr + rows, zp.to(tl.int32), mask=rmask)
+    tl.store(rs_ptr + rows, tl.sum(tl.where(mask, q, 0.0), axis=1).to(tl.int32), mask=rmask)
+
+
+#: rows per program and warps of the quantizer, by padded row length (``None``: :func:`_quant_launch` default).
+QUANT_TILE: dict = {}
+
+
+def _quant_launch(block_k: int) -> dict:
+    if block_k in QUANT_TILE:
+        return dict(QUANT_TILE[block_k])
+    return {"ROWS": 1, "num_warps": 4 if block_k <= 2048 else (8 if block_k <= 8192 else 16)}
 
 
 def quantize_per_token(
-    x: torch.Tensor, smooth: torch.Tensor | None, bits: int, symmetric: bool
+    x: torch.Tensor, smooth: torch.Tensor | None, bits: int, symmetric: bool, config: dict | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Triton per-token quantizer on a 2-D ``x [M, K]`` (contiguous rows). Same contract as the reference."""
+    """Triton per-token quantizer on a 2-D ``x [M, K]`` (contiguous rows). Same contract as the reference.
+    ``config`` (``ROWS``, ``num_warps``) overrides the launch table."""
     from .reference import EPS
 
     m, k = x.shape
@@ -97,12 +110,14 @@ def quantize_per_token(
     rs = torch.empty((m,), dtype=torch.int32, device=x.device)
     if m == 0:
         return q, scale, zp, rs
-    num_warps = 4 if block_k <= 2048 else (8 if block_k <= 8192 else 16)
+    launch = _quant_launch(block_k)
+    launch.update(config or {})
+    rows = launch.pop("ROWS")
     inv = smooth if smooth is not None else scale  # dummy pointer when absent
-    _quant_per_token_kernel[(m,)](
-        x, inv, q, scale, zp, rs, k, x.stride(0), q.stride(0),
+    _quant_per_token_kernel[(triton.cdiv(m, rows),)](
+        x, inv, q, scale, zp, rs, m, k, x.stride(0), q.stride(0),
         HAS_SMOOTH=smooth is not None, SYMMETRIC=bool(symmetric), BITS=int(bits), EPS=EPS,
-        BLOCK_K=block_k, num_warps=num_warps,
+        BLOCK_K=block_k, ROWS=rows, **launch,
     )  # fmt: skip
     return q, scale, zp, rs
 
