@@ -448,7 +448,12 @@ def main(argv: list[str] | None = None) -> int:
         default=float("inf"),
         help="time box (s): the GEMM table stops starting new shapes at 60%% of it, the block at 100%%",
     )
+    ap.add_argument("--from-json", help="only print the markdown tables of a results.json written earlier")
     args = ap.parse_args(argv)
+    if args.from_json:
+        d = json.loads(Path(args.from_json).read_text())
+        print(_md(d["gemm"], d["block"], d["meta"]))
+        return 0
     t0 = time.time()
     global GRAPH
     GRAPH = not args.eager

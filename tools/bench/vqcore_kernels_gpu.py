@@ -4,7 +4,8 @@ CogVideoX-2B-size block). Everything is written under ``--out`` as it finishes, 
 
     python3 tools/bench/vqcore_kernels_gpu.py --out "$OUT/H-K" --budget-s 100
 
-Files: ``pytest_gpu.log``, ``bench.log``, ``results.json``, ``results.md``, ``summary.txt``.
+Files: ``pytest_gpu.log``, ``bench.log`` (+ summary), ``results.json`` (``tools/bench/vqcore_kernels.py`` turns it into
+the markdown tables).
 """
 
 from __future__ import annotations
@@ -63,10 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         summary.append(f"bench skipped: only {left:.0f}s left")
         (out / "summary.txt").write_text("\n".join(summary) + "\n")
-    print((out / "summary.txt").read_text())
     md = out / "results.md"
-    if md.exists():
-        print(md.read_text())
+    text = md.read_text() if md.exists() else ""
+    md.unlink(missing_ok=True)  # derivable from results.json; keeps the files that come back to three
+    (out / "summary.txt").unlink(missing_ok=True)
+    with open(out / "bench.log", "a") as f:
+        f.write("\n== summary ==\n" + "\n".join(summary) + "\n")
+    print("\n".join(summary))
+    keep = [ln for ln in text.splitlines() if "Median" in ln or ln.startswith(("GPU:", "| W", "| bf16", "| no "))]
+    print("\n".join(keep) if keep else "no results")
     return 0
 
 
