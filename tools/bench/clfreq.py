@@ -1,7 +1,10 @@
-"""Benchmark: ER and DER++, each alone / +CLFD / +FDINet, same seeds, on Split Digits (and Split CIFAR-10 with
---cifar-root). Writes results.json, results.md and accuracy.png to --out.
+"""Benchmark: ER, DER++, ER-ACE and CLS-ER, each alone / +CLFD / +FDINet, same seeds, on Split Digits (and Split
+CIFAR-10 with --cifar-root). Writes results.json, results.md and accuracy.png to --out.
 
-    python tools/bench/clfreq.py --quick                       # a few CPU minutes
+Hyper-parameters: mammoth's best args for Split CIFAR-10 (BEST_ARGS); with --quick on Split Digits the per-benchmark
+QUICK_ARGS (ER-ACE lr 0.1 and faster CLS-ER EMA models, because the quick run has ~18 steps per task; see README).
+
+    python tools/bench/clfreq.py --quick                       # several CPU minutes
     python tools/bench/clfreq.py --cifar-root ~/data --epochs 50 --nf 20 --device cuda
 """
 
@@ -21,6 +24,14 @@ import torch
 sys.path = [p for p in sys.path if Path(p or '.').resolve() != Path(__file__).resolve().parent]
 
 
+_SHORT = {"reg_weight": "λ", "stable_freq": "r_S", "plastic_freq": "r_P", "stable_alpha": "α_S",
+          "plastic_alpha": "α_P", "alpha": "α", "beta": "β"}
+
+
+def _fmt(hp: dict) -> str:
+    return " ".join(f"{_SHORT.get(k, k)} {v:g}" for k, v in hp.items())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="nf 8, 2 epochs, 3 seeds on Split Digits 16x16")
@@ -28,12 +39,12 @@ def main() -> None:
     p.add_argument("--nf", type=int, default=20, help="host ResNet-18 width (FDINet branches get ~22 %% of its params)")
     p.add_argument("--buffer-size", type=int, default=50)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+", default=["er", "der++"])
+    p.add_argument("--methods", nargs="+", default=["er", "der++", "er-ace", "cls-er"])
     p.add_argument("--cifar-root", default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="runs/bench/clfreq")
     a = p.parse_args()
-    from clfreq.rehearsal import BEST_ARGS, create_method, split_cifar, split_digits, train_continual
+    from clfreq.rehearsal import BEST_ARGS, QUICK_ARGS, create_method, split_cifar, split_digits, train_continual
     from commons.io import save_json
     from commons.reporting import markdown_table, save_line_plot
 
@@ -49,13 +60,16 @@ def main() -> None:
     for bname, make in benches.items():
         bench = make(0)
         for mname in a.methods:
-            hp = dict(BEST_ARGS[("split-cifar10", 50 if a.buffer_size <= 50 else 125)][mname])
+            key = 50 if a.buffer_size <= 50 else 125
+            hp = dict(BEST_ARGS[("split-cifar10", key)][mname])
+            if a.quick and (bname, key) in QUICK_ARGS:
+                hp = dict(QUICK_ARGS[(bname, key)][mname])
             for plugin in (None, "clfd", "fdinet"):
                 rs = []
                 for seed in a.seeds:
                     m = create_method(mname, plugin=plugin, nf=a.nf, buffer_size=a.buffer_size, **hp)
                     r = train_continual(m, bench, epochs=a.epochs, seed=seed, device=a.device)
-                    r["benchmark"] = bname
+                    r["benchmark"], r["hparams"] = bname, hp
                     rs.append(r)
                     runs.append(r)
                     print(f"{bname} {r['method']} seed {seed}: CIL {r['class_il']:.3f} TIL {r['task_il']:.3f} "
@@ -65,7 +79,8 @@ def main() -> None:
                     v = np.array([r[k] for r in rs]) * scale
                     return f"{v.mean():.1f} ± {v.std():.1f}"
 
-                rows.append({"benchmark": bname, "method": rs[0]["method"], "Class-IL %": ms("class_il"),
+                rows.append({"benchmark": bname, "method": rs[0]["method"], "hparams": _fmt(hp),
+                             "Class-IL %": ms("class_il"),
                              "Task-IL %": ms("task_il"), "forgetting %": ms("forgetting"),
                              "train s": ms("train_seconds", 1.0),
                              "peak mem MiB": ms("peak_memory_bytes", 1 / 2**20),
