@@ -27,3 +27,45 @@ def test_streaming_ap_drops_with_known_lag():
     forecast = [b + np.array([3.0, 0, 0, 0, 0, 0, 0]) for b in boxes]
     ap_f = streaming_ap(boxes, times, forecast, scores, lagged)
     assert 0.9 < ap_f < 1.0
+
+
+def test_simulate_stream_hand_schedules():
+    from commons.metrics.streaming import simulate_stream
+
+    times = [k * 0.1 for k in range(12)]  # 10 Hz
+    # 150 ms: frame 0 done at .15 -> latest arrived is 1 (.1); done .30 -> 3 (arrives exactly at .3); .45 -> 4;
+    # .60 -> 6; .75 -> 7; .90 -> 9; 1.05 -> 10; 1.20 -> 11 (last) -> done 1.35, stop
+    p, f = simulate_stream(times, 0.15)
+    assert p.tolist() == [0, 1, 3, 4, 6, 7, 9, 10, 11]
+    np.testing.assert_allclose(f, [0.15 * (i + 1) for i in range(9)])
+    # 250 ms: 0 -> .25 (frame 2) -> .50 (5) -> .75 (7) -> 1.00 (10) -> 1.25 (11 arrived at 1.1) -> 1.50
+    p, f = simulate_stream(times, 0.25)
+    assert p.tolist() == [0, 2, 5, 7, 10, 11] and f[-1] == pytest.approx(1.5)
+    # faster than the frame rate: every frame, finishing latency after its arrival (idle in between)
+    p, f = simulate_stream(times, 0.04)
+    assert p.tolist() == list(range(12))
+    np.testing.assert_allclose(f, np.array(times) + 0.04)
+    # measured latencies used in order: 50 ms, 270 ms, 50 ms, ...
+    # 0 -> .05 (nothing new: idle) -> 1 at .1 -> .37 (2 skipped) -> 3 -> .42 -> 4 -> .69 (5 skipped) -> 6 -> .74
+    # -> 7 -> 1.01, nothing newer: stop
+    p, f = simulate_stream(times[:8], [0.05, 0.27], draw="cycle")
+    assert p.tolist() == [0, 1, 3, 4, 6, 7]
+    np.testing.assert_allclose(f, [0.05, 0.37, 0.42, 0.69, 0.74, 1.01])
+
+
+def test_simulate_stream_random_draws_are_seeded():
+    from commons.metrics.streaming import simulate_stream
+
+    times = [k * 0.1 for k in range(40)]
+    a = simulate_stream(times, [0.05, 0.12, 0.3], seed=3)
+    b = simulate_stream(times, [0.05, 0.12, 0.3], seed=3)
+    assert a[0].tolist() == b[0].tolist()
+    draws = np.diff(np.concatenate([[0.0], a[1]]))  # each gap is >= the latency drawn (idle adds to it)
+    assert np.all(draws >= 0.05 - 1e-9)
+    calls = []
+    p, f = simulate_stream(times, lambda r: calls.append(1) or 0.15, seed=0)
+    assert len(calls) == len(p) and np.all(np.diff(f) > 0) and np.all(np.diff(p) > 0)
+    with pytest.raises(ValueError):
+        simulate_stream(times, -0.1)
+    with pytest.raises(ValueError):
+        simulate_stream([0.2, 0.1], 0.1)
