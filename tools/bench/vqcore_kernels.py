@@ -77,6 +77,7 @@ def _cfg_name(cfg: dict) -> str:
     unpack = "unpack+" if c.get("UNPACK") else ""
     extra = (" flat" if c.get("FLATTEN") else "") + (" tma-store" if c.get("STORE_DESC") else "")
     extra += f" k{c['BLOCK_K']}" if "BLOCK_K" in c else ""
+    extra += " pair" if c.get("PAIR") else ""
     return (f"{unpack}{c.get('PATH', 'ptr')} {c.get('BLOCK_M')}x{c.get('BLOCK_N')} w{c.get('num_warps')} "
             f"s{c.get('num_stages')}{swap}{extra}")  # fmt: skip
 
@@ -103,6 +104,38 @@ TMA_W8 = [
     {"PATH": "tma", "BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 256, "num_warps": 8, "num_stages": 2},
     {"PATH": "tma", "BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 128, "num_warps": 8, "num_stages": 3},
     {"PATH": "tma", "BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "num_warps": 8, "num_stages": 3, "FLATTEN": True},
+]
+G128_TMA = [
+    {
+        "PATH": "tma",
+        "UNPACK": True,
+        "BLOCK_M": 128,
+        "BLOCK_N": 128,
+        "BLOCK_K": 128,
+        "num_warps": 8,
+        "num_stages": 3,
+        "PAIR": True,
+    },
+    {
+        "PATH": "tma",
+        "UNPACK": True,
+        "BLOCK_M": 128,
+        "BLOCK_N": 128,
+        "BLOCK_K": 128,
+        "num_warps": 8,
+        "num_stages": 4,
+        "PAIR": False,
+    },
+    {
+        "PATH": "tma",
+        "UNPACK": True,
+        "BLOCK_M": 128,
+        "BLOCK_N": 256,
+        "BLOCK_K": 128,
+        "num_warps": 8,
+        "num_stages": 3,
+        "PAIR": False,
+    },
 ]
 G128_AFTER = {"PATH": "ptr", "UNPACK": True, "BLOCK_M": 256, "BLOCK_N": 128, "SWAP": 1, "num_warps": 8,
               "num_stages": 3}  # fmt: skip
@@ -135,7 +168,7 @@ def _variants(args, cuda, t, errs, cfgs, run_cfg, ref_of, mods, deadline) -> Non
     tma_best = [c for c in TMA_W8 if _cfg_name(c) == cfgs.get("w8a8_tma")]
     best("w4a8_unpack", q4, [{**c, "UNPACK": True} for c in (tma_best or TMA_W8[:1])])
     best("w4a8_g128_before", q4g, [{**BEFORE_W4}])
-    best("w4a8_g128_unpack", q4g, [G128_AFTER])
+    best("w4a8_g128_unpack", q4g, [G128_AFTER, *G128_TMA])
 
 
 def _quant_variants(args, cuda, x, t, cfgs, deadline) -> None:
@@ -164,6 +197,9 @@ def _quant_variants(args, cuda, x, t, cfgs, deadline) -> None:
         name = min(ok, key=ok.get)
         t["quant_best"], cfgs["quant_best"] = ok[name], name
     cfgs["quant_all"] = {k: [round(v[0], 4), v[1]] for k, v in out.items()}
+
+
+_VARIANT_SHAPES_LEFT = [1 << 30]  # --variant-shapes: how many large-M shapes still get the variant comparison
 
 
 def _bench_shape(args, device, cuda: bool, model: str, name: str, m: int, k: int, n: int, deadline: float) -> dict:
@@ -203,7 +239,8 @@ def _bench_shape(args, device, cuda: bool, model: str, name: str, m: int, k: int
         t["int_mm"] = _time(lambda: torch._int_mm(act.codes, wt), args.warmup, args.rep, cuda)
     for key, mod in (("w8a8", q8), ("w4a8", q4), ("w4a8_g128", q4g)):
         t[key] = _time(lambda mod=mod: run_int(mod), args.warmup, args.rep, cuda)
-    if cuda and m >= 4096 and not args.no_variants:
+    if cuda and m >= 4096 and not args.no_variants and _VARIANT_SHAPES_LEFT[0] > 0:
+        _VARIANT_SHAPES_LEFT[0] -= 1
         _variants(args, cuda, t, errs, cfgs, run_cfg, ref_of, (q8, q4, q4g), deadline)
     del ref_of
     t["quant"] = _time(lambda: kernels.quantize_per_token(x, 8, True), args.warmup, args.rep, cuda)
@@ -245,7 +282,8 @@ def gemm_table(args, device, cuda: bool, deadline: float, sink=None) -> list[dic
         for m in ms:
             for name, k, n in layers:
                 shapes.append((model, name, m, k, n))
-    shapes.sort(key=lambda s: -s[2])  # large M first (the targets), then 2048, 64
+    order = {"fc1": 0, "fc2": 1, "qkv/proj": 2}
+    shapes.sort(key=lambda s: (-s[2], order.get(s[1], 3)))  # large M first (the targets), then 2048, 64
     torch.manual_seed(args.seed)
     for shape in shapes:
         if time.time() > deadline:
@@ -443,6 +481,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-variants", action="store_true", help="skip the before/after kernel-variant comparison")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument(
+        "--variant-shapes",
+        type=int,
+        default=1 << 30,
+        help="compare the kernel variants on the first N large-M shapes only (time-boxed runs)",
+    )
+    ap.add_argument(
         "--budget-s",
         type=float,
         default=float("inf"),
@@ -457,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     global GRAPH
     GRAPH = not args.eager
+    _VARIANT_SHAPES_LEFT[0] = args.variant_shapes
     cuda = torch.cuda.is_available() and not args.quick
     device = torch.device("cuda" if cuda else "cpu")
     if not cuda and not args.quick:

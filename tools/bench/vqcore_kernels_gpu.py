@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--budget-s", type=float, default=100.0, help="wall-clock budget of the whole script")
-    ap.add_argument("--test-s", type=float, default=42.0, help="time box of the GPU tests")
+    ap.add_argument("--test-s", type=float, default=45.0, help="time box of the GPU tests")
     args = ap.parse_args(argv)
     t0 = time.time()
     out = Path(args.out)
@@ -52,14 +52,15 @@ def main(argv: list[str] | None = None) -> int:
         print(line, flush=True)
         return status
 
-    tests = ["packages/vqcore/tests/test_vqcore_kernels.py", "packages/vqcore/tests/test_vqcore_convert.py"]
-    run([sys.executable, "-m", "pytest", *tests, "-m", "gpu", "-q", "-rA", "-p", "no:cacheprovider",
+    tests = ["packages/vqcore/tests/test_vqcore_convert.py", "packages/vqcore/tests/test_vqcore_kernels.py"]
+    run([sys.executable, "-m", "pytest", *tests, "-m", "gpu", "-v", "--tb=short", "-p", "no:cacheprovider",
          "--durations=10"], out / "pytest_gpu.log", args.test_s)  # fmt: skip
     left = args.budget_s - (time.time() - t0) - 4.0
     if left > 15:
         bench_budget = max(10.0, left - 12.0)  # model building, block construction, writing: outside the time box
         run([sys.executable, str(ROOT / "tools/bench/vqcore_kernels.py"), "--large-only", "--no-plot",
-             "--budget-s", f"{bench_budget:.0f}", "--warmup", "10", "--rep", "10", "--out", str(out)],
+             "--budget-s", f"{bench_budget:.0f}", "--warmup", "10", "--rep", "10", "--variant-shapes", "3",
+             "--out", str(out)],
             out / "bench.log", left)  # fmt: skip
     else:
         summary.append(f"bench skipped: only {left:.0f}s left")

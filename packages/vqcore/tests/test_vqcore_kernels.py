@@ -41,10 +41,12 @@ def _cfg(path) -> dict:
         return {"PATH": "ptr", "UNPACK": False, "BLOCK_M": 16, "BLOCK_N": 32, "GROUP_M": 2, "SWAP": path}
     if path == "unpack":
         return {"PATH": "ptr", "UNPACK": True, "BLOCK_M": 16, "BLOCK_N": 32, "GROUP_M": 2, "SWAP": 0}
-    cfg = {"PATH": "tma", "UNPACK": path == "unpack_tma", "BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2,
-           "PROGRAMS": 3}  # fmt: skip
+    cfg = {"PATH": "tma", "UNPACK": path.startswith("unpack_tma"), "BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32,
+           "GROUP_M": 2, "PROGRAMS": 3}  # fmt: skip
     if path == "tma_flat_store":  # flattened tile/K loop + TMA store of the output tile
         cfg.update({"FLATTEN": True, "STORE_DESC": True})
+    if path.endswith("_pair"):  # per-group: two K tiles per step; 64-wide K tiles (an odd number of them at K=304)
+        cfg.update({"PAIR": True, "BLOCK_K": 64})
     return cfg
 
 
@@ -55,6 +57,8 @@ def _paths(w4: bool, group: int) -> list:
         paths.append("unpack")
     if group == 0:
         paths += ["unpack_tma"] if w4 else ["tma", "tma_flat_store"]
+    elif group % 128 == 0:
+        paths += ["unpack_tma", "unpack_tma_pair"] if w4 else ["tma", "tma_pair"]
     return paths
 
 
@@ -147,12 +151,17 @@ def test_unpack_kernel_matches_packing():
         assert torch.equal(got[:, :k], codes) and not got[:, k:].any()
 
 
-def test_tma_path_refuses_packed_or_grouped_weights():
+def test_tma_path_refuses_packed_weights_and_straddling_groups():
     a = torch.zeros(4, 128, dtype=torch.int8, device=DEV)
     w = torch.zeros(8, 64, dtype=torch.int8, device=DEV)
-    with pytest.raises(ValueError, match="TMA"):
-        _tk().int_linear(a, torch.ones(4, device=DEV), None, None, w, torch.ones(8, device=DEV), 0, True, 128, None,
-                         None, None, None, None, torch.float32, config={"PATH": "tma", "UNPACK": False})  # fmt: skip
+    args = (a, torch.ones(4, device=DEV), None, None)
+    with pytest.raises(ValueError, match="int8 weights only"):
+        _tk().int_linear(*args, w, torch.ones(8, device=DEV), 0, True, 128, None, None, None, None, None, torch.float32,
+                         config={"PATH": "tma", "UNPACK": False})  # fmt: skip
+    w8 = torch.zeros(8, 128, dtype=torch.int8, device=DEV)
+    with pytest.raises(ValueError, match="group_size % BLOCK_K"):  # a 128-wide K tile would straddle 64-groups
+        _tk().int_linear(*args, w8, torch.ones(8, 2, device=DEV), 64, False, 128, None, None, None, None, None,
+                         torch.float32, config={"PATH": "tma", "BLOCK_K": 128})  # fmt: skip
 
 
 def _problem(m, n, k, *, w4, group, act_asym, w_asym, bias, rank, seed=0):
@@ -299,11 +308,14 @@ def test_gpu_opcheck():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize(("w4", "path"), [(False, "ptr"), (False, "tma"), (False, "tma_flat_store"), (True, "ptr"),
-                                          (True, "unpack_ptr"), (True, "unpack_tma"), (True, "ptr_swap")])  # fmt: skip
+                                          (True, "unpack_ptr"), (True, "unpack_tma"), (True, "ptr_swap"),
+                                          (True, "g128_ptr"), (True, "g128_unpack_ptr"), (True, "g128_unpack_tma_pair"),
+                                          (True, "g128_unpack_tma")])  # fmt: skip
 def test_gpu_gemm_paths_exact(w4, path):
     """Every GEMM path on the GPU with its real large-M tiles: exact int32 sums (the small-M tiles run in
-    test_gpu_ops_match_reference)."""
-    m, n, k = 4500, 520, 1152 + 64  # K not a multiple of the 128 chunk: partial last K tile / zero-padded packed chunk
+    test_gpu_ops_match_reference). Per-group paths use unit scales and int4 weights, so every float32 partial sum is
+    an integer < 2^24 and the result is still exact."""
+    m, n, k = 4500, 520, 1152 + 64  # K not a multiple of the 128 chunk: partial last K tile / zero-padded chunk
     g = torch.Generator().manual_seed(m + w4)
     a = torch.randint(-128, 128, (m, k), generator=g, dtype=torch.int8)
     w = (
@@ -312,13 +324,17 @@ def test_gpu_gemm_paths_exact(w4, path):
         else torch.randint(-128, 128, (n, k), generator=g, dtype=torch.int8)
     )
     wq = packing.pack_int4(w) if w4 else w
+    group = 128 if path.startswith("g128") else 0
     cfg = {"PATH": "tma" if "tma" in path else "ptr", "UNPACK": "unpack" in path}
     if path == "ptr_swap":
         cfg.update({"BLOCK_M": 128, "BLOCK_N": 128, "SWAP": 1, "num_warps": 4, "num_stages": 4})
     if path == "tma_flat_store":
         cfg.update({"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "num_warps": 8, "num_stages": 3, "FLATTEN": True,
                     "STORE_DESC": True})  # fmt: skip
-    y = _tk().int_linear(a.cuda(), torch.ones(m, device="cuda"), None, None, wq.cuda(), torch.ones(n, device="cuda"),
-                         0, w4, k, None, None, None, None, None, torch.float32, config=cfg)  # fmt: skip
+    if path == "g128_unpack_tma":
+        cfg.update({"PAIR": False, "num_stages": 4})
+    sw = torch.ones(n, -(-k // 128), device="cuda") if group else torch.ones(n, device="cuda")
+    y = _tk().int_linear(a.cuda(), torch.ones(m, device="cuda"), None, None, wq.cuda(), sw, group, w4, k, None, None,
+                         None, None, None, torch.float32, config=cfg)  # fmt: skip
     exact = a.cuda().double() @ w.cuda().double().t()  # integer sums < 2^53: exact in float64
     assert torch.equal(y, exact.float())

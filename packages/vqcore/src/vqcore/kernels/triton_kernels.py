@@ -285,10 +285,11 @@ def _epilogue(
 @triton.jit
 def _int_gemm_tma_kernel(
     a_desc, b_desc, c_desc, sx_ptr, zx_ptr, rs_ptr, sw_ptr, wsum_ptr, wzp_ptr, bias_ptr, t_ptr, up_ptr, c_ptr,
-    M, N, K, R, stride_tm, stride_upn, stride_cm, NUM_PROGRAMS,
+    M, N, K, R, G, stride_tm, stride_upn, stride_cm, NUM_PROGRAMS,
     HAS_ZP: tl.constexpr, HAS_WZP: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_LR: tl.constexpr, RP: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    FLATTEN: tl.constexpr = False, STORE_DESC: tl.constexpr = False,
+    FLATTEN: tl.constexpr = False, STORE_DESC: tl.constexpr = False, GROUP_SIZE: tl.constexpr = 0,
+    PAIR: tl.constexpr = False,
 ):  # fmt: skip
     """Persistent int8×int8 GEMM (per-channel weight scales) with TMA tile loads (host-side tensor descriptors: the
     copy engine computes addresses and zero-fills the M/N/K tails, so the K loop has no masks and no pointer
@@ -296,7 +297,9 @@ def _int_gemm_tma_kernel(
     tiles per group: an L2-friendly order); each tile runs the software-pipelined K loop, then the shared epilogue.
     ``FLATTEN`` lets Triton's pipeliner flatten the tile and K loops into one (loads of the next tile overlap the
     epilogue of this one); ``STORE_DESC`` writes the output tile with a TMA store (``c_desc``) instead of masked
-    pointer stores."""
+    pointer stores. ``GROUP_SIZE > 0`` (a multiple of ``BLOCK_K``): per-group weight scales ``sw [N, G]``, each K
+    tile's exact int32 product is rescaled into a float32 accumulator; ``PAIR`` issues the two MMAs of two K tiles
+    before rescaling either (so the second runs while the first is rescaled)."""
     start = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
@@ -306,19 +309,45 @@ def _int_gemm_tma_kernel(
     tile_c = start - NUM_PROGRAMS  # a separate counter for the epilogue (keeps prologue and epilogue independent)
     for tile in tl.range(start, num_tiles, NUM_PROGRAMS, flatten=FLATTEN):
         pid_m, pid_n = _tile_coords(tile, num_pid_in_group, num_pid_m, GROUP_M)
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
-        for ki in range(0, k_tiles):
-            a = a_desc.load([pid_m * BLOCK_M, ki * BLOCK_K])
-            b = b_desc.load([pid_n * BLOCK_N, ki * BLOCK_K])
-            acc = tl.dot(a, tl.trans(b), acc, out_dtype=tl.int32)
+        om = pid_m * BLOCK_M
+        on = pid_n * BLOCK_N
+        if GROUP_SIZE == 0:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+            for ki in range(0, k_tiles):
+                a = a_desc.load([om, ki * BLOCK_K])
+                b = b_desc.load([on, ki * BLOCK_K])
+                acc = tl.dot(a, tl.trans(b), acc, out_dtype=tl.int32)
+            y = acc.to(tl.float32)
+        else:
+            srow = sw_ptr + ((on + tl.arange(0, BLOCK_N)) % N).to(tl.int64) * G
+            facc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            if PAIR:
+                for ki in range(0, k_tiles, 2):
+                    a0 = a_desc.load([om, ki * BLOCK_K])
+                    b0 = b_desc.load([on, ki * BLOCK_K])
+                    a1 = a_desc.load([om, (ki + 1) * BLOCK_K])  # past K: zero-filled by the copy engine
+                    b1 = b_desc.load([on, (ki + 1) * BLOCK_K])
+                    d0 = tl.dot(a0, tl.trans(b0), tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32), out_dtype=tl.int32)
+                    d1 = tl.dot(a1, tl.trans(b1), tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32), out_dtype=tl.int32)
+                    s0 = tl.load(srow + (ki * BLOCK_K) // GROUP_SIZE)
+                    g1 = ((ki + 1) * BLOCK_K) // GROUP_SIZE
+                    s1 = tl.load(srow + g1, mask=g1 < G, other=0.0)
+                    facc += d0.to(tl.float32) * s0[None, :] + d1.to(tl.float32) * s1[None, :]
+            else:
+                for ki in range(0, k_tiles):
+                    a = a_desc.load([om, ki * BLOCK_K])
+                    b = b_desc.load([on, ki * BLOCK_K])
+                    d = tl.dot(a, tl.trans(b), tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32), out_dtype=tl.int32)
+                    facc += d.to(tl.float32) * tl.load(srow + (ki * BLOCK_K) // GROUP_SIZE)[None, :]
+            y = facc
         tile_c += NUM_PROGRAMS
         pid_m, pid_n = _tile_coords(tile_c, num_pid_in_group, num_pid_m, GROUP_M)
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         y = _epilogue(
-            acc.to(tl.float32), offs_m, offs_n, M, N, sx_ptr, zx_ptr, rs_ptr, sw_ptr, wsum_ptr, wzp_ptr, bias_ptr,
-            t_ptr, up_ptr, c_ptr, R, stride_tm, stride_upn, stride_cm, True, HAS_ZP, HAS_WZP, HAS_BIAS, HAS_LR, RP,
-            not STORE_DESC,
+            y, offs_m, offs_n, M, N, sx_ptr, zx_ptr, rs_ptr, sw_ptr, wsum_ptr, wzp_ptr, bias_ptr,
+            t_ptr, up_ptr, c_ptr, R, stride_tm, stride_upn, stride_cm, GROUP_SIZE == 0, HAS_ZP, HAS_WZP, HAS_BIAS,
+            HAS_LR, RP, not STORE_DESC,
         )  # fmt: skip
         if STORE_DESC:
             c_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], y.to(c_ptr.dtype.element_ty))
@@ -406,6 +435,7 @@ _INTERP_TMA = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, "PROGR
 
 #: Dispatch policy of :func:`int_linear` (module-level so the benchmark can compare paths in one process):
 #: ``tma`` — per-channel W8 GEMMs use the persistent TMA kernel on sm_90+ when K is a multiple of 16;
+#: ``tma_group`` — per-group int8 GEMMs (groups of a multiple of 128) use it too;
 #: ``w4_unpack_min_m`` — W4 weights (per channel or groups of a multiple of 128) are unpacked to a transient int8
 #: copy and run through the int8 GEMM when M ≥ this (below it the packed tile is unpacked inside the K loop);
 #: ``autotune`` — use the autotuner over :func:`_hopper_configs` for the pointer kernel instead of the fixed table.
@@ -413,12 +443,22 @@ POLICY = {
     "tma": os.environ.get("VQCORE_TMA", "1") == "1",
     "w4_unpack_min_m": int(os.environ.get("VQCORE_W4_UNPACK_MIN_M", "256")),
     "autotune": os.environ.get("VQCORE_AUTOTUNE", "0") == "1",
+    "tma_group": os.environ.get("VQCORE_TMA_GROUP", "0") == "1",
 }
 #: Fixed tiles (from the autotuner's choices on an H100, see the README's kernel section): ``(M ≥ 4096, M ≥ 256)``.
 TMA_TILES = {
     "large": {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "GROUP_M": 8, "num_warps": 8, "num_stages": 4},
     "small": {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8, "num_warps": 8, "num_stages": 4},
     "tiny": {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8, "num_warps": 4, "num_stages": 4},
+    "group": {
+        "BLOCK_M": 128,
+        "BLOCK_N": 128,
+        "BLOCK_K": 128,
+        "GROUP_M": 8,
+        "num_warps": 8,
+        "num_stages": 3,
+        "PAIR": True,
+    },
 }
 PTR_TILES = {
     ("large", False, 0): {"BLOCK_M": 128, "BLOCK_N": 256, "SWAP": 0, "num_warps": 8, "num_stages": 4},
@@ -522,15 +562,19 @@ def int_linear(
              "RP": rp}  # fmt: skip
     if path is None:
         use_tma = POLICY["tma"] and not INTERPRET
-        path = "tma" if use_tma and not w4 and group_size == 0 and _tma_ok(xq, w, k) else "ptr"
+        grouped_ok = group_size == 0 or (POLICY["tma_group"] and group_size % CHUNK == 0)
+        path = "tma" if use_tma and not w4 and grouped_ok and _tma_ok(xq, w, k) else "ptr"
     size = _size_class(m)
     if path == "tma":
         from triton.tools.tensor_descriptor import TensorDescriptor
 
-        if w4 or group_size:
-            raise ValueError("the TMA kernel runs per-channel int8 weights only")
-        tile = dict(_INTERP_TMA if INTERPRET else TMA_TILES[size])
+        if w4:
+            raise ValueError("the TMA kernel runs int8 weights only (W4: unpack first, UNPACK=True)")
+        tile = dict(_INTERP_TMA if INTERPRET else TMA_TILES[size if not group_size else "group"])
         tile.update(cfg)
+        if group_size % tile["BLOCK_K"]:
+            raise ValueError(f"the TMA kernel needs group_size % BLOCK_K == 0, got {group_size} and {tile['BLOCK_K']}")
+        tile["GROUP_SIZE"] = int(group_size)
         launch = {kk: tile.pop(kk) for kk in ("num_warps", "num_stages") if kk in tile}
         bm, bn, bk = tile["BLOCK_M"], tile["BLOCK_N"], tile["BLOCK_K"]
         programs = tile.pop("PROGRAMS", None) or _num_sms(xq.device)
@@ -542,7 +586,8 @@ def int_linear(
         c_desc = TensorDescriptor(out, shape=[m, n], strides=[out.stride(0), 1], block_shape=[bm, bn]) if tile.get(
             "STORE_DESC") else a_desc  # fmt: skip
         _int_gemm_tma_kernel[(programs,)](
-            a_desc, b_desc, c_desc, *tail, m, n, k, r, *strides_lr, out.stride(0), programs, **flags, **tile, **launch,
+            a_desc, b_desc, c_desc, *tail, m, n, k, r, g, *strides_lr, out.stride(0), programs,
+            **flags, **tile, **launch,
         )  # fmt: skip
         return out
     args = (xq, tail[0], tail[1], tail[2], w, *tail[3:], m, n, k, r, g, xq.stride(0), w.stride(0), *strides_lr,
