@@ -525,6 +525,21 @@ def main(argv: list[str] | None = None) -> int:
         (out / "results.json").write_text(json.dumps({"meta": meta, **state}, indent=1))
         (out / "results.md").write_text(_md(state["gemm"], state["block"], meta))
 
+    if cuda:  # insurance: if the TMA kernel does not build on this Triton, time the rest with the pointer kernel
+        from vqcore.kernels import triton_kernels as tk
+
+        try:
+            a = torch.randint(-128, 128, (4096, 256), device=device, dtype=torch.int8)
+            wt = torch.randint(-128, 128, (256, 256), device=device, dtype=torch.int8)
+            one = torch.ones(4096, device=device)
+            y = tk.int_linear(a, one, None, None, wt, one[:256], 0, False, 256, None, None, None, None, None,
+                              torch.bfloat16, config={"PATH": "tma"})  # fmt: skip
+            ref = a.float() @ wt.float().t()
+            meta["tma_probe"] = f"ok, rel. err {float((y.float() - ref).norm() / ref.norm()):.2g} (bf16 output)"
+        except Exception as e:
+            tk.POLICY["tma"] = False
+            meta["tma_probe"] = f"FAILED ({type(e).__name__}: {str(e)[:300]}); default policy switched to ptr"
+        print("TMA probe:", meta["tma_probe"], flush=True)
     gemm = gemm_table(args, device, cuda, t0 + 0.6 * args.budget_s, sink)
     block = [] if args.skip_block else block_table(args, device, cuda, t0 + args.budget_s, sink)
     sink(gemm, block)
