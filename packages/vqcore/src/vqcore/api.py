@@ -245,6 +245,9 @@ def load(directory: str | os.PathLike, model: nn.Module) -> nn.Module:
     extra = {k: MODULE_TYPES[d["type"]].vq_build(d) for k, d in config.get("extra_modules", {}).items()}
     for k, mod in extra.items():
         qmodel.add_module(k, mod)
+    for mod in extra.values():  # method-level modules that reshape layers before the tensors load (MPQ-DM's OMQ)
+        if hasattr(mod, "vq_prepare"):
+            mod.vq_prepare(qmodel)
     device = next(model.parameters()).device
     qmodel.to(device)
     state, _ = load_checkpoint(directory, map_location=device)

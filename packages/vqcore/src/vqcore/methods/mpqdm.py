@@ -60,12 +60,15 @@ from ..quant.prepare import preset
 from ..quant.quantizer import QuantSpec, UniformQuantizer
 from ..recon.engine import LossTerm, ReconConfig, first_tensor, optimize
 from .base import Method, register_method
-from .mpqdm_layers import MPQLoRA, OMQQuantizer
+from .mpqdm_layers import MPQLayout, MPQLoRA, OMQQuantizer
 from .timerange import attach_step_tables
 
 __all__ = ["MPQDM", "TRDTerm", "select_omq_k", "apply_omq", "layer_output", "trd_features"]
 
 logger = logging.getLogger(__name__)
+
+ACT_LR_CODE = 5e-4  # train_ourdm.py: absolute lr of the per-step activation (Δ, zp) tables
+ACT_LR_RELATIVE = 5e-2  # default with act_lr="relative": lr = this × the table's initial mean Δ
 
 
 # -- OMQ ------------------------------------------------------------------------------------------------------------
@@ -241,7 +244,7 @@ class MPQDM(Method):
             batch_size: int = 4, omq: bool = True, trd: bool = True, trd_grad: bool = True, trd_weight: float = 100.0,
             alpha: float = 0.5, k_fractions=(0.0, 0.1), lora_rank: int = 32, lrs: dict | None = None,
             search_items: int = 32, scheduler=None, trd_module: str | None = None, seed: int = 0, checkpoint=None,
-            progress: bool = True, **options) -> dict[str, Any]:
+            progress: bool = True, act_lr: str = "relative", lazy_rows: bool = True, **options) -> dict[str, Any]:
         if options:
             raise TypeError(f"mpq-dm got unknown options {sorted(options)}")
         if not isinstance(iters, int) or iters < 0:
@@ -255,7 +258,10 @@ class MPQDM(Method):
             raise ValueError("mpq-dm needs calibration data (calib=...)")
         if fp_model is None:
             raise ValueError("mpq-dm needs the full-precision teacher (fp_model)")
-        lrs = {"lora": 1 / 2500, "weight_scale": 1e-6, "act_scale": 5e-4, **(lrs or {})}
+        if act_lr not in ("relative", "absolute"):
+            raise ValueError(f"act_lr must be 'relative' or 'absolute', got {act_lr!r}")
+        act_default = ACT_LR_RELATIVE if act_lr == "relative" else ACT_LR_CODE
+        lrs = {"lora": 1 / 2500, "weight_scale": 1e-6, "act_scale": act_default, **(lrs or {})}
         ts = sorted({i.timestep for i in items if i.timestep is not None}, reverse=True)
         num_steps = num_steps or (len(ts) if len(ts) >= 2 else 20)
         device = next(qmodel.parameters()).device
@@ -292,23 +298,31 @@ class MPQDM(Method):
             for m in main.values():
                 m.weight_adapter = MPQLoRA(m.weight.shape, lora_rank).to(device)
 
-        losses = []
+        losses: list[float] = []
+        trained_rows: dict[int, float] = {}
         trd_name = None
         if iters:
             blocks = find_blocks(fp_model)
             trd_name = trd_module or blocks[-1]
-            losses = self._rollouts(qmodel, fp_model, items, main, lrs, iters, num_steps, batch_size, trd,
-                                    trd_grad, trd_weight, trd_name, scheduler, seed, checkpoint, progress)
+            losses = self._rollouts(qmodel, fp_model, items, main, lrs, iters, num_steps, batch_size, trd, trained_rows,
+                                    trd_grad, trd_weight, trd_name, scheduler, seed, checkpoint, progress, act_lr,
+                                    lazy_rows)
         sched = scheduler or _default_scheduler(fp_model)
         sched.set_timesteps(num_steps)
         attach_step_tables(qmodel, [float(t) for t in sched.timesteps])
+        layout = MPQLayout([n for n, m in main.items() if isinstance(m.weight_quantizer, OMQQuantizer)],
+                           [n for n, m in layers.items() if m.input_quantizer is not None
+                            and m.input_quantizer.spec.timesteps], num_steps)
+        qmodel.add_module("vq_mpqdm_layout", layout)  # so vqcore.load rebuilds the OMQ layers and the tables
+        qmodel.vqcore_extra_modules = {**qmodel.vqcore_extra_modules, "vq_mpqdm_layout": layout}
         for p in qmodel.parameters():
             p.requires_grad_(False)
         ks = [v.get("k", 0) for v in omq_info.values()]
         return {"omq": omq, "trd": trd, "trd_grad": trd_grad, "rollouts": iters, "num_steps": num_steps,
                 "optimizer_steps": iters * num_steps, "omq_layers": len(main), "special_w8a8_layers": sorted(special),
                 "layers_with_k>0": sum(k > 0 for k in ks), "trd_module": trd_name,
-                "final_loss": losses[-1] if losses else None,
+                "final_loss": losses[-1] if losses else None, "act_lr": act_lr, "lazy_rows": lazy_rows,
+                "trained_rows": [[k, trained_rows[k]] for k in sorted(trained_rows)],
                 "omq_k": {n: v.get("k") for n, v in omq_info.items()}}
 
     @staticmethod
@@ -349,7 +363,7 @@ class MPQDM(Method):
         return absmax, {n: torch.cat(v) for n, v in xs.items() if v}
 
     @staticmethod
-    def _groups(qmodel, main, lrs) -> list[dict]:
+    def _groups(qmodel, main, lrs, act_lr: str = "relative") -> list[dict]:
         for p in qmodel.parameters():
             p.requires_grad_(False)
         groups = []
@@ -373,19 +387,43 @@ class MPQDM(Method):
             aq = m.input_quantizer
             if aq is not None and not aq.dynamic and aq.initialized and m.quant_input:
                 aq.make_learnable()
-                a_scales.append(aq.scale)
+                a_scales.append((name, aq.scale))
         if "weight_scale" in lrs:
             groups.append({"name": "weight_scale", "params": w_scales, "lr": lrs["weight_scale"]})
         if "act_scale" in lrs and a_scales:
-            groups.append({"name": "act_scale", "params": a_scales, "lr": lrs["act_scale"]})
+            if act_lr == "absolute":  # the released code: one lr for every table, whatever its magnitude
+                groups.append({"name": "act_scale", "params": [s for _, s in a_scales], "lr": lrs["act_scale"]})
+            else:  # a fraction of each table's initial mean step per optimiser step (see the module docstring)
+                for name, s in a_scales:
+                    groups.append({"name": f"act_scale:{name}", "params": [s],
+                                   "lr": lrs["act_scale"] * float(s.detach().abs().mean())})
         for g in groups:
             for p in g["params"]:
                 p.requires_grad_(True)
         return groups
 
-    def _rollouts(self, qmodel, fp_model, items, main, lrs, iters, num_steps, batch_size, trd, trd_grad, trd_weight,
-                  trd_name, scheduler, seed, checkpoint, progress) -> list[float]:
-        groups = self._groups(qmodel, main, lrs)
+    def _rollouts(self, qmodel, fp_model, items, main, lrs, iters, num_steps, batch_size, trd, trained_rows, trd_grad,
+                  trd_weight, trd_name, scheduler, seed, checkpoint, progress, act_lr="relative", lazy_rows=True
+                  ) -> list[float]:
+        groups = self._groups(qmodel, main, lrs, act_lr)
+        act_tables = [p for g in groups if g["name"].startswith("act_scale") for p in g["params"]]
+        kept: list[torch.Tensor] = []  # every row as its own last step left it (lazy per-row updates)
+        last = {"k": None}
+
+        @torch.no_grad()
+        def settle_rows() -> None:
+            """Keep the optimiser's update of the row used at the previous step only; every other row goes back to
+            its value after its own last step (AdamW's momentum and decay would otherwise keep moving rows that
+            the loss did not touch), then project Δ > 0."""
+            k_prev = last["k"]
+            if not kept:  # first step (after a resume too): the tables as they are now
+                kept.extend(p.detach().clone() for p in act_tables)
+            for p, keep in zip(act_tables, kept):
+                if k_prev is not None and lazy_rows:
+                    keep[k_prev] = p[k_prev]
+                    p.copy_(keep)
+                p.clamp_(min=1e-8)
+                keep.clamp_(min=1e-8)
         sched = scheduler or _default_scheduler(fp_model)
         sched.set_timesteps(num_steps)
         x_at, t_at = _locate(items[0])
@@ -421,6 +459,9 @@ class MPQDM(Method):
                 g = torch.Generator().manual_seed(rng.randrange(2**31))
                 state["x"] = torch.randn(x0.shape, generator=g).to(device=device, dtype=x0.dtype)
             t = sched.timesteps[k]
+            settle_rows()
+            last["k"] = k
+            trained_rows[k] = float(t)
             for q in tabled:
                 q.set_timestep(k)
             x = state["x"]
@@ -437,7 +478,9 @@ class MPQDM(Method):
         cfg = ReconConfig(iters=iters * num_steps, lrs={"all": 1.0}, weight_decay=0.01, schedule="linear", seed=seed,
                           checkpoint=checkpoint, progress=progress)
         try:
-            return optimize(qmodel, groups, step, cfg, desc="mpq-dm rollouts")
+            losses = optimize(qmodel, groups, step, cfg, desc="mpq-dm rollouts")
+            settle_rows()
+            return losses
         finally:
             if hooks:
                 for h in hooks:

@@ -28,7 +28,7 @@ from torch import nn
 from ..quant.modules import register_module_type
 from ..quant.quantizer import QuantSpec, UniformQuantizer
 
-__all__ = ["OMQQuantizer", "MPQLoRA", "low_bit_spec"]
+__all__ = ["OMQQuantizer", "MPQLoRA", "MPQLayout", "low_bit_spec"]
 
 
 def low_bit_spec(spec: QuantSpec, bits: int) -> QuantSpec:
@@ -131,3 +131,53 @@ class MPQLoRA(nn.Module):
     @classmethod
     def vq_build(cls, desc: dict) -> MPQLoRA:
         return cls(desc["weight_shape"], desc["rank"])
+
+
+@register_module_type
+class MPQLayout(nn.Module):
+    """What ``vqcore.load`` must rebuild before an MPQ-DM checkpoint's tensors fit: the layers whose weight quantizer
+    is an :class:`OMQQuantizer` (their ``channel_bits``, ``low``/``high`` ranges come from the state dict) and the
+    layers whose activation quantizer holds a per-step table of ``table_rows`` rows. A method-level module
+    (``vqcore_extra_modules``): :meth:`vq_prepare` runs on the freshly prepared model before the state dict is
+    loaded."""
+
+    def __init__(self, omq_layers, table_layers=(), table_rows: int = 0):
+        super().__init__()
+        self.omq_layers = [str(n) for n in omq_layers]
+        self.table_layers = [str(n) for n in table_layers]
+        self.table_rows = int(table_rows)
+        if self.table_layers and self.table_rows < 1:
+            raise ValueError(f"table_rows must be a positive int when table_layers are given, got {table_rows!r}")
+
+    def vq_prepare(self, model: nn.Module) -> None:
+        from dataclasses import replace
+
+        from ..quant.modules import QuantModule
+
+        for name in self.omq_layers:
+            mod = model.get_submodule(name)
+            wq = mod.weight_quantizer
+            if not isinstance(mod, QuantModule) or wq is None:
+                raise ValueError(f"{name} is not a quantized layer with a weight quantizer")
+            if isinstance(wq, OMQQuantizer):
+                continue
+            omq = OMQQuantizer(wq.spec, torch.full((mod.weight.shape[0],), wq.spec.bits, dtype=torch.long))
+            for q in (omq, omq.low, omq.high):  # same shapes/flags as the restored n-bit quantizer
+                q.scale, q.zero_point = torch.zeros_like(wq.scale), torch.zeros_like(wq.zero_point)
+                q.initialized, q.enabled = wq.initialized, wq.enabled
+                if isinstance(wq.scale, nn.Parameter):
+                    UniformQuantizer.make_learnable(q, zero_point=isinstance(wq.zero_point, nn.Parameter))
+            mod.weight_quantizer = omq.to(mod.weight.device)
+        for name in self.table_layers:
+            aq = getattr(model.get_submodule(name), "input_quantizer", None)
+            if aq is None or aq.dynamic:
+                raise ValueError(f"{name} has no static activation quantizer for a per-step table")
+            aq.spec = replace(aq.spec, timesteps=self.table_rows)
+
+    def vq_describe(self) -> dict:
+        return {"type": "MPQLayout", "omq_layers": self.omq_layers, "table_layers": self.table_layers,
+                "table_rows": self.table_rows}
+
+    @classmethod
+    def vq_build(cls, desc: dict) -> MPQLayout:
+        return cls(desc["omq_layers"], desc.get("table_layers", ()), desc.get("table_rows", 0))
