@@ -407,14 +407,12 @@ class _Renderer:
                          dtype=np.float32)
             d = np.stack([c * dx - s, dy, s * dx + c], 0)  # ray direction in the box frame, [3, h, w]
             half = np.array([ll / 2, hh / 2, ww / 2], dtype=np.float32)[:, None, None]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                inv = 1.0 / d
-                t1 = (-half - o[:, None, None]) * inv
-                t2 = (half - o[:, None, None]) * inv
+            d = np.where(np.abs(d) < 1e-9, np.float32(1e-9), d)  # no exact zeros: slabs stay finite
+            inv = 1.0 / d
+            t1 = (-half - o[:, None, None]) * inv
+            t2 = (half - o[:, None, None]) * inv
             tmin_ax = np.minimum(t1, t2)
-            tmin_ax = np.where(np.isnan(tmin_ax), -np.inf, tmin_ax)
             tmax_ax = np.maximum(t1, t2)
-            tmax_ax = np.where(np.isnan(tmax_ax), np.inf, tmax_ax)
             tnear = tmin_ax.max(0)
             tfar = tmax_ax.min(0)
             hit = (tnear <= tfar) & (tnear > 0.05)
