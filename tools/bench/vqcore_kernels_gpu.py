@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_budget = max(10.0, left - 12.0)  # model building, block construction, writing: outside the time box
         run([sys.executable, str(ROOT / "tools/bench/vqcore_kernels.py"), "--large-only", "--no-plot",
              "--budget-s", f"{bench_budget:.0f}", "--warmup", "10", "--rep", "10", "--variant-shapes", "3",
-             "--out", str(out)],
+             "--block-first", "--out", str(out)],
             out / "bench.log", left)  # fmt: skip
     else:
         summary.append(f"bench skipped: only {left:.0f}s left")
