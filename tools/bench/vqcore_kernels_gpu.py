@@ -24,9 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--budget-s", type=float, default=100.0, help="wall-clock budget of the whole script")
-    ap.add_argument("--test-s", type=float, default=45.0, help="time box of the GPU tests")
+    ap.add_argument("--test-s", type=float, default=None, help="time box of the GPU tests (default 45%% of budget)")
     args = ap.parse_args(argv)
     t0 = time.time()
+    test_s = args.test_s if args.test_s is not None else 0.45 * args.budget_s
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tests = ["packages/vqcore/tests/test_vqcore_convert.py", "packages/vqcore/tests/test_vqcore_kernels.py"]
     run([sys.executable, "-m", "pytest", *tests, "-m", "gpu", "-v", "--tb=short", "-p", "no:cacheprovider",
-         "--durations=10"], out / "pytest_gpu.log", args.test_s)  # fmt: skip
+         "--durations=10"], out / "pytest_gpu.log", test_s)  # fmt: skip
     left = args.budget_s - (time.time() - t0) - 4.0
     if left > 15:
         bench_budget = max(10.0, left - 12.0)  # model building, block construction, writing: outside the time box
