@@ -16,12 +16,13 @@ and ``P3 = K [I | (-b, 0, 0)]``, so ``P3[0, 3] = -f b`` as in KITTI and ``dispar
 ``R_rect`` is the identity and ``Tr_velo_cam`` is KITTI's axis permutation (LiDAR x forward, y left, z up to camera
 x right, y down, z forward) plus a small offset (the LiDAR sits 8 cm above and 27 cm behind the camera).
 
-**Scene.** A ground plane at camera height 1.65 m (road with lane markings, side-walks), two building facades and a
-sky at infinity, all with view-independent procedural textures attached to the surfaces (so a stereo matcher sees
-the same texture in both views); cuboid Car / Van / Pedestrian / Cyclist objects (KITTI mean sizes +-8 %) with
-random per-object colour and texture, moving at constant speed along their heading, some with a constant yaw rate
-(gentle turns); the ego camera moves forward at a constant speed per sequence (0 in about a quarter of them).
-Objects enter and leave the view, overtake and occlude each other.
+**Scene.** A ground plane at camera height 1.65 m (road with lane markings and bike lanes, side-walks), two building
+facades and a sky at infinity, all with view-independent procedural textures attached to the surfaces (so a stereo
+matcher sees the same texture in both views); cuboid Car / Van / Pedestrian / Cyclist objects (KITTI mean sizes +-8
+%) with random per-object colour and texture, moving at constant speed along their heading, some with a constant yaw
+rate (gentle turns); the ego camera moves forward at a constant speed per sequence (0 in about a quarter of them).
+Objects enter and leave the view, overtake and occlude each other; an object whose footprint (+25 cm) would overlap
+an earlier one at any time of the sequence is not placed, so boxes never interpenetrate.
 
 **Rendering.** Per pixel ray casting: every pixel ray of each camera is intersected with the ground, the facades and
 every cuboid (slab test in the box frame, restricted to the box's projected rectangle), and the nearest hit wins
@@ -240,20 +241,65 @@ def _make_objects(rng: np.random.Generator, num_frames: int, ego_speed: float) -
             ry = -np.pi / 2 if direction > 0 else np.pi / 2
             add(cls, lane_x + rng.uniform(-0.3, 0.3), z, ry + rng.uniform(-0.03, 0.03), speed, turn)
             z += rng.uniform(11.0, 30.0)
-    # cyclists near the right road edge, same direction
+    # cyclists on the bike lanes (|x| 5.6-6.0 m; the side-walks start at 6.5 m), same direction as the traffic
     for _ in range(int(rng.integers(2, 6))):
-        add("Cyclist", rng.uniform(4.6, 5.0) * rng.choice([-1, 1]), rng.uniform(z_lo + 20, z_hi * 0.7),
+        add("Cyclist", rng.uniform(5.6, 6.0) * rng.choice([-1, 1]), rng.uniform(z_lo + 20, z_hi * 0.7),
             -np.pi / 2 + rng.uniform(-0.05, 0.05), rng.uniform(2.5, 6.0))
     # pedestrians on the side-walks (along the street) and a few crossing it
     for _ in range(int(rng.integers(5, 11))):
         side = rng.choice([-1.0, 1.0])
         if rng.random() < 0.25:
             ry = 0.0 if side < 0 else np.pi  # walking towards +x or -x (crossing)
-            add("Pedestrian", side * rng.uniform(5.5, 8.0), rng.uniform(8.0, z_hi), ry, rng.uniform(0.4, 1.0))
+            add("Pedestrian", side * rng.uniform(6.8, 9.0), rng.uniform(8.0, z_hi), ry, rng.uniform(0.4, 1.0))
         else:
             ry = rng.choice([-np.pi / 2, np.pi / 2]) + rng.uniform(-0.1, 0.1)
-            add("Pedestrian", side * rng.uniform(6.0, 9.0), rng.uniform(0.0, z_hi * 0.7), ry, rng.uniform(0.8, 1.6))
-    return objs
+            add("Pedestrian", side * rng.uniform(6.8, 9.5), rng.uniform(0.0, z_hi * 0.7), ry, rng.uniform(0.8, 1.6))
+    return _drop_colliding(objs, np.arange(num_frames) / FPS)
+
+
+def _footprints(obj: dict, times: np.ndarray, margin: float) -> np.ndarray:
+    """BEV corners ``[T, 4, 2]`` (x, z) of an object over time, inflated by ``margin`` metres."""
+    x, z, ry = _object_pose_many(obj, times)
+    _, w, l = obj["hwl"]
+    hl, hw = l / 2 + margin, w / 2 + margin
+    local = np.array([[hl, hw], [hl, -hw], [-hl, -hw], [-hl, hw]])  # (along heading, along width)
+    c, s = np.cos(ry)[:, None], np.sin(ry)[:, None]
+    # heading (c, -s) in (x, z); width axis (s, c)
+    px = x[:, None] + local[None, :, 0] * c + local[None, :, 1] * s
+    pz = z[:, None] - local[None, :, 0] * s + local[None, :, 1] * c
+    return np.stack([px, pz], -1)
+
+
+def _overlap_any(a: np.ndarray, b: np.ndarray) -> bool:
+    """Separating-axis test of two sequences of convex quadrilaterals ``[T, 4, 2]``: do they overlap at any time?"""
+    sep = np.zeros(a.shape[0], dtype=bool)
+    for poly in (a, b):
+        for e in range(2):  # a rectangle has two edge directions
+            edge = poly[:, e + 1] - poly[:, e]
+            axis = np.stack([-edge[:, 1], edge[:, 0]], -1)
+            pa = np.einsum("tkc,tc->tk", a, axis)
+            pb = np.einsum("tkc,tc->tk", b, axis)
+            sep |= (pa.max(1) < pb.min(1)) | (pb.max(1) < pa.min(1))
+    return not sep.all()
+
+
+def _drop_colliding(objs: list[dict], times: np.ndarray, margin: float = 0.25) -> list[dict]:
+    """Keep objects (in order) whose footprints never overlap an already kept one during the sequence."""
+    kept, prints = [], []
+    for obj in objs:
+        fp = _footprints(obj, times, margin)
+        if all(not _overlap_any(fp, other) for other in prints):
+            kept.append(obj)
+            prints.append(fp)
+    return kept
+
+
+def _object_pose_many(obj: dict, t: np.ndarray):
+    ry0, w, v = obj["ry0"], obj["yaw_rate"], obj["speed"]
+    if abs(w) < 1e-9:
+        return obj["x0"] + v * t * np.cos(ry0), obj["z0"] - v * t * np.sin(ry0), np.full_like(t, ry0)
+    ry = ry0 + w * t
+    return obj["x0"] + v / w * (np.sin(ry) - np.sin(ry0)), obj["z0"] + v / w * (np.cos(ry) - np.cos(ry0)), ry
 
 
 def _object_pose(obj: dict, t: float) -> tuple[float, float, float]:
@@ -343,7 +389,7 @@ class _Renderer:
         g = kind == 1
         if g.any():
             gx = x[g].astype(np.float32)
-            out["ground"] = {"mask": g, "u": gx * 12.0, "z": depth[g].astype(np.float32), "side": np.abs(gx) > 5.25,
+            out["ground"] = {"mask": g, "u": gx * 12.0, "z": depth[g].astype(np.float32), "side": np.abs(gx) > 6.5,
                              "lane": np.abs(np.abs(gx) - 1.75) < 0.08}
         for idx, k in enumerate((2, 3)):
             m = kind == k
