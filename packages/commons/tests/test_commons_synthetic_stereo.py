@@ -160,3 +160,21 @@ def test_kitti_like_calib_scales_with_width():
     assert full["P2"][0, 0] == pytest.approx(721.5377) and full["P2"][1, 2] == pytest.approx(117.854)
     small = kitti_like_calib((96, 320))
     assert small["P2"][0, 0] / full["P2"][0, 0] == pytest.approx(320 / 1248)
+
+
+def test_objects_never_interpenetrate(rendered):
+    from commons.data.kitti_tracking import camera_to_lidar_boxes
+    from commons.metrics.detection import iou_bev
+
+    cal = read_calib(rendered / "calib" / "0000.txt")
+    frames = 0
+    for seq in ("0000", "0001"):
+        for rows in read_labels(rendered / "label_02" / f"{seq}.txt").values():
+            rows = [r for r in rows if r.cls != "DontCare"]
+            cam = np.array([[*r.location, *r.dims_hwl, r.rotation_y] for r in rows]).reshape(-1, 7)
+            b = camera_to_lidar_boxes(cam, cal)
+            iou = iou_bev(b, b)
+            np.fill_diagonal(iou, 0.0)
+            assert iou.max(initial=0.0) == 0.0
+            frames += len(rows) > 1
+    assert frames > 10

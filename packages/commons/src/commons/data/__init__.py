@@ -7,8 +7,10 @@ docstring. Domain datasets live in their own modules (``commons.data.moving_digi
 
 from .digits import DigitsDataset, load_digits_arrays, stratified_split
 from .folders import IMAGE_EXTENSIONS, ImageFolderDataset, read_image
+from .kitti_tracking import KittiTrackingStream, camera_to_lidar_boxes, lidar_to_camera_boxes
 from .samples import sample_photos, stereo_pair
 from .splits import TaskSplit, split_by_classes
+from .synthetic_stereo import render_kitti_tracking
 from .vision import cifar
 
 __all__ = [
@@ -23,4 +25,8 @@ __all__ = [
     "TaskSplit",
     "split_by_classes",
     "cifar",
+    "KittiTrackingStream",
+    "camera_to_lidar_boxes",
+    "lidar_to_camera_boxes",
+    "render_kitti_tracking",
 ]
