@@ -146,6 +146,7 @@ class StreamDSGN:
         self._history: torch.Tensor | None = None
         self._history_scene = None
         self.latencies: list[float] = []
+        self.inference_dtype: str = "fp32"  # "bf16"/"fp16": detect under autocast (the released code tests with AMP)
 
     # ------------------------------------------------------------------------------------------------ helpers
     def anchors(self, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -360,8 +361,11 @@ class StreamDSGN:
             torch.cuda.synchronize(dev)
         t0 = time.perf_counter()
         calib = {k: v.to(dev) for k, v in batch["calib"].items()}
-        out = self.model(tok["left"].to(dev), tok["right"].to(dev), calib, batch["fu_baseline"].to(dev),
-                         prev_bev=self._history if self.model.streaming else None)
+        from commons.device import autocast
+
+        with autocast(dev, self.inference_dtype):
+            out = self.model(tok["left"].to(dev), tok["right"].to(dev), calib, batch["fu_baseline"].to(dev),
+                             prev_bev=self._history if self.model.streaming else None)
         det = decode_predictions(out, self.anchors(dev)[0], self.config, score_threshold)[0]
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)

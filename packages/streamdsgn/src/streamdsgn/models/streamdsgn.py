@@ -570,6 +570,16 @@ class StreamDSGNModel(nn.Module):
                 prev_bev, _ = self.extract_bev(prev_left, prev_right, calib, fu_baseline)
         bev, depth = self.extract_bev(left, right, calib, fu_baseline, with_depth)
         out = self.forward_bev(bev, prev_bev, prev_valid)
+        if self.training:
+            # modules unused in this call (no history, baseline, no depth target) take part with zero weight, so
+            # that DistributedDataParallel finds a gradient for every parameter without find_unused_parameters
+            unused = []
+            if self.fusion.last_flow is None:
+                unused += list(self.fusion.parameters())
+            if depth is None:
+                unused += list(self.depth_head.parameters())
+            if unused:
+                out["cls"] = out["cls"] + 0.0 * sum(p.sum() for p in unused)
         out["bev"] = bev
         if depth is not None:
             out["depth_logits"] = depth
