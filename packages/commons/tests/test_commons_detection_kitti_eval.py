@@ -105,10 +105,10 @@ def test_small_detections_are_ignored_and_loose_threshold():
         kitti_eval(g, d[:3])
 
 
-def test_kitti_eval_speed_1000_frames():
+def test_kitti_eval_speed_400_frames():
     rng = np.random.default_rng(0)
     gts, dets = [], []
-    for _ in range(1000):
+    for _ in range(400):
         n = 8
         boxes = np.column_stack([rng.uniform(2, 50, n), rng.uniform(-20, 20, n), np.full(n, -0.8),
                                  np.full(n, 3.9), np.full(n, 1.6), np.full(n, 1.5), rng.uniform(-3, 3, n)])
@@ -121,4 +121,4 @@ def test_kitti_eval_speed_1000_frames():
     res = kitti_eval(gts, dets)
     elapsed = time.perf_counter() - t
     assert 0 < res["Car"]["bev_R40_loose"]["moderate"] <= 100
-    assert elapsed < 30, elapsed
+    assert elapsed < 15, elapsed  # ~1.6 s CPU on the dev machine (4 s for 1000 frames)

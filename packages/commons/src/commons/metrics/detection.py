@@ -241,6 +241,9 @@ def _stats_at_thresholds(ov, scores, gs, ds, thr: float, thresholds: np.ndarray)
     nor FP; unmatched non-ignored detections are false positives."""
     t_n, d_n = len(thresholds), len(ds)
     stats = np.zeros((t_n, 3), dtype=np.int64)
+    if d_n == 0:  # nothing detected: every counted GT is missed
+        stats[:, 2] = int((gs == 0).sum())
+        return stats
     active = scores[None, :] >= thresholds[:, None]  # [T, D]
     assigned = np.zeros((t_n, d_n), dtype=bool)
     rows = np.arange(t_n)
