@@ -78,6 +78,13 @@ def test_stream_samples_tags_and_clips(rendered):
     last = val[val.clip_frames("0000_1")[-1]]
     assert last["frame"] == 23 and last["frames"]["next"] is None and last["frames"]["prev2"] is not None
     assert set(every[5]["frames"]) == {"prev", "token"}
+    cached = KittiTrackingStream(rendered, split="train", clip_len=10, cache_frames=True)
+    for i in (4, 5, 4):
+        a, b = cached[i]["frames"], ds[i]["frames"]
+        for tag in ("prev", "token", "next"):
+            assert torch.equal(a[tag]["left"], b[tag]["left"]) and torch.equal(a[tag]["boxes"], b[tag]["boxes"])
+        a["token"]["left"].zero_()  # modifying a returned sample must not corrupt the cache
+    assert torch.equal(cached[4]["frames"]["token"]["left"], ds[4]["frames"]["token"]["left"])
     tok = ds[10]["frames"]["token"]
     assert tok["left"].shape == (3, 64, 256) and tok["right"].shape == (3, 64, 256)
     assert float(tok["left"].min()) >= 0.0 and float(tok["left"].max()) <= 1.0
@@ -153,6 +160,10 @@ def test_wrong_layout_names_the_missing_folder(tmp_path):
         KittiTrackingStream(tmp_path, with_depth=False)
     with pytest.raises(FileNotFoundError, match="velodyne"):
         find_training_dir(tmp_path, with_velodyne=True)
+    for d in ("image_03", "label_02"):
+        (tmp_path / "training" / d).mkdir()
+    with pytest.raises(FileNotFoundError, match="missing velodyne.*with_depth=False"):
+        KittiTrackingStream(tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         KittiTrackingStream(tmp_path / "nope")
     with pytest.raises(ValueError, match="split"):
