@@ -122,3 +122,15 @@ def test_kitti_eval_speed_400_frames():
     elapsed = time.perf_counter() - t
     assert 0 < res["Car"]["bev_R40_loose"]["moderate"] <= 100
     assert elapsed < 15, elapsed  # ~1.6 s CPU on the dev machine (4 s for 1000 frames)
+
+
+def test_torch_inputs_give_the_same_result():
+    import torch
+
+    gts = [_gt([_car(10 + i % 5), _car(30, 5.0)], labels=[0, 1]) for i in range(45)]
+    dets = [_det(g["boxes"] + 0.1, [0.9, 0.4], labels=[0, 1]) for g in gts]
+    ref = kitti_eval(gts, dets)
+    tg = [{k: torch.as_tensor(v) for k, v in g.items()} for g in gts]
+    td = [{k: torch.as_tensor(v) for k, v in d.items()} for d in dets]
+    out = kitti_eval(tg, td)
+    assert out["Car"]["3d_R40"] == ref["Car"]["3d_R40"] and out["Pedestrian"]["bev_R11"] == ref["Pedestrian"]["bev_R11"]
