@@ -210,3 +210,23 @@ def test_textures_make_stereo_matching_work(rendered):
     e = np.concatenate(errs)
     assert len(e) > 3000
     assert np.mean(e < 1.0) > 0.75  # about 0.9 on the default sequences
+
+
+def test_rerender_removes_stale_files_and_protects_foreign_folders(tmp_path):
+    from commons.data.kitti_tracking import KittiTrackingStream
+
+    render_kitti_tracking(tmp_path / "r", num_sequences=2, frames_per_sequence=4, image_size=(32, 64))
+    render_kitti_tracking(tmp_path / "r", num_sequences=1, frames_per_sequence=3, image_size=(32, 64))
+    tr = tmp_path / "r" / "training"
+    assert sorted(p.name for p in (tr / "image_02").iterdir()) == ["0000"]
+    assert len(list((tr / "velodyne" / "0000").iterdir())) == 3 and not (tr / "label_02" / "0001.txt").exists()
+    assert len(KittiTrackingStream(tmp_path / "r", split="all")) == 3
+    foreign = tmp_path / "kitti" / "training"
+    (foreign / "calib").mkdir(parents=True)
+    p2 = " ".join(map(str, [721.5, 0, 609.6, 44.9, 0, 721.5, 172.9, 0.2, 0, 0, 1, 0.003]))
+    p0 = " ".join(map(str, [721.5, 0, 609.6, 0, 0, 721.5, 172.9, 0, 0, 0, 1, 0]))
+    (foreign / "calib" / "0000.txt").write_text(f"P0: {p0}\nP1: {p0}\nP2: {p2}\nP3: {p2}\n")  # a real-KITTI-like calib
+    with pytest.raises(ValueError, match="overwrite=True"):
+        render_kitti_tracking(tmp_path / "kitti", num_sequences=1, frames_per_sequence=2, image_size=(32, 64))
+    render_kitti_tracking(tmp_path / "kitti", num_sequences=1, frames_per_sequence=2, image_size=(32, 64),
+                          overwrite=True)

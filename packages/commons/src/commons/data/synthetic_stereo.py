@@ -508,6 +508,43 @@ def _save_png(path: pathlib.Path, img: np.ndarray) -> None:
     Image.fromarray(img).save(path, compress_level=1)
 
 
+def _written_by_us(train: pathlib.Path) -> bool:
+    """True when ``train`` has no calib files, or only ones with this module's signature (P0 = P2 and P1 = P3; real
+    KITTI calibs differ there)."""
+    calibs = sorted((train / "calib").glob("*.txt")) if (train / "calib").is_dir() else []
+    for path in calibs:
+        try:
+            from .kitti_tracking import read_calib
+
+            c = read_calib(path)
+            if not (np.allclose(c.get("P0", np.nan), c["P2"]) and np.allclose(c.get("P1", np.nan), c["P3"])):
+                return False
+        except (ValueError, OSError):
+            return False
+    return True
+
+
+def _remove_stale(train: pathlib.Path, num_sequences: int, frames_per_sequence: int) -> None:
+    """Delete files of an earlier render (only names of this layout) that a new, smaller render will not overwrite."""
+    import re
+    import shutil
+
+    for sub in ("image_02", "image_03", "velodyne"):
+        for d in (train / sub).iterdir():
+            if not (d.is_dir() and re.fullmatch(r"\d{4}", d.name)):
+                continue
+            if int(d.name) >= num_sequences:
+                shutil.rmtree(d)
+                continue
+            for f in d.iterdir():
+                if re.fullmatch(r"\d{6}\.(png|bin)", f.name) and int(f.name[:6]) >= frames_per_sequence:
+                    f.unlink()
+    for sub in ("label_02", "calib"):
+        for f in (train / sub).iterdir():
+            if re.fullmatch(r"\d{4}\.txt", f.name) and int(f.name[:4]) >= num_sequences:
+                f.unlink()
+
+
 def render_kitti_tracking(
     out_dir: str | os.PathLike,
     num_sequences: int = 4,
@@ -518,6 +555,7 @@ def render_kitti_tracking(
     lidar_density: float = 0.25,
     min_visible_pixels: int = 4,
     max_label_depth: float = 70.0,
+    overwrite: bool = False,
 ) -> pathlib.Path:
     """Render ``num_sequences`` synthetic stereo sequences in the KITTI tracking layout under ``out_dir/training``.
 
@@ -530,6 +568,10 @@ def render_kitti_tracking(
         lidar_density: fraction of the left image's pixels (with finite depth < 80 m) kept as LiDAR points.
         min_visible_pixels: objects with fewer visible pixels in the left image are not labelled.
         max_label_depth: visible objects farther than this (camera z, metres) become ``DontCare`` rows.
+        overwrite: needed to write into an existing ``training`` folder whose calib files this function did not write
+            (e.g. a real KITTI root). In a folder it wrote (a ``.synthetic_kitti_tracking`` marker or its calib
+            signature), files of an earlier, larger render that the new one does not replace (extra sequences or
+            frames) are removed, so the reader sees only the new data.
     Returns:
         ``out_dir`` as a :class:`pathlib.Path` (pass it to :class:`commons.data.kitti_tracking.KittiTrackingStream`).
     """
@@ -550,8 +592,17 @@ def render_kitti_tracking(
     h, w = int(image_size[0]), int(image_size[1])
     root = pathlib.Path(out_dir)
     train = root / "training"
+    marker = train / ".synthetic_kitti_tracking"
+    ours = marker.is_file() or _written_by_us(train)
+    if not ours and not overwrite:
+        raise ValueError(f"{str(train)!r} holds KITTI calib files not written by render_kitti_tracking (a real "
+                         "dataset?); pass overwrite=True or choose another out_dir")
     for sub in ("image_02", "image_03", "label_02", "calib", "velodyne"):
         (train / sub).mkdir(parents=True, exist_ok=True)
+    if ours:
+        _remove_stale(train, num_sequences, frames_per_sequence)
+    marker.write_text(f"seed={seed} num_sequences={num_sequences} frames_per_sequence={frames_per_sequence} "
+                      f"image_size={h}x{w}\n")
     calib = kitti_like_calib((h, w))
     rot, off = calib["Tr_velo_cam"][:, :3], calib["Tr_velo_cam"][:, 3]
     for seq in range(num_sequences):
