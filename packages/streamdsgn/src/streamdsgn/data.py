@@ -89,7 +89,10 @@ def gt_frame(frame: dict | None, point_cloud_range: tuple | None = None) -> dict
         keep = filter_boxes_in_range(boxes, point_cloud_range)
     n = len(boxes)
     bbox = frame.get("bbox2d", torch.zeros(n, 4)).float().reshape(-1, 4)
-    return {"boxes": boxes[keep].numpy(), "labels": frame["labels"].long()[keep].numpy(),
+    out = {"boxes": boxes[keep].numpy(), "labels": frame["labels"].long()[keep].numpy(),
             "bbox_height": (bbox[:, 3] - bbox[:, 1])[keep].numpy(),
             "occluded": frame.get("occluded", torch.zeros(n, dtype=torch.long)).long()[keep].numpy(),
             "truncated": frame.get("truncated", torch.zeros(n)).float()[keep].numpy()}
+    if frame.get("names") is not None:  # lets kitti_eval ignore Van for Car and Person_sitting for Pedestrian
+        out["names"] = [name for name, k in zip(frame["names"], keep.tolist()) if k]
+    return out

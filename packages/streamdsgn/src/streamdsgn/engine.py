@@ -400,14 +400,17 @@ class StreamDSGN:
                 "frames": frames}
 
     def evaluate(self, dataset, latency: str | float | list = "measured", scenes: list[str] | None = None,
-                 progress: bool = False, seed: int = 0, score_threshold: float | None = None) -> dict:
+                 progress: bool = False, seed: int = 0, score_threshold: float | None = None,
+                 height_scale: float | None = None) -> dict:
         """Offline, forecast and streaming AP over the clips of ``dataset`` (see the module docstring).
 
         Args:
             latency: ``"measured"`` (this run's per-frame wall times, drawn per processed frame), a number of
                 seconds, or a list of seconds to draw from.
             scenes: clips to evaluate (default: all of ``dataset.scenes``).
-        Returns ``{"offline": kitti_eval result, "forecast": ..., "streaming": ..., "latency_s": {...},
+            height_scale: scales KITTI's 40 / 25 px minimum 2D-box heights of the difficulty levels; default
+                ``image_width / 1242`` (the images are downscaled KITTI geometry).
+        Returns ``{"offline": kitti_eval result (AP in percent), "forecast": ..., "streaming": ..., "latency_s": {...},
         "frames": n, "processed_fraction": f, "summary": {...}}``.
         """
         from commons.metrics.detection import kitti_eval
@@ -442,9 +445,8 @@ class StreamDSGN:
                 lat_list = [float(latency)]
             else:
                 lat_list = [float(x) for x in latency]
-            def draw(r, _l=lat_list):
-                return float(_l[int(r.integers(len(_l)))])
-            processed, finish = simulate_stream(times, draw, seed=int(rng.integers(2 ** 31)))
+            # one latency drawn (seeded) from the list per processed frame, as the released Empirical.draw
+            processed, finish = simulate_stream(times, lat_list, seed=int(rng.integers(2 ** 31)), draw="random")
             processed = [int(p) for p in processed]
             if processed == list(range(len(samples))):
                 outs = [dets[p] for p in processed]
@@ -460,8 +462,10 @@ class StreamDSGN:
                      "labels": np.zeros(0, np.int64)}
             gts_stream += g
             dets_stream += [outs[j] if j is not None else empty for j in chosen]
-        res = {"offline": kitti_eval(gts, dets_off), "forecast": kitti_eval(gts_fore, dets_fore),
-               "streaming": kitti_eval(gts_stream, dets_stream),
+        hs = self.config.image_size[1] / 1242.0 if height_scale is None else height_scale
+        res = {"offline": kitti_eval(gts, dets_off, height_scale=hs),
+               "forecast": kitti_eval(gts_fore, dets_fore, height_scale=hs),
+               "streaming": kitti_eval(gts_stream, dets_stream, height_scale=hs),
                "latency_s": {"median": float(np.median(all_lat)), "mean": float(np.mean(all_lat)),
                              "given": None if latency == "measured" else latency},
                "frames": n_frames, "processed_fraction": n_proc / max(1, n_frames)}
