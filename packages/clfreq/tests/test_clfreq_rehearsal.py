@@ -130,6 +130,8 @@ def test_resume_continues(tmp_path):
     assert (tmp_path / "state.pt").exists()
     r = train_continual(ER(nf=4, buffer_size=10), bench, epochs=1, seed=0, out_dir=tmp_path, resume=True)
     assert r["cil_matrix"][1][0] is not None  # matrix restored, nothing left to train
+    with pytest.raises(ValueError, match="belongs to a 'er' run"):  # another method/plugin cannot load this state
+        train_continual(CLFD(ER(nf=4, buffer_size=10)), bench, epochs=1, seed=0, out_dir=tmp_path, resume=True)
 
 
 def test_bad_inputs():

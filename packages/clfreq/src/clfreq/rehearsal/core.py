@@ -794,6 +794,9 @@ def train_continual(method: Rehearsal, bench: Benchmark, epochs: int = 5, batch_
     gen = torch.Generator().manual_seed(seed)  # same permutation on every process; each takes its shard
     if resume and state_path is not None:
         s = load_training_state(state_path)
+        if s is not None and s.get("label", method.label) != method.label:
+            raise ValueError(f"{state_path} belongs to a {s['label']!r} run; resume it with the same method and plugin "
+                             f"(got {method.label!r}) or use another out_dir")
         if s is not None:
             method.load_state_dict(s["method"])
             start_task, start_epoch, train_seconds = s["task"], s["epoch"], s["train_seconds"]
@@ -840,7 +843,7 @@ def train_continual(method: Rehearsal, bench: Benchmark, epochs: int = 5, batch_
                     nt, ne = (t + 1, 1) if e == epochs else (t, e + 1)
                     s = {"method": method.state_dict(), "task": nt, "epoch": ne, "train_seconds": train_seconds,
                          "cil": cil_m.matrix.tolist(), "til": til_m.matrix.tolist(), "gen": gen.get_state(),
-                         "torch_rng": torch.get_rng_state()}
+                         "torch_rng": torch.get_rng_state(), "label": method.label}
                     save_training_state(state_path, s)
     net = method.net
     bb = net.features if hasattr(net, "features") else None
