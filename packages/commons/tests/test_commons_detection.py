@@ -55,3 +55,20 @@ def test_kitti_difficulty_mask_nested_levels():
     assert kitti_difficulty_mask(h, occ, tr, "hard").tolist() == [True, True, True, False]
     with pytest.raises(ValueError):
         kitti_difficulty_mask(h, occ, tr, "extreme")
+
+
+def test_vectorised_bev_intersection_matches_polygon_clipping():
+    from commons.metrics.detection import _bev_intersections, _inter_bev
+
+    rng = np.random.default_rng(0)
+    a = np.column_stack([rng.uniform(-3, 3, 60), rng.uniform(-3, 3, 60), np.zeros(60), rng.uniform(0.5, 5, 60),
+                         rng.uniform(0.5, 3, 60), np.ones(60), rng.uniform(-np.pi, np.pi, 60)])
+    a[:5, 6] = [0, np.pi / 2, np.pi / 4, 0, np.pi]  # axis-aligned and coincident edges
+    b = a.copy()
+    b[:30, :2] += rng.normal(0, 1, (30, 2))
+    b[30:, 6] += rng.uniform(-0.5, 0.5, 30)
+    b[3] = a[3]  # identical box
+    got = _bev_intersections(a, b)
+    ref = np.array([[_inter_bev(x, y) for y in b] for x in a])
+    np.testing.assert_allclose(got, ref, atol=1e-9)
+    assert got[3, 3] == pytest.approx(a[3, 3] * a[3, 4]) and (got > 0).mean() > 0.3

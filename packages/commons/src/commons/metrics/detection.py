@@ -83,14 +83,65 @@ def _candidate_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return np.nonzero(d < ra[:, None] + rb[None, :])
 
 
+def _corners_bev_many(boxes: np.ndarray) -> np.ndarray:
+    """Counter-clockwise BEV corners ``[N, 4, 2]`` of boxes ``[N, 7]`` (same order as :func:`box_corners_bev`)."""
+    local = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=np.float64) / 2.0
+    half = local[None] * boxes[:, None, 3:5]
+    c, s = np.cos(boxes[:, 6])[:, None], np.sin(boxes[:, 6])[:, None]
+    x = half[..., 0] * c - half[..., 1] * s + boxes[:, None, 0]
+    y = half[..., 0] * s + half[..., 1] * c + boxes[:, None, 1]
+    return np.stack([x, y], -1)
+
+
+def _convex_intersection_areas(pa: np.ndarray, pb: np.ndarray) -> np.ndarray:
+    """Areas of the intersections of convex counter-clockwise quadrilaterals ``pa[k]`` and ``pb[k]`` (``[K, 4, 2]``),
+    vectorised over ``k``: the intersection polygon's vertices are the corners of each inside the other plus the
+    edge-edge crossings; they are sorted by angle around their mean and fed to the shoelace formula."""
+    k = len(pa)
+    eps = 1e-9
+
+    def inside(pts, poly):  # [K, P, 2] points inside (or on) convex ccw poly [K, 4, 2]
+        e0, e1 = poly, np.roll(poly, -1, axis=1)
+        edge = (e1 - e0)[:, None]  # [K, 1, 4, 2]
+        rel = pts[:, :, None] - e0[:, None]  # [K, P, 4, 2]
+        cross = edge[..., 0] * rel[..., 1] - edge[..., 1] * rel[..., 0]
+        scale = np.linalg.norm(edge, axis=-1)
+        return (cross >= -eps * np.maximum(scale, 1.0)).all(-1)
+
+    a0, a1 = pa, np.roll(pa, -1, axis=1)
+    b0, b1 = pb, np.roll(pb, -1, axis=1)
+    da, db = (a1 - a0)[:, :, None], (b1 - b0)[:, None, :]  # [K, 4, 1, 2], [K, 1, 4, 2]
+    denom = da[..., 0] * db[..., 1] - da[..., 1] * db[..., 0]  # [K, 4, 4]
+    diff = b0[:, None, :] - a0[:, :, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (diff[..., 0] * db[..., 1] - diff[..., 1] * db[..., 0]) / denom
+        u = (diff[..., 0] * da[..., 1] - diff[..., 1] * da[..., 0]) / denom
+    ok_x = (np.abs(denom) > eps) & (t >= -eps) & (t <= 1 + eps) & (u >= -eps) & (u <= 1 + eps)
+    cross_pts = (a0[:, :, None] + np.where(ok_x, t, 0.0)[..., None] * da).reshape(k, 16, 2)
+    pts = np.concatenate([pa, pb, cross_pts], 1)  # [K, 24, 2]
+    valid = np.concatenate([inside(pa, pb), inside(pb, pa), ok_x.reshape(k, 16)], 1)
+    pts = np.where(valid[..., None], pts, 0.0)
+    cnt = valid.sum(1)
+    centre = (pts * valid[..., None]).sum(1) / np.maximum(cnt, 1)[:, None]
+    ang = np.arctan2(pts[..., 1] - centre[:, None, 1], pts[..., 0] - centre[:, None, 0])
+    ang = np.where(valid, ang, np.inf)
+    order = np.argsort(ang, axis=1)
+    sp = np.take_along_axis(pts, order[..., None], 1)
+    sv = np.take_along_axis(valid, order, 1)
+    sp = np.where(sv[..., None], sp, sp[:, :1])  # invalid slots repeat the first vertex: zero-area edges
+    nxt = np.roll(sp, -1, axis=1)
+    area = 0.5 * np.abs((sp[..., 0] * nxt[..., 1] - nxt[..., 0] * sp[..., 1]).sum(1))
+    return np.where(cnt >= 3, area, 0.0)
+
+
 def _bev_intersections(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise rotated BEV intersection areas ``[N, M]`` (polygon clipping only for nearby pairs)."""
+    """Pairwise rotated BEV intersection areas ``[N, M]`` (vectorised over the pairs whose circles overlap)."""
     inter = np.zeros((len(a), len(b)))
     if len(a) == 0 or len(b) == 0:
         return inter
     ii, jj = _candidate_pairs(a, b)
-    for i, j in zip(ii.tolist(), jj.tolist()):
-        inter[i, j] = _inter_bev(a[i], b[j])
+    if len(ii):
+        inter[ii, jj] = _convex_intersection_areas(_corners_bev_many(a[ii]), _corners_bev_many(b[jj]))
     return inter
 
 
@@ -217,50 +268,76 @@ def _frame_statuses(gt: dict, det: dict, cls: str, cls_index: int, difficulty: s
     return gs, ds
 
 
-def _tp_scores(ov: np.ndarray, scores: np.ndarray, gs: np.ndarray, ds: np.ndarray, thr: float) -> list[float]:
-    """Devkit pass 1 (``compute_fp=False``): each GT takes the highest-scoring free detection above the IoU threshold;
-    the scores of true positives give the recall thresholds."""
-    assigned = np.zeros(len(ds), dtype=bool)
+def _pad_frames(statuses, overlaps: list[np.ndarray], dets: list[dict]):
+    """Stack the frames that matter for one class/difficulty into padded arrays, keeping only GT with status != -1
+    and detections with status != -1 (in their original order): ``GS [F, G]``, ``DS [F, D]`` (padding -1),
+    ``OV [F, D, G]`` (padding 0), ``SC [F, D]`` (padding -inf)."""
+    sel = []
+    for (gs, ds), ov, d in zip(statuses, overlaps, dets):
+        gi, di = np.nonzero(gs != -1)[0], np.nonzero(ds != -1)[0]
+        if len(gi) or len(di):
+            sel.append((gs[gi], ds[di], ov[np.ix_(di, gi)], d["scores"][di]))
+    f_n = len(sel)
+    g_n = max((len(x[0]) for x in sel), default=0)
+    d_n = max((len(x[1]) for x in sel), default=0)
+    gs_a, ds_a = np.full((f_n, g_n), -1, np.int64), np.full((f_n, d_n), -1, np.int64)
+    ov_a, sc_a = np.zeros((f_n, d_n, g_n)), np.full((f_n, d_n), -np.inf)
+    for f, (gs, ds, ov, sc) in enumerate(sel):
+        gs_a[f, :len(gs)], ds_a[f, :len(ds)], sc_a[f, :len(ds)] = gs, ds, sc
+        ov_a[f, :len(ds), :len(gs)] = ov
+    return gs_a, ds_a, ov_a, sc_a
+
+
+def _tp_scores(gs, ds, ov, sc, thr: float) -> np.ndarray:
+    """Devkit pass 1 (``compute_fp=False``), all frames at once: each GT (in order) takes the highest-scoring free
+    detection with IoU above the threshold; the scores of true positives give the recall thresholds."""
+    f_n, d_n = ds.shape
+    assigned = np.zeros((f_n, d_n), dtype=bool)
     out = []
-    for i in np.nonzero(gs != -1)[0]:
-        cand = (ds != -1) & ~assigned & (ov[:, i] > thr)
-        if not cand.any():
+    for i in range(gs.shape[1]):
+        g = gs[:, i]
+        cand = (ds != -1) & ~assigned & (ov[:, :, i] > thr) & (g != -1)[:, None]
+        f = np.nonzero(cand.any(1))[0]
+        if len(f) == 0:
             continue
-        j = int(np.argmax(np.where(cand, scores, -np.inf)))
-        assigned[j] = True
-        if gs[i] == 0 and ds[j] == 0:
-            out.append(float(scores[j]))
-    return out
+        j = np.argmax(np.where(cand[f], sc[f], -np.inf), 1)
+        assigned[f, j] = True
+        ok = (g[f] == 0) & (ds[f, j] == 0)
+        out.append(sc[f[ok], j[ok]])
+    return np.concatenate(out) if out else np.zeros(0)
 
 
-def _stats_at_thresholds(ov, scores, gs, ds, thr: float, thresholds: np.ndarray) -> np.ndarray:
-    """Devkit pass 2 (``compute_fp=True``) for all score thresholds at once: ``[T, 3]`` (tp, fp, fn).
+def _stats_at_thresholds(gs, ds, ov, sc, thr: float, thresholds: np.ndarray) -> np.ndarray:
+    """Devkit pass 2 (``compute_fp=True``) for all frames and score thresholds at once: ``[T, 3]`` (tp, fp, fn).
 
     For each GT (in order) the free detection above the IoU threshold with the largest overlap among non-ignored
     detections wins, else the first ignored one; a match involving an ignored GT or detection counts as neither TP
     nor FP; unmatched non-ignored detections are false positives."""
-    t_n, d_n = len(thresholds), len(ds)
+    f_n, d_n = ds.shape
+    t_n = len(thresholds)
     stats = np.zeros((t_n, 3), dtype=np.int64)
-    if d_n == 0:  # nothing detected: every counted GT is missed
-        stats[:, 2] = int((gs == 0).sum())
-        return stats
-    active = scores[None, :] >= thresholds[:, None]  # [T, D]
-    assigned = np.zeros((t_n, d_n), dtype=bool)
-    rows = np.arange(t_n)
-    for i in np.nonzero(gs != -1)[0]:
-        cand = active & ~assigned & (ds != -1)[None, :] & (ov[:, i] > thr)[None, :]
-        valid = cand & (ds == 0)[None, :]
-        ign = cand & (ds == 1)[None, :]
-        has_valid, has_ign = valid.any(1), ign.any(1)
-        best = np.argmax(np.where(valid, ov[:, i][None, :], -1.0), 1)
-        first_ign = np.argmax(ign, 1)
-        matched = has_valid | has_ign
-        j = np.where(has_valid, best, first_ign)
-        if gs[i] == 0:
-            stats[:, 2] += ~matched
-            stats[:, 0] += matched & has_valid
-        assigned[rows[matched], j[matched]] = True
-    stats[:, 1] = (active & ~assigned & (ds == 0)[None, :]).sum(1)
+    active = sc[:, None, :] >= thresholds[None, :, None]  # [F, T, D]
+    assigned = np.zeros((f_n, t_n, d_n), dtype=bool)
+    valid_det, ign_det = (ds == 0)[:, None, :], (ds == 1)[:, None, :]
+    for i in range(gs.shape[1]):
+        g = gs[:, i]
+        rows = np.nonzero(g != -1)[0]
+        if len(rows) == 0:
+            continue
+        ovi = ov[rows, :, i][:, None, :]  # [f, 1, D]
+        cand = active[rows] & ~assigned[rows] & (ovi > thr)
+        valid = cand & valid_det[rows]
+        ign = cand & ign_det[rows]
+        has_valid, has_ign = valid.any(2), ign.any(2)
+        best = np.argmax(np.where(valid, ovi, -1.0), 2)
+        j = np.where(has_valid, best, np.argmax(ign, 2))
+        matched = has_valid | has_ign  # [f, T]
+        counted = (g[rows] == 0)[:, None]
+        stats[:, 2] += (counted & ~matched).sum(0)
+        stats[:, 0] += (counted & matched & has_valid).sum(0)
+        ff, tt = np.nonzero(matched)
+        assigned[rows[ff], tt, j[ff, tt]] = True
+    stats[:, 1] = (active & ~assigned & valid_det).sum((0, 2))
     return stats
 
 
@@ -357,19 +434,13 @@ def kitti_eval(
             num_gt = int(sum((gs == 0).sum() for gs, _ in statuses))
             res_c["num_gt"][diff] = num_gt
             for m in metrics:
+                batch = _pad_frames(statuses, overlaps[m], dets) if num_gt else None
                 for tag, thr in (("", ious_cfg[cls][0]), ("_loose", ious_cfg[cls][1])):
                     if num_gt == 0:
                         r40 = r11 = float("nan")
                     else:
-                        tp_scores = []
-                        for (gs, ds), ov, d in zip(statuses, overlaps[m], dets):
-                            tp_scores += _tp_scores(ov, d["scores"], gs, ds, thr)
-                        thresholds = _devkit_thresholds(np.asarray(tp_scores), num_gt)
-                        total = np.zeros((len(thresholds), 3), dtype=np.int64)
-                        if len(thresholds):
-                            for (gs, ds), ov, d in zip(statuses, overlaps[m], dets):
-                                if (gs != -1).any() or (ds == 0).any():
-                                    total += _stats_at_thresholds(ov, d["scores"], gs, ds, thr, thresholds)
+                        thresholds = _devkit_thresholds(_tp_scores(*batch, thr), num_gt)
+                        total = _stats_at_thresholds(*batch, thr, thresholds) if len(thresholds) else None
                         prec = np.zeros(_NUM_SAMPLE_PTS)
                         if len(thresholds):
                             p = total[:, 0] / np.maximum(total[:, 0] + total[:, 1], 1)
