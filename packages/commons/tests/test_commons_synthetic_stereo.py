@@ -230,3 +230,13 @@ def test_rerender_removes_stale_files_and_protects_foreign_folders(tmp_path):
         render_kitti_tracking(tmp_path / "kitti", num_sequences=1, frames_per_sequence=2, image_size=(32, 64))
     render_kitti_tracking(tmp_path / "kitti", num_sequences=1, frames_per_sequence=2, image_size=(32, 64),
                           overwrite=True)
+
+
+def test_workers_do_not_change_the_output(tmp_path):
+    a = render_kitti_tracking(tmp_path / "a", num_sequences=2, frames_per_sequence=2, image_size=(32, 64), seed=2)
+    b = render_kitti_tracking(tmp_path / "b", num_sequences=2, frames_per_sequence=2, image_size=(32, 64), seed=2,
+                              workers=2)
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert len(files) > 10 and files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    for f in files:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f

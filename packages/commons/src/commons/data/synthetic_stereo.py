@@ -545,6 +545,79 @@ def _remove_stale(train: pathlib.Path, num_sequences: int, frames_per_sequence: 
                 f.unlink()
 
 
+def _render_sequence(train: pathlib.Path, seq: int, seed: int, frames_per_sequence: int, size: tuple[int, int],
+                     lidar_density: float, min_visible_pixels: int, max_label_depth: float) -> int:
+    """Render and write one sequence (everything derives from ``(seed, seq)``); returns the number of label rows."""
+    h, w = size
+    calib = kitti_like_calib((h, w))
+    rot, off = calib["Tr_velo_cam"][:, :3], calib["Tr_velo_cam"][:, 3]
+    rng = np.random.default_rng([int(seed), seq])
+    name = f"{seq:04d}"
+    ego_speed = 0.0 if rng.random() < 0.25 else float(rng.uniform(3.0, 10.0))
+    facade_x = (-float(rng.uniform(10.0, 14.0)), float(rng.uniform(10.0, 14.0)))
+    renderer = _Renderer((h, w), calib, rng, facade_x)
+    objects = _make_objects(rng, frames_per_sequence, ego_speed)
+    lidar_rng = np.random.default_rng([int(seed), seq, 1])
+    for d in ("image_02", "image_03", "velodyne"):
+        (train / d / name).mkdir(parents=True, exist_ok=True)
+    _write_calib(train / "calib" / f"{name}.txt", calib)
+    rows: list[str] = []
+    for fr in range(frames_per_sequence):
+        t = fr / FPS
+        ego_z = ego_speed * t
+        boxes = []
+        for oid, obj in enumerate(objects):
+            x, z, ry = _object_pose(obj, t)
+            zc = z - ego_z
+            if zc < -8.0 or zc > 120.0:
+                continue
+            loc = np.array([x, CAMERA_HEIGHT, zc])
+            boxes.append({"id": oid, "cls": obj["cls"], "loc": loc, "hwl": obj["hwl"], "ry": ry,
+                          "corners": _box_corners(loc, obj["hwl"], ry), "colour": obj["colour"],
+                          "tex": obj["tex"], "tex_off": obj["tex_off"]})
+        left, depth, ids, sil = renderer.render(0.0, ego_z, boxes, want_ids=True)
+        right, _, _, _ = renderer.render(renderer.b, ego_z, boxes)
+        for cam, im in (("image_02", left), ("image_03", right)):
+            _save_png(train / cam / name / f"{fr:06d}.png", np.clip(im * 255.0 + 0.5, 0, 255).astype(np.uint8))
+        # labels
+        visible = np.bincount(ids[ids >= 0], minlength=len(boxes)) if len(boxes) else np.zeros(0, np.int64)
+        for k, bx in enumerate(boxes):
+            if visible[k] < min_visible_pixels:
+                continue
+            full = _project_rect(bx["corners"], renderer.f, renderer.cx, renderer.cy, 0.0)
+            clipped = (max(full[0], 0.0), max(full[1], 0.0), min(full[2], w - 1.0), min(full[3], h - 1.0))
+            x1, y1, x2, y2 = clipped
+            if bx["loc"][2] > max_label_depth:
+                rows.append(f"{fr} -1 DontCare -1 -1 -10.000000 {x1:.6f} {y1:.6f} {x2:.6f} {y2:.6f} "
+                            "-1000.000000 -1000.000000 -1000.000000 -10.000000 -1.000000 -1.000000 -1.000000")
+                continue
+            trunc = _truncation_level(full, clipped)
+            occ = _occlusion_level(1.0 - visible[k] / max(sil[k], 1))
+            lx, ly, lz = bx["loc"]
+            ry = _wrap_angle(bx["ry"])
+            alpha = _wrap_angle(ry - np.arctan2(lx, lz))
+            hh, ww, ll = bx["hwl"]
+            rows.append(f"{fr} {bx['id']} {bx['cls']} {trunc} {occ} {alpha:.6f} {x1:.6f} {y1:.6f} {x2:.6f} "
+                        f"{y2:.6f} {hh:.6f} {ww:.6f} {ll:.6f} {lx:.6f} {ly:.6f} {lz:.6f} {ry:.6f}")
+        # LiDAR points sampled from the left depth, moved to the LiDAR frame: X_velo = R^T (X_cam - t)
+        ok = np.isfinite(depth) & (depth < _MAX_LIDAR_DEPTH)
+        ok &= lidar_rng.random(ok.shape) < lidar_density
+        vs, us = np.nonzero(ok)
+        z = depth[vs, us]
+        cam = np.stack([(us - renderer.cx) / renderer.f * z, (vs - renderer.cy) / renderer.f * z, z], 1)
+        velo = (cam - off) @ rot  # rows: R^T (p - t)
+        inten = left[vs, us].mean(1)
+        pts = np.concatenate([velo, inten[:, None]], 1).astype(np.float32)
+        pts.tofile(train / "velodyne" / name / f"{fr:06d}.bin")
+    (train / "label_02" / f"{name}.txt").write_text("\n".join(rows) + ("\n" if rows else ""))
+    logger.info("rendered sequence %s: %d frames, %d label rows", name, frames_per_sequence, len(rows))
+    return len(rows)
+
+
+def _render_sequence_args(args: tuple) -> int:
+    return _render_sequence(*args)
+
+
 def render_kitti_tracking(
     out_dir: str | os.PathLike,
     num_sequences: int = 4,
@@ -556,6 +629,7 @@ def render_kitti_tracking(
     min_visible_pixels: int = 4,
     max_label_depth: float = 70.0,
     overwrite: bool = False,
+    workers: int = 1,
 ) -> pathlib.Path:
     """Render ``num_sequences`` synthetic stereo sequences in the KITTI tracking layout under ``out_dir/training``.
 
@@ -568,6 +642,7 @@ def render_kitti_tracking(
         lidar_density: fraction of the left image's pixels (with finite depth < 80 m) kept as LiDAR points.
         min_visible_pixels: objects with fewer visible pixels in the left image are not labelled.
         max_label_depth: visible objects farther than this (camera z, metres) become ``DontCare`` rows.
+        workers: render sequences in this many processes (the output does not depend on it).
         overwrite: needed to write into an existing ``training`` folder whose calib files this function did not write
             (e.g. a real KITTI root). In a folder it wrote (a ``.synthetic_kitti_tracking`` marker or its calib
             signature), files of an earlier, larger render that the new one does not replace (extra sequences or
@@ -583,6 +658,8 @@ def render_kitti_tracking(
             or any(int(v) != v or v <= 0 or v % 16 for v in image_size)
             or image_size[0] > 320 or image_size[1] > 1248):
         raise ValueError(f"image_size must be (H, W), positive multiples of 16 up to (320, 1248), got {image_size!r}")
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive int, got {workers!r}")
     if not 0.0 < lidar_density <= 1.0:
         raise ValueError(f"lidar_density must be in (0, 1], got {lidar_density}")
     try:
@@ -603,67 +680,14 @@ def render_kitti_tracking(
         _remove_stale(train, num_sequences, frames_per_sequence)
     marker.write_text(f"seed={seed} num_sequences={num_sequences} frames_per_sequence={frames_per_sequence} "
                       f"image_size={h}x{w}\n")
-    calib = kitti_like_calib((h, w))
-    rot, off = calib["Tr_velo_cam"][:, :3], calib["Tr_velo_cam"][:, 3]
-    for seq in range(num_sequences):
-        rng = np.random.default_rng([int(seed), seq])
-        name = f"{seq:04d}"
-        ego_speed = 0.0 if rng.random() < 0.25 else float(rng.uniform(3.0, 10.0))
-        facade_x = (-float(rng.uniform(10.0, 14.0)), float(rng.uniform(10.0, 14.0)))
-        renderer = _Renderer((h, w), calib, rng, facade_x)
-        objects = _make_objects(rng, frames_per_sequence, ego_speed)
-        lidar_rng = np.random.default_rng([int(seed), seq, 1])
-        for d in ("image_02", "image_03", "velodyne"):
-            (train / d / name).mkdir(parents=True, exist_ok=True)
-        _write_calib(train / "calib" / f"{name}.txt", calib)
-        rows: list[str] = []
-        for fr in range(frames_per_sequence):
-            t = fr / FPS
-            ego_z = ego_speed * t
-            boxes = []
-            for oid, obj in enumerate(objects):
-                x, z, ry = _object_pose(obj, t)
-                zc = z - ego_z
-                if zc < -8.0 or zc > 120.0:
-                    continue
-                loc = np.array([x, CAMERA_HEIGHT, zc])
-                boxes.append({"id": oid, "cls": obj["cls"], "loc": loc, "hwl": obj["hwl"], "ry": ry,
-                              "corners": _box_corners(loc, obj["hwl"], ry), "colour": obj["colour"],
-                              "tex": obj["tex"], "tex_off": obj["tex_off"]})
-            left, depth, ids, sil = renderer.render(0.0, ego_z, boxes, want_ids=True)
-            right, _, _, _ = renderer.render(renderer.b, ego_z, boxes)
-            for cam, im in (("image_02", left), ("image_03", right)):
-                _save_png(train / cam / name / f"{fr:06d}.png", np.clip(im * 255.0 + 0.5, 0, 255).astype(np.uint8))
-            # labels
-            visible = np.bincount(ids[ids >= 0], minlength=len(boxes)) if len(boxes) else np.zeros(0, np.int64)
-            for k, bx in enumerate(boxes):
-                if visible[k] < min_visible_pixels:
-                    continue
-                full = _project_rect(bx["corners"], renderer.f, renderer.cx, renderer.cy, 0.0)
-                clipped = (max(full[0], 0.0), max(full[1], 0.0), min(full[2], w - 1.0), min(full[3], h - 1.0))
-                x1, y1, x2, y2 = clipped
-                if bx["loc"][2] > max_label_depth:
-                    rows.append(f"{fr} -1 DontCare -1 -1 -10.000000 {x1:.6f} {y1:.6f} {x2:.6f} {y2:.6f} "
-                                "-1000.000000 -1000.000000 -1000.000000 -10.000000 -1.000000 -1.000000 -1.000000")
-                    continue
-                trunc = _truncation_level(full, clipped)
-                occ = _occlusion_level(1.0 - visible[k] / max(sil[k], 1))
-                lx, ly, lz = bx["loc"]
-                ry = _wrap_angle(bx["ry"])
-                alpha = _wrap_angle(ry - np.arctan2(lx, lz))
-                hh, ww, ll = bx["hwl"]
-                rows.append(f"{fr} {bx['id']} {bx['cls']} {trunc} {occ} {alpha:.6f} {x1:.6f} {y1:.6f} {x2:.6f} "
-                            f"{y2:.6f} {hh:.6f} {ww:.6f} {ll:.6f} {lx:.6f} {ly:.6f} {lz:.6f} {ry:.6f}")
-            # LiDAR points sampled from the left depth, moved to the LiDAR frame: X_velo = R^T (X_cam - t)
-            ok = np.isfinite(depth) & (depth < _MAX_LIDAR_DEPTH)
-            ok &= lidar_rng.random(ok.shape) < lidar_density
-            vs, us = np.nonzero(ok)
-            z = depth[vs, us]
-            cam = np.stack([(us - renderer.cx) / renderer.f * z, (vs - renderer.cy) / renderer.f * z, z], 1)
-            velo = (cam - off) @ rot  # rows: R^T (p - t)
-            inten = left[vs, us].mean(1)
-            pts = np.concatenate([velo, inten[:, None]], 1).astype(np.float32)
-            pts.tofile(train / "velodyne" / name / f"{fr:06d}.bin")
-        (train / "label_02" / f"{name}.txt").write_text("\n".join(rows) + ("\n" if rows else ""))
-        logger.info("rendered sequence %s: %d frames, %d label rows", name, frames_per_sequence, len(rows))
+    args = [(train, seq, int(seed), frames_per_sequence, (h, w), lidar_density, min_visible_pixels, max_label_depth)
+            for seq in range(num_sequences)]
+    if workers > 1 and num_sequences > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=min(workers, num_sequences)) as pool:
+            list(pool.map(_render_sequence_args, args))
+    else:
+        for a in args:
+            _render_sequence(*a)
     return root
