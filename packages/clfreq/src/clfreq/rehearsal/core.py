@@ -656,7 +656,7 @@ _MAMMOTH_AUG = {"padding": 4, "flip": True}
 
 
 def _to_tensor(ds, stats):
-    xs = torch.stack([torch.as_tensor(np.asarray(img), dtype=torch.float32).permute(2, 0, 1) / 255 for img, _ in ds])
+    xs = torch.stack([torch.as_tensor(np.array(img), dtype=torch.float32).permute(2, 0, 1) / 255 for img, _ in ds])
     ys = torch.tensor([int(t) for _, t in ds])
     m, s = torch.tensor(stats[0])[:, None, None], torch.tensor(stats[1])[:, None, None]
     return (xs - m) / s, ys

@@ -1,0 +1,54 @@
+"""Split CIFAR / Tiny-ImageNet loaders on small made-up data: labels per task, normalisation, train transform."""
+
+import numpy as np
+import pytest
+import torch
+
+from clfreq import create_method, split_cifar, split_tinyimagenet, train_continual
+
+
+def test_split_cifar10_from_a_stand_in_dataset(monkeypatch):
+    import commons.data
+
+    rng = np.random.default_rng(0)
+
+    def fake_cifar(name, root, train=True, **_):  # torchvision checks md5 sums, so stand in for the files
+        n = 4 if train else 2
+        return [(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), c) for c in range(10) for _ in range(n)]
+
+    monkeypatch.setattr(commons.data, "cifar", fake_cifar)
+    b = split_cifar("unused", "cifar10")
+    assert b.num_tasks == 5 and b.classes_per_task == 2 and b.train[0][0].shape == (8, 3, 32, 32)
+    assert [sorted(set(y.tolist())) for _, y in b.train] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    mean, std = torch.tensor(b.mean), torch.tensor(b.std)
+    torch.testing.assert_close(mean, torch.tensor((0.4914, 0.4822, 0.4465)))
+    assert b.augment == {"padding": 4, "flip": True}  # mammoth's CIFAR train transform is on by default
+    torch.testing.assert_close(b.black, -mean / std)
+    assert float(b.train[0][0].min()) >= float((-mean / std).min()) - 1e-5  # normalised from [0, 1]
+    b.train, b.test = b.train[:2], b.test[:2]
+    r = train_continual(create_method("er", nf=2, buffer_size=4), b, epochs=1, seed=0)
+    assert r["augment"] == "Augment(padding=4, flip=True)" and np.isfinite(r["class_il"])
+
+
+def test_split_tinyimagenet_folder_layout(tmp_path):
+    from PIL import Image
+
+    wnids = ["n01443537", "n01629819"]
+    rng = np.random.default_rng(0)
+    for w in wnids:
+        (tmp_path / "train" / w / "images").mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+                tmp_path / "train" / w / "images" / f"{w}_{i}.JPEG")
+    (tmp_path / "val" / "images").mkdir(parents=True)
+    lines = []
+    for i, w in enumerate(wnids * 2):
+        img = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+        img.save(tmp_path / "val" / "images" / f"v{i}.JPEG")
+        lines.append(f"v{i}.JPEG\t{w}\t0\t0\t63\t63")
+    (tmp_path / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    b = split_tinyimagenet(tmp_path, classes_per_task=1)
+    assert b.num_tasks == 2 and b.train[0][0].shape == (3, 3, 64, 64) and b.test[1][0].shape == (2, 3, 64, 64)
+    assert b.augment == {"padding": 4, "flip": True}
+    with pytest.raises(ValueError, match="Tiny-ImageNet"):
+        split_tinyimagenet(tmp_path / "train")
