@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu-kitti-frames", type=int, default=3, help="kitti()-preset frames timed on the CPU (0: skip)")
     p.add_argument("--skip-ablation", action="store_true", help="only the latency part")
     p.add_argument("--out", default="runs/bench/streamdsgn")
+    p.add_argument("--data-dir", default=None, help="where to render the synthetic default (default: OUT/data)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -102,6 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.device.startswith("cuda") and torch.cuda.is_available():
         results["gpu"] = torch.cuda.get_device_name()
+    # latency of the paper-sized model
+    lat = {}
+    dev = args.device
+    if dev.startswith("cuda") and torch.cuda.is_available():
+        lat["cuda"] = _kitti_latency(dev, args.latency_frames, 10, ["fp32", "bf16"], 0)
+    if args.cpu_kitti_frames > 0:
+        lat["cpu"] = _kitti_latency("cpu", args.cpu_kitti_frames, 1, ["fp32"], 0)
+    results["kitti_latency"] = lat
+    save_json(out / "results.json", results)  # partial: the latency part
     rows = []
     if not args.skip_ablation:
         root = render_kitti_tracking(
@@ -111,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             image_size=(96, 320),
             seed=0,
         )
-        train = KittiTrackingStream(root, split="train")
-        val = KittiTrackingStream(root, split="val")
+        train = KittiTrackingStream(root, split="train", cache_frames=True)
+        val = KittiTrackingStream(root, split="val", cache_frames=True)
         results["data"] = {"root": str(root), "train_samples": len(train), "val_samples": len(val)}
         first_dets = {}
         for variant in ("streamdsgn", "baseline"):
@@ -142,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                     det.reset()
                     first_dets[variant] = (scene, [(val[int(i)], det.detect_sample(val[int(i)])) for i in idx])
             results["variants"][variant] = per_seed
+            save_json(out / "results.json", results)  # partial: after each variant
 
             def mean(key, mode, src="given", per_seed=per_seed):
                 return float(np.mean([r[src]["summary"][mode][key] for r in per_seed]))
@@ -197,16 +208,9 @@ def main(argv: list[str] | None = None) -> int:
                         }
                     )
         if panels:
-            plot_bev(out / "bev.png", panels, StreamDSGN("tiny", device="cpu").config.point_cloud_range)
+            plot_bev(out / "bev.png", panels, StreamDSGN("tiny", device="cpu").config.point_cloud_range,
+                     title="boxes scoring >= 0.3 (colour) vs ground truth (grey)", min_score=0.3)
 
-    # latency of the paper-sized model
-    lat = {}
-    dev = args.device
-    if dev.startswith("cuda") and torch.cuda.is_available():
-        lat["cuda"] = _kitti_latency(dev, args.latency_frames, 10, ["fp32", "bf16"], 0)
-    if args.cpu_kitti_frames > 0:
-        lat["cpu"] = _kitti_latency("cpu", args.cpu_kitti_frames, 1, ["fp32"], 0)
-    results["kitti_latency"] = lat
     save_json(out / "results.json", results)
 
     md = [

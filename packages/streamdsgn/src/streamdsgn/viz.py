@@ -19,10 +19,11 @@ def box_corners(box) -> np.ndarray:
     return local @ np.array([[c, s], [-s, c]]) + np.array([x, y])
 
 
-def plot_bev(path, panels: list[dict], point_cloud_range: tuple, title: str = "") -> Path:
+def plot_bev(path, panels: list[dict], point_cloud_range: tuple, title: str = "", min_score: float = 0.0) -> Path:
     """One subplot per panel ``{"title", "gt": {"boxes","labels"}, "det": {"boxes","scores","labels"}}``: ground truth
     as filled grey outlines, detections as coloured outlines (colour = class, line width = score), the ego at the
-    origin, x (forward) up and y (left) to the left, restricted to ``point_cloud_range``."""
+    origin, x (forward) up and y (left) to the left, restricted to ``point_cloud_range``; detections scoring below
+    ``min_score`` are not drawn."""
     try:
         import matplotlib
 
@@ -41,6 +42,8 @@ def plot_bev(path, panels: list[dict], point_cloud_range: tuple, title: str = ""
         det = panel.get("det") or {}
         for b, s, lab in zip(np.asarray(det.get("boxes", np.zeros((0, 7)))).reshape(-1, 7),
                              np.asarray(det.get("scores", [])), np.asarray(det.get("labels", []))):
+            if float(s) < min_score:
+                continue
             c = box_corners(b)
             ax.plot(-c[:, 1], c[:, 0], color=_COLORS.get(int(lab), "k"), lw=0.5 + 2.0 * float(s))
         ax.plot([0], [0], marker="^", color="k")
