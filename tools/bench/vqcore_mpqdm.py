@@ -1,6 +1,9 @@
 """MPQ-DM ablation on the zoo image model (digits-unet): the EfficientDM-style base (LoRA + per-step activation tables,
-rollout distillation, no OMQ, no TRD), +OMQ, +TRD (with gradients), +OMQ+TRD, and +OMQ+TRD with the released code's
-detached TRD, at W4A4 and W2A4, with FP and RTN for reference. Same sampling/evaluation as ``vqcore_quality.py``.
+rollout distillation, no OMQ, no TRD), +OMQ, +TRD (with gradients), +OMQ+TRD, +OMQ+TRD with the released code's
+detached TRD, MPQ-DM without rollouts, MPQ-DM with the released code's activation-table update (absolute lr 5e-4,
+every row moved by AdamW at every step: what collapsed before the fix) and MPQ-DM with min-max weight ranges, at
+W4A8, W4A4 and W2A4 (``--settings``; ``--variants`` picks a subset), with FP and RTN for reference. Same sampling and
+evaluation as ``vqcore_quality.py``.
 
     python tools/bench/vqcore_mpqdm.py --quick          # CPU minutes
 """
@@ -22,19 +25,23 @@ from vqcore.zoo.bench import PRESETS, _calibration
 from vqcore.zoo.evaluate import evaluate_images, features, real_reference
 
 VARIANTS = {
+    "MPQ-DM init only (no rollouts)": dict(iters=0),
     "base (EfficientDM-style)": dict(omq=False, trd=False),
     "+OMQ": dict(omq=True, trd=False),
     "+TRD (grad)": dict(omq=False, trd=True, trd_grad=True),
     "+OMQ+TRD (grad) = MPQ-DM": dict(omq=True, trd=True, trd_grad=True),
     "+OMQ+TRD (detached, released code)": dict(omq=True, trd=True, trd_grad=False),
+    "MPQ-DM, act tables as released (lr 5e-4 absolute, all rows move)": dict(act_lr="absolute", lazy_rows=False),
+    "MPQ-DM, weight_init=minmax": dict(weight_init="minmax"),
 }
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--settings", default="4x4,2x4", help="comma-separated WxA list")
+    ap.add_argument("--settings", default="4x8,4x4,2x4", help="comma-separated WxA list")
     ap.add_argument("--iters", type=int, default=None, help="rollouts (default: the preset's iters)")
+    ap.add_argument("--variants", default=None, help="comma-separated substrings: run only the matching variants")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("runs/bench/vqcore_mpqdm"))
     args = ap.parse_args(argv)
@@ -54,11 +61,13 @@ def main(argv=None) -> int:
                          512 * 2**20)
     for setting in args.settings.split(","):
         w, a = (int(v) for v in setting.split("x"))
-        runs = [("rtn", "rtn", {})] + [("mpq-dm", name, opts) for name, opts in VARIANTS.items()]
+        wanted = [v for v in (args.variants or "").split(",") if v]
+        runs = [("rtn", "rtn", {})] + [("mpq-dm", name, opts) for name, opts in VARIANTS.items()
+                                       if not wanted or any(v in name for v in wanted)]
         for method, name, opts in runs:
             torch.manual_seed(args.seed)
             t0 = time.perf_counter()
-            extra = dict(iters=iters, progress=False, **opts) if method == "mpq-dm" else {}
+            extra = {"iters": iters, "progress": False, **opts} if method == "mpq-dm" else {}
             q = vqcore.quantize(gen, method=method, w_bits=w, a_bits=a, calib=calib, seed=args.seed, **extra)
             qs = time.perf_counter() - t0
             m = evaluate_images(sample(q, labels, **kw), labels, clf, real_feats, fp_samples=fp)

@@ -229,22 +229,26 @@ def _put(args, kwargs, where, value):
 class MPQDM(Method):
     """MPQ-DM (see module docstring). Options: ``iters`` (rollouts), ``num_steps``, ``batch_size``, ``omq``, ``trd``,
     ``trd_grad``, ``trd_weight``, ``alpha``, ``k_fractions``, ``lora_rank``, ``lrs``, ``search_items``, ``scheduler``,
-    ``trd_module``, ``seed``, ``checkpoint``, ``progress``."""
+    ``trd_module``, ``seed``, ``checkpoint``, ``progress``, ``act_lr`` (``"relative"``: the activation-table lr is a
+    fraction of each table's initial Δ; ``"absolute"``: the code's plain lr), ``lazy_rows`` (update only the row of
+    the current denoising step; False = the code's AdamW over whole tables), ``weight_init`` (``"mse"`` as the code,
+    or ``"minmax"``)."""
 
     needs_teacher = True
     needs_calibration = True
     kinds = ("unet", "dit")
 
-    def default_config(self, kind, w_bits, a_bits, **options):
+    def default_config(self, kind, w_bits, a_bits, weight_init: str = "mse", **options):
         cfg = preset(kind, w_bits, a_bits)
-        return replace(cfg, weight=QuantSpec(granularity="per_channel", init="mse"),
+        return replace(cfg, weight=QuantSpec(granularity="per_channel", init=weight_init),
                        act=QuantSpec(granularity="per_tensor", init="mse"))
 
     def run(self, qmodel, fp_model, config, calib, iters: int = 50, num_steps: int | None = None,
             batch_size: int = 4, omq: bool = True, trd: bool = True, trd_grad: bool = True, trd_weight: float = 100.0,
             alpha: float = 0.5, k_fractions=(0.0, 0.1), lora_rank: int = 32, lrs: dict | None = None,
             search_items: int = 32, scheduler=None, trd_module: str | None = None, seed: int = 0, checkpoint=None,
-            progress: bool = True, act_lr: str = "relative", lazy_rows: bool = True, **options) -> dict[str, Any]:
+            progress: bool = True, act_lr: str = "relative", lazy_rows: bool = True, weight_init: str = "mse",
+            **options) -> dict[str, Any]:
         if options:
             raise TypeError(f"mpq-dm got unknown options {sorted(options)}")
         if not isinstance(iters, int) or iters < 0:
