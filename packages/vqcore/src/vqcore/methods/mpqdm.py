@@ -20,8 +20,17 @@ Pipeline (``method="mpq-dm"``):
    denoising step** (``QuantSpec(timesteps=T)``, initialised from the ``mse`` calibration), trained by data-free DDIM
    rollouts (η = 0) whose trajectory is advanced by the **full-precision** ε, one AdamW step per denoising step, linear
    decay without warm-up. Learning rates as the code: LoRA ``avgΔ/2500`` per layer (``avgΔ`` = mean weight step of the
-   layer's channels), weight Δ ``1e-6``, activation tables ``5e-4``. Loss: ``Σ(ε_q − ε_fp)²`` (sum, as
-   ``size_average=False``) plus TRD every second step.
+   layer's channels), weight Δ ``1e-6``. Loss: ``Σ(ε_q − ε_fp)²`` (sum, as ``size_average=False``) plus TRD every
+   second step.
+   **Activation tables — deviation (issue 8's training collapse).** The code trains every per-step table with one
+   absolute lr (5e-4) and one AdamW over the whole ``[T]`` table. On the zoo UNet the smoothed activations have
+   per-step Δ of 0.002–0.007 at A8, so one Adam step moves a row by 7–25 % of its value, and AdamW keeps moving the
+   rows the step did not use (their momentum), so rows drift while the loss never sees them; within two rollouts
+   some rows fell to ~1e-4 (everything clipped) and W4A8 samples collapsed (PSNR to FP 24 → 11 dB). Here
+   (``act_lr="relative"``, ``lazy_rows=True``, defaults) each table's lr is ``5e-2 ×`` its initial mean Δ, only the
+   row of the current denoising step keeps the optimiser's update (the others are restored to their own last
+   value), and Δ is projected to stay positive. ``act_lr="absolute", lazy_rows=False`` is the released behaviour.
+   ``weight_init`` (default ``"mse"`` as the code; ``"minmax"`` measured better on the zoo model, README).
    **Iterations for small models**: the code runs 800 rollouts × 20 steps for LDM-4 ImageNet; here ``iters`` is the
    number of rollouts (default 50), each of ``num_steps`` denoising steps (default: the number of distinct timesteps in
    the calibration set, i.e. the sampling schedule it was captured with), so there are ``iters × num_steps``
