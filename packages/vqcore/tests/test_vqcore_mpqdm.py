@@ -316,3 +316,29 @@ def test_short_mpq_dm_run_on_zoo_unet_is_not_worse_than_its_init():
     trained = vqcore.quantize(gen, method="mpq-dm", iters=3, **opts)
     e0, e1 = _heldout_eps_error(init, gen, held), _heldout_eps_error(trained, gen, held)
     assert e1 <= e0 * 1.10, (e0, e1)
+
+
+def test_mpq_dm_w8a8_has_nine_bit_outlier_channels_end_to_end(tmp_path):
+    model, calib = tiny_unet_calib()
+    q = vqcore.quantize(model, method="mpq-dm", w_bits=8, a_bits=8, calib=calib, iters=1, batch_size=2,
+                        k_fractions=(0.25,), progress=False)
+    omq = [m for m in q.modules() if isinstance(m, QuantModule) and isinstance(m.weight_quantizer, OMQQuantizer)]
+    assert omq and all(m.weight_quantizer.bits == 9 for m in omq)
+    wq = omq[0].weight_quantizer
+    codes, scale, zp = wq.quantize_codes(omq[0].effective_weight().detach())
+    hi = wq.channel_bits == 9
+    assert int(codes.flatten(1)[hi].max()) <= 511 and int(codes.flatten(1)[~hi].max()) <= 255
+    vqcore.save(q, tmp_path / "w8")
+    fresh, _ = tiny_unet_calib()
+    r = vqcore.load(tmp_path / "w8", fresh)
+    from vqcore.calib.stats import root_items
+
+    item = root_items(calib)[2]  # an in-distribution input (the tiny random UNet is far off FP on random inputs)
+    rtn = vqcore.quantize(model, method="rtn", w_bits=8, a_bits=8, calib=calib)
+    with torch.no_grad():
+        out = q(*item.args, **item.kwargs).sample
+        assert torch.isfinite(out).all() and torch.equal(out, r(*item.args, **item.kwargs).sample)
+        fp = model(*item.args, **item.kwargs).sample
+        err_rtn = float((rtn(*item.args, **item.kwargs).sample - fp).pow(2).mean())
+    err = float((out - fp).pow(2).mean())
+    assert err < 1.5 * err_rtn, (err, err_rtn)  # W8A8 with 9-bit outlier channels is as close to FP as RTN W8A8
