@@ -4,12 +4,12 @@
 Training (notes B5–B6): one token frame per sample with its ``prev`` stereo pair (through the same extractor, with
 gradients, for the feature-flow fusion), boxes supervised with the **next** frame's ground truth, the current frame's
 LiDAR depth for the depth loss, and ``prev``/``prev2`` boxes (matched by track id) for the motion-consistency loss.
-The baseline (``config.baseline=True``) drops fusion, supervises the current frame and has no MCL. Samples without the
-supervision frame (the last frame of a clip) are skipped. Optimiser: OpenPCDet ``adam_onecycle`` — Adam with decoupled
-weight decay 0.01 (``AdamW``), one-cycle cosine LR from ``lr/div_factor`` up to ``lr`` over ``pct_start`` of the
-steps and down to ``lr/div_factor/1e4``, β1 cycling 0.95 → 0.85 → 0.95, β2 0.99; gradient clipping at 10.
-Multi-GPU through :class:`commons.device.TrainingBackend` (``accelerate launch``; each process takes every
-``num_processes``-th sample).
+The baseline (``config.baseline=True``) drops fusion, supervises the current frame and has no MCL. A sample without
+the supervision frame (the last frame of a clip) is replaced by the preceding one.
+Optimiser: OpenPCDet ``adam_onecycle`` — Adam with decoupled weight decay 0.01 (``AdamW``), one-cycle
+cosine LR from ``lr/div_factor`` up to ``lr`` over ``pct_start`` of the steps and down to ``lr/div_factor/1e4``,
+β1 cycling 0.95 → 0.85 → 0.95, β2 0.99; gradient clipping at 10. Multi-GPU through
+:class:`commons.device.TrainingBackend` (``accelerate launch``; each process takes every ``num_processes``-th sample).
 A resumable state (model, optimiser, epoch, history) is written atomically after every epoch.
 
 Evaluation (B7): the detector runs over each clip in time order with its BEV history (cleared at a clip change).
@@ -289,11 +289,10 @@ class StreamDSGN:
                     g["lr"], g["betas"] = lr, (beta1, g["betas"][1])
                 step += 1
                 bar.update(1)
-                samples = [dataset[int(j)] for j in idx]
-                sup = "token" if self.config.baseline else "next"
-                samples = [x for x in samples if x["frames"].get(sup) is not None]
+                samples = [self._training_sample(dataset, int(j)) for j in idx]
+                samples = [x for x in samples if x is not None]
                 if not samples:
-                    continue  # the clip's last frame has no next-frame supervision (the released code resamples)
+                    raise ValueError("no training sample has its supervision frame (clips of one frame?)")
                 batch = collate(samples)
                 parts = self._train_step(model, optim, backend, batch, config, weights)
                 losses_epoch.append(parts["total"])
@@ -316,6 +315,17 @@ class StreamDSGN:
         if own_backend:
             backend.close()
         return history
+
+    def _training_sample(self, dataset, j: int) -> dict | None:
+        """Sample ``j``, or — when it lacks the supervision frame (the last frame of a clip has no ``next``) — the
+        nearest earlier sample that has it (the released code resamples). Every process therefore makes the same
+        number of optimiser steps, which distributed training needs."""
+        sup = "token" if self.config.baseline else "next"
+        for k in range(j, max(-1, j - 4), -1):
+            s = dataset[k]
+            if s["frames"].get(sup) is not None:
+                return s
+        return None
 
     def _train_step(self, model, optim, backend, batch: dict, config: TrainConfig, weights: LossWeights) -> dict:
         dev = backend.device
