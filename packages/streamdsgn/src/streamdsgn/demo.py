@@ -37,7 +37,8 @@ def run(out_dir: Path, seed: int = 0, samples: int = 40, epochs: int = 1) -> Dem
             if not isinstance(r, dict):
                 continue
             rows.append({"mode": mode, "class": cls, "3D AP R40 (mod.)": r["3d_R40"]["moderate"],
-                         "BEV AP R40 (mod.)": r["bev_R40"]["moderate"]})
+                         "BEV AP R40 (mod.)": r["bev_R40"]["moderate"],
+                         "BEV AP R40 loose IoU (mod.)": r["bev_R40_loose"]["moderate"]})
     scene = list(val.scenes)[0]
     idx = list(val.clip_frames(scene))
     det.reset()

@@ -34,7 +34,8 @@ spconv is used there only to voxelise LiDAR points for the teacher). The one pla
 the geometry volume of step 4: after the validity mask, only voxels inside the camera frustum (about half of the
 KITTI grid) and, if one additionally thresholds the predicted depth distribution, only voxels near surfaces carry
 information; a submanifold spconv hourglass over those voxels would cut memory and FLOPs of the hourglass. It is not
-provided: the dense path is the faithful default, and an occupancy threshold would change the model.
+provided: the dense path is the faithful default, an occupancy threshold would change the model, and spconv could not
+be tested on this project's CPU-only hosts.
 """
 
 from __future__ import annotations
