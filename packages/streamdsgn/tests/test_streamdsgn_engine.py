@@ -57,6 +57,7 @@ def test_evaluate_detect_and_streaming_with_history(stream):
     assert res["processed_fraction"] == 1.0  # 50 ms < the 100 ms frame interval
     for mode in ("offline", "forecast", "streaming"):
         assert "Car" in res[mode] and 0.0 <= res["summary"][mode]["Car"] <= 100.0  # percent
+    assert 0.0 <= res["streaming_ap_all_gt"]["Car"] <= 100.0  # commons.metrics.streaming.streaming_ap cross-check
     slow = det.evaluate(stream, latency=0.25, scenes=[scene])
     # 250 ms per frame at 10 Hz: frames 0, 2, 5, 7, 10, 11 of the 12 are processed (the latest arrived one each time)
     assert slow["processed_fraction"] == pytest.approx(6 / 12)
