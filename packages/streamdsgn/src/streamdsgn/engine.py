@@ -507,7 +507,8 @@ class StreamDSGN:
         state, config = load_checkpoint(directory)
         if config.get("model") != "streamdsgn" or "model_config" not in config:
             raise ValueError(f"{directory} is not a streamdsgn checkpoint (config model={config.get('model')!r})")
-        det = cls(StreamDSGNConfig.from_dict(config["model_config"]), device="cpu")
+        # the checkpoint holds every weight: do not re-read the ImageNet file the model was initialised from
+        det = cls(StreamDSGNConfig.from_dict({**config["model_config"], "pretrained": None}), device="cpu")
         det.model.load_state_dict(state, strict=True)
         from commons.device import resolve_device
 
