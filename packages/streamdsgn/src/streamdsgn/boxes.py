@@ -11,9 +11,10 @@ Boxes are ``(x, y, z, dx, dy, dz, yaw)`` in the LiDAR-style frame (x forward, y 
   each rotated to the nearest multiple of π/2 (axis-aligned); positives at IoU ≥ ``matched``, background below
   ``unmatched``, in between ignored, plus each GT's best anchor(s) forced positive.
 * :func:`decode_predictions`: scores, direction-corrected boxes, score threshold, top-``nms_pre``, class-aware NMS and
-  top-``nms_post``. NMS uses ``torchvision.ops.batched_nms`` on each box's BEV footprint rotated to the nearest
-  multiple of π/2 (axis-aligned), an approximation of the released rotated ``nms_gpu``; for the nearly
-  axis-aligned objects of driving scenes the two agree closely, and it needs no CUDA op.
+  top-``nms_post``. By default NMS uses ``torchvision.ops.batched_nms`` on each box's BEV footprint rotated to the
+  nearest multiple of π/2 (axis-aligned), an approximation of the released rotated ``nms_gpu``; for the nearly
+  axis-aligned objects of driving scenes the two agree closely. ``nms_rotated=True`` selects :func:`rotated_nms`, the
+  rotated BEV IoU by polygon clipping in torch (no CUDA op).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 from .models.config import StreamDSGNConfig
 
 __all__ = ["limit_period", "make_anchors", "ResidualCoder", "nearest_bev_boxes", "bev_iou_axis_aligned",
-           "assign_targets", "direction_targets", "decode_predictions"]
+           "assign_targets", "direction_targets", "decode_predictions", "rotated_nms", "enclosing_bev_boxes"]
 
 
 def limit_period(val: torch.Tensor, offset: float = 0.5, period: float = math.pi) -> torch.Tensor:
@@ -150,6 +151,53 @@ def decode_boxes(box_preds: torch.Tensor, dir_logits: torch.Tensor | None, ancho
     return boxes
 
 
+def enclosing_bev_boxes(boxes: torch.Tensor) -> torch.Tensor:
+    """Axis-aligned rectangles ``[N, 4]`` enclosing the rotated BEV footprints."""
+    c, sn = torch.cos(boxes[:, 6]).abs(), torch.sin(boxes[:, 6]).abs()
+    hx = (boxes[:, 3] * c + boxes[:, 4] * sn) / 2
+    hy = (boxes[:, 3] * sn + boxes[:, 4] * c) / 2
+    return torch.stack([boxes[:, 0] - hx, boxes[:, 1] - hy, boxes[:, 0] + hx, boxes[:, 1] + hy], 1)
+
+
+@torch.no_grad()
+def rotated_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_threshold: float,
+                chunk: int = 65536) -> torch.Tensor:
+    """Class-aware greedy NMS with the rotated BEV IoU (the released ``nms_gpu``): indices kept, by decreasing score.
+    Only pairs of the same class whose enclosing rectangles overlap are measured (polygon clipping in torch,
+    chunked)."""
+    from torchvision.ops import box_iou
+
+    from .losses import rotated_bev_overlap
+
+    order = scores.argsort(descending=True)
+    b, lab = boxes[order].float(), labels[order]
+    n = len(b)
+    if n == 0:
+        return order
+    cand = (box_iou(enclosing_bev_boxes(b), enclosing_bev_boxes(b)) > 0) & (lab[:, None] == lab[None])
+    ii, jj = torch.nonzero(torch.triu(cand, diagonal=1), as_tuple=True)
+    iou = torch.empty(len(ii), device=b.device)
+    area = b[:, 3] * b[:, 4]
+    for k in range(0, len(ii), chunk):
+        i, j = ii[k:k + chunk], jj[k:k + chunk]
+        inter = rotated_bev_overlap(b[i], b[j])
+        iou[k:k + chunk] = inter / (area[i] + area[j] - inter).clamp_min(1e-6)
+    over = iou > iou_threshold
+    ii, jj = ii[over].tolist(), jj[over].tolist()
+    neighbours: dict[int, list[int]] = {}
+    for i, j in zip(ii, jj):
+        neighbours.setdefault(i, []).append(j)
+    suppressed = [False] * n
+    keep = []
+    for i in range(n):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        for j in neighbours.get(i, ()):
+            suppressed[j] = True
+    return order[torch.tensor(keep, dtype=torch.long, device=order.device)]
+
+
 @torch.no_grad()
 def decode_predictions(preds: dict, anchors: torch.Tensor, cfg: StreamDSGNConfig,
                        score_threshold: float | None = None) -> list[dict]:
@@ -167,7 +215,10 @@ def decode_predictions(preds: dict, anchors: torch.Tensor, cfg: StreamDSGNConfig
         boxes = decode_boxes(preds["box"][b][keep].float(), preds["dir"][b][keep].float(), anchors[keep], cfg)
         s, lab = scores[keep], labels[keep]
         if len(keep):
-            sel = batched_nms(nearest_bev_boxes(boxes), s, lab, cfg.nms_iou)[: cfg.nms_post]
+            if cfg.nms_rotated:
+                sel = rotated_nms(boxes, s, lab, cfg.nms_iou)[: cfg.nms_post]
+            else:
+                sel = batched_nms(nearest_bev_boxes(boxes), s, lab, cfg.nms_iou)[: cfg.nms_post]
             boxes, s, lab = boxes[sel], s[sel], lab[sel]
         boxes = torch.cat([boxes[:, :6], limit_period(boxes[:, 6:7], 0.5, 2 * math.pi)], 1)
         out.append({"boxes": boxes.cpu(), "scores": s.cpu(), "labels": lab.cpu()})
