@@ -48,10 +48,13 @@ def test_shapes_through_every_stage(tiny):
         nx, ny, nz = cfg.grid_size
         assert grid.shape == (1, nz, ny, nx, 3) and valid.shape == (1, 1, nz, ny, nx)
         assert 0.1 < valid.float().mean() < 0.95  # the camera frustum covers part of the grid
-        bev = tiny.geometry_volume(vol, calib, (h, w))
+        bev, vox = tiny.geometry_volume(vol, calib, (h, w), return_voxels=True)
         assert bev.shape == (1, cfg.bev_channels, ny, nx)
-        depth = tiny.depth_logits(vol)
+        assert vox.shape == (1, cfg.volume_channels, nz, ny, nx)
+        depth = tiny.depth_logits(vol, calib, vox)  # released: the geometry volume sampled back onto the PSV grid
         assert depth.shape == (1, cfg.num_planes * cfg.depth_upsample, h, w)
+        stereo_depth = StreamDSGNModel(StreamDSGNConfig.tiny(depth_from="stereo")).eval().depth_logits(vol)
+        assert stereo_depth.shape == depth.shape
         fused = tiny.fusion(bev, bev.roll(1, -1))
         assert fused.shape == bev.shape
         bev_out = tiny.bev_backbone(fused)
@@ -60,6 +63,28 @@ def test_shapes_through_every_stage(tiny):
     a = cfg.num_anchors_per_cell * ny * nx
     assert out["cls"].shape == (1, a, 3) and out["box"].shape == (1, a, 7) and out["dir"].shape == (1, a, 2)
     assert torch.isfinite(out["cls"]).all() and torch.isfinite(out["box"]).all()
+
+
+def test_psv_grid_inverts_the_voxel_projection(tiny):
+    """A plane-sweep cell back-projected by psv_grid and projected again with P2 lands on the same (u, v, depth)."""
+    from streamdsgn.models.streamdsgn import lidar_to_image_matrices
+
+    cfg = tiny.config
+    h, w = cfg.image_size
+    calib, _ = _calib(h, w)
+    calib["P2"][0, 2, 3] = 0.01  # a non-zero P2[2, 3] must be handled too
+    grid = tiny.psv_grid(calib, (h // 4, w // 4))
+    assert grid.shape == (1, cfg.num_planes, h // 4, w // 4, 3)
+    pcr, vs = cfg.point_cloud_range, cfg.voxel_size
+    pts = torch.stack([(grid[..., k] + 1) / 2 * ((pcr[k + 3] - pcr[k]) - vs[k]) + pcr[k] + vs[k] / 2
+                       for k in range(3)], -1)
+    cam_from_lidar, p2 = lidar_to_image_matrices(calib)
+    cam = torch.cat([pts, torch.ones_like(pts[..., :1])], -1) @ cam_from_lidar[0].T
+    img = cam @ p2[0].T
+    u, v = img[..., 0] / img[..., 2], img[..., 1] / img[..., 2]
+    assert torch.allclose(cam[0, :, 0, 0, 2], tiny.plane_depths, atol=1e-3)
+    assert torch.allclose(u[0, 5, 3, :], torch.arange(w // 4, dtype=torch.float32) * 4, atol=1e-2)
+    assert torch.allclose(v[0, 5, :, 7], torch.arange(h // 4, dtype=torch.float32) * 4, atol=1e-2)
 
 
 def test_kitti_preset_sizes():
@@ -168,6 +193,10 @@ def test_gradients_reach_the_extractor_and_history_pass():
     g = m.backbone.conv1.weight.grad
     assert g is not None and g.abs().sum() > 0
     assert m.fusion.reduce[0].weight.grad.abs().sum() > 0  # the fusion conv is used and trained
+    m.zero_grad()
+    out = m(left, right, calib, fb, with_depth=True)
+    out["depth_logits"].square().mean().backward()  # the depth loss alone reaches the 3D hourglass (released design)
+    assert m.hourglass.conv1[0].weight.grad.abs().sum() > 0
 
 
 def test_bad_inputs_raise():

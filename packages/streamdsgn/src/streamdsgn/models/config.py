@@ -74,6 +74,7 @@ class StreamDSGNConfig:
     height_pool: int = 4
     # depth head (training only): bins = num_planes * depth_upsample over depth_range
     depth_upsample: int = 4
+    depth_from: str = "geometry"        # "geometry": the 3D volume sampled back onto the PSV grid (released); "stereo"
     # feature-flow fusion
     use_fusion: bool = True
     flow_pool: int = 2
@@ -135,6 +136,8 @@ class StreamDSGNConfig:
             raise ValueError(f"grid_size nx, ny must be multiples of 4 (hourglass and VAN stride 4), got {nx}, {ny}")
         if nz % 4 or nz % self.height_pool:
             raise ValueError(f"grid_size nz must be a multiple of 4 and of height_pool, got {nz}")
+        if self.depth_from not in ("geometry", "stereo"):
+            raise ValueError(f"depth_from must be 'geometry' or 'stereo', got {self.depth_from!r}")
         if self.flow_pool < 1 or self.flow_radius < 0:
             raise ValueError("flow_pool must be >= 1 and flow_radius >= 0")
         if nx % (2 * self.flow_pool) or ny % (2 * self.flow_pool):

@@ -20,10 +20,10 @@ Pipeline (one stereo frame → BEV feature; then fusion with the previous frame'
    in-image / in-depth-range validity; a 1×1×1 conv, one 3D hourglass (:class:`Hourglass3D`, proper skip additions),
    a 4× average pool over height and the reshape to a BEV map of ``volume_channels · nz/4`` = 96 channels (12 z-bins,
    the clean alternative to the released hourglass quirk).
-5. Depth head (B1.6, training only): a 3×3×3 conv stack on the stereo volume to one logit per plane, up-sampled to
-   ``num_planes · depth_upsample`` bins at full resolution; supervised by :func:`streamdsgn.losses.depth_loss`. The
-   released code samples the 3D geometry volume back onto the plane-sweep grid first; here the head reads the stereo
-   volume directly (its gradients still reach the extractor through the cost volume), which is cheaper.
+5. Depth head (B1.6, training only): the geometry volume (after the hourglass) sampled back onto the plane-sweep grid
+   (:meth:`StreamDSGNModel.psv_grid`, as released; ``depth_from="stereo"`` reads the stereo volume instead), a 3×3×3
+   conv stack to one logit per plane, up-sampled to ``num_planes · depth_upsample`` bins at full resolution;
+   supervised by :func:`streamdsgn.losses.depth_loss`.
 6. :class:`FeatureAlignment` (B2): feature-flow fusion with the previous BEV.
 7. :class:`VANBackbone` (B3): large-kernel-attention BEV backbone to 64 channels.
 8. :class:`AnchorHead` (B4): 6 anchors per BEV cell, cls / box / direction outputs. Anchors, box coding, assignment and
@@ -508,20 +508,61 @@ class StreamDSGNModel(nn.Module):
         grid = torch.stack([u_norm, v_norm, d_norm], -1).view(b, nz, ny, nx, 3)
         return grid, valid.view(b, 1, nz, ny, nx)
 
-    def geometry_volume(self, volume: torch.Tensor, calib: dict, image_hw: tuple) -> torch.Tensor:
+    def geometry_volume(self, volume: torch.Tensor, calib: dict, image_hw: tuple,
+                        return_voxels: bool = False):
         """Step 4: sample the stereo volume at the voxel centres, mask, 3D convs, hourglass, height compression to a
-        BEV map ``[B, bev_channels, ny, nx]``."""
+        BEV map ``[B, bev_channels, ny, nx]`` (and the voxel volume before the height pool if ``return_voxels``)."""
         grid, valid = self.voxel_grid(calib, image_hw, tuple(volume.shape[-2:]))
         vox = F.grid_sample(volume, grid.to(volume.dtype), mode="bilinear", padding_mode="zeros", align_corners=True)
         vox = vox * valid.to(vox.dtype)
         vox = self.hourglass(self.rpn3d_convs(vox))
-        vox = F.avg_pool3d(vox, (self.config.height_pool, 1, 1))
-        b, c, d, h, w = vox.shape
-        return vox.reshape(b, c * d, h, w)
+        pooled = F.avg_pool3d(vox, (self.config.height_pool, 1, 1))
+        b, c, d, h, w = pooled.shape
+        bev = pooled.reshape(b, c * d, h, w)
+        return (bev, vox) if return_voxels else bev
 
-    def depth_logits(self, volume: torch.Tensor) -> torch.Tensor:
-        """Step 5 (training): ``[B, num_planes·depth_upsample, H, W]`` depth logits over the fine bins."""
+    def psv_grid(self, calib: dict, volume_hw: tuple) -> torch.Tensor:
+        """Normalised sampling grid ``[B, D, h4, w4, 3]`` into the voxel volume for every plane-sweep cell: the pixel
+        (4w, 4h) back-projected at the plane depth ``d_i`` with ``P2``, moved to the LiDAR-style frame with
+        ``(R_rect·Tr_velo_cam)^-1`` (B1.6: the geometry volume sampled back onto the plane-sweep grid)."""
         cfg = self.config
+        cam_from_lidar, p2 = lidar_to_image_matrices(calib)
+        lidar_from_cam = torch.linalg.inv(cam_from_lidar.float())
+        p2 = p2.float()
+        b = p2.shape[0]
+        h4, w4 = volume_hw
+        dev = p2.device
+        d = self.plane_depths.view(-1, 1, 1).expand(-1, h4, w4)
+        v = (torch.arange(h4, device=dev, dtype=torch.float32) * cfg.psv_stride).view(1, -1, 1).expand_as(d)
+        u = (torch.arange(w4, device=dev, dtype=torch.float32) * cfg.psv_stride).view(1, 1, -1).expand_as(d)
+        out = []
+        for i in range(b):
+            z_img = d + p2[i, 2, 3]
+            rhs = torch.stack([u * z_img, v * z_img, z_img], -1) - p2[i, :, 3]
+            cam = rhs @ torch.linalg.inv(p2[i, :, :3]).T                              # [D, h4, w4, 3]
+            pts = torch.cat([cam, torch.ones_like(cam[..., :1])], -1) @ lidar_from_cam[i].T
+            out.append(pts[..., :3])
+        pts = torch.stack(out)
+        pcr, vs = cfg.point_cloud_range, cfg.voxel_size
+        norm = []
+        for k in range(3):
+            lo = pcr[k] + vs[k] / 2
+            span = (pcr[k + 3] - pcr[k]) - vs[k]
+            norm.append(2 * (pts[..., k] - lo) / max(span, 1e-6) - 1)
+        return torch.stack(norm, -1)
+
+    def depth_logits(self, volume: torch.Tensor, calib: dict | None = None,
+                     voxels: torch.Tensor | None = None) -> torch.Tensor:
+        """Step 5 (training): ``[B, num_planes·depth_upsample, H, W]`` depth logits over the fine bins. With
+        ``depth_from="geometry"`` (released) the head reads the geometry volume sampled back onto the plane-sweep grid
+        (so the depth loss also trains the 3D hourglass), with ``"stereo"`` the stereo volume itself."""
+        cfg = self.config
+        if cfg.depth_from == "geometry":
+            if voxels is None or calib is None:
+                raise ValueError("depth_from='geometry' needs the voxel volume and the calibration")
+            grid = self.psv_grid(calib, tuple(volume.shape[-2:]))
+            volume = F.grid_sample(voxels, grid.to(voxels.dtype), mode="bilinear", padding_mode="zeros",
+                                   align_corners=True)
         logit = self.depth_head(volume)                                             # [B, 1, D, h4, w4]
         h, w = cfg.image_size
         logit = F.interpolate(logit.float(), (cfg.num_planes * cfg.depth_upsample, h, w), mode="trilinear",
@@ -543,8 +584,10 @@ class StreamDSGNModel(nn.Module):
         if fu_baseline.numel() == 1 and left.shape[0] > 1:
             fu_baseline = fu_baseline.expand(left.shape[0])
         volume = self.stereo_volume(left, right, fu_baseline)
-        bev = self.geometry_volume(volume, calib, tuple(left.shape[-2:]))
-        return bev, (self.depth_logits(volume) if with_depth else None)
+        if not with_depth:
+            return self.geometry_volume(volume, calib, tuple(left.shape[-2:])), None
+        bev, voxels = self.geometry_volume(volume, calib, tuple(left.shape[-2:]), return_voxels=True)
+        return bev, self.depth_logits(volume, calib, voxels)
 
     def forward_bev(self, bev: torch.Tensor, prev_bev: torch.Tensor | None = None,
                     prev_valid: torch.Tensor | None = None) -> dict:
