@@ -160,3 +160,23 @@ def test_bf16_autocast_training_and_inference(stream):
     assert np.isfinite(a["scores"]).all() and len(a["scores"]) > 0
     # bf16 keeps ~3 significant digits: the top scores agree closely with fp32
     assert abs(float(a["scores"].max()) - float(b["scores"].max())) < 0.05
+
+
+def test_batches_mix_items_with_and_without_history(stream, tmp_path):
+    from streamdsgn.data import collate
+    from streamdsgn.viz import plot_bev
+
+    idx = list(stream.clip_frames(list(stream.scenes)[0]))
+    batch = collate([stream[idx[0]], stream[idx[3]]])  # the first frame of a clip has no prev / prev2
+    assert batch["frames"]["prev"]["valid"].tolist() == [False, True]
+    assert batch["frames"]["token"]["left"].shape == (2, 3, 96, 320)
+    det = StreamDSGN("tiny", device="cpu", seed=0, **SLIM)
+    hist = det.fit(stream, TrainConfig(epochs=1, batch_size=2, samples_per_epoch=4, log_every=1), progress=False)
+    assert len(hist["loss"]) == 2 and np.isfinite(hist["loss"]).all()
+    s = stream[idx[3]]
+    d = det.detect_sample(s, score_threshold=0.0)
+    png = plot_bev(tmp_path / "bev.png", [{"title": "t", "det": d, "gt": {"boxes": s["frames"]["token"]["boxes"]}}],
+                   det.config.point_cloud_range, min_score=0.2)
+    assert png.exists() and png.stat().st_size > 1000
+    with pytest.raises(ValueError, match="at least one"):
+        collate([])

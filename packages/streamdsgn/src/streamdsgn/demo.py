@@ -61,7 +61,8 @@ def run(out_dir: Path, seed: int = 0, samples: int = 40, epochs: int = 1) -> Dem
           f"clips). Streaming AP uses the measured CPU latency ({lat:.0f} ms median, {res['processed_fraction']:.0%} "
           f"of frames processed). `offline` scores each output against its own frame, `forecast` against the next "
           f"frame (what the model is trained for), `streaming` at each ground-truth timestamp with the latest "
-          f"finished output. This is a smoke-scale budget; see tools/bench/streamdsgn.py for the ablation.\n\n"
+          f"finished output (AP in percent). This is a smoke-scale budget; see tools/bench/streamdsgn.py for "
+          f"the ablation.\n\n"
           + markdown_table(rows))
     s = res["summary"]
     return DemoSection(title="streamdsgn: streaming stereo 3D detection", markdown=md, images=[img],
