@@ -29,24 +29,42 @@ def stream(root):
 
 
 @pytest.mark.slow
-def test_training_reduces_the_loss_on_a_fixed_sample(stream):
-    det = StreamDSGN("tiny", device="cpu", seed=0, **SLIM)
-    i = list(stream.clip_frames(list(stream.scenes)[0]))[5]
+def test_training_reduces_the_loss_and_fits_its_frames_far_above_chance(stream):
+    """60 steps on 4 frames: the loss falls and the detector finds the next-frame cars of those frames (Car 3D AP at
+    IoU 0.7), which an untrained model does not — an end-to-end check that image geometry, voxel grid, anchors, box
+    coding and labels agree."""
+    from commons.metrics.detection import kitti_eval
+    from streamdsgn.data import gt_frame
 
-    class One(torch.utils.data.Dataset):
+    idx = list(stream.clip_frames(list(stream.scenes)[0]))[4:8]
+
+    class Four(torch.utils.data.Dataset):
         def __len__(self):
-            return 1
+            return len(idx)
 
         def __getitem__(self, k):
-            return stream[i]
+            return stream[idx[k]]
 
-    hist = det.fit(One(), TrainConfig(epochs=12, lr=5e-3, pct_start=0.2, log_every=1, seed=0), progress=False)
-    first, last = np.mean(hist["loss"][:3]), np.mean(hist["loss"][-3:])
+    def car_ap(det):
+        det.reset()
+        gts, dets = [], []
+        for i in idx:
+            s = stream[i]
+            dets.append(det.detect_sample(s))
+            gts.append(gt_frame(s["frames"]["next"], det.config.point_cloud_range))
+        return kitti_eval(gts, dets, height_scale=320 / 1242)["Car"]["3d_R40"]["moderate"]
+
+    det = StreamDSGN("tiny", device="cpu", seed=0, **SLIM)
+    chance = car_ap(det)
+    hist = det.fit(Four(), TrainConfig(epochs=15, lr=5e-3, log_every=1, seed=0), progress=False)
+    first, last = np.mean(hist["loss"][:4]), np.mean(hist["loss"][-4:])
     assert np.isfinite(hist["loss"]).all()
-    assert last < 0.8 * first, (first, last)
+    assert last < 0.5 * first, (first, last)
     parts = hist["parts"][-1]
     assert {"cls", "loc", "dir", "iou", "mcl", "depth", "total"} <= set(parts)
-    assert parts["depth"] > 0  # the synthetic default carries LiDAR depth
+    assert parts["depth"] > 0 and parts["mcl"] > 0  # LiDAR depth and 3-frame tracks are present
+    fitted = car_ap(det)
+    assert chance < 2.0 and fitted > 10.0, (chance, fitted)  # percent; measured ~0 and ~24 when written
 
 
 def test_evaluate_detect_and_streaming_with_history(stream):
