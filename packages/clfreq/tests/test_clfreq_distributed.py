@@ -15,7 +15,7 @@ def test_two_processes_end_with_identical_models(tmp_path):
     pytest.importorskip("accelerate")
     out = tmp_path / "ddp.json"
     worker = Path(__file__).with_name("_clfreq_ddp_worker.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}  # a crash prints its Python stack
     for _attempt in range(2):  # a second try only if another process took the free port in between
         with socket.socket() as sock:  # a free port, so parallel test workers do not collide
             sock.bind(("127.0.0.1", 0))

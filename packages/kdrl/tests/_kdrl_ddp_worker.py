@@ -1,6 +1,7 @@
 """Run by test_kdrl_distributed.py under torch.distributed.run (2 CPU processes); writes each process's end state."""
 
 import json
+import os
 import sys
 
 import torch
@@ -26,4 +27,9 @@ rows = backend.gather(torch.stack([agent.sum(), agent.abs().sum(), student.sum()
 if backend.is_main_process:
     with open(sys.argv[1], "w") as f:
         json.dump({"rows": rows.tolist(), "world": backend.num_processes, "updates": strategy.updates}, f)
-backend.close()  # tear the gloo group down before exit (otherwise the process can abort at shutdown)
+backend.close()  # barrier, then tear the gloo group down
+# Skip interpreter teardown: under heavy CPU load gloo's exit-time destructors have aborted a finished worker
+# (SIGABRT, 'terminate called without an active exception') after its results were written.
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)

@@ -15,7 +15,7 @@ def test_two_process_run_keeps_agent_and_student_in_sync(tmp_path):
     pytest.importorskip("accelerate")
     out = tmp_path / "ddp.json"
     worker = Path(__file__).with_name("_kdrl_ddp_worker.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}  # a crash prints its Python stack
     with socket.socket() as sock:  # a free port, so parallel test workers do not collide
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

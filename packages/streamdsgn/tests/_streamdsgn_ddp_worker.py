@@ -2,6 +2,7 @@
 model through accelerate; writes each process's parameter checksums."""
 
 import json
+import os
 import sys
 
 import torch
@@ -21,4 +22,9 @@ rows = backend.gather(torch.stack([flat.sum(), flat.abs().sum(), flat.square().s
 if backend.is_main_process:
     with open(out, "w") as f:
         json.dump({"rows": rows.tolist(), "world": backend.num_processes, "steps": len(hist["loss"])}, f)
-backend.close()
+backend.close()  # barrier, then tear the gloo group down
+# Skip interpreter teardown: under heavy CPU load gloo's exit-time destructors have aborted a finished worker
+# (SIGABRT, 'terminate called without an active exception') after its results were written.
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)

@@ -18,7 +18,7 @@ def test_two_process_training_keeps_replicas_identical(tmp_path):
                                  seed=0)
     out = tmp_path / "ddp.json"
     worker = Path(__file__).with_name("_streamdsgn_ddp_worker.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}  # a crash prints its Python stack
     with socket.socket() as sock:  # a free port, so parallel test workers do not collide
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
