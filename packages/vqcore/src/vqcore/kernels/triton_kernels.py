@@ -433,16 +433,19 @@ def _int_gemm_tuned():
 _INTERP_TILE = {"BLOCK_M": 16, "BLOCK_N": 32, "GROUP_M": 2, "SWAP": 0}
 _INTERP_TMA = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, "PROGRAMS": 3}
 
-#: Dispatch policy of :func:`int_linear` (module-level so the benchmark can compare paths in one process):
-#: ``tma`` — per-channel W8 GEMMs use the persistent TMA kernel on sm_90+ when K is a multiple of 16;
-#: ``tma_group`` — per-group int8 GEMMs (groups of a multiple of 128) use it too;
-#: ``w4_unpack_min_m`` — W4 weights (per channel or groups of a multiple of 128) are unpacked to a transient int8
-#: copy and run through the int8 GEMM when M ≥ this (below it the packed tile is unpacked inside the K loop);
-#: ``autotune`` — use the autotuner over :func:`_hopper_configs` for the pointer kernel instead of the fixed table.
+#: Dispatch policy of :func:`int_linear` (module-level so the benchmark can compare paths in one process). The defaults
+#: are the paths measured on an H100 (README): the pointer kernel, autotuned, W4 unpacked inside its K loop. The newer
+#: paths are opt-in until they have been run on a GPU (they pass the interpreter tests and compile for sm_90):
+#: ``tma`` (``VQCORE_TMA=1``) — per-channel int8 GEMMs use the persistent TMA kernel on sm_90+ when K % 16 == 0;
+#: ``tma_group`` (``VQCORE_TMA_GROUP=1``) — per-group int8 GEMMs (groups of a multiple of 128) use it too;
+#: ``w4_unpack_min_m`` (``VQCORE_W4_UNPACK_MIN_M=256``) — W4 weights (per channel or groups of a multiple of 128) are
+#: unpacked to a transient int8 copy and run through the int8 GEMM when M ≥ this;
+#: ``autotune`` (``VQCORE_AUTOTUNE=0`` turns it off) — autotune the pointer kernel over :func:`_hopper_configs`
+#: instead of using the fixed table ``PTR_TILES``.
 POLICY = {
-    "tma": os.environ.get("VQCORE_TMA", "1") == "1",
-    "w4_unpack_min_m": int(os.environ.get("VQCORE_W4_UNPACK_MIN_M", "256")),
-    "autotune": os.environ.get("VQCORE_AUTOTUNE", "0") == "1",
+    "tma": os.environ.get("VQCORE_TMA", "0") == "1",
+    "w4_unpack_min_m": int(os.environ.get("VQCORE_W4_UNPACK_MIN_M", str(1 << 62))),
+    "autotune": os.environ.get("VQCORE_AUTOTUNE", "1") == "1",
     "tma_group": os.environ.get("VQCORE_TMA_GROUP", "0") == "1",
 }
 #: Fixed tiles (from the autotuner's choices on an H100, see the README's kernel section): ``(M ≥ 4096, M ≥ 256)``.
