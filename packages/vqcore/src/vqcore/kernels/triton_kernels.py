@@ -21,6 +21,9 @@ Numerics are those of :mod:`vqcore.kernels.reference` (read its docstring). Desi
   into the epilogue; its down-projection ``t = x·downᵀ`` is a thin GEMM done outside.
 * Divisions in the quantizer are IEEE round-to-nearest (``tl.math.div_rn``, not Triton's default approximate fp32
   division), so the GPU codes equal those of PyTorch bit for bit.
+* Besides this pointer-based GEMM (the default, measured on an H100) there is a persistent TMA GEMM
+  (``_int_gemm_tma_kernel``) and a W4 → int8 unpack kernel for an unpack-then-int8-GEMM path at large M; both are
+  opt-in through :data:`POLICY` until they have been run on a GPU (they pass the interpreter tests).
 * Rounding to nearest-even in the quantizer uses the float32 magic-number trick ``(v + 1.5·2^23) − 1.5·2^23``
   (valid for ``|v| < 2^22``; here ``|v| ≤ 255``), which behaves identically on the GPU and in the interpreter.
 """
