@@ -6,8 +6,8 @@ weight-quantizer range per timestep range (official: ``timerange: [[0, 500], [50
 that contains the call's ``timestep`` into the layers before they run. It is a method-level module
 (``vqcore_extra_modules``), so ``vqcore.save``/``vqcore.load`` keep it and re-attach the hook.
 
-Limit: ``vqcore.convert`` sees the layers as they are at conversion time (the last selected range) — integer export
-of a time-range model is not supported.
+Limit: integer export of time-range models and step-table layers is not supported: ``vqcore.convert`` raises
+``Unsupported`` naming the layer (with ``strict=False`` those layers stay fake-quant and keep switching per timestep).
 """
 
 from __future__ import annotations
