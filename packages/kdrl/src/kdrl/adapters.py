@@ -4,6 +4,11 @@ For teacher ``m`` the student's last-stage map is first brought to the teacher's
 pooling when the student map is at least as large, bilinear upsampling otherwise), then a 1×1 convolution maps the
 student's channels to the teacher's, followed by BatchNorm and ReLU. The adaptors are trained with the student (same
 optimiser) and are discarded after training.
+
+Difference from the code (README "Deliberate differences"): ``TransFeat`` reassigns the student map inside its loop,
+so each teacher's adaptor sees the map already resized for the previous teacher; here every adaptor resizes the
+student's own map (identical when all teacher maps have the same size). The code's conv bias is dropped (BatchNorm
+follows it).
 """
 
 from __future__ import annotations
