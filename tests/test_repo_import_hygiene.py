@@ -18,6 +18,8 @@ from packaging.requirements import Requirement
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = sorted(p.name for p in (REPO / "packages").iterdir() if (p / "pyproject.toml").is_file())
 MODULE_TO_DISTS = md.packages_distributions()
+# folder (= import name) -> distribution name: they differ for commons (distribution paperlab-commons)
+DIST = {p: tomllib.loads((REPO / "packages" / p / "pyproject.toml").read_text())["project"]["name"] for p in PACKAGES}
 
 
 def _norm(name: str) -> str:
@@ -50,14 +52,15 @@ def imported_top_modules(pkg: str) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("pkg", PACKAGES)
 def test_package_imports_only_declared_dependencies(pkg):
-    declared = declared_distributions(pkg) | {_norm(pkg), "commons"}
+    commons_dist = _norm(DIST["commons"])
+    declared = declared_distributions(pkg) | {_norm(DIST[pkg]), commons_dist}
     problems = []
     for module, where in imported_top_modules(pkg).items():
         if module in sys.stdlib_module_names or module == "__future__" or module == pkg:
             continue
         dists = {_norm(d) for d in MODULE_TO_DISTS.get(module, [])}
         if module == "commons":
-            dists = {"commons"}
+            dists = {commons_dist}
         if not dists:
             problems.append(f"{module} (no installed distribution provides it) at {where[0]}")
         elif not dists & declared:
@@ -71,7 +74,19 @@ def test_method_packages_do_not_import_each_other(pkg):
     others = set(PACKAGES) - {pkg, "commons"}
     offenders = {m: w for m, w in imported_top_modules(pkg).items() if m in others}
     assert not offenders, f"{pkg} imports sibling method packages: {offenders}"
-    assert not declared_distributions(pkg) & {_norm(o) for o in others}
+    assert not declared_distributions(pkg) & {_norm(DIST[o]) for o in others}
+
+
+def test_distribution_names():
+    """Import names are the folder names; distribution names differ only where PyPI's name is taken (commons)."""
+    assert DIST["commons"] == "paperlab-commons"
+    assert all(DIST[p] == p for p in PACKAGES if p != "commons")
+    for pkg in PACKAGES:  # every package that uses commons declares it by its distribution name
+        meta = tomllib.loads((REPO / "packages" / pkg / "pyproject.toml").read_text())["project"]
+        names = {_norm(Requirement(r).name) for r in meta.get("dependencies", [])}
+        assert "commons" not in names, f"packages/{pkg}/pyproject.toml depends on PyPI's unrelated 'commons'"
+        if pkg != "commons":
+            assert "paperlab-commons" in names, f"packages/{pkg} does not declare paperlab-commons"
 
 
 def test_commons_depends_on_torch_numpy_and_small_pure_packages_only():

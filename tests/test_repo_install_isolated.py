@@ -15,11 +15,14 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = sorted(p.name for p in (REPO / "packages").iterdir() if (p / "pyproject.toml").is_file())
 SHARED_ROOTS = ("torch", "torchvision")
+# folder (= import name) -> distribution name: they differ for commons (distribution paperlab-commons)
+DIST = {p: tomllib.loads((REPO / "packages" / p / "pyproject.toml").read_text())["project"]["name"] for p in PACKAGES}
 
 pytestmark = [pytest.mark.install, pytest.mark.slow]
 
@@ -80,7 +83,7 @@ def _run(cmd, **kw):
 
 @pytest.mark.parametrize("pkg", PACKAGES)
 def test_package_installs_alone_and_runs_its_smoke_entry_point(pkg, wheelhouse, shared_torch_site, tmp_path):
-    wheels = sorted(wheelhouse.glob(f"{pkg}-*.whl"))
+    wheels = sorted(wheelhouse.glob(f"{DIST[pkg].replace('-', '_')}-*.whl"))
     assert len(wheels) == 1, f"expected one wheel for {pkg}, found {wheels}"
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
@@ -96,4 +99,4 @@ def test_package_installs_alone_and_runs_its_smoke_entry_point(pkg, wheelhouse, 
     _run([str(py), "-m", f"{pkg}.smoke"], env=env, cwd=tmp_path, timeout=300)
     # nothing beyond the declared closure was installed: no sibling method package sneaked in
     installed = {_norm(d.metadata["Name"]) for d in md.distributions(path=[str(site)])}
-    assert not installed & ({_norm(p) for p in PACKAGES} - {_norm(pkg), "commons"}), installed
+    assert not installed & ({_norm(d) for d in DIST.values()} - {_norm(DIST[pkg]), _norm(DIST["commons"])}), installed

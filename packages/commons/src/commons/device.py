@@ -160,7 +160,7 @@ class TrainingBackend:
             except ImportError:
                 if use_accelerate:
                     raise ImportError(
-                        "use_accelerate=True needs the 'accelerate' package: pip install 'commons[accel]'"
+                        "use_accelerate=True needs the 'accelerate' package: pip install 'paperlab-commons[accel]'"
                     ) from None
             else:
                 # on a host without CUDA, accelerate only shards over CPU processes (torchrun / accelerate launch)

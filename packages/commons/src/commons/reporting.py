@@ -103,7 +103,7 @@ def save_line_plot(path: str | os.PathLike, series: Mapping[str, tuple[Sequence[
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError("plots need matplotlib: pip install 'commons[plot]'") from None
+        raise ImportError("plots need matplotlib: pip install 'paperlab-commons[plot]'") from None
     if not series:
         raise ValueError("series must contain at least one named (xs, ys) pair")
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)

@@ -20,7 +20,7 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise ImportError("the digits dataset needs scikit-learn: pip install 'commons[data]'") from None
+        raise ImportError("the digits dataset needs scikit-learn: pip install 'paperlab-commons[data]'") from None
     bunch = load_digits()
     images = (bunch.images / 16.0).astype(np.float32)
     return images, bunch.target.astype(np.int64)

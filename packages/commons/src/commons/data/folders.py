@@ -20,7 +20,7 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
     try:
         from PIL import Image
     except ImportError:
-        raise ImportError("reading images needs pillow: pip install 'commons[data]'") from None
+        raise ImportError("reading images needs pillow: pip install 'paperlab-commons[data]'") from None
     with Image.open(path) as img:
         arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()

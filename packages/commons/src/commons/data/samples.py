@@ -39,7 +39,7 @@ def sample_photos() -> dict[str, np.ndarray]:
         for fname, img in zip(bunch.filenames, bunch.images):
             photos[fname.rsplit("/", 1)[-1].rsplit(".", 1)[0]] = np.ascontiguousarray(img.astype(np.uint8))
     if not photos:
-        raise ImportError("sample photos need scikit-image or scikit-learn: pip install 'commons[data]'")
+        raise ImportError("sample photos need scikit-image or scikit-learn: pip install 'paperlab-commons[data]'")
     return photos
 
 
@@ -52,6 +52,6 @@ def stereo_pair() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     try:
         from skimage import data as skdata
     except ImportError:
-        raise ImportError("the stereo pair needs scikit-image: pip install 'commons[data]'") from None
+        raise ImportError("the stereo pair needs scikit-image: pip install 'paperlab-commons[data]'") from None
     left, right, disp = skdata.stereo_motorcycle()
     return left.astype(np.uint8), right.astype(np.uint8), disp.astype(np.float32)

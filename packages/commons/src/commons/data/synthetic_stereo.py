@@ -665,7 +665,8 @@ def render_kitti_tracking(
     try:
         import PIL  # noqa: F401
     except ImportError:
-        raise ImportError("render_kitti_tracking writes PNGs with pillow: pip install 'commons[data]'") from None
+        raise ImportError("render_kitti_tracking writes PNGs with pillow: "
+                          "pip install 'paperlab-commons[data]'") from None
     h, w = int(image_size[0]), int(image_size[1])
     root = pathlib.Path(out_dir)
     train = root / "training"

@@ -26,7 +26,7 @@ def cifar(name: str, root: str | os.PathLike, train: bool = True, download: bool
     try:
         import torchvision
     except ImportError:
-        raise ImportError("CIFAR loaders need torchvision: pip install 'commons[data]'") from None
+        raise ImportError("CIFAR loaders need torchvision: pip install 'paperlab-commons[data]'") from None
     cls_name, folder = _CIFAR[key]
     root = Path(root)
     if not download and not (root / folder).is_dir():
