@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from walmafa import WalMaFa, WalMaFaConfig, create_model, haar_dwt, haar_iwt, list_models
+from walmafa.models.walmafa import FEB, FFAB, WMB
 
 TINY = {"dim": 8, "num_blocks": (1, 1, 1), "d_state": 4}
 
@@ -176,6 +177,70 @@ def test_variants_differ_and_scan_choice_is_equivalent():
     assert (ya - yc).abs().max() > 1e-4  # the token layout changes what the scan sees
 
 
+
+def _identity_conv_(conv: torch.nn.Conv2d, bias: float = 0.0) -> None:
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[:, :, 0, 0] = torch.eye(conv.out_channels)
+        conv.bias.fill_(bias)
+
+
+@pytest.mark.parametrize("w", [8, 7])  # odd widths: irfft2 must be given the original size
+def test_feb_polar_recombination_round_trips(w):
+    """With identity 1×1 convs (the phase MLP shifted by +π and back so LeakyReLU passes it unchanged), the
+    amplitude/phase split, polar recombination and irfft2 give back the input: FEB(x) = x + x."""
+    torch.manual_seed(0)
+    feb = FEB(4).double()
+    _identity_conv_(feb.fpre)
+    for proc, shift in ((feb.process1, 0.0), (feb.process2, math.pi)):
+        _identity_conv_(proc[0], shift)  # amplitude ≥ 0, phase + π ≥ 0: LeakyReLU is the identity on both
+        _identity_conv_(proc[2], -shift)
+    x = torch.randn(2, 4, 6, w, dtype=torch.float64)
+    torch.testing.assert_close(feb(x), 2 * x, atol=1e-10, rtol=0)
+
+
+def test_ffab_shape_and_spectral_mixing():
+    torch.manual_seed(0)
+    ffab = FFAB(8).eval()
+    x = torch.zeros(1, 8, 8, 8)
+    x[..., 2, 3] = 1.0  # a single impulse: the Fourier units spread it over the whole map
+    with torch.no_grad():
+        y = ffab(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    spread = (y - y[..., :1, :1]).abs().sum(dim=1)  # changes relative to a far pixel
+    assert (spread > 1e-6).float().mean() > 0.5  # a global (frequency-domain) operator, not a local one
+
+
+@pytest.mark.parametrize("mamba_on,mamba_batch", [("high", 3), ("low", 1)])
+def test_mamba_switch_routes_the_bands(mamba_on, mamba_batch):
+    """``mamba_on='high'`` (released code) feeds the stacked HL/LH/HH bands to Mamba, ``'low'`` (paper) the LL band;
+    the other path is the conv module, and replacing the Mamba path changes the output."""
+    torch.manual_seed(0)
+    block = WMB(8, WalMaFaConfig(**TINY, mamba_on=mamba_on)).eval()
+    seen = []
+    block.mb.register_forward_pre_hook(lambda mod, inp: seen.append(inp[0].shape))
+    x = torch.randn(2, 8, 8, 12)
+    with torch.no_grad():
+        y = block(x)
+        assert seen == [torch.Size((2 * mamba_batch, 8, 4, 6))]  # n = 2 images: 6 high-band maps or 2 LL maps
+        assert hasattr(block, "illu" if mamba_on == "high" else "high_conv")
+        block.mb.forward = lambda t: torch.zeros_like(t)
+        assert (block(x) - y).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("variant", ["walmafa", "walmafa_paper"])
+def test_every_trainable_parameter_gets_a_gradient(variant):
+    """DistributedDataParallel (multi-GPU training) needs a gradient for every trainable parameter; the parameters
+    the released code builds but never uses are frozen."""
+    torch.manual_seed(0)
+    model = create_model(variant, **TINY, keep_unused=True)
+    model(torch.rand(1, 3, 32, 32)).mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert "coefficient" in frozen and "sim.0.mb.model2.A_log" in frozen
+    if variant == "walmafa":
+        assert "sim.0.illu.conv2.weight" in frozen
 
 @pytest.mark.slow
 def test_network_can_fit_one_pair():

@@ -33,6 +33,20 @@ def test_loss_terms():
     assert y.grad.abs().sum() > 0
 
 
+def test_training_ssim_matches_skimage():
+    """The differentiable SSIM of the loss equals scikit-image's Gaussian-window SSIM (σ 1.5, population
+    covariance, valid region), i.e. what the released ``pytorch_msssim.ssim(data_range=1)`` computes."""
+    metrics = pytest.importorskip("skimage.metrics")
+    from walmafa.losses import ssim_torch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 40, 36, generator=g, dtype=torch.float64)
+    y = (x * 0.6 + 0.3 * torch.rand(1, 3, 40, 36, generator=g, dtype=torch.float64)).clamp(0, 1)
+    ref = metrics.structural_similarity(x[0].numpy(), y[0].numpy(), data_range=1.0, channel_axis=0,
+                                        gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    assert ssim_torch(x, y).item() == pytest.approx(ref, abs=1e-9)
+    assert ssim_torch(x, x).item() == pytest.approx(1.0)
+
 def test_schedule_warmup_then_cosine():
     cfg = TrainConfig(steps=100, warmup_steps=10, lr=1e-3, lr_min=1e-5)
     lrs = [cfg.lr_at(s) for s in range(100)]
@@ -89,6 +103,21 @@ def test_training_checkpoints_and_resume_is_exact(tmp_path, data):
     with pytest.raises(FileExistsError):
         Enhancer("walmafa", device="cpu", **TINY).fit(train, cfg, run_dir=tmp_path / "full", progress=False)
 
+
+def test_process_shares_of_the_batch_stream():
+    """With W processes, step k of process r is global batch start + k·W + r of the single-process stream, every
+    process makes the same number of steps, and a resumed stream continues the same batches."""
+    from walmafa.engine import _StepBatches
+
+    single = list(_StepBatches(7, 3, seed=4, start=0, steps=9))
+    assert len(single) == 9 and len({i for b in single for i, _ in b}) == 7  # epochs cover the dataset
+    shares = [list(_StepBatches(7, 3, seed=4, start=2, steps=9, rank=r, world=2)) for r in range(2)]
+    assert [len(x) for x in shares] == [4, 4]  # 7 global steps on 2 processes: 4 each (the last one reads batch 9)
+    for k in range(3):
+        assert shares[0][k] == single[2 + 2 * k] and shares[1][k] == single[3 + 2 * k]
+    assert shares[0][3] == single[8]
+    with pytest.raises(ValueError, match="rank"):
+        _StepBatches(7, 3, seed=4, start=0, steps=9, rank=2, world=2)
 
 def test_baseline_learns_on_synthetic_default(data):
     train, test = data

@@ -4,7 +4,9 @@ Training follows the released recipe (WalMaFa ``train.py``, ``configs/LOL/train/
 of epochs: Adam (lr 8e-4, betas (0.9, 0.999), eps 5e-5, no weight decay), a linear warm-up followed by cosine
 annealing to ``lr_min`` (released: 1 warm-up epoch, then cosine over the remaining epochs, stepped per epoch; here
 stepped per iteration), random ``patch_size`` crops with the 8 flip/rotate augmentations, and the loss of
-:class:`walmafa.losses.WalMaFaLoss`. Multi-GPU through :class:`commons.device.TrainingBackend` (``accelerate launch``).
+:class:`walmafa.losses.WalMaFaLoss`. Multi-GPU through :class:`commons.device.TrainingBackend` (``accelerate launch``):
+``steps`` counts batches of one global stream; each optimiser step takes ``num_processes`` consecutive batches, one
+per process, so the learning-rate schedule and the checkpoint/resume points are counted in global batches.
 
 Evaluation metrics are defined explicitly (:func:`evaluate_pairs`): the enhanced image is computed on the input
 reflect-padded right/bottom to a multiple of 16 and cropped back, clamped to [0, 1]; PSNR = ``10·log10(1/MSE)`` over
@@ -152,19 +154,27 @@ class _Patches(Dataset):
 
 
 class _StepBatches(Sampler):
-    """Batches of ``(index, epoch)`` for steps ``start..steps-1`` of one endless stream: epoch ``e`` is the
+    """Batches of ``(index, epoch)`` for global steps ``start..steps-1`` of one endless stream: epoch ``e`` is the
     permutation ``default_rng((seed, e))`` of the dataset, so batch ``s`` depends only on ``(seed, s)`` and a
-    resumed run sees exactly the batches the uninterrupted run would have seen."""
+    resumed run sees exactly the batches the uninterrupted run would have seen.
 
-    def __init__(self, n: int, batch_size: int, seed: int, start: int, steps: int):
+    With ``world`` processes, one optimiser step consumes ``world`` consecutive global batches: process ``rank``
+    takes batch ``s + rank`` of the step that starts at global batch ``s`` (every process makes the same number of
+    steps; in a last, incomplete step the surplus processes read batches past ``steps`` of the same stream)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start: int, steps: int, rank: int = 0, world: int = 1):
+        if not 0 <= rank < world:
+            raise ValueError(f"need 0 <= rank < world, got rank={rank}, world={world}")
         self.n, self.bs, self.seed, self.start, self.steps = n, batch_size, seed, start, steps
+        self.rank, self.world = rank, world
 
     def __len__(self) -> int:
-        return max(0, self.steps - self.start)
+        return max(0, math.ceil((self.steps - self.start) / self.world))
 
     def __iter__(self):
         perms: dict[int, np.ndarray] = {}
-        for step in range(self.start, self.steps):
+        for first in range(self.start, self.steps, self.world):
+            step = first + self.rank
             batch = []
             for pos in range(step * self.bs, (step + 1) * self.bs):
                 e, k = divmod(pos, self.n)
@@ -173,6 +183,22 @@ class _StepBatches(Sampler):
                     perms[e] = np.random.default_rng((self.seed, e)).permutation(self.n)
                 batch.append((int(perms[e][k]), e))
             yield batch
+
+
+def _open_run_dir(run_dir, resume: bool, backend):
+    """The run folder on every process: all check whether it exists before the main process creates it (so a
+    refused run fails everywhere instead of leaving the others at a barrier), the others attach afterwards."""
+    from commons.io import RunDir
+
+    if run_dir is None:
+        return None
+    path = Path(run_dir)
+    if path.exists() and not resume:
+        raise FileExistsError(f"run folder {path} exists; pass resume=True to continue it")
+    backend.wait()
+    run = RunDir(path.parent, path.name, resume=resume) if backend.is_main_process else None
+    backend.wait()
+    return run if run is not None else RunDir(path.parent, path.name, resume=True)
 
 
 class Enhancer:
@@ -215,7 +241,6 @@ class Enhancer:
         from tqdm.auto import tqdm
 
         from commons.device import TrainingBackend, seed_everything
-        from commons.io import RunDir
 
         config = config or TrainConfig()
         if not isinstance(config, TrainConfig):
@@ -223,10 +248,12 @@ class Enhancer:
         if len(train_set) == 0:
             raise ValueError("train_set is empty")
         seed_everything(config.seed)
+        own_backend = backend is None
         if backend is None:
             backend = TrainingBackend(mixed_precision=config.mixed_precision, cpu=self.device.type == "cpu",
                                       device=self.device, use_accelerate=None if self.device.type != "cpu" else False)
-        run = RunDir(Path(run_dir).parent, Path(run_dir).name, resume=resume) if run_dir is not None else None
+        run = _open_run_dir(run_dir, resume, backend)
+        world, rank = backend.num_processes, backend.process_index
 
         patches = _Patches(train_set, config.patch_size, config.augment, config.seed)
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -242,9 +269,11 @@ class Enhancer:
                 step, history = int(state["step"]), state["history"]
                 logger.info("resumed from %s at step %d", run.state_path, step)
         end = config.steps if stop_after is None else min(config.steps, step + int(stop_after))
+        # each process reads its own share of the global batch stream (no loader sharding by accelerate, whose
+        # even-batches padding would break the step count and the schedule)
         loader = DataLoader(patches, batch_sampler=_StepBatches(len(patches), config.batch_size, config.seed, step,
-                                                                end), num_workers=config.num_workers)
-        model, optim, loader = backend.prepare(self.model, optim, loader)
+                                                                end, rank, world), num_workers=config.num_workers)
+        model, optim = backend.prepare(self.model, optim)
         model.train()
 
         def save_state() -> None:
@@ -253,7 +282,11 @@ class Enhancer:
                                 "step": step, "history": history, "config": asdict(config),
                                 "model_name": self.model_name})
 
-        bar = tqdm(total=config.steps, initial=step, desc=f"train {self.model_name}", disable=not progress)
+        def crossed(every: int) -> bool:  # did the last step (world global batches) pass a multiple of `every`?
+            return step // every > (step - world) // every
+
+        bar = tqdm(total=config.steps, initial=step, desc=f"train {self.model_name}",
+                   disable=not progress or not backend.is_main_process)
         for low, high in loader:
             for g in optim.param_groups:
                 g["lr"] = config.lr_at(step)
@@ -266,24 +299,27 @@ class Enhancer:
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
             optim.step()
-            step += 1
-            if step % config.log_every == 0 or step == config.steps:
+            step += world  # `step` counts global batches
+            if crossed(config.log_every) or step >= config.steps:
                 history["step"].append(step)
-                history["loss"].append(float(loss.detach()))
-                history["lr"].append(config.lr_at(step - 1))
+                history["loss"].append(float(loss.detach()))  # this process's batch
+                history["lr"].append(config.lr_at(step - world))
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-            if step % config.checkpoint_every == 0:
+            if crossed(config.checkpoint_every):
                 save_state()
-            bar.update(1)
+            bar.update(min(world, config.steps - bar.n))
         bar.close()
         self.model = backend.unwrap(model)
         save_state()
+        backend.wait()
         if val_set is not None:
             res = evaluate_pairs(self.model, val_set)
             history["val_psnr"].append(res["psnr"])
             history["val_step"].append(step)
         if run is not None and backend.is_main_process and step >= config.steps:
             self.save(run.path / "final", overwrite=True)
+        if own_backend:
+            backend.close()  # under `accelerate launch`: barrier, then tear the process group down
         return history
 
     # ------------------------------------------------------------------------------------------------ inference

@@ -22,7 +22,9 @@ that way) and switches give the paper's version:
   ``skip_2_1`` is unused; FFAB uses LeakyReLU and 1×1 convs where the figure draws ReLU and a 3×3 conv.
 * ``keep_unused=True`` also creates the parameters the released model defines but never uses (``coefficient``,
   ``patch_embed_mask``, a second Mamba ``mb.model2`` with expand 9) so released state dicts load with
-  ``strict=True``; they are frozen (``requires_grad=False``) so multi-GPU training needs no unused-parameter search.
+  ``strict=True``; they are frozen (``requires_grad=False``), as is each WMB's ``illu.conv2`` (its map is computed
+  and discarded by the released block, so it is always built but never used), so multi-GPU training needs no
+  unused-parameter search.
 """
 
 from __future__ import annotations
@@ -198,6 +200,9 @@ class WMB(nn.Module):
         self.mamba_on = cfg.mamba_on
         if self.mamba_on == "high":
             self.illu = IlluminationEstimator(dim, cin=dim + 1, cout=dim)
+            # the released block discards the estimator's map, so ``illu.conv2`` never gets a gradient: freeze it
+            # (kept for strict loading) so DistributedDataParallel does not wait for its gradients
+            self.illu.conv2.requires_grad_(False)
         else:
             self.high_conv = nn.Conv2d(dim, dim, 3, 1, 1)
 
@@ -230,9 +235,10 @@ class FEB(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         dtype = x.dtype
-        spec = torch.fft.rfft2(self.fpre(x).float(), norm="backward")
-        mag = self.process1(spec.abs().to(dtype)).float()
-        pha = self.process2(torch.angle(spec).to(dtype)).float()
+        ct = torch.promote_types(dtype, torch.float32)  # the FFT in at least fp32 (bf16/fp16 under autocast)
+        spec = torch.fft.rfft2(self.fpre(x).to(ct), norm="backward")
+        mag = self.process1(spec.abs().to(dtype)).to(ct)
+        pha = self.process2(torch.angle(spec).to(dtype)).to(ct)
         out = torch.fft.irfft2(torch.complex(mag * torch.cos(pha), mag * torch.sin(pha)), s=(h, w), norm="backward")
         return out.to(dtype) + x
 
