@@ -1,4 +1,5 @@
-"""Two CPU processes under torch.distributed.run through accelerate: samples are sharded, both replicas stay equal."""
+"""Two CPU processes under torch.distributed.run through accelerate: samples are sharded (an uneven epoch padded),
+both replicas stay equal, and a run folder works with several processes."""
 
 import json
 import os
@@ -23,11 +24,12 @@ def test_two_process_training_keeps_replicas_identical(tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", str(port), str(worker), str(root), str(out)],
+                           "--master_port", str(port), str(worker), str(root), str(out), str(tmp_path / "run")],
                           capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["world"] == 2
-    assert result["steps"] == 3  # 6 samples / 2 processes / batch 1
+    assert result["steps"] == 3  # 5 samples / 2 processes / batch 1, the shorter share padded to 3 steps
+    assert result["final"]  # the run folder was opened by both processes, the weights written by the main one
     a, b = result["rows"]
     assert a == pytest.approx(b, rel=1e-6)  # all-reduced gradients: identical replicas after the steps

@@ -9,7 +9,8 @@ the supervision frame (the last frame of a clip) is replaced by the preceding on
 Optimiser: OpenPCDet ``adam_onecycle`` — Adam with decoupled weight decay 0.01 (``AdamW``), one-cycle
 cosine LR from ``lr/div_factor`` up to ``lr`` over ``pct_start`` of the steps and down to ``lr/div_factor/1e4``,
 β1 cycling 0.95 → 0.85 → 0.95, β2 0.99; gradient clipping at 10. Multi-GPU through
-:class:`commons.device.TrainingBackend` (``accelerate launch``; each process takes every ``num_processes``-th sample).
+:class:`commons.device.TrainingBackend` (``accelerate launch``; each process takes every ``num_processes``-th sample
+of the epoch's order, which is padded by wrapping around so that every process makes the same number of steps).
 A resumable state (model, optimiser, epoch, history) is written atomically after every epoch.
 
 Evaluation (B7): the detector runs over each clip in time order with its BEV history (cleared at a clip change).
@@ -101,6 +102,22 @@ class TrainConfig:
         self.moms = tuple(self.moms)
         if isinstance(self.losses, dict):
             self.losses = LossWeights(**self.losses)
+
+
+def _open_run_dir(run_dir, resume: bool, backend):
+    """The run folder on every process: all check whether it exists before the main process creates it (so a
+    refused run fails on every process instead of leaving the others at a barrier), the others attach afterwards."""
+    from commons.io import RunDir
+
+    if run_dir is None:
+        return None
+    path = Path(run_dir)
+    if path.exists() and not resume:
+        raise FileExistsError(f"run folder {path} exists; pass resume=True to continue it")
+    backend.wait()
+    run = RunDir(path.parent, path.name, resume=resume) if backend.is_main_process else None
+    backend.wait()
+    return run if run is not None else RunDir(path.parent, path.name, resume=True)
 
 
 def _scene_list(dataset) -> list[str]:
@@ -235,7 +252,6 @@ class StreamDSGN:
         from tqdm.auto import tqdm
 
         from commons.device import TrainingBackend, seed_everything
-        from commons.io import RunDir
 
         config = config or TrainConfig()
         if not isinstance(config, TrainConfig):
@@ -248,7 +264,7 @@ class StreamDSGN:
         if backend is None:
             backend = TrainingBackend(mixed_precision=config.mixed_precision, cpu=self.device.type == "cpu",
                                       device=self.device, use_accelerate=False)
-        run = RunDir(Path(run_dir).parent, Path(run_dir).name, resume=resume) if run_dir is not None else None
+        run = _open_run_dir(run_dir, resume, backend)
         per_epoch = min(n, config.samples_per_epoch or n)
         steps_per_epoch = math.ceil(per_epoch / (config.batch_size * backend.num_processes))
         total = steps_per_epoch * config.epochs
@@ -280,6 +296,8 @@ class StreamDSGN:
         while epoch < end_epoch:
             model.train()
             order = np.random.default_rng((config.seed, epoch)).permutation(n)[:per_epoch]
+            # pad by wrapping around (as DistributedSampler) so every process has a full batch at every step
+            order = np.resize(order, steps_per_epoch * config.batch_size * backend.num_processes)
             order = order[backend.process_index::backend.num_processes]
             losses_epoch = []
             for s in range(steps_per_epoch):
