@@ -33,6 +33,7 @@ for pkg in ("commons", "clfreq"):
 
 from clfreq.prompt import (  # noqa: E402
     L2P,
+    SHIPPED_BACKBONES,
     JointLinearProbe,
     L2PConfig,
     PrePrompt,
@@ -122,8 +123,12 @@ def main() -> None:
             "train s": f"{np.mean([r['train_seconds'] for r in runs]):.0f}",
         })
     machine = f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads, {args.device}"
-    header = (f"{bench_name}, backbone `{args.backbone}`, {args.epochs} epochs per task, seeds {args.seeds}, "
-              f"{time.strftime('%Y-%m-%d')}, {machine}")
+    provenance = ("pre-trained by this project on FractalDB-style formula-driven images (no natural images, no "
+                  "digits) by tools/clfreq_pretrain_vit.py; NOT an ImageNet-21k model, so absolute accuracies are far "
+                  "below the paper's" if args.backbone in SHIPPED_BACKBONES else
+                  "hub weights" if args.hub else "weights from a local file")
+    header = (f"{bench_name}, backbone `{args.backbone}` ({provenance}), {args.epochs} epochs per task, "
+              f"seeds {args.seeds}, {time.strftime('%Y-%m-%d')}, {machine}")
     md = f"{header}\n\n{markdown_table(rows)}\n"
     print("\n" + md)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -52,3 +52,49 @@ def test_split_tinyimagenet_folder_layout(tmp_path):
     assert b.augment == {"padding": 4, "flip": True}
     with pytest.raises(ValueError, match="Tiny-ImageNet"):
         split_tinyimagenet(tmp_path / "train")
+
+
+def test_prompt_split_cifar100_loader_from_a_stand_in_dataset(monkeypatch):
+    import types
+
+    import commons.data
+    from clfreq.prompt import cifar100_tasks
+
+    rng = np.random.default_rng(0)
+
+    def fake_cifar(name, root, train=True, download=False, **_):
+        assert name == "cifar100" and not download
+        n = 2 if train else 1
+        labels = [c for c in range(100) for _ in range(n)]
+        return types.SimpleNamespace(data=rng.integers(0, 256, (len(labels), 32, 32, 3), dtype=np.uint8),
+                                     targets=labels)
+
+    monkeypatch.setattr(commons.data, "cifar", fake_cifar)
+    train, test = cifar100_tasks("unused", image_size=16)
+    assert len(train) == len(test) == 10
+    assert [t.classes for t in train] == [tuple(range(10 * i, 10 * i + 10)) for i in range(10)]  # natural order
+    assert train[3].images.shape == (20, 3, 16, 16) and test[3].images.shape == (10, 3, 16, 16)
+    assert float(train[0].images.min()) >= -1 - 1e-6 and float(train[0].images.max()) <= 1 + 1e-6  # mean=std=0.5
+
+
+def test_prompt_image_folder_loader(tmp_path):
+    from PIL import Image
+
+    from clfreq.prompt import image_folder_tasks
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("test", 2)):
+        for c in ("ant", "bee", "cat", "dog"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n):
+                img = Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8))
+                img.save(tmp_path / split / c / f"{i}.png")
+    train, test = image_folder_tasks(tmp_path / "train", tmp_path / "test", classes_per_task=2, image_size=16)
+    assert [t.classes for t in train] == [(0, 1), (2, 3)] and [t.classes for t in test] == [(0, 1), (2, 3)]
+    assert train[1].images.shape == (6, 3, 16, 16) and test[0].images.shape == (4, 3, 16, 16)
+    with pytest.raises(ValueError, match="classes_per_task"):
+        image_folder_tasks(tmp_path / "train", tmp_path / "test", classes_per_task=3, image_size=16)
+    (tmp_path / "test" / "eel").mkdir()
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "test" / "eel" / "0.png")
+    with pytest.raises(ValueError, match="same class folders.*eel"):  # indices would silently disagree
+        image_folder_tasks(tmp_path / "train", tmp_path / "test", classes_per_task=2, image_size=16)

@@ -198,3 +198,118 @@ def test_load_pretrained_vit_variants(tmp_path):
         load_pretrained_vit(tmp_path / "missing.npz", timm_name="vit_base_patch16_224")
     with pytest.raises(ValueError, match="name_or_path"):
         load_pretrained_vit("no-such-backbone")
+
+
+def test_preprompt_two_optimisers_and_their_learning_rates():
+    cfg = PrePromptConfig(epochs=1, batch_size=32, lr=0.04)
+    model = PrePrompt(tiny_vit(), 4, 2, cfg)
+    route, label = model.make_optimizers()
+    lr = 0.04 * 32 / 256  # unscale_lr: lr * batch / 256
+    assert [g["lr"] for g in route.param_groups] == pytest.approx([0.1 * lr])
+    assert {id(p) for g in route.param_groups for p in g["params"]} == {id(p) for p in model.route_net.parameters()}
+    prompts_group, head_group = label.param_groups  # --larger_prompt_lr: prompts at lr, head at lr * 0.1
+    assert prompts_group["params"] == [model.pool.prompts] and prompts_group["lr"] == pytest.approx(lr)
+    assert {id(p) for p in head_group["params"]} == {id(p) for p in model.head.parameters()}
+    assert head_group["lr"] == pytest.approx(0.1 * lr)
+    assert all(g["weight_decay"] == 0 for g in (*route.param_groups, *label.param_groups))
+    model.config.larger_prompt_lr = False
+    (one,) = model.make_optimizers()[1].param_groups
+    assert one["lr"] == pytest.approx(lr) and len(one["params"]) == 3
+
+
+def test_training_prompt_mixes_in_the_detached_mean_of_old_prompts():
+    pool = PrefixPromptPool(2, pool_size=3, length=2, num_heads=2, head_dim=4)
+    mixed = pool.mixed(2, 0.3, batch=5)
+    p = pool.prompts.detach()
+    expected = 0.7 * p[:, :, 2] + 0.3 * (p[:, :, 0] + p[:, :, 1]) / 2
+    assert mixed.shape == (2, 2, 5, 2, 2, 4)
+    torch.testing.assert_close(mixed[:, :, 3], expected)
+    mixed.sum().backward()
+    grad = pool.prompts.grad
+    assert grad[:, :, :2].abs().sum() == 0 and grad[:, :, 2].abs().min() > 0  # only the current prompt learns
+    torch.testing.assert_close(pool.mixed(0, 0.3, batch=1)[:, :, 0], p[:, :, 0])  # task 0: no old prompts
+
+
+def test_new_prompt_is_pulled_toward_the_mean_of_old_prompts_after_training():
+    train, _ = _blob_tasks(n_tasks=3)
+    cfg = PrePromptConfig(epochs=1, batch_size=8, lr=0.3, prompt_momentum=0.3, crct_epochs=0)
+    model = PrePrompt(tiny_vit(), 6, 3, cfg)
+    model.fit_task(train[0])
+    model.fit_task(train[1])
+    p0, p1 = (model.pool.prompts[:, :, i].detach().clone() for i in (0, 1))
+    assert not torch.allclose(p0, p1, atol=1e-3)
+    model.config.lr = 1e-12  # task 2 barely trains: P_2 = copy of P_1, then (1 - m) P_2 + m mean(P_0, P_1)
+    model.fit_task(train[2])
+    torch.testing.assert_close(model.pool.prompts[:, :, 2].detach(), 0.7 * p1 + 0.3 * (p0 + p1) / 2,
+                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(model.pool.prompts[:, :, 0].detach(), p0, atol=1e-5, rtol=0)  # old prompts stay
+
+
+def test_inference_uses_the_prompt_of_the_predicted_task():
+    train, test = _blob_tasks(n_tasks=2)
+    model = PrePrompt(tiny_vit(), 4, 2, PrePromptConfig(epochs=1, batch_size=8, crct_epochs=0))
+    model.fit_task(train[0])
+    model.fit_task(train[1])
+    images = torch.cat([t.images for t in test])
+    with torch.no_grad():  # force stage 1 to predict class 3 (task 1) for every sample
+        model.route_net.weight.zero_()
+        model.route_net.bias.zero_()
+        model.route_net.bias[3] = 10.0
+    assert model.predict_task(images).tolist() == [1] * len(images)
+    ones, zeros = torch.ones(len(images), dtype=torch.long), torch.zeros(len(images), dtype=torch.long)
+    f1, f0 = model.prompted_features(images, ones), model.prompted_features(images, zeros)
+    assert not torch.allclose(f0, f1)  # the prompt changes the features the head sees
+    assert torch.equal(model.predict(images), model.head(f1).argmax(1).cpu())
+
+
+def test_feature_translation_removes_the_bias_toward_new_classes():
+    from clfreq.prompt.learners import masked_logits
+
+    train, test = _blob_tasks(n_tasks=2)
+    old_acc = {}
+    for ft in (True, False):
+        torch.manual_seed(1)
+        model = PrePrompt(tiny_vit(), 4, 2, PrePromptConfig(epochs=4, batch_size=8, lr=0.5, ca_lr=0.5, crct_epochs=5,
+                                                           feature_translation=ft))
+        model.fit_task(train[0])
+        model.fit_task(train[1])
+        with torch.no_grad():
+            means = torch.stack([model.class_means[c] for c in (0, 1)])
+            pred_means = masked_logits(model.head(means), model.seen_classes).argmax(1).tolist()
+            x0 = test[0].images  # old-class test images with their true prompt: only the head's bias can hurt
+            f = model.prompted_features(x0, torch.zeros(len(x0), dtype=torch.long))
+            old_acc[ft] = (masked_logits(model.head(f), model.seen_classes).argmax(1) == test[0].labels).float().mean()
+        if ft:
+            assert pred_means == [0, 1]  # the re-trained head maps each old prototype back to its class
+    assert old_acc[True] > 0.8 and old_acc[False] < 0.5, old_acc  # without translation the head favours new classes
+
+
+def test_run_stream_resumes_after_a_task_exactly():
+    train, test = _blob_tasks(n_tasks=2)
+
+    def make():
+        torch.manual_seed(3)
+        return PrePrompt(tiny_vit(), 4, 2, PrePromptConfig(epochs=2, batch_size=8, crct_epochs=3))
+
+    ref_model = make()
+    ref = run_stream(ref_model, train, test)
+    saved = {}
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_task0(i, learner, state):
+        import copy
+
+        saved.update(copy.deepcopy(state))
+        raise Stop
+
+    with pytest.raises(Stop):
+        run_stream(make(), train, test, on_task_end=stop_after_task0)
+    fresh = make()
+    with torch.no_grad():
+        fresh.head.weight.normal_()  # the resumed learner must not depend on its own initialisation
+    resumed = run_stream(fresh, train, test, resume=saved)
+    assert resumed.matrix.to_list() == ref.matrix.to_list() and len(resumed.per_task) == 2
+    for (k, a), b in zip(ref_model.state_dict().items(), fresh.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=k)

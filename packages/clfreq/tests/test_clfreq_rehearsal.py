@@ -177,3 +177,108 @@ def test_interrupted_run_resumes_exactly(tmp_path, name, plugin):
             torch.testing.assert_close(a, b)
     torch.testing.assert_close(ref.buffer.data["examples"], m.buffer.data["examples"])
     assert r["cil_matrix"] == r_ref["cil_matrix"]
+
+
+def _cos(a, b):
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_clfd_selection_schedule_follows_the_official_formulas():
+    """Drive CLFD's hooks by hand (notes §1.4) and recompute every probability independently in numpy."""
+    epochs = 3  # warm-up recomputation from epoch e > 0.4 * 3 = 1.2, i.e. epochs 2 and 3
+    m = CLFD(ER(lr=0.05, buffer_size=4, nf=2))
+    m.setup(num_classes=4, in_channels=3, classes_per_task=2, epochs=epochs, device=torch.device("cpu"), seed=0)
+    net, d = m.net, m.net.dim
+    reserved = int(d * 1.1 * 0.6)
+    g = torch.Generator().manual_seed(0)
+    x0, y0 = torch.randn(8, 3, 4, 4, generator=g), torch.tensor([0, 1] * 4)
+    # task 0, epoch 1: task-0 classes may use only the first int(1.1 * 0.6 * D) units
+    m.begin_task(0, x0, y0)
+    m.begin_epoch(1)
+    expected0 = np.r_[np.ones(reserved), np.zeros(d - reserved)]
+    np.testing.assert_array_equal(net.select_probs[:2].numpy(), np.tile(expected0, (2, 1)))
+    m.buffer.add(examples=torch.zeros(6, 3, 2, 2), labels=torch.zeros(6, dtype=torch.long))
+    # last epoch of task 0: encoder frozen, buffer emptied (refilled with frozen-encoder maps), counter restored later
+    m.begin_epoch(epochs)
+    assert all(not p.requires_grad for p in net.encoder.parameters()) and len(m.buffer) == 0
+    m.buffer.add(examples=torch.zeros(2, 3, 2, 2), labels=torch.zeros(2, dtype=torch.long))
+    m.end_epoch(epochs)
+    m.end_task(0)
+    assert m.buffer.num_seen == 6 + 2  # every sample offered in task 0, as if the buffer had never been emptied
+    ll0 = haar_dwt(x0)[0].flatten(1).numpy()  # class signatures: summed LL sub-band of the non-augmented images
+    for c in (0, 1):
+        np.testing.assert_allclose(m.clfd_state["ll"][c].numpy(), ll0[y0.numpy() == c].sum(0), rtol=1e-5)
+    # task 1
+    rng = np.random.default_rng(1)
+    counts = rng.integers(0, 50, (2, d)).astype(np.float32)
+    net.select_counts[:2] = torch.from_numpy(counts)
+    x1, y1 = torch.randn(8, 3, 4, 4, generator=g), torch.tensor([2, 3] * 4)
+    m.begin_task(1, x1, y1)
+    m.begin_epoch(1)
+    assert torch.all(net.select_probs[2:] == 0.6)  # new classes start uniform at the k-WTA keep ratio
+    m.end_epoch(1)  # similarity-based initialisation of the new classes
+    ll1 = haar_dwt(x1)[0].flatten(1).numpy()
+    for c in (2, 3):
+        sig = ll1[y1.numpy() == c].sum(0)
+        s = np.array([_cos(sig, ll0[y0.numpy() == j].sum(0)) for j in (0, 1)])
+        jmin, jmax = int(s.argmin()), int(s.argmax())
+        mean = (s + 1).mean()
+        f_min, f_max = mean / (s[jmin] + 1), (s[jmax] + 1) / mean
+        assert f_min >= 1 and f_max >= 1
+        p_min = np.exp(-counts[jmin] * f_min / counts[jmin].max())  # avoid units the dissimilar class uses
+        p_max = 1 - np.exp(-counts[jmax] * f_max / counts[jmax].max())  # reuse units the similar class uses
+        np.testing.assert_allclose(net.select_probs[c].numpy(), 0.5 * p_min + 0.5 * p_max, rtol=1e-5, atol=1e-6)
+    before3 = net.select_probs[3].clone()
+    counts2 = rng.integers(0, 30, d).astype(np.float32)
+    net.select_counts[2] = torch.from_numpy(counts2)  # class 3 has no counts yet: it keeps its probabilities
+    m.end_epoch(2)  # warm-up over: p = 1 - exp(-rho * a / max a), rho = 2, for every seen class with counts
+    for c, a in ((0, counts[0]), (1, counts[1]), (2, counts2)):
+        np.testing.assert_allclose(net.select_probs[c].numpy(), 1 - np.exp(-2 * a / a.max()), rtol=1e-5, atol=1e-6)
+    assert torch.equal(net.select_probs[3], before3)
+    # the class mask acts only in training on labelled current data; evaluation applies k-WTA alone
+    net.eval()
+    z = torch.randn(3, 3, 2, 2)
+    counts_before = net.select_counts.clone()
+    h = kwta(net.features(z), 0.6)
+    torch.testing.assert_close(net.classify(z, torch.tensor([0, 1, 2])), net.classifier(h))
+    assert torch.equal(net.select_counts, counts_before)
+
+
+def test_clfd_encoder_frozen_after_task0_and_buffer_holds_its_maps():
+    bench = _tiny(split_digits(image_size=8), n_tasks=2, n=64)
+    m = CLFD(ER(lr=0.1, buffer_size=10, nf=4))
+    snaps = {}
+    hooked = {}
+
+    def on_task_end(t, *_):
+        snaps[t] = [p.detach().clone() for p in m.net.encoder.parameters()]
+        hooked[t] = m.buffer.num_seen
+
+    base_begin_epoch = None
+
+    def begin_epoch(e):
+        if m.task == 0 and e == 1:
+            snaps["init"] = [p.detach().clone() for p in m.net.encoder.parameters()]
+        base_begin_epoch(e)
+
+    base_setup = m.setup
+
+    def setup(*a, **kw):  # wrap the hook after CLFD installed its own
+        nonlocal base_begin_epoch
+        out = base_setup(*a, **kw)
+        base_begin_epoch = m.begin_epoch
+        m.begin_epoch = begin_epoch
+        return out
+
+    m.setup = setup
+    train_continual(m, bench, epochs=3, seed=0, on_task_end=on_task_end)
+    assert any(not torch.equal(a, b) for a, b in zip(snaps["init"], snaps[0]))  # trained during task 0
+    assert all(torch.equal(a, b) for a, b in zip(snaps[0], snaps[1]))  # then frozen
+    assert hooked[0] == 3 * 64  # reservoir counter restored after the refill
+    # every buffered example is the frozen encoder's map of a training image of its task (3 x H/2 x W/2)
+    with torch.no_grad():
+        maps = {t: m.net.encode(bench.train[t][0]) for t in range(2)}
+    ex, tids = m.buffer.data["examples"], m.buffer.data["task_ids"]
+    assert ex.shape == (40, 3, 4, 4) and set(tids.tolist()) == {0, 1}
+    for e, t in zip(ex, tids.tolist()):
+        assert (maps[t] - e).flatten(1).abs().max(1).values.min() < 1e-5

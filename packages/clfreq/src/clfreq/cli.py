@@ -101,15 +101,17 @@ def cmd_train_rehearsal(args) -> int:
     else:
         raise SystemExit(f"--benchmark {args.benchmark} is not available for rehearsal methods")
     hp = {}
-    if args.best_args:
-        key = (args.benchmark, 50 if args.buffer_size <= 50 else 125)
+    if args.best_args:  # named configs: mammoth's best args per (benchmark, buffer size), notes §1.6
+        key = (args.benchmark, args.buffer_size)
         if key in QUICK_ARGS:  # Split Digits: our quick CPU setting (README), epochs as given
             hp = dict(QUICK_ARGS[key][args.method])
         elif key in BEST_ARGS:
             hp = dict(BEST_ARGS[key][args.method])
             args.epochs = best_epochs(args.benchmark, args.method)
         else:
-            raise SystemExit(f"no best args for {args.benchmark} with buffer {args.buffer_size}; pass --lr etc.")
+            known = ", ".join(f"{b} --buffer-size {n}" for b, n in sorted({**BEST_ARGS, **QUICK_ARGS}))
+            raise SystemExit(f"no best args for {args.benchmark} with buffer {args.buffer_size} (known: {known}); "
+                             "pass --lr etc. instead")
     if args.lr is not None:
         hp["lr"] = args.lr
     plugin = None if args.plugin == "none" else args.plugin
@@ -124,6 +126,8 @@ def cmd_train_rehearsal(args) -> int:
     if not main_process:  # every process holds the same model and metrics; rank 0 writes them
         backend.close()
         return 0
+    result["hparams"] = {"lr": method.lr, "buffer_size": method.buffer_size, "nf": method.nf,
+                         "batch_size": args.batch_size or 32, "epochs": args.epochs, **hp}
     save_json(out / "results.json", result)
     try:
         from commons.reporting import save_line_plot

@@ -175,11 +175,7 @@ class PrePrompt(IncrementalLearner):
         with torch.no_grad():
             if t > 0:  # shared prompt pool: the new prompt starts from the previous one
                 self.pool.prompts[:, :, t] = self.pool.prompts[:, :, t - 1]
-        lr = cfg.effective_lr
-        opt_route = torch.optim.Adam(self.route_net.parameters(), lr=lr * 0.1, weight_decay=0.0)
-        groups = ([{"params": [self.pool.prompts], "lr": lr}, {"params": self.head.parameters(), "lr": lr * 0.1}]
-                  if cfg.larger_prompt_lr else [{"params": [self.pool.prompts, *self.head.parameters()], "lr": lr}])
-        opt_label = torch.optim.Adam(groups, weight_decay=0.0)
+        opt_route, opt_label = self.make_optimizers()
         base_lrs = [g["lr"] for g in opt_label.param_groups]
         images, labels = task.images, task.labels.to(self.device)
         free = self.prompt_free_features(images)  # the frozen prompt-free path has no trainable part
@@ -218,6 +214,17 @@ class PrePrompt(IncrementalLearner):
                  "loss_label": losses["label"]}
         self.history.append(stats)
         return stats
+
+    def make_optimizers(self) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+        """The two optimisers, re-created every task (code ``preprompt_trainer``): ``optimizer1`` = Adam over
+        ``route_net`` at lr·0.1 (prompt prediction); ``optimizer`` = Adam with two groups, prompts at lr and ``head``
+        at lr·0.1 (``--larger_prompt_lr``; one group at lr otherwise). lr = ``lr``·batch/256, no weight decay."""
+        lr = self.config.effective_lr
+        opt_route = torch.optim.Adam(self.route_net.parameters(), lr=lr * 0.1, weight_decay=0.0)
+        groups = ([{"params": [self.pool.prompts], "lr": lr}, {"params": list(self.head.parameters()), "lr": lr * 0.1}]
+                  if self.config.larger_prompt_lr
+                  else [{"params": [self.pool.prompts, *self.head.parameters()], "lr": lr}])
+        return opt_route, torch.optim.Adam(groups, weight_decay=0.0)
 
     def _class_features(self, task: TaskData) -> dict[int, torch.Tensor]:
         ids = torch.full((len(task.labels),), task.task_id, dtype=torch.long)

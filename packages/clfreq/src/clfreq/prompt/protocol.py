@@ -157,18 +157,23 @@ def image_folder_tasks(train_root: str | Path, test_root: str | Path, classes_pe
                        ) -> tuple[list[TaskData], list[TaskData]]:
     """A class-per-folder dataset (e.g. ImageNet-R split into train/ and test/ folders) as a class-incremental stream.
 
-    Classes are sorted by folder name; the number of classes must be divisible by ``classes_per_task``.
+    Classes are sorted by folder name; both roots must hold the same class folders and their number must be
+    divisible by ``classes_per_task`` (checked before any image is read).
     """
     from commons.data import ImageFolderDataset
 
-    out = []
-    for root in (train_root, test_root):
-        ds = ImageFolderDataset(root, transform=lambda x: _resize_normalise(x.unsqueeze(0), image_size)[0])
-        images = torch.stack([ds[i][0] for i in range(len(ds))])
-        out.append((images, ds.targets, len(ds.classes)))
-    n = out[0][2]
+    if not isinstance(classes_per_task, int) or classes_per_task < 1:
+        raise ValueError(f"classes_per_task must be a positive int, got {classes_per_task!r}")
+    sets = [ImageFolderDataset(root, transform=lambda x: _resize_normalise(x.unsqueeze(0), image_size)[0])
+            for root in (train_root, test_root)]
+    if sets[0].classes != sets[1].classes:  # class indices come from the sorted folder names of each root
+        diff = sorted(set(sets[0].classes) ^ set(sets[1].classes))
+        raise ValueError(f"train_root and test_root must hold the same class folders, got {len(sets[0].classes)} "
+                         f"and {len(sets[1].classes)} classes (differing: {diff[:3]})")
+    n = len(sets[0].classes)
     if n % classes_per_task:
         raise ValueError(f"{n} classes cannot be split into tasks of classes_per_task={classes_per_task}")
+    out = [(torch.stack([ds[i][0] for i in range(len(ds))]), ds.targets) for ds in sets]
     order = list(range(n))
     return (_tasks_from_tensors(out[0][0], out[0][1], classes_per_task, order),
             _tasks_from_tensors(out[1][0], out[1][1], classes_per_task, order))

@@ -28,8 +28,8 @@ from torch import nn
 def haar_dwt(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One-level Haar DWT of ``x`` (N, C, H, W), H and W even → (LL, LH, HL, HH), each (N, C, H/2, W/2).
 
-    Per 2×2 block (a b / c d): LL=(a+b+c+d)/2, LH=(a−b+c−d)/2, HL=(a+b−c−d)/2, HH=(a−b−c+d)/2 (notes §1.2; equals
-    ``pywt.dwt2(x, 'haar')`` as (cA, (cV... see tests for the exact pywt correspondence).
+    Per 2×2 block (a b / c d): LL=(a+b+c+d)/2, LH=(a−b+c−d)/2, HL=(a+b−c−d)/2, HH=(a−b−c+d)/2 (notes §1.2).
+    With ``cA, (cH, cV, cD) = pywt.dwt2(x, "haar")`` this is LL = cA, LH = cV, HL = cH, HH = cD (tested to 1e-12).
     """
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ValueError(f"x must be a 4-D tensor (N, C, H, W), got {getattr(x, 'shape', type(x))}")
