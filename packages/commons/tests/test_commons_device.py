@@ -98,3 +98,54 @@ def test_training_backend_trains_a_model(use_accelerate):
 def test_training_backend_bad_precision():
     with pytest.raises(ValueError, match="mixed_precision"):
         TrainingBackend(mixed_precision="fp8")
+
+
+def _linear_problem():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    x = torch.randn(16, 3)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5]])
+    return model, x, y
+
+
+def test_fp16_single_process_scales_the_loss_and_unscales_before_clipping_and_stepping():
+    model, x, y = _linear_problem()
+    ref = torch.nn.Linear(3, 1)
+    ref.load_state_dict(model.state_dict())
+    torch.nn.functional.mse_loss(ref(x), y).backward()
+    ref_grads = [p.grad.clone() for p in ref.parameters()]
+    ref_norm = torch.linalg.vector_norm(torch.cat([g.flatten() for g in ref_grads]))
+
+    backend = TrainingBackend(mixed_precision="fp16", cpu=True, use_accelerate=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, opt = backend.prepare(model, opt)
+    backend.backward(torch.nn.functional.mse_loss(model(x), y))
+    scale = backend._scaler.get_scale()
+    assert scale > 1  # gradients are loss-scaled after backward ...
+    for p, g in zip(model.parameters(), ref_grads):
+        torch.testing.assert_close(p.grad, g * scale)
+    norm = backend.clip_grad_norm_(model.parameters(), max_norm=1e6)  # ... and unscaled before clipping
+    torch.testing.assert_close(norm, ref_norm)
+    before = [p.detach().clone() for p in model.parameters()]
+    backend.step(opt)
+    for p, b, g in zip(model.parameters(), before, ref_grads):
+        torch.testing.assert_close(p.detach(), b - 0.1 * g)  # the step used the true gradient
+
+
+@pytest.mark.parametrize("use_accelerate", [False, True])
+def test_clip_grad_norm_clips_and_returns_the_norm(use_accelerate):
+    if use_accelerate:
+        pytest.importorskip("accelerate")
+    model, x, y = _linear_problem()
+    backend = TrainingBackend(cpu=True, use_accelerate=use_accelerate)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, opt = backend.prepare(model, opt)
+    backend.backward(100.0 * torch.nn.functional.mse_loss(model(x), y))
+    full = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    norm = backend.clip_grad_norm_(model.parameters(), max_norm=0.5)
+    torch.testing.assert_close(norm, full)
+    clipped = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert full > 0.5 and abs(float(clipped) - 0.5) < 1e-4
+    backend.step(opt)
+    with pytest.raises(ValueError, match="max_norm"):
+        backend.clip_grad_norm_(model.parameters(), max_norm=0)

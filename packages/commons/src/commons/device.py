@@ -167,9 +167,13 @@ class TrainingBackend:
                 # with cpu=True; otherwise every process would run the whole job alone
                 self._accelerator = accelerate.Accelerator(mixed_precision=mixed_precision,
                                                            cpu=cpu or not torch.cuda.is_available())
+        self._scaler: Any = None
+        self._optimizers: list[torch.optim.Optimizer] = []
         if self._accelerator is None:
             dev = torch.device("cpu") if cpu else resolve_device(device or "auto")
             self._state = _SingleProcessState(dev, mixed_precision)
+            if mixed_precision == "fp16":  # fp16 gradients underflow without loss scaling (accelerate has its own)
+                self._scaler = torch.amp.GradScaler(dev.type)
         elif device is not None and torch.device(device) != self._accelerator.device:
             logger.info("TrainingBackend: accelerate places the model on %s; ignoring device=%s",
                         self._accelerator.device, device)
@@ -200,15 +204,46 @@ class TrainingBackend:
             out = self._accelerator.prepare(*objects)
         else:
             out = tuple(o.to(self.device) if isinstance(o, torch.nn.Module) else o for o in objects)
+            self._optimizers.extend(o for o in objects if isinstance(o, torch.optim.Optimizer))
         if len(objects) == 1:
             return out[0] if isinstance(out, tuple) else out
         return out
 
     def backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()``, with fp16 loss scaling where the mixed-precision policy needs it."""
         if self._accelerator is not None:
             self._accelerator.backward(loss)
+        elif self._scaler is not None:
+            self._scaler.scale(loss).backward()
         else:
             loss.backward()
+
+    def clip_grad_norm_(self, parameters: Any, max_norm: float) -> torch.Tensor:
+        """Clip the gradient norm of ``parameters`` to ``max_norm``; returns the norm before clipping.
+
+        Use this instead of ``torch.nn.utils.clip_grad_norm_``: under fp16 the gradients are loss-scaled until the
+        optimiser step, so they are unscaled first (accelerate's ``clip_grad_norm_`` does the same under
+        ``accelerate launch``). In the single-process fp16 path the optimisers passed to :meth:`prepare` are
+        unscaled.
+        """
+        if not isinstance(max_norm, (int, float)) or isinstance(max_norm, bool) or max_norm <= 0:
+            raise ValueError(f"max_norm must be a positive number, got {max_norm!r}")
+        if self._accelerator is not None:
+            return self._accelerator.clip_grad_norm_(parameters, max_norm)
+        if self._scaler is not None:
+            if not self._optimizers:
+                raise RuntimeError("clip_grad_norm_ under fp16 needs the optimizer to go through prepare() first")
+            for opt in self._optimizers:
+                self._scaler.unscale_(opt)
+        return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """``optimizer.step()``; in the single-process fp16 path through the loss scaler (skips inf/NaN steps)."""
+        if self._scaler is not None and self._accelerator is None:
+            self._scaler.step(optimizer)
+            self._scaler.update()
+        else:
+            optimizer.step()
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed-precision region matching ``mixed_precision``."""

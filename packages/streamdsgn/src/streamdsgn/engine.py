@@ -362,8 +362,8 @@ class StreamDSGN:
         optim.zero_grad(set_to_none=True)
         backend.backward(losses["total"])
         if config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optim.step()
+            backend.clip_grad_norm_(model.parameters(), config.grad_clip)  # unscales fp16 gradients first
+        backend.step(optim)
         return {k: float(v.detach()) for k, v in losses.items()}
 
     # ------------------------------------------------------------------------------------------------ inference

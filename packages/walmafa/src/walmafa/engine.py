@@ -297,8 +297,8 @@ class Enhancer:
             optim.zero_grad(set_to_none=True)
             backend.backward(loss)
             if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            optim.step()
+                backend.clip_grad_norm_(params, config.grad_clip)  # unscales fp16 gradients first
+            backend.step(optim)
             step += world  # `step` counts global batches
             if crossed(config.log_every) or step >= config.steps:
                 history["step"].append(step)
