@@ -347,3 +347,194 @@ def test_step_tables_follow_the_call_timestep_and_survive_save_load(tmp_path):
         assert all(torch.equal(loaded(x, t).sample, outs[t]) for t in (510, 95))
     with pytest.raises(ValueError, match="rows"):
         attach_step_tables(q, [900, 100])
+
+
+def _count_forwards(model):
+    calls = []
+    handle = model.register_forward_pre_hook(lambda *_: calls.append(1))
+    return calls, handle
+
+
+def test_unknown_method_options_fail_before_any_forward(cog_calib):
+    model, calib = cog_calib
+    calls, handle = _count_forwards(model)
+    try:
+        with pytest.raises(TypeError, match=r"unknown options \['iters'\]"):
+            vqcore.quantize(model, "rtn", w_bits=4, calib=calib, iters=5)  # rtn trains nothing
+        with pytest.raises(TypeError, match=r"unknown options \['calib_sise'\]"):
+            vqcore.quantize(model, "s2q-vdit", w_bits=4, a_bits=6, calib=calib, calib_sise=4)
+        with pytest.raises(TypeError, match="unknown options"):
+            vqcore.quantize(model, "vidit-q", w_bits=4, calib=calib, alhpa=0.5)
+    finally:
+        handle.remove()
+    assert calls == []  # refused before the calibration check's forward
+    from vqcore.methods import get_method
+
+    assert {"alpha", "timeranges"} <= get_method("vidit-q").option_names()
+    assert "weight_init" in get_method("s2q-vdit").option_names()  # a default_config option counts too
+
+
+def test_calibration_items_of_different_shapes_fail_before_any_forward(cog_calib):
+    model, _ = cog_calib
+    good, other = cog_inputs(b=1, seed=1), cog_inputs(b=1, seed=2)
+    other["encoder_hidden_states"] = torch.randn(1, 3, 16)  # 3 text tokens instead of 4
+    calls, handle = _count_forwards(model)
+    try:
+        with pytest.raises(ValueError, match=r"calibration item 1 does not match item 0: encoder_hidden_states"):
+            vqcore.quantize(model, "rtn", w_bits=4, calib=[good, other])
+    finally:
+        handle.remove()
+    assert calls == []
+
+
+def test_output_distillation_resumes_after_an_interruption_exactly(cog_calib, tmp_path):
+    from vqcore.calib import ROOT
+    from vqcore.recon import output_distillation
+
+    model, calib = cog_calib
+    items = calib[ROOT]
+
+    class Crashing(MSETerm):
+        def __init__(self, at):
+            super().__init__()
+            self.at, self.n = at, 0
+
+        def compute(self, q_out, fp_out, context):
+            self.n += 1
+            if self.n == self.at:
+                raise KeyboardInterrupt
+            return super().compute(q_out, fp_out, context)
+
+    def run(ckpt, crash_at=None):
+        q = vqcore.quantize(model, "rtn", w_bits=3, a_bits=8, calib=calib)
+        cfg = ReconConfig(iters=12, batch_size=2, lrs={"weight_scale": 1e-3}, progress=False, checkpoint=ckpt,
+                          checkpoint_every=4)
+        losses = output_distillation(q, items, cfg, [Crashing(crash_at)])
+        return torch.cat([m.weight_quantizer.scale.detach().flatten() for m in q.modules()
+                          if getattr(m, "weight_quantizer", None) is not None]), losses
+
+    full, full_losses = run(tmp_path / "a.pt")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b.pt", crash_at=7)  # last checkpoint after iteration 4
+    resumed, resumed_losses = run(tmp_path / "b.pt")
+    assert len(resumed_losses) == 12
+    assert torch.allclose(full, resumed) and full_losses == pytest.approx(resumed_losses)
+
+
+def test_rollout_distillation_resumes_after_an_interruption_mid_rollout(tmp_path):
+    from diffusers import DDIMScheduler
+
+    from vqcore.recon import rollout_distillation
+
+    model = tiny_unet()
+    counter = {"n": 0, "crash": None}
+
+    def denoise(m, x, t, c):
+        if m is not model:
+            counter["n"] += 1
+            if counter["n"] == counter["crash"]:
+                raise KeyboardInterrupt
+        return m(x, t).sample
+
+    def start(rng):
+        g = torch.Generator().manual_seed(rng.randrange(10**6))
+        return torch.randn(2, 1, 8, 8, generator=g), None
+
+    def run(ckpt, crash=None):
+        counter.update(n=0, crash=crash)
+        q = vqcore.quantize(model, "rtn", w_bits=3, a_bits=None, kind="unet")
+        cfg = ReconConfig(iters=4, lrs={"weight_scale": 1e-3}, progress=False, checkpoint=ckpt, checkpoint_every=4)
+        losses = rollout_distillation(q, model, start, denoise, DDIMScheduler(num_train_timesteps=1000), num_steps=3,
+                                      config=cfg)
+        return torch.cat([m.weight_quantizer.scale.detach().flatten() for m in q.modules()
+                          if getattr(m, "weight_quantizer", None) is not None]), losses
+
+    full, full_losses = run(tmp_path / "a.pt")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b.pt", crash=11)  # in the 4th rollout (step 2 of 3); checkpoint_every=4 → every 6 steps
+    resumed, resumed_losses = run(tmp_path / "b.pt")
+    assert len(resumed_losses) == 12
+    assert torch.allclose(full, resumed) and full_losses == pytest.approx(resumed_losses)
+
+
+def test_capture_every_n_steps_and_sample_numbering_across_batches():
+    model = tiny_cogvideox()
+    with torch.no_grad(), Capture(model, targets="blocks", every_n_steps=2) as cap:
+        for step, t in enumerate((900, 700, 500)):
+            for batch in range(2):  # two batches of 2 samples per step (e.g. a pipeline called twice)
+                model(**cog_inputs(t=t, seed=10 * step + batch))
+    roots = cap.result[ROOT]
+    # calls 0..5 = (t900, b0), (t900, b1), (t700, b0), ...; every 2nd call is kept: 0, 2, 4 → the first batch of
+    # each timestep, samples 0 and 1
+    assert sorted({i.call_index for i in roots}) == [0, 2, 4]
+    assert sorted({i.timestep for i in roots}) == [500.0, 700.0, 900.0]
+    assert {i.sample_index for i in roots} == {0, 1}
+    with torch.no_grad(), Capture(model, targets=None) as cap2:
+        for batch in range(2):
+            model(**cog_inputs(t=900, seed=batch))
+        model(**cog_inputs(t=700, seed=5))
+    by_t = {}
+    for it in cap2.result[ROOT]:
+        by_t.setdefault(it.timestep, []).append(it.sample_index)
+    assert sorted(by_t[900.0]) == [0, 1, 2, 3]  # the second batch continues the numbering at the same timestep
+    assert sorted(by_t[700.0]) == [0, 1]  # a new timestep starts again at sample 0 (same trajectories)
+
+
+def test_cli_quantize_help_and_bad_arguments_fail_before_loading_the_model(capsys, tmp_path):
+    from vqcore.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["quantize", "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0
+    for flag in ("--model", "--method", "--w-bits", "--a-bits", "--calib", "--options", "--out", "--overwrite",
+                 "--no-progress"):
+        assert flag in out
+    missing = str(tmp_path / "no-such-model")  # would fail only when loaded: these must fail earlier
+    base = ["quantize", "--model", missing, "--class", "CogVideoXTransformer3DModel", "--out", str(tmp_path / "q")]
+    for extra, msg in ((["--w-bits", "9"], "--w-bits"), (["--a-bits", "1"], "--a-bits"),
+                       (["--method", "magic"], "--method"), (["--options", "{iters: 5}"], "--options"),
+                       (["--options", '{"iters": 5}'], "unknown options"),
+                       (["--calib", str(tmp_path / "none.pt")], "--calib")):
+        with pytest.raises(SystemExit, match=msg):
+            main(base + extra)
+    with pytest.raises(SystemExit):
+        main(base + ["--a-bits", "six"])
+    assert "expected an int in [2, 8] or 'fp'" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()
+
+
+def test_cli_reports_bad_calibration_as_a_message_and_writes_nothing(tmp_path):
+    from vqcore.cli import main
+
+    tiny_cogvideox().save_pretrained(tmp_path / "fp")
+    bad = cog_inputs(b=1)
+    bad["hidden_states"] = torch.randn(1, 3, 7, 8, 8)  # wrong channel count
+    torch.save([bad], tmp_path / "calib.pt")
+    with pytest.raises(SystemExit, match="does not fit the model"):
+        main(["quantize", "--model", str(tmp_path / "fp"), "--class", "CogVideoXTransformer3DModel", "--calib",
+              str(tmp_path / "calib.pt"), "--out", str(tmp_path / "q")])
+    assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.parametrize("method", ["q-vdit", "s2q-vdit"])
+def test_cli_runs_the_paper_methods_on_a_saved_calibration_set(cog_calib, method, tmp_path, capsys):
+    from vqcore.cli import main
+
+    model, calib = cog_calib
+    model.save_pretrained(tmp_path / "fp")
+    torch.save(calib, tmp_path / "calib.pt")  # a CalibrationSet (blocks + model inputs), as Capture returns it
+    code = main(["quantize", "--model", str(tmp_path / "fp"), "--class", "CogVideoXTransformer3DModel", "--calib",
+                 str(tmp_path / "calib.pt"), "--method", method, "--w-bits", "4", "--a-bits", "6", "--options",
+                 '{"iters": 2}', "--no-progress", "--seed", "3", "--out", str(tmp_path / "q")])
+    assert code == 0
+    summary = capsys.readouterr().out
+    assert summary.startswith(f"{method} W4A6:") and "6 calibration items" in summary
+    fresh = tiny_cogvideox()
+    fresh.load_state_dict(model.state_dict())
+    loaded = vqcore.load(tmp_path / "q", fresh)
+    assert loaded.vqcore_meta["method"] == method
+    import json
+
+    saved = json.loads((tmp_path / "q" / "config.json").read_text())
+    assert saved["seed"] == 3 and saved["report"]["details"]["iters" if method == "q-vdit" else "iters_per_block"] == 2

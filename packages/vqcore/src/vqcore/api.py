@@ -61,10 +61,31 @@ def model_kind(model: nn.Module) -> str:
     return "dit"
 
 
+def _shapes(obj: Any, prefix: str = "") -> dict[str, tuple[int, ...]]:
+    """``{path: shape}`` of every tensor in a (nested) args/kwargs structure."""
+    if isinstance(obj, torch.Tensor):
+        return {prefix or "tensor": tuple(obj.shape)}
+    if isinstance(obj, dict):
+        return {k: v for key, val in obj.items() for k, v in _shapes(val, f"{prefix}{key}.").items()}
+    if isinstance(obj, (list, tuple)):
+        return {k: v for i, val in enumerate(obj) for k, v in _shapes(val, f"{prefix}{i}.").items()}
+    return {}
+
+
 @torch.no_grad()
 def _check_calibration(model: nn.Module, items) -> None:
+    """Cheap checks before any expensive work: every root item has the tensors and shapes of the first one (the
+    engine batches items by concatenation), and one forward of the first item through the model succeeds."""
     if not items:
         return
+    ref = {**_shapes(items[0].args, "args."), **_shapes(items[0].kwargs)}
+    for i, it in enumerate(items[1:], 1):
+        cur = {**_shapes(it.args, "args."), **_shapes(it.kwargs)}
+        if cur != ref:
+            diff = sorted(k for k in set(ref) | set(cur) if ref.get(k) != cur.get(k))[:3]
+            raise ValueError(f"calibration item {i} does not match item 0: "
+                             + ", ".join(f"{k.rstrip('.')}: {cur.get(k)} vs {ref.get(k)}" for k in diff)
+                             + " (all calibration inputs must have the same shapes)")
     item = items[0]
     device = next(model.parameters()).device
     try:
@@ -108,6 +129,7 @@ def quantize(model: nn.Module, method: str = "rtn", w_bits: int = 8, a_bits: int
     if any(isinstance(m, QuantModule) for m in model.modules()):
         raise ValueError("model is already quantized (it contains vqcore quantized layers); pass the FP model")
     impl = get_method(method)
+    impl.check_options(options)
     kind = model_kind(model) if kind == "auto" else kind
     config = config or impl.default_config(kind, w_bits, a_bits, **options)
     items = root_items(calib)
@@ -188,16 +210,26 @@ def save(qmodel: nn.Module, directory: str | os.PathLike, overwrite: bool = Fals
     extra = getattr(qmodel, "vqcore_extra_modules", {})  # method-level modules, name -> module
     config = {**meta, "layers": layers, "extra_modules": {k: _describe_sub(v) for k, v in extra.items()},
               "report": getattr(qmodel, "vqcore_report", None).__dict__ if hasattr(qmodel, "vqcore_report") else None}
+    if directory.exists() and not directory.is_dir():
+        raise FileExistsError(f"{directory} exists and is not a directory")
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    old = None
     try:
         save_checkpoint(tmp, qmodel.state_dict(), config, overwrite=True)
-        if directory.exists():
-            shutil.rmtree(directory)
+        if directory.exists():  # keep the old checkpoint until the new one is complete and in place
+            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
+            os.replace(directory, old / directory.name)
         os.replace(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and (old / directory.name).exists() and not directory.exists():
+            os.replace(old / directory.name, directory)  # put the old checkpoint back
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return directory
 
 
@@ -205,6 +237,28 @@ def _sub_descs(config: dict) -> list[dict]:
     descs = [d for layer in config.get("layers", {}).values() for d in (layer.get("weight_adapter"),
                                                                         layer.get("side_branch")) if d]
     return descs + list(config.get("extra_modules", {}).values())
+
+
+def _check_tensor_shapes(directory: Path, model: nn.Module) -> None:
+    """Compare the shapes of the model's own parameters/buffers with the checkpoint's (read from the safetensors
+    header, no tensor is loaded) before ``model`` is touched: a same-class model of another size fails here."""
+    from safetensors import safe_open
+
+    weights = directory / "model.safetensors"
+    if not weights.is_file():
+        raise ValueError(f"{directory} has no model.safetensors; is it a vqcore checkpoint directory?")
+    with safe_open(str(weights), framework="pt") as f:
+        saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 - safe_open API
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    wrong = [(k, own[k], saved[k]) for k in own if k in saved and own[k] != saved[k]]
+    if wrong:
+        shown = ", ".join(f"{k}: model {a} vs checkpoint {b}" for k, a, b in wrong[:3])
+        raise ValueError(f"checkpoint {directory} does not match this model's architecture ({len(wrong)} tensors "
+                         f"differ in shape: {shown})")
+    missing = sorted(k for k in own if k not in saved)
+    if missing:
+        raise ValueError(f"checkpoint {directory} does not match this model's architecture: it lacks "
+                         f"{len(missing)} of the model's tensors, e.g. {missing[:3]}")
 
 
 def load(directory: str | os.PathLike, model: nn.Module) -> nn.Module:
@@ -222,6 +276,7 @@ def load(directory: str | os.PathLike, model: nn.Module) -> nn.Module:
     unknown = sorted({d["type"] for d in _sub_descs(config)} - set(MODULE_TYPES))
     if unknown:
         raise ValueError(f"{directory} needs module types {unknown} that no imported vqcore method registers")
+    _check_tensor_shapes(directory, model)
     qconfig = QuantConfig.from_dict(config["config"])
     qmodel = prepare(model, qconfig)
     layers = quantized_layers(qmodel)
@@ -261,6 +316,8 @@ def load(directory: str | os.PathLike, model: nn.Module) -> nn.Module:
     qmodel.eval()
     qmodel.vqcore_meta = {k: config[k] for k in ("format", "method", "w_bits", "a_bits", "kind", "config",
                                                   "model_class")}
+    if "seed" in config:
+        qmodel.vqcore_meta["seed"] = config["seed"]
     if extra:
         qmodel.vqcore_extra_modules = extra
     return qmodel

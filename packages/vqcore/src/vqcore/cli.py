@@ -35,15 +35,24 @@ def _load_model(spec: str, cls_name: str | None):
     return cls.from_pretrained(str(path))
 
 
-def _zoo_calibration(model, samples: int, steps: int, seed: int):
+def _zoo_calibration(model, samples: int, steps: int, seed: int, progress: bool = True):
     """Capture block and model inputs along full-precision DDIM trajectories of a zoo model."""
     from . import zoo
     from .calib import Capture
 
     labels = torch.arange(samples) % 10
     with torch.no_grad(), Capture(model, targets="blocks") as cap:
-        zoo.sample(model, labels, num_steps=steps, seed=seed)
+        zoo.sample(model, labels, num_steps=steps, seed=seed, progress=progress)
     return cap.result
+
+
+def _a_bits(text: str) -> int | None:
+    if text.lower() in ("none", "fp"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int in [2, 8] or 'fp', got {text!r}") from None
 
 
 def cmd_methods(args) -> int:
@@ -53,23 +62,55 @@ def cmd_methods(args) -> int:
     return 0
 
 
+def _quantize_options(args) -> dict:
+    """Validate everything that needs no model before the model is loaded or any calibration data is sampled."""
+    from .methods import get_method
+
+    for flag, bits in (("--w-bits", args.w_bits), ("--a-bits", args.a_bits)):
+        if bits is not None and not 2 <= bits <= 8:
+            raise SystemExit(f"{flag} must be in [2, 8], got {bits}")
+    try:
+        impl = get_method(args.method)
+    except ValueError as err:
+        raise SystemExit(f"--method: {err}") from None
+    try:
+        options = json.loads(args.options) if args.options else {}
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"--options must be a JSON object, e.g. '{{\"iters\": 500}}': {err}") from None
+    if not isinstance(options, dict):
+        raise SystemExit(f"--options must be a JSON object, got {type(options).__name__}")
+    try:
+        impl.check_options(options)
+    except TypeError as err:
+        raise SystemExit(f"--options: {err}") from None
+    if "progress" in impl.option_names() and "progress" not in options:
+        options["progress"] = not args.no_progress
+    if args.calib and not Path(args.calib).is_file():
+        raise SystemExit(f"--calib: {args.calib} is not a file")
+    return options
+
+
 def cmd_quantize(args) -> int:
     import vqcore
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise SystemExit(f"--out {out} exists; pass --overwrite to replace it")
+    options = _quantize_options(args)
     model = _load_model(args.model, args.model_class).eval()
     if args.calib:
         calib = torch.load(args.calib, map_location="cpu", weights_only=False)
     elif args.model.startswith("zoo:"):
-        calib = _zoo_calibration(model, args.calib_samples, args.calib_steps, args.seed)
+        calib = _zoo_calibration(model, args.calib_samples, args.calib_steps, args.seed, not args.no_progress)
     else:
         calib = None
-    options = json.loads(args.options) if args.options else {}
-    torch.manual_seed(args.seed)
-    qmodel = vqcore.quantize(model, method=args.method, w_bits=args.w_bits, a_bits=args.a_bits, calib=calib,
-                             **options)
+    try:
+        qmodel = vqcore.quantize(model, method=args.method, w_bits=args.w_bits, a_bits=args.a_bits, calib=calib,
+                                 seed=args.seed, **options)
+    except (ValueError, TypeError) as err:  # bad input (calibration data, model): a message, not a traceback
+        if args.verbose:
+            raise
+        raise SystemExit(f"vqcore quantize: {err} (-v shows the traceback)") from err
     vqcore.save(qmodel, out, overwrite=args.overwrite)
     print(qmodel.vqcore_report.summary())
     print(f"saved to {out}")
@@ -103,16 +144,20 @@ def main(argv: list[str] | None = None) -> int:
     q = sub.add_parser("quantize", help="quantize a model and save it (safetensors + config.json)")
     q.add_argument("--model", required=True, help="zoo:<name> or a diffusers model directory")
     q.add_argument("--class", dest="model_class", default=None, help="diffusers class for a model directory")
-    q.add_argument("--method", default="rtn")
-    q.add_argument("--w-bits", type=int, default=8)
-    q.add_argument("--a-bits", type=lambda s: None if s.lower() in ("none", "fp") else int(s), default=8)
-    q.add_argument("--calib", default=None, help="a torch-saved CalibrationSet (vqcore.calib.Capture().result)")
+    q.add_argument("--method", default="rtn", help="a registered method (`vqcore methods`): rtn, vidit-q, "
+                   "q-diffusion, q-vdit, s2q-vdit, mpq-dm")
+    q.add_argument("--w-bits", type=int, default=8, help="weight bits, 2-8 (the method's mixed-precision preset "
+                   "may keep some layers at 8 bit or FP; the report says which)")
+    q.add_argument("--a-bits", type=_a_bits, default=8, help="activation bits, or 'fp' to keep them unquantized")
+    q.add_argument("--calib", default=None, help="a torch-saved CalibrationSet (vqcore.calib.Capture().result) or "
+                   "list of forward-kwargs dicts; zoo models capture their own when omitted")
     q.add_argument("--calib-samples", type=int, default=8, help="zoo models: sampling trajectories to capture")
     q.add_argument("--calib-steps", type=int, default=10, help="zoo models: DDIM steps per trajectory")
     q.add_argument("--options", default=None, help='method options as JSON, e.g. \'{"iters": 500}\'')
-    q.add_argument("--out", required=True)
-    q.add_argument("--overwrite", action="store_true")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--out", required=True, help="directory to write (model.safetensors + config.json, atomic)")
+    q.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    q.add_argument("--seed", type=int, default=0, help="seeds calibration sampling and the method")
+    q.add_argument("--no-progress", action="store_true", help="hide the progress bars (sampling, optimisation)")
     q.set_defaults(fn=cmd_quantize)
 
     c = sub.add_parser("convert", help="turn a saved fake-quant model into integer kernels and save it")

@@ -14,6 +14,7 @@ prepares the copy with the config, checks the calibration data against the model
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, ClassVar
 
 from torch import nn
@@ -34,6 +35,9 @@ class Method:
     needs_teacher: ClassVar[bool] = False
     #: whether ``run`` needs calibration data
     needs_calibration: ClassVar[bool] = False
+    #: ``True``: :func:`vqcore.quantize` refuses options that neither ``run`` nor ``default_config`` names as a keyword
+    #: parameter (a typo fails before any work); ``False``: ``run`` takes free-form ``**options``
+    strict_options: ClassVar[bool] = True
 
     def default_config(self, kind: str, w_bits: int, a_bits: int | None, **options: Any) -> QuantConfig:
         return preset(kind, w_bits, a_bits)
@@ -41,6 +45,23 @@ class Method:
     def run(self, qmodel: nn.Module, fp_model: nn.Module | None, config: QuantConfig,
             calib: CalibrationSet | list | None, **options: Any) -> dict[str, Any]:
         raise NotImplementedError
+
+    def option_names(self) -> set[str]:
+        """Options this method accepts: keyword parameters of ``run`` and ``default_config`` after the fixed ones."""
+        names: set[str] = set()
+        for fn, fixed in ((self.run, 4), (self.default_config, 3)):
+            params = list(inspect.signature(fn).parameters.values())[fixed:]
+            names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        return names
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Raise ``TypeError`` naming unknown options (``strict_options`` methods only)."""
+        if not self.strict_options:
+            return
+        unknown = sorted(set(options) - self.option_names())
+        if unknown:
+            raise TypeError(f"method {self.name!r} got unknown options {unknown}; it accepts "
+                            f"{sorted(self.option_names()) or 'no options'}")
 
 
 def register_method(name: str):

@@ -337,13 +337,20 @@ def rollout_distillation(qmodel: nn.Module, fp_model: nn.Module, sample_start: C
     Each rollout draws ``(x_T, cond)`` from ``sample_start(rng)``; at each step the full-precision ε drives the
     trajectory and the quantized model takes one optimiser step on ``terms(ε_q, ε_fp, context)``. The per-step index
     is set on every quantizer with a per-timestep table before each call. ``feature_hook()`` may return extra context
-    (e.g. captured features for a relation term) after both calls.
+    (e.g. captured features for a relation term) after both calls. Checkpoints (``config.checkpoint``) are written at
+    rollout boundaries only (``checkpoint_every`` rounded up to whole rollouts), so an interrupted run resumes with
+    the next rollout exactly as the uninterrupted run would.
     """
     terms = list(terms) or [MSETerm()]
     groups = parameter_groups(qmodel, config.lrs)
     set_timestep = _timestep_setter(qmodel)
     state = {"x": None, "cond": None, "k": num_steps}
-    total_cfg = ReconConfig(**{**config.__dict__, "iters": config.iters * num_steps})
+    if not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+    # checkpoints only at rollout boundaries: a resumed run starts a fresh rollout (the trajectory state x_t of a
+    # half-finished rollout is not saved), so ``checkpoint_every`` counts whole rollouts' steps, rounded up
+    every = -(-config.checkpoint_every // num_steps) * num_steps
+    total_cfg = ReconConfig(**{**config.__dict__, "iters": config.iters * num_steps, "checkpoint_every": every})
 
     def step(i: int, rng: random.Random) -> torch.Tensor:
         k = i % num_steps
