@@ -208,7 +208,7 @@ class MultiTeacherDistiller:
                 loss = per_sample.mean()
                 opt.zero_grad(set_to_none=True)
                 backend.backward(loss)
-                opt.step()
+                backend.step(opt)  # through the fp16 loss scaler where one is used
                 if self.strategy.uses_teachers:
                     ts = time.perf_counter()
                     self.strategy.observe(ctx, w_l, w_f, per_sample.detach())

@@ -77,7 +77,7 @@ def train_classifier(model: nn.Module, train_loader: DataLoader, config: Teacher
             loss = F.cross_entropy(_logits(model, x), y)
             opt.zero_grad(set_to_none=True)
             backend.backward(loss)
-            opt.step()
+            backend.step(opt)  # through the fp16 loss scaler where one is used
         bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     model = backend.unwrap(model)
     model.eval()

@@ -171,7 +171,7 @@ class Rehearsal:
             from .distributed import allreduce_step
 
             allreduce_step(self.net, self.world, self.summed_buffers, self.step_synced_modules())
-        self.opt.step()
+        (backend.step(self.opt) if backend is not None else self.opt.step())  # fp16 loss scaler where used
         if xa is x:
             zs = z.detach()
         else:  # the buffer keeps the non-augmented input (mammoth's not_aug_inputs)
