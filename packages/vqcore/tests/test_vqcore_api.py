@@ -538,3 +538,14 @@ def test_cli_runs_the_paper_methods_on_a_saved_calibration_set(cog_calib, method
 
     saved = json.loads((tmp_path / "q" / "config.json").read_text())
     assert saved["seed"] == 3 and saved["report"]["details"]["iters" if method == "q-vdit" else "iters_per_block"] == 2
+
+
+def test_an_explicit_config_sets_the_reported_bits(cog_calib):
+    from vqcore.quant import preset
+
+    model, calib = cog_calib
+    q = vqcore.quantize(model, "rtn", calib=calib, config=preset("dit", 4, 6))  # w_bits/a_bits left at 8/8
+    assert (q.vqcore_report.w_bits, q.vqcore_report.a_bits) == (4, 6)
+    assert q.vqcore_meta["w_bits"] == 4 and q.vqcore_report.summary().startswith("rtn W4A6")
+    with pytest.raises(TypeError, match="QuantConfig"):
+        vqcore.quantize(model, "rtn", calib=calib, config={"w_bits": 4})

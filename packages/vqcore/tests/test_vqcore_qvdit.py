@@ -259,3 +259,18 @@ def test_q_vdit_w4a6_defaults_and_ablation_switches(tiny_latte):
     assert all(m.side_branch is None for m in q.modules() if isinstance(m, QLinear))
     with pytest.raises(TypeError, match="unknown options"):
         vqcore.quantize(model, method="q-vdit", w_bits=4, a_bits=8, calib=calib, itres=3)
+
+
+def test_q_vdit_scaling_rule_sets_iterations_and_learning_rates(tiny_latte):
+    """``iters=None``: the official number of passes over the calibration set (W8A8: 5000·4/2000 = 10) over *our*
+    set (3 timesteps × 2 samples = 6 items, batch 4) → ceil(10·6/4) = 15 iterations; learning rates × min(5000/15,
+    100, 15) = ×15 (the Adam step budget rule with its caps)."""
+    model, calib = tiny_latte
+    q = vqcore.quantize(model, method="q-vdit", w_bits=8, a_bits=8, calib=calib, progress=False)
+    d = q.vqcore_report.details
+    assert d["official"]["passes"] == pytest.approx(10.0) and d["calibration_items_used"] == 6
+    assert d["iters"] == 15
+    assert d["lrs"] == pytest.approx({"weight_scale": 1e-6 * 15, "adapters": 1e-5 * 15})
+    q1 = vqcore.quantize(model, method="q-vdit", w_bits=8, a_bits=8, calib=calib, iters=3, lr_scale=1.0,
+                         progress=False)
+    assert q1.vqcore_report.details["lrs"] == pytest.approx({"weight_scale": 1e-6, "adapters": 1e-5})

@@ -106,7 +106,8 @@ def quantize(model: nn.Module, method: str = "rtn", w_bits: int = 8, a_bits: int
         w_bits, a_bits: default bits (2–8); ``a_bits=None`` keeps activations in floating point.
         calib: a :class:`~vqcore.calib.CalibrationSet` (from :class:`~vqcore.calib.Capture`) or a list of forward
             keyword-argument dicts.
-        config: a full :class:`QuantConfig` overriding the method's default for ``kind``.
+        config: a full :class:`QuantConfig` overriding the method's default for ``kind`` (its ``w_bits``/``a_bits``
+            then replace the arguments, also in the report).
         kind: ``"dit"``, ``"unet"`` or ``"auto"``.
         inplace: quantize ``model`` itself instead of a copy.
         seed: seeds ``torch`` and ``random`` before the method runs, and is passed on to methods whose ``run`` takes a
@@ -131,6 +132,10 @@ def quantize(model: nn.Module, method: str = "rtn", w_bits: int = 8, a_bits: int
     impl = get_method(method)
     impl.check_options(options)
     kind = model_kind(model) if kind == "auto" else kind
+    if config is not None:
+        if not isinstance(config, QuantConfig):
+            raise TypeError(f"config must be a QuantConfig, got {type(config).__name__}")
+        w_bits, a_bits = config.w_bits, config.a_bits  # the config's default bits are what the report must state
     config = config or impl.default_config(kind, w_bits, a_bits, **options)
     items = root_items(calib)
     if impl.needs_calibration and not items:
