@@ -549,3 +549,17 @@ def test_an_explicit_config_sets_the_reported_bits(cog_calib):
     assert q.vqcore_meta["w_bits"] == 4 and q.vqcore_report.summary().startswith("rtn W4A6")
     with pytest.raises(TypeError, match="QuantConfig"):
         vqcore.quantize(model, "rtn", calib=calib, config={"w_bits": 4})
+
+
+@pytest.mark.parametrize("method", ["q-diffusion", "s2q-vdit"])
+def test_block_methods_refuse_calibration_without_block_captures_before_any_forward(cog_calib, method):
+    model, calib = cog_calib
+    roots_only = vqcore.CalibrationSet({ROOT: calib[ROOT]})
+    calls, handle = _count_forwards(model)
+    try:
+        for bad, what in (([cog_inputs()], "got list"), (roots_only, "one without blocks"), (None, "got NoneType")):
+            with pytest.raises(ValueError, match=f"reconstructs blocks.*{what}"):
+                vqcore.quantize(model, method, w_bits=4, a_bits=6, calib=bad)
+    finally:
+        handle.remove()
+    assert calls == []

@@ -20,7 +20,7 @@ from torch import nn
 
 from commons.io import load_checkpoint, load_json, save_checkpoint
 
-from .calib.capture import CalibrationSet
+from .calib.capture import ROOT, CalibrationSet
 from .calib.stats import root_items
 from .methods import get_method, list_methods
 from .quant.modules import MODULE_TYPES, QuantModule, register_module_type
@@ -137,6 +137,11 @@ def quantize(model: nn.Module, method: str = "rtn", w_bits: int = 8, a_bits: int
             raise TypeError(f"config must be a QuantConfig, got {type(config).__name__}")
         w_bits, a_bits = config.w_bits, config.a_bits  # the config's default bits are what the report must state
     config = config or impl.default_config(kind, w_bits, a_bits, **options)
+    if impl.needs_block_captures and not (isinstance(calib, CalibrationSet)
+                                          and any(name != ROOT and its for name, its in calib.items.items())):
+        raise ValueError(f"method {method!r} reconstructs blocks: pass calib=a CalibrationSet with block captures "
+                         "(vqcore.calib.Capture(model, targets='blocks')), got "
+                         + (type(calib).__name__ if not isinstance(calib, CalibrationSet) else "one without blocks"))
     items = root_items(calib)
     if impl.needs_calibration and not items:
         raise ValueError(f"method {method!r} needs calibration data: pass calib=... (vqcore.calib.Capture or a list "

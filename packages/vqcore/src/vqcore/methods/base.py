@@ -35,6 +35,9 @@ class Method:
     needs_teacher: ClassVar[bool] = False
     #: whether ``run`` needs calibration data
     needs_calibration: ClassVar[bool] = False
+    #: whether ``run`` needs a :class:`~vqcore.calib.CalibrationSet` with block captures (block reconstruction);
+    #: checked by :func:`vqcore.quantize` before the model is copied
+    needs_block_captures: ClassVar[bool] = False
     #: ``True``: :func:`vqcore.quantize` refuses options that neither ``run`` nor ``default_config`` names as a keyword
     #: parameter (a typo fails before any work); ``False``: ``run`` takes free-form ``**options``
     strict_options: ClassVar[bool] = True

@@ -130,6 +130,7 @@ class QDiffusion(Method):
     """Q-Diffusion / EfficientDM-style baseline (see module docstring)."""
 
     needs_calibration = True
+    needs_block_captures = True
 
     def default_config(self, kind, w_bits, a_bits, **options):
         cfg = preset(kind, w_bits, a_bits)

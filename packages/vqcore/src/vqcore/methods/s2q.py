@@ -364,6 +364,7 @@ class S2QVDiT(Method):
 
     needs_teacher = True
     needs_calibration = True
+    needs_block_captures = True
     kinds = ("dit",)
 
     def default_config(self, kind, w_bits, a_bits, weight_init: str = "minmax", **options):
