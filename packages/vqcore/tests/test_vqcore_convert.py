@@ -175,8 +175,8 @@ def test_save_load_roundtrip_and_size(tmp_path):
 
 def test_convert_refuses_what_kernels_cannot_run():
     net = _Net(w_bits=4, a_bits=8)
-    net.fc1.input_quantizer.dynamic = False
-    with pytest.raises(ValueError, match="fc1.*dynamic per-token"):
+    net.fc1.input_quantizer.dynamic = False  # static, but one range per token: no stored per-tensor (Δ, zp)
+    with pytest.raises(ValueError, match="^fc1: static per_token activation quantization"):
         convert(net)
     assert isinstance(net.fc2, _StandInQLinear)  # nothing swapped when a layer is refused
     net = _Net(w_bits=4, a_bits=8, w_sym=False, group=64)
@@ -283,13 +283,22 @@ def test_convert_real_qlinear_refusals_and_non_strict(caplog):
                                   QuantSpec(**a_kw))  # fmt: skip
 
     net = nn.Sequential(layer(dict(bits=8, granularity="per_token")), layer(dict(bits=8, granularity="per_tensor")))
-    with pytest.raises(ValueError, match=r"^1: .*per_tensor"):
-        convert(net)
+    with pytest.raises(ValueError, match=r"^1: static activation quantizer is not calibrated"):
+        convert(net)  # a static range that was never calibrated has no integer form yet
     assert not isinstance(net[0], QLinearInt)  # nothing swapped
     with caplog.at_level("WARNING"):
         convert(net, strict=False)
     assert isinstance(net[0], QLinearInt) and not isinstance(net[1], QLinearInt)
     assert "kept fake-quant" in caplog.text
+    with torch.no_grad():
+        net[1](torch.randn(4, 128))  # calibrates the static per-tensor range on first use
+    convert(net)
+    assert isinstance(net[1], QLinearInt) and net[1].spec.a_static
+    per_channel_act = nn.Sequential(layer(dict(bits=8, granularity="per_channel")))
+    with torch.no_grad():
+        per_channel_act(torch.randn(128, 128))
+    with pytest.raises(ValueError, match=r"^0: static per_channel activation quantization"):
+        convert(per_channel_act)
     wonly = nn.Sequential(layer(dict(bits=8, granularity="per_token")))
     wonly[0].quant_input = False
     with pytest.raises(ValueError, match="weight-only"):
@@ -356,7 +365,7 @@ def test_convert_refuses_vidit_q_time_ranges(caplog):
         assert _rel(net(x, timestep=100), y0) < 1e-4 and _rel(net(x, timestep=900), y1) < 1e-4
 
 
-def test_convert_refuses_per_timestep_step_tables():
+def test_convert_refuses_per_timestep_weight_tables():
     from vqcore.methods.timerange import attach_step_tables
     from vqcore.quant import QLinear, QuantSpec
 
@@ -377,7 +386,8 @@ def test_convert_refuses_per_timestep_step_tables():
     assert not isinstance(net[0], QLinearInt)
     convert(net, strict=False)
     assert isinstance(net[0], QLinearInt) and not isinstance(net[1], QLinearInt)
-    # a static activation table is named as a step table too (not only as "static")
+    # a static *activation* table converts (the integer layer keeps every row; see test_vqcore_convert_mpqdm.py),
+    # but only once calibrated
     act_table = nn.Sequential(
         QLinear.from_float(
             nn.Linear(64, 32),
@@ -385,5 +395,9 @@ def test_convert_refuses_per_timestep_step_tables():
             QuantSpec(bits=8, granularity="per_tensor", timesteps=2),
         )
     )
-    with pytest.raises(ValueError, match=r"^0: input_quantizer has a per-timestep step table \(2 rows"):
+    with pytest.raises(ValueError, match=r"^0: static activation quantizer is not calibrated"):
         convert(act_table)
+    with torch.no_grad():
+        act_table[0].input_quantizer.calibrate(torch.randn(8, 64))
+    convert(act_table)
+    assert isinstance(act_table[0], QLinearInt) and act_table[0].spec.timesteps == 2

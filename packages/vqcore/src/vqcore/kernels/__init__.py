@@ -1,10 +1,15 @@
 """Integer inference kernels of vqcore (DESIGN.md layer 2).
 
-Public functions (all work on CPU through the pure-PyTorch references and on CUDA through Triton kernels; both are
-``torch.library`` custom ops ``vqcore::quantize_per_token`` and ``vqcore::int_linear``, see :mod:`.ops`):
+Public functions (all work on CPU through the pure-PyTorch references and on CUDA through Triton kernels; the kernels
+are ``torch.library`` custom ops ``vqcore::quantize_per_token``, ``vqcore::quantize_static`` and
+``vqcore::int_linear``, see :mod:`.ops`):
 
 * :func:`quantize_per_token` — dynamic per-token activation quantization to ``bits ≤ 8`` (int8 storage), symmetric or
   asymmetric, fused with the optional smoothing scale (``x / s``);
+* :func:`quantize_static` — static per-tensor activation quantization with a stored ``(Δ, zp)`` (one row of a
+  per-denoising-step table, MPQ-DM/EfficientDM's TALSQ), same outputs as :func:`quantize_per_token` (the scale and
+  zero point broadcast per token), so the GEMM is unchanged;
+* :func:`conv_patches` — im2col of int8 NHWC codes (any dtype; zero-point padding), the convolution as one GEMM;
 * :func:`int_linear` — int8×int8 (W8A8) or packed-int4×int8 (W4A8) GEMM with int32 accumulation and a fused epilogue
   (per-token × per-channel/per-group scales, zero-point corrections, bias, low-rank side branch, cast);
 * :func:`pack_int4` / :func:`unpack_int4` — the int4 weight layout (:mod:`.packing`);
@@ -19,16 +24,19 @@ from typing import NamedTuple
 import torch
 
 from . import ops, reference
+from .conv import conv_patches
 from .packing import INT4_CHUNK, pack_int4, padded_k, unpack_int4
 
 __all__ = [
     "INT4_CHUNK",
     "QuantizedActivation",
+    "conv_patches",
     "int_linear",
     "ops",
     "pack_int4",
     "padded_k",
     "quantize_per_token",
+    "quantize_static",
     "reference",
     "triton_available",
     "unpack_int4",
@@ -79,6 +87,35 @@ def quantize_per_token(
 
         return QuantizedActivation(*triton_kernels.quantize_per_token(x2, inv, int(bits), bool(symmetric)))
     return QuantizedActivation(*ops.quantize_per_token_op(x2, inv, int(bits), bool(symmetric)))
+
+
+def quantize_static(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bits: int = 8, smooth: torch.Tensor | None = None
+) -> QuantizedActivation:
+    """Quantize ``x`` (``[..., K]``, flattened to ``[M, K]``) with one stored step ``scale`` (a 1-element fp32 tensor)
+    and signed zero point ``zero_point`` (1-element int32, ``z − 2^(b−1)`` for an asymmetric quantizer, 0 for a
+    symmetric one), after dividing by ``smooth [K]``. Tensors stay on the device (a row of a step table is passed as
+    ``table[t:t+1]``, no host synchronisation)."""
+    if not isinstance(x, torch.Tensor) or x.dim() < 1 or not x.dtype.is_floating_point:
+        raise TypeError(f"x must be a floating tensor [..., K], got {type(x).__name__} {getattr(x, 'dtype', '')}")
+    reference.qrange(bits, True)  # validates bits
+    if scale.numel() != 1 or zero_point.numel() != 1:
+        raise ValueError(f"scale and zero_point must have one element each, got {tuple(scale.shape)} and "
+                         f"{tuple(zero_point.shape)}")  # fmt: skip
+    k = x.shape[-1]
+    if smooth is not None and (smooth.shape != (k,) or smooth.device != x.device):
+        raise ValueError(f"smooth must be a [{k}] tensor on {x.device}, got {tuple(smooth.shape)}")
+    x2 = x.reshape(-1, k)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    sc = scale.reshape(1).float()
+    zp = zero_point.reshape(1).to(torch.int32)
+    inv = smooth.float().contiguous() if smooth is not None else None
+    if _direct(x2):
+        from . import triton_kernels
+
+        return QuantizedActivation(*triton_kernels.quantize_static(x2, inv, sc, zp, int(bits)))
+    return QuantizedActivation(*ops.quantize_static_op(x2, inv, sc, zp, int(bits)))
 
 
 def int_linear(

@@ -6,6 +6,8 @@ without Triton or a GPU); the fake (meta) one gives shapes/dtypes so the ops tra
 
 * ``vqcore::quantize_per_token(x[M,K], smooth[K]?, bits, symmetric) -> (q int8[M,K], scale f32[M], zp i32[M],
   rowsum i32[M])``
+* ``vqcore::quantize_static(x[M,K], smooth[K]?, scale f32[1], zp i32[1], bits) -> (q int8[M,K], scale f32[M],
+  zp i32[M], rowsum i32[M])`` — static per-tensor quantization with a stored ``(Δ, zp)`` (one row of a per-step table)
 * ``vqcore::int_linear(xq, x_scale, x_zp?, x_rowsum?, w, w_scale, group_size, w4, k, w_sum?, w_zp?, bias?, lr_t?,
   lr_up?, out_dtype) -> y[M, N]``
 
@@ -45,6 +47,25 @@ def _quantize_per_token_cuda(x, smooth, bits, symmetric):
     from . import triton_kernels
 
     return triton_kernels.quantize_per_token(x, smooth, bits, symmetric)
+
+
+@torch.library.custom_op("vqcore::quantize_static", mutates_args=())
+def quantize_static_op(
+    x: Tensor, smooth: Tensor | None, scale: Tensor, zero_point: Tensor, bits: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return ref.quantize_static_ref(x, smooth, scale, zero_point, bits)
+
+
+@quantize_static_op.register_fake
+def _quantize_static_fake(x, smooth, scale, zero_point, bits):
+    return _quantize_per_token_fake(x, smooth, bits, True)
+
+
+@quantize_static_op.register_kernel("cuda")
+def _quantize_static_cuda(x, smooth, scale, zero_point, bits):
+    from . import triton_kernels
+
+    return triton_kernels.quantize_static(x, smooth, scale, zero_point, bits)
 
 
 @torch.library.custom_op("vqcore::int_linear", mutates_args=())

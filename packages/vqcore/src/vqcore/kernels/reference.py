@@ -11,6 +11,9 @@ Numerics shared by the references and the Triton kernels (``vqcore.kernels.trito
     ``z = round(−min / scale)``, ``u = clamp(round(x / scale) + z, 0, 2^b − 1)``. Stored shifted into int8 as
     ``q = u − 2^(b−1)`` with zero point ``z − 2^(b−1)`` so that ``x̂ = (q − zp) · scale`` either way.
   ``round`` is round-half-to-even (``torch.round``).
+* Static per-tensor activation quantization (:func:`quantize_static_ref`; MPQ-DM / EfficientDM / Q-Diffusion): one
+  stored ``(Δ, zp)`` — or the row of a per-denoising-step table chosen by the caller — for every token; the codes and
+  ``x̂`` are those of the fake-quant ``UniformQuantizer``, shifted into int8 as above.
 * GEMM: ``y = ((q − zp) · scale_x) @ (w · scale_w)ᵀ + bias + (t @ upᵀ)`` where ``w`` are signed integer weight codes
   (int8, or int4 stored packed), ``scale_w`` is ``[N]`` (per output channel) or ``[N, K/group]`` (per group), and
   ``t = side_in @ downᵀ`` is the low-rank side branch (rank ≤ 64) computed outside the GEMM.
@@ -56,6 +59,28 @@ def quantize_per_token_ref(
         zp = (z - 2 ** (bits - 1)).to(torch.int32)
     q = q.to(torch.int8)
     return q, scale.float(), zp, q.sum(dim=-1, dtype=torch.int32)
+
+
+def quantize_static_ref(
+    x: torch.Tensor, smooth: torch.Tensor | None, scale: torch.Tensor, zero_point: torch.Tensor, bits: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reference static (per-tensor) quantizer with a stored step ``scale`` (fp32 ``[1]``) and zero point
+    ``zero_point`` (int32 ``[1]``, already in the signed int8 convention: ``z − 2^(b−1)`` for an asymmetric quantizer
+    with unsigned zero point ``z``, 0 for a symmetric one):
+    ``q = clamp(round(x / scale) + zero_point, −2^(b−1), 2^(b−1) − 1)`` — the codes of
+    ``vqcore.quant.UniformQuantizer`` (``clamp(round(x/Δ) + z, 0, 2^b − 1)``) shifted by ``−2^(b−1)``, so
+    ``x̂ = (q − zero_point) · scale`` is the fake-quantized value. ``x``: ``[M, K]``, divided by ``smooth [K]`` first
+    (``(x / s) / Δ``, two IEEE divisions in that order, as the fake-quant layer computes them). Returns the same tuple
+    as :func:`quantize_per_token_ref` (scale and zero point broadcast to ``[M]``)."""
+    qmin, qmax = qrange(bits, True)
+    xf = x.float()
+    if smooth is not None:
+        xf = xf / smooth.float()
+    s = scale.float().reshape(1)
+    z = zero_point.reshape(1).to(torch.int32)
+    q = (torch.round(xf / s) + z.float()).clamp(qmin, qmax).to(torch.int8)
+    m = x.shape[0]
+    return q, s.expand(m).contiguous(), z.expand(m).contiguous(), q.sum(dim=-1, dtype=torch.int32)
 
 
 def expand_weight_scale(w_scale: torch.Tensor, group_size: int, k: int) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Triton kernels: per-token activation quantization and the int8×int8 / int4(packed)×int8 GEMM.
+"""Triton kernels: per-token (dynamic) and static per-tensor activation quantization, and the int8×int8 /
+int4(packed)×int8 GEMM.
 
 Imported lazily (only by the CUDA implementations of the custom ops, the benchmarks and the tests): importing this
 module imports ``triton``. With ``TRITON_INTERPRET=1`` set *before* this module is first imported, the kernels run in
@@ -123,6 +124,64 @@ def quantize_per_token(
         BLOCK_K=block_k, ROWS=rows, **launch,
     )  # fmt: skip
     return q, scale, zp, rs
+
+
+@triton.jit
+def _quant_static_kernel(
+    x_ptr, s_ptr, sc_ptr, z_ptr, q_ptr, scale_ptr, zp_ptr, rs_ptr,
+    M, K, stride_xm, stride_qm,
+    HAS_SMOOTH: tl.constexpr, BITS: tl.constexpr, BLOCK_K: tl.constexpr, ROWS: tl.constexpr,
+):  # fmt: skip
+    """Static per-tensor quantization: ``q = clamp(rne((x / s) / Δ) + zp, −2^(b−1), 2^(b−1) − 1)`` with the stored
+    ``Δ = sc_ptr[0]`` and signed ``zp = z_ptr[0]`` (read on the device: no host sync, any row of a step table).
+    ``ROWS`` rows per program; the K loop walks ``BLOCK_K`` columns at a time (no limit on K), summing the codes."""
+    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    rmask = rows < M
+    sc = tl.load(sc_ptr)
+    zp = tl.load(z_ptr).to(tl.float32)
+    QMIN: tl.constexpr = -(2 ** (BITS - 1))
+    QMAX: tl.constexpr = 2 ** (BITS - 1) - 1
+    rs = tl.zeros((ROWS,), dtype=tl.int32)
+    for k0 in range(0, K, BLOCK_K):
+        offs = k0 + tl.arange(0, BLOCK_K)
+        mask = rmask[:, None] & (offs < K)[None, :]
+        x = tl.load(x_ptr + rows[:, None] * stride_xm + offs[None, :], mask=mask, other=0.0).to(tl.float32)
+        if HAS_SMOOTH:
+            x = tl.math.div_rn(x, tl.load(s_ptr + offs, mask=offs < K, other=1.0).to(tl.float32)[None, :])
+        q = tl.minimum(tl.maximum(_rne(tl.math.div_rn(x, sc)) + zp, QMIN), QMAX)
+        tl.store(q_ptr + rows[:, None] * stride_qm + offs[None, :], q.to(tl.int8), mask=mask)
+        rs += tl.sum(tl.where(mask, q, 0.0).to(tl.int32), axis=1)
+    tl.store(scale_ptr + rows, tl.zeros((ROWS,), dtype=tl.float32) + sc, mask=rmask)
+    tl.store(zp_ptr + rows, (tl.zeros((ROWS,), dtype=tl.float32) + zp).to(tl.int32), mask=rmask)
+    tl.store(rs_ptr + rows, rs, mask=rmask)
+
+
+def quantize_static(
+    x: torch.Tensor, smooth: torch.Tensor | None, scale: torch.Tensor, zero_point: torch.Tensor, bits: int,
+    config: dict | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Triton static quantizer on ``x [M, K]`` with a stored ``scale`` (fp32, 1 element) and signed ``zero_point``
+    (int32, 1 element); same contract as :func:`vqcore.kernels.reference.quantize_static_ref`. ``config``:
+    ``ROWS``, ``BLOCK_K``, ``num_warps``."""
+    m, k = x.shape
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    q = torch.empty((m, k), dtype=torch.int8, device=x.device)
+    sc = torch.empty((m,), dtype=torch.float32, device=x.device)
+    zp = torch.empty((m,), dtype=torch.int32, device=x.device)
+    rs = torch.empty((m,), dtype=torch.int32, device=x.device)
+    if m == 0:
+        return q, sc, zp, rs
+    launch = {"ROWS": 4 if k <= 1024 else 1, "BLOCK_K": min(triton.next_power_of_2(max(k, 16)), 1024), "num_warps": 4}
+    launch.update(config or {})
+    rows = launch.pop("ROWS")
+    s_in = scale.reshape(1).float().contiguous()
+    z_in = zero_point.reshape(1).to(torch.int32).contiguous()
+    _quant_static_kernel[(triton.cdiv(m, rows),)](
+        x, smooth if smooth is not None else s_in, s_in, z_in, q, sc, zp, rs, m, k, x.stride(0), q.stride(0),
+        HAS_SMOOTH=smooth is not None, BITS=int(bits), ROWS=rows, **launch,
+    )  # fmt: skip
+    return q, sc, zp, rs
 
 
 @triton.jit

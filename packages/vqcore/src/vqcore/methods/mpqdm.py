@@ -46,8 +46,9 @@ Pipeline (``method="mpq-dm"``):
    ``output.clone().detach()`` for both models: the term is then a constant and trains nothing (ablation only).
 
 Deviations, documented: masks are applied after quantization (identical for the kept channels, exact zeros for the
-others); CFG is not used in the rollouts (the conditioning of random calibration items is replayed); the integer
-export stores OMQ layers padded to the widest width (see :class:`~.mpqdm_layers.OMQQuantizer`).
+others); CFG is not used in the rollouts (the conditioning of random calibration items is replayed). Integer export
+(``vqcore.convert``, not in the paper's code, which only simulates): OMQ layers in int4/int8 containers, the widest
+group as split rows (:class:`~.mpqdm_layers.OMQQuantizer`); the per-step activation tables stay tables.
 """
 
 from __future__ import annotations

@@ -9,9 +9,12 @@ masked-out channels placeholder ranges; since each quantizer is per channel the 
 dropped ones are exactly zero here instead of ``Q(0)``).
 
 Integer form: :meth:`OMQQuantizer.quantize_codes` returns one code per weight, in the range of its channel's width,
-with that channel's Δ and zp, so ``(codes − zp)·Δ`` is the fake-quantized weight. ``bits`` reports the widest group
-(``n+1``): the integer path stores mixed-width layers **padded to the larger width** (one uniform kernel, no grouped
-GEMM). The storage cost of that choice is :meth:`OMQQuantizer.storage_bits` (``padded`` vs ``packed`` exact widths).
+with that channel's Δ and zp, so ``(codes − zp)·Δ`` is the fake-quantized weight; ``channel_bits`` is what
+:func:`vqcore.convert` reads. ``bits`` reports the widest group (``n+1``). ``vqcore.convert`` stores a mixed-width layer
+in the narrowest integer container (int4 / int8) that holds its n−1 and n channels, and each channel one bit wider than
+that container (the n+1 group at W4 and W8) as two rows of the same GEMM (high digit, low bit; ``mixed_layout="split"``,
+the default), or every channel in the container of the widest width (``mixed_layout="padded"``). The storage of each
+choice is :meth:`OMQQuantizer.storage_bits`.
 
 ``MPQLoRA`` — rank-``r`` (32) LoRA added *inside* the weight quantizer: Linear ``B[out,r]·A[r,in]``; Conv as the code
 (``QuantModule_lora``: ``loraA`` a conv with the original kernel → r channels, ``loraB`` r → C_out with the same kernel,
@@ -91,11 +94,24 @@ class OMQQuantizer(UniformQuantizer):
         return codes, scale, zp
 
     def storage_bits(self, per_channel_elements: int) -> dict[str, int]:
-        """Weight storage in bits: ``padded`` (every channel at the widest width, what the integer path uses) and
-        ``packed`` (each channel at its own width, e.g. three grouped GEMMs)."""
+        """Weight-code storage in bits for ``per_channel_elements`` weights per output channel: ``packed`` (each
+        channel at its own width — the information content), ``padded`` (every channel at the widest width), and
+        what :func:`vqcore.convert` really stores, in its 4-/8-bit containers (before the int4 K padding to a multiple
+        of 128): ``int_split`` (``mixed_layout="split"``: ``N + k`` container rows) and ``int_padded``
+        (``mixed_layout="padded"``: the container of the widest width)."""
+        from ..convert import mixed_width_container
+
         c = self.channel_bits.numel()
-        return {"padded": c * per_channel_elements * self.bits,
-                "packed": int(self.channel_bits.sum()) * per_channel_elements}
+        e = per_channel_elements
+        w_split, split = mixed_width_container(self.channel_bits, "split")
+        w_pad, split_pad = mixed_width_container(self.channel_bits, "padded")
+
+        def box(w: int) -> int:
+            return 4 if w <= 4 else 8
+
+        return {"padded": c * e * self.bits, "packed": int(self.channel_bits.sum()) * e,
+                "int_split": (c + int(split.sum())) * e * box(w_split),
+                "int_padded": (c + int(split_pad.sum())) * e * box(w_pad)}
 
     def extra_repr(self) -> str:
         n = self.spec.bits

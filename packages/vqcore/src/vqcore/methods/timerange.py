@@ -6,8 +6,10 @@ weight-quantizer range per timestep range (official: ``timerange: [[0, 500], [50
 that contains the call's ``timestep`` into the layers before they run. It is a method-level module
 (``vqcore_extra_modules``), so ``vqcore.save``/``vqcore.load`` keep it and re-attach the hook.
 
-Limit: integer export of time-range models and step-table layers is not supported: ``vqcore.convert`` raises
-``Unsupported`` naming the layer (with ``strict=False`` those layers stay fake-quant and keep switching per timestep).
+Limit: integer export of time-range models (and of per-timestep *weight* tables) is not supported:
+``vqcore.convert`` raises ``Unsupported`` naming the layer (with ``strict=False`` those layers stay fake-quant and keep
+switching per timestep). Per-timestep *activation* tables (:class:`StepTableSelector`, MPQ-DM/EfficientDM) do convert:
+the integer layer keeps the ``T`` (Δ, zp) rows and the same selector picks its row per call.
 """
 
 from __future__ import annotations
@@ -139,7 +141,10 @@ class StepTableSelector(nn.Module):
         for q in self._tabled:
             q.set_timestep(k)
 
-    def vq_attach(self, model: nn.Module) -> None:
+    def bind(self, model: nn.Module) -> None:
+        """Resolve the tabled quantizers of ``model`` (anything with ``spec.timesteps`` and ``set_timestep``: the
+        fake-quant ``UniformQuantizer`` tables, and the integer layers of ``vqcore.convert`` that hold a table) without
+        registering a hook — ``vqcore.convert`` calls it after swapping layers, so the same pre-hook drives both."""
         tabled = [m for m in model.modules() if getattr(getattr(m, "spec", None), "timesteps", 0)
                   and hasattr(m, "set_timestep")]
         if not tabled:
@@ -148,6 +153,9 @@ class StepTableSelector(nn.Module):
         if wrong:
             raise ValueError(f"quantizer tables have {wrong} rows but the schedule has {len(self.timesteps)} timesteps")
         object.__setattr__(self, "_tabled", tabled)
+
+    def vq_attach(self, model: nn.Module) -> None:
+        self.bind(model)
         model.register_forward_pre_hook(self._pre_hook, with_kwargs=True)
 
     def vq_describe(self) -> dict:
