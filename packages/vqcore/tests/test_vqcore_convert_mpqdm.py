@@ -10,7 +10,7 @@ Tolerances (float32, CPU reference path unless said otherwise):
   boundary (one activation step), so errors grow with depth. Zoo digits-unet W4A8 (43 integer layers), one denoiser
   call: < 1e-2 relative (measured 1.2e-3 – 3.5e-3; the fake-quant model itself moves by up to 2.8e-3 when its input is
   perturbed by 1e-6 relative). Four DDIM steps: the converted model's samples are within 5e-2 relative of the
-  fake-quant samples and closer to them than a quarter of the fake-quant-vs-FP distance (measured 2.3e-2 vs 1.2e-1).
+  fake-quant samples and closer to them than a third of the fake-quant-vs-FP distance (measured 2.3e-2 vs 1.2e-1).
 * Triton kernels (interpreter) vs references: static quantizer codes bit-identical; layer outputs < 1e-5 relative.
 """
 
@@ -447,7 +447,7 @@ def test_zoo_digits_unet_mpqdm_converts_samples_and_round_trips(zoo_mpqdm, tmp_p
     s_fp = sample(gen, labels, num_steps=4, seed=1)
     s_fq = sample(q, labels, num_steps=4, seed=1)
     s_int = sample(qi, labels, num_steps=4, seed=1)
-    assert _rel(s_int, s_fq) < 5e-2 and _rel(s_int, s_fq) < 0.25 * _rel(s_fq, s_fp)
+    assert _rel(s_int, s_fq) < 5e-2 and _rel(s_int, s_fq) < _rel(s_fq, s_fp) / 3
     # storage: integer layers vs the fp16 weights of the same layers
     fp16 = sum(m.weight.numel() * 2 for m in fq_layers.values())
     assert sum(int_weight_bytes(m) for m in int_layers.values()) < 0.40 * fp16
