@@ -7,7 +7,9 @@ For each environment, confounding strength σ (k-step additive confounder, k = -
      the stricter "exact" rate (lag == k−1);
   3. Stage 2: BC, DoubIL and ResiduIL (Swamy et al., fixed lag 1), C2L (simulator, identified lag) and C2L* (offline,
      identified lag); action MSE vs the clean expert on clean/noisy test states; return in the clean and noisy env.
-Writes results.json, results.md and plots under --out. ``--quick`` is the CPU-minutes setting.
+Writes results.json, results.md and plots (stage 2 vs σ; stage-1 rejection rate per candidate lag) under --out.
+``--quick`` is the CPU-minutes setting; ``--identify-only`` runs stage 1 alone; ``--kind multiplicative`` uses the
+official code's windowed multiplicative confounder instead of the k-step additive one.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
+# this file is named like the package: drop its own folder from sys.path so `import c2l` finds the library
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 for sub in ("packages/commons/src", "packages/c2l/src"):
     if str(REPO / sub) not in sys.path:
         sys.path.insert(0, str(REPO / sub))
@@ -46,14 +51,29 @@ LABELS = {"bc": "BC", "doubil": "DoubIL (lag 1)", "residuil": "ResiduIL (lag 1)"
           "c2l_star_oracle": "C2L* (offline, true lag k−1)"}
 
 
+def confounding(args, sigma: float) -> ConfoundingConfig:
+    """k-step additive noise (default) or the official code's multiplicative windowed model (window of
+    ``--window`` steps starting in [0, 100), scale 0.1)."""
+    if args.kind == "multiplicative":
+        return ConfoundingConfig(k=args.k, sigma=sigma, kind="multiplicative", window=args.window,
+                                 window_start_max=100)
+    return ConfoundingConfig(k=args.k, sigma=sigma)
+
+
+def reject_rate_per_lag(ident, n_traj: int, max_lag: int) -> list[float]:
+    """Fraction of tested trajectories whose lag-j candidate was rejected (p < α = 10/n of that very test)."""
+    rej = np.full((n_traj, max_lag), np.nan)
+    for t in ident.tests:
+        rej[t.trajectory, t.lag - 1] = 0.0 if t.valid else 1.0
+    return np.nanmean(rej, 0).tolist() if ident.tests else []
+
+
 def run_cell(env: str, sigma: float, seed: int, args) -> dict:
-    cc = ConfoundingConfig(k=args.k, sigma=sigma)
+    cc = confounding(args, sigma)
     ms = args.max_steps
     t0 = time.perf_counter()
     ex = args.expert
     train = generate_dataset(env, args.n_traj, cc, seed=seed, max_steps=ms, expert=ex)
-    test_clean = generate_dataset(env, args.n_test, None, seed=10_000 + seed, max_steps=ms, expert=ex)
-    test_noisy = generate_dataset(env, args.n_test, cc, seed=20_000 + seed, max_steps=ms, expert=ex)
     ident = identify_iv(train, max_lag=args.max_lag, num_nullsims=args.nullsims, seed=seed,
                         kernel_width=args.kernel_width, null=args.null)
     hop = ident.lag
@@ -61,10 +81,15 @@ def run_cell(env: str, sigma: float, seed: int, args) -> dict:
                  "id_acc": identification_accuracy(ident.per_trajectory_lags, args.k),
                  "id_exact": float(np.mean([j == cc.valid_lag for j in ident.per_trajectory_lags])),
                  "fallback": ident.used_random_fallback,
-                 "reject_rate_per_lag": np.nanmean(ident.pvalue_matrix() < np.array(
-                     [[t.alpha for t in ident.tests if t.trajectory == i][0] for i in range(len(train))])[:, None], 0
-                 ).tolist() if ident.tests else [],
-                 "train_return": float(np.mean([t.ret for t in train])), "steps": train.num_steps}
+                 "switched": float(np.mean(ident.switched)),
+                 "reject_rate_per_lag": reject_rate_per_lag(ident, len(train), args.max_lag),
+                 "train_return": float(np.mean([t.ret for t in train])), "steps": train.num_steps,
+                 "mean_length": float(np.mean([len(t) for t in train]))}
+    if args.identify_only:
+        row["seconds"] = time.perf_counter() - t0
+        return row
+    test_clean = generate_dataset(env, args.n_test, None, seed=10_000 + seed, max_steps=ms, expert=ex)
+    test_noisy = generate_dataset(env, args.n_test, cc, seed=20_000 + seed, max_steps=ms, expert=ex)
     common = {"steps": args.steps, "hidden": args.hidden, "seed": seed}
     bc = BC(lr=1e-3, **common).fit(train)
     learners = {"bc": bc}
@@ -106,8 +131,11 @@ def summarize(rows: list[dict], envs, sigmas, k: int) -> tuple[list[dict], list[
             ident_rows.append({"env": env, "σ": sigma, "seeds": len(cell), "identified lags": str(lags),
                                "accuracy (lag≥k−1)": _ms([r["id_acc"] for r in cell]),
                                "exact (lag=k−1)": _ms([r["id_exact"] for r in cell]),
+                               "switched": _ms([r.get("switched", float("nan")) for r in cell], 2),
                                "reject rate lag 1": f"{rr[:, 0].mean():.2f}",
                                "reject rate lags ≥k−1": f"{rr[:, max(k - 2, 0):].mean():.2f}" if rr.size else ""})
+            if "bc/mse_clean" not in cell[0]:  # --identify-only
+                continue
             for m in METHODS:
                 method_rows.append({"env": env, "σ": sigma, "method": LABELS[m],
                                     "action MSE (clean states)": _ms([r[f"{m}/mse_clean"] for r in cell]),
@@ -124,6 +152,34 @@ def summarize(rows: list[dict], envs, sigmas, k: int) -> tuple[list[dict], list[
 def _ms(values, digits: int = 3) -> str:
     v = np.asarray(values, dtype=float)
     return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}"
+
+
+def plot_rejections(rows, envs, sigmas, k: int, out: Path) -> Path:
+    """Stage 1: rejection rate of the pseudo-variable HSIC test per candidate lag, one line per σ."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(envs), figsize=(5.5 * len(envs), 3.8), squeeze=False)
+    for col, env in enumerate(envs):
+        ax = axes[0, col]
+        for s in sigmas:
+            rr = np.array([r["reject_rate_per_lag"] for r in rows if r["env"] == env and r["sigma"] == s])
+            if rr.size:
+                ax.plot(np.arange(1, rr.shape[1] + 1), rr.mean(0), marker="o", label=f"σ = {s:g}")
+        ax.axvspan(0.5, max(k - 1, 1) - 0.5, color="red", alpha=0.12, label="invalid lags (< k−1)")
+        ax.set_xlabel("candidate lag j (instrument s_{t−j})")
+        ax.set_ylabel("rejection rate at α = 10/n")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(env)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "c2l_identification.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def plot(rows, envs, sigmas, out: Path) -> list[Path]:
@@ -188,12 +244,18 @@ def main(argv=None) -> int:
     p.add_argument("--max-steps", type=int, default=400)
     p.add_argument("--expert", default=None, help="expert spec for every env (default: each env's default expert)")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "c2l")
+    p.add_argument("--kind", choices=["additive", "multiplicative"], default="additive",
+                   help="confounding model: k-step additive (default) or the official multiplicative window")
+    p.add_argument("--window", type=int, default=100, help="multiplicative: noisy window length (official 100)")
+    p.add_argument("--identify-only", action="store_true", help="stage 1 only (no policy learning)")
     p.add_argument("--replot", action="store_true", help="only redraw the plot from an existing results.json")
     args = p.parse_args(argv)
     if args.replot:
         saved = json.loads((args.out / "results.json").read_text(encoding="utf-8"))
         a = saved["meta"]["args"]
-        plot(saved["rows"], a["envs"], a["sigmas"], args.out)
+        plot_rejections(saved["rows"], a["envs"], a["sigmas"], a["k"], args.out)
+        if not a.get("identify_only"):
+            plot(saved["rows"], a["envs"], a["sigmas"], args.out)
         return 0
     q = args.quick
     args.envs = args.envs or ["linear", "lunarlander"]
@@ -216,7 +278,9 @@ def main(argv=None) -> int:
     for env, sigma, seed in tqdm(cells, desc="c2l bench"):
         rows.append(run_cell(env, sigma, seed, args))
     ident_rows, method_rows = summarize(rows, args.envs, args.sigmas, args.k)
-    images = plot(rows, args.envs, args.sigmas, args.out)
+    images = [plot_rejections(rows, args.envs, args.sigmas, args.k, args.out)]
+    if not args.identify_only:
+        images = plot(rows, args.envs, args.sigmas, args.out) + images
     meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": platform.platform(),
             "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
             "seconds": time.perf_counter() - t0, "args": {k: (str(v) if isinstance(v, Path) else v)
@@ -225,11 +289,14 @@ def main(argv=None) -> int:
                                           "methods": method_rows})
     md = [f"# C2L benchmark ({'quick' if q else 'full'})", "",
           f"{meta['date']} · {meta['machine']} · CPU · {meta['seconds']:.0f} s · k = {args.k} "
-          f"(valid lags ≥ {max(args.k - 1, 1)}) · {args.n_traj} train trajectories · {args.steps} steps/learner · "
-          f"hidden {args.hidden} · seeds {args.seeds} · HSIC width {args.kernel_width}, null {args.null}",
-          "", "## Stage 1: IV identification", "", markdown_table(ident_rows), "",
-          "## Stage 2: policies (mean ± std over seeds)", "", markdown_table(method_rows), "",
-          f"![plot]({images[0].name})", ""]
+          f"(valid lags ≥ {max(args.k - 1, 1)}) · {args.n_traj} train trajectories · "
+          + ("stage 1 only" if args.identify_only else f"{args.steps} steps/learner · hidden {args.hidden}")
+          + f" · seeds {args.seeds} · HSIC width {args.kernel_width}, null {args.null} · "
+          f"{args.kind} confounding · max lag {args.max_lag} · {args.nullsims} null simulations",
+          "", "## Stage 1: IV identification", "", markdown_table(ident_rows), ""]
+    if method_rows:
+        md += ["## Stage 2: policies (mean ± std over seeds)", "", markdown_table(method_rows), ""]
+    md += [f"![plot]({img.name})" for img in images] + [""]
     (args.out / "results.md").write_text("\n".join(md), encoding="utf-8")
     print("\n".join(md))
     return 0

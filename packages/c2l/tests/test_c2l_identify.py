@@ -148,3 +148,53 @@ def test_centered_iv_removes_the_intercept_bias():
     _, b_cen = linear_iv_pseudo_variable(x[:, None], y[:, None], z[:, None], center=True)
     assert abs(b_cen[0, 0] - 2.0) < 0.15
     assert abs(b_raw[0, 0] - 2.0) > 0.2
+
+
+def test_lag_search_follows_the_official_switch_rule_and_vote(monkeypatch):
+    """Constructed validity patterns (lags 6..1): smallest accepted lag whose lag−1 is rejected, vote, ties → larger."""
+    import c2l.identify as ident
+
+    valid_lags = {0: {6, 5, 4, 3, 2}, 1: {6, 5, 3}, 2: {1, 2, 3, 4, 5, 6}, 3: {2}, 4: {6, 5, 4, 3}}
+
+    def fake_test(obs, acts, lag, *, alpha=None, trajectory=0, **kw):
+        n = len(obs) - lag
+        ok = lag in valid_lags[trajectory]
+        return ident.CandidateTest(trajectory, lag, 0.0, 1.0 if ok else 0.0, 10.0 / n, ok, n)
+
+    monkeypatch.setattr(ident, "iv_candidate_test", fake_test)
+    trajs = [(np.zeros((40, 1)), np.zeros((40, 1)))] * 5
+    res = identify_iv(trajs, max_lag=6, seed=0)
+    assert res.per_trajectory_lags[:2] == [2, 3] and res.per_trajectory_lags[3:] == [2, 3]
+    assert res.switched == [True, True, False, True, True]  # all-valid trajectory 2: no switch, no vote
+    assert res.votes == {2: 2, 3: 2} and res.lag == 3  # tie between lags 2 and 3 goes to the larger
+    assert 1 <= res.per_trajectory_lags[2] <= 7 and not res.used_random_fallback
+    assert [t.lag for t in res.tests[:6]] == [6, 5, 4, 3, 2, 1]  # scanned from max_lag down, as the code
+    # no trajectory switches: the random lag in [1, max_lag + 1] (official randint(1, 21) for max_lag 20)
+    valid_lags.update({i: set(range(1, 7)) for i in range(5)})
+    res = identify_iv(trajs, max_lag=6, seed=0)
+    assert res.used_random_fallback and res.votes == {} and 1 <= res.lag <= 7
+    assert res.per_trajectory_lags == [res.lag] * 5
+
+
+def test_candidate_test_aligns_rows_and_uses_the_official_threshold(monkeypatch):
+    """Treatment s_{j:T}, outcome a_{j:T}, candidate s_{0:T−j} (Z_t = s_{t−j}); α = 10/(T − j)."""
+    import c2l.identify as ident
+
+    seen = {}
+    real = ident.hsic_test
+
+    def spy(a, z, **kw):
+        seen["a"], seen["z"] = a, z
+        return real(a, z, **kw)
+
+    monkeypatch.setattr(ident, "hsic_test", spy)
+    rng = np.random.default_rng(0)
+    obs, acts = rng.normal(size=(60, 2)), rng.normal(size=(60, 1))
+    res = iv_candidate_test(obs, acts, lag=4, num_nullsims=50, seed=0)
+    assert res.num_samples == 56 and res.alpha == pytest.approx(10 / 56)
+    np.testing.assert_array_equal(seen["z"], obs[:56])
+    a_ref, _ = linear_iv_pseudo_variable(obs[4:], acts[4:], obs[:56])
+    np.testing.assert_allclose(seen["a"], a_ref)
+    # just-identified IV: the pseudo-variable is exactly orthogonal to the candidate (why linear-Gaussian data
+    # cannot reveal an invalid instrument: only non-linear dependence is left for HSIC to find)
+    np.testing.assert_allclose(obs[:56].T @ a_ref, 0.0, atol=1e-9)

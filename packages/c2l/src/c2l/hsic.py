@@ -77,7 +77,8 @@ def hsic_test(
     """Test ``x ⟂ y`` (both ``[n]`` or ``[n, d]``, jointly multivariate) with the RFF spectral HSIC test.
 
     ``width``: Gaussian kernel width for both variables; ``1.0`` is the official setting (kerpy's default, median
-    heuristic off, data not standardised); ``"median"`` uses the median pairwise distance of each variable instead.
+    heuristic off, data not standardised); ``"median"`` uses the median pairwise distance of each variable instead
+    (kerpy's own median heuristic, unused by the official code, divides that distance by √2).
 
     ``null="spectral"`` (official) assumes i.i.d. rows. For rows that are consecutive time steps of one trajectory
     (autocorrelated, as in C2L's per-trajectory test) that null is anti-conservative; ``null="shift"`` (not in the

@@ -269,7 +269,10 @@ class BC(_Learner):
 
 def _sample_conditional_states(sim, pi_bc: MLPPolicy, z: np.ndarray, hop: int, sigma: np.ndarray, steps: int,
                                rng: np.random.Generator) -> np.ndarray:
-    """Draw one state per row of ``z`` by simulating ``steps`` steps from it with ``π_BC + σ ε`` actions."""
+    """Draw one state per row of ``z`` by simulating ``steps`` steps from it with ``π_BC + σ ε`` actions.
+
+    A simulated episode that terminates inside the ``steps`` steps (e.g. a LunarLander crash) is stepped on from its
+    terminal state (every step resets the simulator to the current observation); termination is not modelled."""
     s = z.copy()
     for _ in range(steps):
         a = pi_bc.act(s) + sigma * rng.standard_normal((len(s), len(sigma)))
