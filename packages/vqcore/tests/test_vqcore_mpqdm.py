@@ -342,3 +342,37 @@ def test_mpq_dm_w8a8_has_nine_bit_outlier_channels_end_to_end(tmp_path):
         err_rtn = float((rtn(*item.args, **item.kwargs).sample - fp).pow(2).mean())
     err = float((out - fp).pow(2).mean())
     assert err < 1.5 * err_rtn, (err, err_rtn)  # W8A8 with 9-bit outlier channels is as close to FP as RTN W8A8
+
+
+def test_mpq_dm_resumes_after_an_interruption_mid_rollout(tmp_path, monkeypatch):
+    """A crash in the middle of a rollout resumes from the last rollout boundary and ends exactly where the
+    uninterrupted run ends (checkpoints hold settled step tables, the trajectory restarts with the next rollout)."""
+    model, calib = tiny_unet_calib()
+    orig = UniformQuantizer.set_timestep
+    calls = {"n": 0, "crash": None, "first": None}
+
+    def spy(self, index):
+        if isinstance(self.scale, nn.Parameter) and self.scale.requires_grad:
+            calls["first"] = calls["first"] or self
+            if self is calls["first"]:
+                calls["n"] += 1
+                if calls["n"] == calls["crash"]:
+                    raise KeyboardInterrupt
+        orig(self, index)
+
+    monkeypatch.setattr(UniformQuantizer, "set_timestep", spy)
+
+    def run(ckpt, crash=None):
+        calls.update(n=0, crash=crash, first=None)
+        q = vqcore.quantize(model, method="mpq-dm", w_bits=4, a_bits=8, calib=calib, iters=3, batch_size=2,
+                            lrs={"act_scale": 0.05}, checkpoint=ckpt, checkpoint_every=3, progress=False)
+        return q.state_dict(), q.vqcore_report.details
+
+    full, _ = run(tmp_path / "a.pt")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b.pt", crash=10)  # step 2 of the 3rd rollout (4 steps each; checkpoint_every=3 -> 4)
+    resumed, details = run(tmp_path / "b.pt")
+    assert details["optimizer_steps"] == 12
+    assert full.keys() == resumed.keys()
+    for name in full:
+        assert torch.equal(full[name], resumed[name]), name

@@ -239,8 +239,9 @@ def _put(args, kwargs, where, value):
 class MPQDM(Method):
     """MPQ-DM (see module docstring). Options: ``iters`` (rollouts), ``num_steps``, ``batch_size``, ``omq``, ``trd``,
     ``trd_grad``, ``trd_weight``, ``alpha``, ``k_fractions``, ``lora_rank``, ``lrs``, ``search_items``, ``scheduler``,
-    ``trd_module``, ``seed``, ``checkpoint``, ``progress``, ``act_lr`` (``"relative"``: the activation-table lr is a
-    fraction of each table's initial Δ; ``"absolute"``: the code's plain lr), ``lazy_rows`` (update only the row of
+    ``trd_module``, ``seed``, ``checkpoint``, ``checkpoint_every`` (optimiser steps, rounded up to whole rollouts:
+    a resumed run restarts at a rollout boundary), ``progress``, ``act_lr`` (``"relative"``: the activation-table lr
+    is a fraction of each table's initial Δ; ``"absolute"``: the code's plain lr), ``lazy_rows`` (update only the row of
     the current denoising step; False = the code's AdamW over whole tables), ``weight_init`` (``"mse"`` as the code,
     or ``"minmax"``)."""
 
@@ -258,7 +259,7 @@ class MPQDM(Method):
             alpha: float = 0.5, k_fractions=(0.0, 0.1), lora_rank: int = 32, lrs: dict | None = None,
             search_items: int = 32, scheduler=None, trd_module: str | None = None, seed: int = 0, checkpoint=None,
             progress: bool = True, act_lr: str = "relative", lazy_rows: bool = True, weight_init: str = "mse",
-            **options) -> dict[str, Any]:
+            checkpoint_every: int = 100, **options) -> dict[str, Any]:
         if options:
             raise TypeError(f"mpq-dm got unknown options {sorted(options)}")
         if not isinstance(iters, int) or iters < 0:
@@ -272,6 +273,8 @@ class MPQDM(Method):
             raise ValueError("mpq-dm needs calibration data (calib=...)")
         if fp_model is None:
             raise ValueError("mpq-dm needs the full-precision teacher (fp_model)")
+        if not isinstance(checkpoint_every, int) or isinstance(checkpoint_every, bool) or checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be a positive int (optimiser steps), got {checkpoint_every!r}")
         if act_lr not in ("relative", "absolute"):
             raise ValueError(f"act_lr must be 'relative' or 'absolute', got {act_lr!r}")
         act_default = ACT_LR_RELATIVE if act_lr == "relative" else ACT_LR_CODE
@@ -320,7 +323,7 @@ class MPQDM(Method):
             trd_name = trd_module or blocks[-1]
             losses = self._rollouts(qmodel, fp_model, items, main, lrs, iters, num_steps, batch_size, trd, trained_rows,
                                     trd_grad, trd_weight, trd_name, scheduler, seed, checkpoint, progress, act_lr,
-                                    lazy_rows)
+                                    lazy_rows, checkpoint_every)
         sched = scheduler or _default_scheduler(fp_model)
         sched.set_timesteps(num_steps)
         attach_step_tables(qmodel, [float(t) for t in sched.timesteps])
@@ -417,24 +420,28 @@ class MPQDM(Method):
         return groups
 
     def _rollouts(self, qmodel, fp_model, items, main, lrs, iters, num_steps, batch_size, trd, trained_rows, trd_grad,
-                  trd_weight, trd_name, scheduler, seed, checkpoint, progress, act_lr="relative", lazy_rows=True
-                  ) -> list[float]:
+                  trd_weight, trd_name, scheduler, seed, checkpoint, progress, act_lr="relative", lazy_rows=True,
+                  checkpoint_every: int = 100) -> list[float]:
         groups = self._groups(qmodel, main, lrs, act_lr)
         act_tables = [p for g in groups if g["name"].startswith("act_scale") for p in g["params"]]
         kept: list[torch.Tensor] = []  # every row as its own last step left it (lazy per-row updates)
-        last = {"k": None}
 
         @torch.no_grad()
-        def settle_rows() -> None:
-            """Keep the optimiser's update of the row used at the previous step only; every other row goes back to
-            its value after its own last step (AdamW's momentum and decay would otherwise keep moving rows that
-            the loss did not touch), then project Δ > 0."""
-            k_prev = last["k"]
-            if not kept:  # first step (after a resume too): the tables as they are now
-                kept.extend(p.detach().clone() for p in act_tables)
+        def start_rows() -> None:
+            """Before the first step (of a run or of a resumed run): the tables as they are now, Δ > 0. A checkpoint
+            is written after :func:`settle_rows`, when every row equals its kept value, so resuming is exact."""
+            if not kept:
+                kept.extend(p.detach().clamp_(min=1e-8).clone() for p in act_tables)
+
+        @torch.no_grad()
+        def settle_rows(i: int) -> None:
+            """After the optimiser step of iteration ``i``: keep its update of the row of that step only; every other
+            row goes back to its value after its own last step (AdamW's momentum and decay would otherwise keep
+            moving rows that the loss did not touch), then project Δ > 0."""
+            k = i % num_steps
             for p, keep in zip(act_tables, kept):
-                if k_prev is not None and lazy_rows:
-                    keep[k_prev] = p[k_prev]
+                if lazy_rows:
+                    keep[k] = p[k]
                     p.copy_(keep)
                 p.clamp_(min=1e-8)
                 keep.clamp_(min=1e-8)
@@ -473,8 +480,7 @@ class MPQDM(Method):
                 g = torch.Generator().manual_seed(rng.randrange(2**31))
                 state["x"] = torch.randn(x0.shape, generator=g).to(device=device, dtype=x0.dtype)
             t = sched.timesteps[k]
-            settle_rows()
-            last["k"] = k
+            start_rows()
             trained_rows[k] = float(t)
             for q in tabled:
                 q.set_timestep(k)
@@ -489,12 +495,13 @@ class MPQDM(Method):
                 state["x"] = sched.step(eps_fp, t, x).prev_sample
             return loss
 
+        # checkpoints only at rollout boundaries: the trajectory x_t of a half-finished rollout is not saved, so a
+        # resumed run starts the next rollout exactly as the uninterrupted run would
+        every = -(-checkpoint_every // num_steps) * num_steps
         cfg = ReconConfig(iters=iters * num_steps, lrs={"all": 1.0}, weight_decay=0.01, schedule="linear", seed=seed,
-                          checkpoint=checkpoint, progress=progress)
+                          checkpoint=checkpoint, checkpoint_every=every, progress=progress)
         try:
-            losses = optimize(qmodel, groups, step, cfg, desc="mpq-dm rollouts")
-            settle_rows()
-            return losses
+            return optimize(qmodel, groups, step, cfg, desc="mpq-dm rollouts", after_step=settle_rows)
         finally:
             if hooks:
                 for h in hooks:

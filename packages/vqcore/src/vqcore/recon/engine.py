@@ -180,9 +180,14 @@ def _schedule(opt: torch.optim.Optimizer, config: ReconConfig):
 
 
 def optimize(model: nn.Module, groups: list[dict], step_loss: Callable[[int, random.Random], torch.Tensor],
-             config: ReconConfig, desc: str = "reconstruction", regularizer: Callable[[int], torch.Tensor] | None = None
-             ) -> list[float]:
-    """Run ``config.iters`` steps of ``loss = step_loss(i, rng) (+ regularizer(i))``; checkpoint and resume."""
+             config: ReconConfig, desc: str = "reconstruction",
+             regularizer: Callable[[int], torch.Tensor] | None = None,
+             after_step: Callable[[int], None] | None = None) -> list[float]:
+    """Run ``config.iters`` steps of ``loss = step_loss(i, rng) (+ regularizer(i))``; checkpoint and resume.
+
+    ``after_step(i)`` runs after the optimiser step of iteration ``i`` and before its checkpoint (e.g. to project
+    parameters), so a checkpoint holds the parameters as the next iteration will see them.
+    """
     losses: list[float] = []
     if config.iters == 0 or not groups:
         if not groups:
@@ -218,6 +223,8 @@ def optimize(model: nn.Module, groups: list[dict], step_loss: Callable[[int, ran
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
         opt.step()
         sched.step()
+        if after_step is not None:
+            after_step(i)
         losses.append(float(loss.detach()))
         if i % 10 == 0:
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
