@@ -255,7 +255,7 @@ def test_rollout_distillation_follows_the_fp_trajectory_and_lowers_eps_error():
     assert eps_error() < before
 
 
-def test_cli_quantizes_a_saved_diffusers_model(tmp_path):
+def test_cli_quantizes_and_converts_a_saved_diffusers_model(tmp_path, capsys):
     from vqcore.cli import main
 
     model = tiny_cogvideox()
@@ -270,6 +270,20 @@ def test_cli_quantizes_a_saved_diffusers_model(tmp_path):
     with pytest.raises(SystemExit, match="exists"):
         main(["quantize", "--model", str(tmp_path / "fp"), "--class", "CogVideoXTransformer3DModel", "--out",
               str(tmp_path / "q")])
+    # ... and to integer weights: the saved integer model loads back and matches the fake-quant one
+    assert main(["convert", str(tmp_path / "q"), "--model", str(tmp_path / "fp"), "--class",
+                 "CogVideoXTransformer3DModel", "--out", str(tmp_path / "int")]) == 0
+    from vqcore.convert import int_weight_bytes
+
+    report = capsys.readouterr().out
+    ratio = float(report.rsplit("(", 1)[1].split()[0])
+    int_model = vqcore.load_converted(tiny_cogvideox(), tmp_path / "int")
+    fp16 = int_weight_bytes(tiny_cogvideox()) // 2  # the fp32 model's linear weights at 2 bytes each
+    assert "integer model saved" in report and ratio == pytest.approx(int_weight_bytes(int_model) / fp16, abs=1e-3)
+    assert int_weight_bytes(int_model) < int_weight_bytes(loaded)  # packed codes are smaller than fake-quant weights
+    with torch.no_grad():
+        ref, out = loaded(**cog_inputs(seed=5)).sample, int_model(**cog_inputs(seed=5)).sample
+    assert (out - ref).abs().max() <= 1e-3 * ref.abs().max()
 
 
 def test_quantize_is_deterministic_given_the_seed():

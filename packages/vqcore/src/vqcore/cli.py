@@ -120,13 +120,16 @@ def cmd_quantize(args) -> int:
 def cmd_convert(args) -> int:
     import vqcore
 
+    from .convert import int_weight_bytes
+
     model = _load_model(args.model, args.model_class).eval()
+    fp16_bytes = int_weight_bytes(model) // next(model.parameters()).element_size() * 2  # before load() swaps layers
     qmodel = vqcore.load(args.checkpoint, model)
     int_model = vqcore.convert(qmodel)
     vqcore.save_converted(int_model, args.out)
-    from .convert import linear_weight_bytes
-
-    print(f"integer model saved to {args.out}; linear weights {linear_weight_bytes(int_model) / 2**20:.2f} MiB")
+    stored = int_weight_bytes(int_model)
+    print(f"integer model saved to {args.out}; linear + conv weights {stored / 2**20:.2f} MiB "
+          f"({stored / max(fp16_bytes, 1):.3f} of fp16)")
     return 0
 
 
