@@ -166,6 +166,14 @@ class UniformQuantizer(nn.Module):
     def _fake(self, x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, ste: bool = True,
               soft_round: torch.Tensor | None = None) -> torch.Tensor:
         spec = self.spec
+        if soft_round is None and not (torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad
+                                                                    or zp.requires_grad)):
+            # No autograd graph to build (sampling, evaluation, range search): the same arithmetic in place on one
+            # buffer. Bit-identical to the path below (round_ste's forward value is exactly round(x): r − x is exact
+            # for |r − x| ≤ ½ and adding x back gives the representable r), and several times faster on CPU,
+            # where fresh full-size temporaries dominate the cost of fake-quantizing activations.
+            q = x / scale
+            return q.round_().add_(zp).clamp_(spec.qmin, spec.qmax).sub_(zp).mul_(scale)
         if soft_round is not None:  # AdaRound: floor + learned offset in [0, 1]
             q = torch.floor(x / scale).detach() + soft_round
         else:
@@ -195,7 +203,8 @@ class UniformQuantizer(nn.Module):
         best_err = best_scale = best_zp = None
         for r in ratios:
             scale, zp = self._qparams_from_range(lo * r, hi * r)
-            err = (self._fake(xg, scale, zp, ste=False) - xg).abs().pow(p).sum(dim=dims, keepdim=True)
+            with torch.no_grad():  # in place on the fresh fake-quantized tensor: no extra full-size temporaries
+                err = _abs_pow_(self._fake(xg, scale, zp, ste=False).sub_(xg), p).sum(dim=dims, keepdim=True)
             if best_err is None:
                 best_err, best_scale, best_zp = err, scale, zp
             else:
@@ -312,6 +321,20 @@ class UniformQuantizer(nn.Module):
         table = f", timesteps={s.timesteps}" if s.timesteps else ""
         return (f"bits={s.bits}, {'sym' if s.symmetric else 'asym'}, {s.granularity}{extra}, init={s.init}, "
                 f"learn={s.learn}{table}, enabled={self.enabled}")
+
+
+def _abs_pow_(e: torch.Tensor, p: float) -> torch.Tensor:
+    """``|e|^p`` in place. ``p = 2`` squares (exactly ``pow(2)``); other exponents use ``exp(p·log|e|)`` (0 stays 0),
+    on the CPU, equal to ``pow`` to float32 rounding (~1e-6 relative) and ~3× faster there, where ``pow`` with a
+    fractional exponent dominated the 80-candidate ``mse`` range search (EfficientDM/MPQ-DM's L_2.4 error)."""
+    e.abs_()
+    if p == 2.0:
+        return e.mul_(e)
+    if p == 1.0:
+        return e
+    if e.device.type != "cpu":  # memory-bound there: one pass beats three
+        return e.pow_(p)
+    return e.log_().mul_(p).exp_()
 
 
 def lp_error(x: torch.Tensor, x_hat: torch.Tensor, p: float = 2.0) -> torch.Tensor:

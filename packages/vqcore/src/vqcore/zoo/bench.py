@@ -87,6 +87,12 @@ def _calibration(model, labels, steps, guidance, seed, max_bytes):
     return cap.result
 
 
+def _sample_eval(model, labels, sample_kw) -> torch.Tensor:
+    """Evaluation sampling (FP reference and every quantized row): no autograd state at all (``inference_mode``)."""
+    with torch.inference_mode():
+        return sample(model, labels, **sample_kw)
+
+
 def clearly_worse(acc_fp: float, acc_q: float, n: int, fd_fp: float, fd_q: float) -> bool:
     """The benchmark's "clearly worse than FP" bar: the Fréchet distance at least doubles, or the accuracy drops by
     at least 0.10, or by more than two standard errors of the difference of two proportions over ``n`` samples each
@@ -103,70 +109,149 @@ def _video_rows(v: torch.Tensor, n: int = 2) -> list[torch.Tensor]:
     return [v[i, :, f] for i in range(min(n, v.shape[0])) for f in range(v.shape[2])]
 
 
-def run_benchmark(preset: str = "quick", device: str = "cpu", seed: int = 0, kinds=("video", "image"),
-                  methods: list[str] | None = None, out: Path | None = None, settings: dict | None = None) -> dict:
-    """Run the benchmark and return ``{"rows": [...], "sanity": {...}, "meta": {...}}`` (see module docstring)."""
+def _prepare_kind(kind: str, p: dict, device: torch.device, seed: int) -> dict:
+    """Everything a kind's rows share, computed once: models, held-out reference features, the FP samples (from the
+    evaluation seeds) and their metrics, and the calibration set (FP trajectories of disjoint labels/seeds)."""
+    video = kind == "video"
+    t_kind = time.perf_counter()
+    gen = load("moving-digits-dit" if video else "digits-unet", device=device)
+    clf = load("moving-digits-classifier" if video else "digits-classifier", device="cpu")
+    n = p["n_video" if video else "n_image"]
+    guidance = VIDEO_GUIDANCE if video else IMAGE_GUIDANCE
+    evaluate = evaluate_videos if video else evaluate_images
+    t0 = time.perf_counter()
+    real, _ = real_reference(kind, n=p["n_real"], seed=123)
+    real_feats, _ = features(clf, real)  # computed once per kind, shared by every row
+    t_ref = time.perf_counter() - t0
+    labels = torch.arange(n) % 10
+    sample_kw = dict(num_steps=p["steps"], guidance_scale=guidance, seed=seed + 10_000, batch_size=50)
+    t0 = time.perf_counter()
+    fp = _sample_eval(gen, labels, sample_kw)  # the FP reference: sampled once, compared against by every row
+    fp_seconds = time.perf_counter() - t0
+    fp_metrics = evaluate(fp, labels, clf, real_feats)
+    calib_labels = (torch.arange(p["calib_video" if video else "calib_image"]) * 3 + 1) % 10
+    t0 = time.perf_counter()
+    calib = _calibration(gen, calib_labels, p["steps"], guidance, seed + 50_000,
+                         max_bytes=(768 if video else 512) * 2**20)  # one calibration set shared by all methods
+    t_calib = time.perf_counter() - t0
+    return dict(kind=kind, video=video, gen=gen, clf=clf, n=n, evaluate=evaluate, real_feats=real_feats,
+                labels=labels, sample_kw=sample_kw, fp=fp, fp_metrics=fp_metrics, calib=calib,
+                timings={"reference_s": t_ref, "fp_sample_s": fp_seconds, "calibration_s": t_calib,
+                         "setup_s": time.perf_counter() - t_kind})
+
+
+def _run_row(st: dict, w_bits: int, a_bits: int, method: str, p: dict, seed: int, keep_grid: bool):
+    """Quantize with one method at one setting, sample, evaluate: ``(row, grid samples or None)``."""
     import vqcore
 
+    kind = st["kind"]
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    try:
+        q = vqcore.quantize(st["gen"], method=method, w_bits=w_bits, a_bits=a_bits, calib=st["calib"],
+                            **_options(method, p["iters"]))
+    except Exception as err:  # noqa: BLE001 - one failing method must not hide the others
+        logger.exception("%s %s W%dA%d failed", kind, method, w_bits, a_bits)
+        return {"model": kind, "W/A": f"W{w_bits}A{a_bits}", "method": method,
+                "bits": f"FAILED: {type(err).__name__}: {err}"[:200]}, None
+    qs = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    qsamp = _sample_eval(q, st["labels"], st["sample_kw"])
+    ss = time.perf_counter() - t0
+    m = st["evaluate"](qsamp, st["labels"], st["clf"], st["real_feats"], fp_samples=st["fp"])
+    bits = ", ".join(f"{k}×{v}" for k, v in sorted(q.vqcore_report.bits.items()))
+    row = {"model": kind, "W/A": f"W{w_bits}A{a_bits}", "method": method, "bits": f"{bits} (+FP rest)", **m,
+           "quant_s": qs, "sample_s": ss}
+    logger.info("%s %s W%dA%d: %s", kind, method, w_bits, a_bits, m)
+    grid = None
+    if keep_grid:
+        grid = torch.stack(_video_rows(qsamp) if st["video"] else list(qsamp[:10]))
+    return row, grid
+
+
+# -- worker processes (``jobs > 1``): each keeps its own copy of a kind's shared state, computed once per worker -----
+_WORKER: dict = {}
+
+
+def _worker_init(p: dict, device: str, seed: int, threads: int, log_level: int) -> None:
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=log_level, format="%(asctime)s [worker %(process)d] %(name)s: %(message)s")
+    _WORKER.update(p=p, device=torch.device(device), seed=seed, states={})
+
+
+def _worker_state(kind: str) -> dict:
+    states = _WORKER["states"]
+    if kind not in states:
+        states.clear()  # jobs arrive kind by kind: free the previous kind's model and calibration set
+        states[kind] = _prepare_kind(kind, _WORKER["p"], _WORKER["device"], _WORKER["seed"])
+    return states[kind]
+
+
+def _worker_fp(kind: str) -> dict:
+    st = _worker_state(kind)
+    return {"fp": st["fp"], "fp_metrics": st["fp_metrics"], "timings": st["timings"]}
+
+
+def _worker_row(kind: str, w_bits: int, a_bits: int, method: str, keep_grid: bool):
+    return _run_row(_worker_state(kind), w_bits, a_bits, method, _WORKER["p"], _WORKER["seed"], keep_grid)
+
+
+def run_benchmark(preset: str = "quick", device: str = "cpu", seed: int = 0, kinds=("video", "image"),
+                  methods: list[str] | None = None, out: Path | None = None, settings: dict | None = None,
+                  jobs: int = 1) -> dict:
+    """Run the benchmark and return ``{"rows": [...], "sanity": {...}, "meta": {...}}`` (see module docstring).
+
+    ``jobs > 1`` (CPU only) spreads the (setting, method) rows over that many worker processes with
+    ``torch.get_num_threads() // jobs`` threads each (at least 1); every worker recomputes a kind's FP samples and
+    calibration set from the same seeds, so the rows are the ones a serial run gives."""
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive int, got {jobs!r}")
     p = PRESETS[preset]
     dev = torch.device(device)
-    rows, sanity, grids = [], {}, {}
+    if jobs > 1 and dev.type != "cpu":
+        raise ValueError(f"jobs > 1 runs worker processes on the CPU; use jobs=1 on {dev.type}")
+    t_start = time.perf_counter()
     meta = {"preset": preset, **p, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else
             f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
-            "video_guidance": VIDEO_GUIDANCE, "image_guidance": IMAGE_GUIDANCE, "seed": seed}
+            "video_guidance": VIDEO_GUIDANCE, "image_guidance": IMAGE_GUIDANCE, "seed": seed, "jobs": jobs}
+    plan = {}
+    for kind in kinds:
+        lowest = (VIDEO_SETTINGS if kind == "video" else IMAGE_SETTINGS)[-1]
+        todo = [(w, a, m, (w, a) == lowest)
+                for w, a in (settings or {}).get(kind, VIDEO_SETTINGS if kind == "video" else IMAGE_SETTINGS)
+                for m in methods_for(kind, methods)]
+        plan[kind] = (lowest, todo)
+    if jobs == 1:
+        results = {}
+        for kind in kinds:
+            t_kind = time.perf_counter()
+            st = _prepare_kind(kind, p, dev, seed)
+            logger.info("%s FP: %s", kind, st["fp_metrics"])
+            out_rows = [_run_row(st, w, a, m, p, seed, g) for w, a, m, g in plan[kind][1]]
+            results[kind] = ({"fp": st["fp"], "fp_metrics": st["fp_metrics"],
+                              "timings": {**st["timings"], "total_s": time.perf_counter() - t_kind}}, out_rows)
+            del st
+    else:
+        results = _run_parallel(kinds, plan, p, device, seed, jobs)
+    rows, sanity, grids, timings = [], {}, {}, {}
     for kind in kinds:
         video = kind == "video"
-        gen = load("moving-digits-dit" if video else "digits-unet", device=dev)
-        clf = load("moving-digits-classifier" if video else "digits-classifier", device="cpu")
-        n = p["n_video" if video else "n_image"]
-        guidance = VIDEO_GUIDANCE if video else IMAGE_GUIDANCE
-        evaluate = evaluate_videos if video else evaluate_images
         fd_key = "fvd_like" if video else "fid_like"
-        real, _ = real_reference(kind, n=p["n_real"], seed=123)
-        real_feats, _ = features(clf, real)
-        labels = torch.arange(n) % 10
-        sample_kw = dict(num_steps=p["steps"], guidance_scale=guidance, seed=seed + 10_000, batch_size=50)
-        t0 = time.perf_counter()
-        fp = sample(gen, labels, **sample_kw)
-        fp_seconds = time.perf_counter() - t0
-        fp_metrics = evaluate(fp, labels, clf, real_feats)
+        n = p["n_video" if video else "n_image"]
+        head, out_rows = results[kind]
+        fp, fp_metrics = head["fp"], head["fp_metrics"]
         rows.append({"model": kind, "W/A": "FP", "method": "fp", "bits": "all FP", **fp_metrics,
-                     "quant_s": 0.0, "sample_s": fp_seconds})
-        logger.info("%s FP: %s", kind, fp_metrics)
-        grid = _video_rows(fp) if video else list(fp[:10])
-        grid_labels = ["fp"]
-        calib_labels = (torch.arange(p["calib_video" if video else "calib_image"]) * 3 + 1) % 10
-        calib = _calibration(gen, calib_labels, p["steps"], guidance, seed + 50_000,
-                             max_bytes=(768 if video else 512) * 2**20)
-        lowest = (VIDEO_SETTINGS if video else IMAGE_SETTINGS)[-1]
-        for w_bits, a_bits in (settings or {}).get(kind, VIDEO_SETTINGS if video else IMAGE_SETTINGS):
-            for method in methods_for(kind, methods):
-                torch.manual_seed(seed)
-                t0 = time.perf_counter()
-                try:
-                    q = vqcore.quantize(gen, method=method, w_bits=w_bits, a_bits=a_bits, calib=calib,
-                                        **_options(method, p["iters"]))
-                except Exception as err:  # noqa: BLE001 - one failing method must not hide the others
-                    logger.exception("%s %s W%dA%d failed", kind, method, w_bits, a_bits)
-                    rows.append({"model": kind, "W/A": f"W{w_bits}A{a_bits}", "method": method,
-                                 "bits": f"FAILED: {type(err).__name__}: {err}"[:200]})
-                    continue
-                qs = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                qsamp = sample(q, labels, **sample_kw)
-                ss = time.perf_counter() - t0
-                m = evaluate(qsamp, labels, clf, real_feats, fp_samples=fp)
-                bits = ", ".join(f"{k}×{v}" for k, v in sorted(q.vqcore_report.bits.items()))
-                rows.append({"model": kind, "W/A": f"W{w_bits}A{a_bits}", "method": method,
-                             "bits": f"{bits} (+FP rest)", **m, "quant_s": qs, "sample_s": ss})
-                logger.info("%s %s W%dA%d: %s", kind, method, w_bits, a_bits, m)
-                if (w_bits, a_bits) == lowest:
-                    grid += _video_rows(qsamp) if video else list(qsamp[:10])
-                    grid_labels.append(method)
-                del q
+                     "quant_s": 0.0, "sample_s": head["timings"]["fp_sample_s"]})
+        grid, grid_labels = (_video_rows(fp) if video else list(fp[:10])), ["fp"]
+        for (_, _, method, _), (row, g) in zip(plan[kind][1], out_rows):
+            rows.append(row)
+            if g is not None:
+                grid += list(g)
+                grid_labels.append(method)
+        lowest = plan[kind][0]
         fp_ok = fp_metrics["accuracy"] >= 0.8
         rtn = next((r for r in rows if r["model"] == kind and r["method"] == "rtn"
                     and r["W/A"] == f"W{lowest[0]}A{lowest[1]}" and "accuracy" in r), None)
@@ -179,10 +264,35 @@ def run_benchmark(preset: str = "quick", device: str = "cpu", seed: int = 0, kin
                         f"rtn_lowest_{fd_key}": None if rtn is None else rtn[fd_key],
                         f"fp_{fd_key}": fp_metrics[fd_key], "rtn_lowest_clearly_worse": worse}
         grids[kind] = (grid, grid_labels, 16 if video else 10)
+        kind_rows = [r for r in rows if r["model"] == kind and r["method"] != "fp"]
+        per_method: dict[str, float] = {}
+        for r in kind_rows:
+            per_method[r["method"]] = per_method.get(r["method"], 0.0) + r.get("quant_s", 0.0)
+        timings[kind] = {**head["timings"], "quantize_s": sum(per_method.values()),
+                         "sample_s": sum(r.get("sample_s", 0.0) for r in kind_rows),
+                         "quantize_s_per_method": per_method}
+        logger.info("%s timings: %s", kind, {k: v if isinstance(v, dict) else round(v, 1)
+                                               for k, v in timings[kind].items()})
+    meta["timings"] = {**timings, "total_s": time.perf_counter() - t_start}
     result = {"meta": meta, "rows": rows, "sanity": sanity}
     if out is not None:
         write_outputs(result, grids, Path(out))
     return result
+
+
+def _run_parallel(kinds, plan, p: dict, device: str, seed: int, jobs: int) -> dict:
+    """Rows over ``jobs`` spawned worker processes; a kind's rows are queued after its FP job, in table order."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, torch.get_num_threads() // jobs)
+    level = logging.getLogger().getEffectiveLevel()
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                             initargs=(p, str(device), seed, threads, level)) as pool:
+        futures = {kind: (pool.submit(_worker_fp, kind),
+                          [pool.submit(_worker_row, kind, w, a, m, g) for w, a, m, g in plan[kind][1]])
+                   for kind in kinds}
+        return {kind: (head.result(), [f.result() for f in rows]) for kind, (head, rows) in futures.items()}
 
 
 COLUMNS = ["model", "W/A", "method", "bits", "accuracy", "fvd_like", "fid_like", "flicker", "smoothness", "psnr",
@@ -206,6 +316,20 @@ def write_outputs(result: dict, grids: dict, out: Path) -> None:
                      if r["model"] == kind]
         if kind_rows:
             lines += [f"## {kind}", "", markdown_table(kind_rows), ""]
+    t = meta.get("timings")
+    if t:
+        lines += ["## wall time", ""]
+        for kind in ("video", "image"):
+            if kind in t:
+                k = t[kind]
+                per = ", ".join(f"{m} {v:.0f} s" for m, v in k["quantize_s_per_method"].items())
+                span = f"{k['total_s'] / 60:.1f} min" if "total_s" in k else "in worker processes"
+                lines.append(f"- {kind}: {span} — FP samples {k['fp_sample_s']:.0f} s, "
+                             f"calibration capture {k['calibration_s']:.0f} s, "
+                             f"real reference {k['reference_s']:.0f} s, "
+                             f"quantized sampling {k['sample_s']:.0f} s, quantize {k['quantize_s']:.0f} s ({per})")
+        lines += [f"- total: {t['total_s'] / 60:.1f} min wall ({meta.get('jobs', 1)} process(es)); quantize and "
+                  "sampling are per-row sums", ""]
     lines += ["## sanity bars", ""]
     for kind, s in result["sanity"].items():
         verdict = "PASS" if s["fp_accuracy_ok"] else "FAIL"
@@ -227,11 +351,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("runs/bench/vqcore_quality"))
     ap.add_argument("--kinds", default="video,image")
     ap.add_argument("--methods", default=None, help="comma-separated subset of methods (default: all registered)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="worker processes on the CPU (each recomputes the shared FP samples/calibration; rows are "
+                         "identical to a serial run); e.g. 2 on a 2-core machine")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's own; 1 is faster on a machine shared with other jobs)")
     args = ap.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"--threads must be a positive int, got {args.threads}")
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     result = run_benchmark("quick" if args.quick else "full", args.device, args.seed,
                            tuple(k for k in args.kinds.split(",") if k),
-                           args.methods.split(",") if args.methods else None, args.out)
+                           args.methods.split(",") if args.methods else None, args.out,
+                           **({"jobs": args.jobs} if args.jobs != 1 else {}))
     print((args.out / "results.md").read_text())
     ok = all(s["fp_accuracy_ok"] and s["rtn_lowest_clearly_worse"] for s in result["sanity"].values())
     print("sanity bars:", "PASS" if ok else "FAIL")
