@@ -8,6 +8,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+
 from commons.reporting import DemoSection, markdown_table
 
 
@@ -48,11 +50,16 @@ def run(out_dir: Path, seed: int = 0, samples: int = 40, epochs: int = 1) -> Dem
         d = det.detect_sample(s)
         if k in (4, 9, 14) and s["frames"].get("next") is not None:
             nxt = s["frames"]["next"]
-            panels.append({"title": f"{scene} frame {s['frame']}: prediction for t+1", "det": d,
-                           "gt": {"boxes": nxt["boxes"].numpy(), "labels": nxt["labels"].numpy()}})
+            # the five best-scoring boxes whatever their score: after a smoke-scale budget few pass a threshold,
+            # and the plot should still show where the model looks
+            top = np.argsort(-np.asarray(d["scores"]).reshape(-1))[:5]
+            best = {key: np.asarray(d[key])[top] for key in ("boxes", "scores", "labels")}
+            top_score = float(best["scores"].max()) if len(top) else 0.0
+            panels.append({"title": f"{scene} frame {s['frame']}: prediction for t+1 (best score {top_score:.2f})",
+                           "det": best, "gt": {"boxes": nxt["boxes"].numpy(), "labels": nxt["labels"].numpy()}})
     img = plot_bev(out_dir / "streamdsgn_bev.png", panels, det.config.point_cloud_range,
-                   title="StreamDSGN (tiny): predicted next-frame boxes (colour, score >= 0.3) vs next-frame ground "
-                         "truth (grey)", min_score=0.3)
+                   title="StreamDSGN (tiny): the 5 best-scoring next-frame boxes (colour = class, width = score) vs "
+                         "next-frame ground truth (grey)")
     lat = res["latency_s"]["median"] * 1000
     md = (f"Tiny StreamDSGN ({sum(p.numel() for p in det.model.parameters()):,} parameters; 96×320 stereo, 24 DPS "
           f"planes, 64×64×12 voxels, feature-flow fusion, LKA BEV backbone, next-frame anchor head) trained on "
