@@ -11,6 +11,7 @@ result is the exact int32 value); scaled outputs within 1e-5 of max|y| in float3
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import torch
@@ -162,6 +163,30 @@ def test_tma_path_refuses_packed_weights_and_straddling_groups():
     with pytest.raises(ValueError, match="group_size % BLOCK_K"):  # a 128-wide K tile would straddle 64-groups
         _tk().int_linear(*args, w8, torch.ones(8, 2, device=DEV), 64, False, 128, None, None, None, None, None,
                          torch.float32, config={"PATH": "tma", "BLOCK_K": 128})  # fmt: skip
+
+
+def test_tma_table_stages_fit_sm90_shared_memory():
+    """TMA_TILES entries with the STORE_DESC/FLATTEN hints get fewer stages (or drop a hint) so the launch fits an
+    sm_90 block; the default flags keep the table's stages. (The real allocation is checked against this estimate by
+    ``test_vqcore_kernels_compile.py`` / ``tools/vqcore_kernels_compile_check.py``.)"""
+    tk = _tk()
+    for entry in tk.TMA_TILES.values():
+        bm, bn, bk, stages = entry["BLOCK_M"], entry["BLOCK_N"], entry["BLOCK_K"], entry["num_stages"]
+        plain = {"PAIR": entry.get("PAIR", False)}
+        assert tk._tma_fit(stages, bm, bn, bk, 2, 16, False, dict(plain)) == stages
+        for store, flat, out_bytes, lr in itertools.product((False, True), (False, True), (2, 4), (False, True)):
+            tile = {**plain, "STORE_DESC": store, "FLATTEN": flat}
+            got = tk._tma_fit(stages, bm, bn, bk, out_bytes, 64, lr, tile)
+            assert 2 <= got <= stages
+            assert tk._tma_shared_bytes(got, bm, bn, bk, out_bytes, 64, lr, tile) <= tk._SM90_SHARED
+            assert tile["STORE_DESC"] <= store and tile["FLATTEN"] <= flat
+    large = tk.TMA_TILES["large"]
+    bm, bn, bk, stages = large["BLOCK_M"], large["BLOCK_N"], large["BLOCK_K"], large["num_stages"]
+    tile = {"STORE_DESC": True}
+    assert tk._tma_fit(stages, bm, bn, bk, 2, 16, False, tile) < stages and tile["STORE_DESC"]  # 4 stages: 256 KiB
+    tile = {"STORE_DESC": True, "FLATTEN": True}
+    assert tk._tma_fit(stages, bm, bn, bk, 4, 64, True, tile) == 2
+    assert tile == {"STORE_DESC": True, "FLATTEN": False}  # fp32 tile + low-rank tiles: FLATTEN goes first
 
 
 def _problem(m, n, k, *, w4, group, act_asym, w_asym, bias, rank, seed=0):

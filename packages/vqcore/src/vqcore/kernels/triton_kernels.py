@@ -39,6 +39,7 @@ import triton.language as tl
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 CHUNK = 128
+_SM90_SHARED = 232448  # bytes of shared memory one sm_90 block can use (227 KiB)
 _MAGIC = 12582912.0  # 1.5 * 2**23
 
 
@@ -557,6 +558,39 @@ def _num_sms(device: torch.device) -> int:
     return _SMS[idx]
 
 
+def _tma_shared_bytes(stages: int, bm: int, bn: int, bk: int, out_bytes: int, rp: int, has_lr: bool, tile: dict) -> int:
+    """Estimate (from above) of the TMA kernel's shared memory, fitted to what Triton 3.8 allocates for sm_90 (read
+    off the ahead-of-time compile check's table): the K pipeline ``stages · (BM + BN) · BK`` int8 bytes (twice that
+    with ``PAIR``); with ``STORE_DESC`` and/or ``FLATTEN`` one ``BM × BN`` output tile (the TMA store's staging buffer,
+    or the epilogue's layout conversion kept live beside the next tile's loads: one buffer serves both); with both
+    and a low-rank branch its ``t``/``up`` tiles too; plus 2 KiB for barriers."""
+    store, flat = bool(tile.get("STORE_DESC")), bool(tile.get("FLATTEN"))
+    size = stages * (bm + bn) * bk * (2 if tile.get("PAIR") else 1) + 2048
+    if store or flat:
+        size += bm * bn * out_bytes
+    if store and flat and has_lr:
+        size += (bm + bn) * rp * 4
+    return size
+
+
+def _tma_fit(stages: int, bm: int, bn: int, bk: int, out_bytes: int, rp: int, has_lr: bool, tile: dict) -> int:
+    """Pipeline depth for a :data:`TMA_TILES` entry (whose ``num_stages`` the caller did not set), so the launch fits
+    an sm_90 block's 227 KiB of shared memory: the table's stages, lowered to no fewer than 2; if 2 stages still do not
+    fit, the scheduling hints ``FLATTEN``, then ``STORE_DESC``, are turned off (``tile`` is updated; the results are
+    the same either way). Without this the large tile's 4 stages with ``STORE_DESC`` need 256 KiB and fail at launch
+    (``OutOfResources``), which ``tools/vqcore_kernels_compile_check.py`` found; the default flags keep the table."""
+    start = stages
+    for hint in (None, "FLATTEN", "STORE_DESC"):
+        if hint:
+            tile[hint] = False
+        stages = start
+        while stages > 2 and _tma_shared_bytes(stages, bm, bn, bk, out_bytes, rp, has_lr, tile) > _SM90_SHARED:
+            stages -= 1
+        if _tma_shared_bytes(stages, bm, bn, bk, out_bytes, rp, has_lr, tile) <= _SM90_SHARED:
+            break
+    return stages
+
+
 def _tma_ok(xq: torch.Tensor, w: torch.Tensor, k: int) -> bool:
     if k % 16 or w.stride(0) % 16 or xq.stride(0) % 16 or xq.data_ptr() % 16 or w.data_ptr() % 16:
         return False
@@ -648,6 +682,8 @@ def int_linear(
         b_desc = TensorDescriptor(w, shape=[n, k], strides=[w.stride(0), 1], block_shape=[bn, bk])
         if tile.get("STORE_DESC") and (out.stride(0) * out.element_size()) % 16:
             tile["STORE_DESC"] = False  # TMA stores need 16-byte row strides
+        if "num_stages" in launch and "num_stages" not in cfg:
+            launch["num_stages"] = _tma_fit(launch["num_stages"], bm, bn, bk, out.element_size(), rp, has_lr, tile)
         c_desc = TensorDescriptor(out, shape=[m, n], strides=[out.stride(0), 1], block_shape=[bm, bn]) if tile.get(
             "STORE_DESC") else a_desc  # fmt: skip
         _int_gemm_tma_kernel[(programs,)](
