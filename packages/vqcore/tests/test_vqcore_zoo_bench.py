@@ -31,7 +31,7 @@ def test_tiny_image_run_writes_tables_grid_and_sanity(tmp_path, monkeypatch):
     monkeypatch.setitem(bench.PRESETS, "test", dict(n_video=4, n_image=20, steps=4, calib_video=1, calib_image=2,
                                                     iters=2, n_real=60))
     result = bench.run_benchmark("test", kinds=("image",), methods=["rtn"], out=tmp_path,
-                                 settings={"image": [(8, 8), (2, 4)]})
+                                 settings={"image": [(8, 8), (2, 4)]}, jobs=1)
     rows = result["rows"]
     assert [r["method"] for r in rows] == ["fp", "rtn", "rtn"]
     fp, w8, w2 = rows
@@ -57,7 +57,7 @@ def test_worker_processes_give_the_serial_rows(tmp_path, monkeypatch):
     preset = dict(n_video=4, n_image=10, steps=3, calib_video=1, calib_image=1, iters=1, n_real=40)
     monkeypatch.setitem(bench.PRESETS, "test", preset)
     kw = dict(kinds=("image",), methods=["rtn", "q-diffusion"], settings={"image": [(2, 4)]})
-    serial = bench.run_benchmark("test", **kw)
+    serial = bench.run_benchmark("test", jobs=1, **kw)
     par = bench.run_benchmark("test", jobs=2, out=tmp_path, **kw)
 
     def strip(rows):
@@ -69,6 +69,8 @@ def test_worker_processes_give_the_serial_rows(tmp_path, monkeypatch):
     assert (tmp_path / "grid_image.txt").read_text().strip().endswith("fp, rtn, q-diffusion")
     with pytest.raises(ValueError, match="jobs"):
         bench.run_benchmark("test", jobs=0)
+    with pytest.raises(ValueError, match="jobs"):
+        bench.run_benchmark("test", device="cuda", jobs=2)  # refused before any work (no GPU needed)
 
 
 def test_clearly_worse_bar():

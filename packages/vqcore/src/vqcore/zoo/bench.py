@@ -12,6 +12,11 @@ Rows: ``fp``, ``rtn``, the baseline (``vidit-q`` for video, ``q-diffusion`` for 
 names are mapped, unknown ones run on both). Each row states its layer bit mix from the method's report.
 
 Run ``python tools/bench/vqcore_quality.py --quick`` (CPU, minutes) or without ``--quick`` on a GPU.
+
+Shared work is done once per kind: the FP samples (the reference of every row's PSNR/SSIM), the evaluator features
+of the real reference, and the calibration set. On the CPU the rows run in worker processes (``jobs``, default one
+per core, at most 4); each worker recomputes that shared state from the same seeds, so the table does not depend on
+``jobs``. Evaluation sampling runs under ``torch.inference_mode``. ``meta["timings"]`` records where the time went.
 """
 
 from __future__ import annotations
@@ -198,25 +203,26 @@ def _worker_row(kind: str, w_bits: int, a_bits: int, method: str, keep_grid: boo
 
 def run_benchmark(preset: str = "quick", device: str = "cpu", seed: int = 0, kinds=("video", "image"),
                   methods: list[str] | None = None, out: Path | None = None, settings: dict | None = None,
-                  jobs: int = 1) -> dict:
+                  jobs: int | None = None) -> dict:
     """Run the benchmark and return ``{"rows": [...], "sanity": {...}, "meta": {...}}`` (see module docstring).
 
     ``jobs > 1`` (CPU only) spreads the (setting, method) rows over that many worker processes with
     ``torch.get_num_threads() // jobs`` threads each (at least 1); every worker recomputes a kind's FP samples and
-    calibration set from the same seeds, so the rows are the ones a serial run gives."""
+    calibration set from the same seeds, so the rows are the ones a serial run gives. ``jobs=None``: one worker per
+    usable CPU core (at most 4) on the CPU when there are at least 4 rows, else 1 (always 1 on a GPU)."""
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
-    if not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs must be a positive int, got {jobs!r}")
+    if jobs is not None and (not isinstance(jobs, int) or jobs < 1):
+        raise ValueError(f"jobs must be a positive int or None, got {jobs!r}")
     p = PRESETS[preset]
     dev = torch.device(device)
-    if jobs > 1 and dev.type != "cpu":
+    if jobs is not None and jobs > 1 and dev.type != "cpu":
         raise ValueError(f"jobs > 1 runs worker processes on the CPU; use jobs=1 on {dev.type}")
     t_start = time.perf_counter()
     meta = {"preset": preset, **p, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else
             f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
-            "video_guidance": VIDEO_GUIDANCE, "image_guidance": IMAGE_GUIDANCE, "seed": seed, "jobs": jobs}
+            "video_guidance": VIDEO_GUIDANCE, "image_guidance": IMAGE_GUIDANCE, "seed": seed}
     plan = {}
     for kind in kinds:
         lowest = (VIDEO_SETTINGS if kind == "video" else IMAGE_SETTINGS)[-1]
@@ -224,6 +230,12 @@ def run_benchmark(preset: str = "quick", device: str = "cpu", seed: int = 0, kin
                 for w, a in (settings or {}).get(kind, VIDEO_SETTINGS if kind == "video" else IMAGE_SETTINGS)
                 for m in methods_for(kind, methods)]
         plan[kind] = (lowest, todo)
+    if jobs is None:
+        n_rows = sum(len(todo) for _, todo in plan.values())
+        jobs = min(_usable_cpus(), 4) if dev.type == "cpu" and n_rows >= 4 else 1
+    meta["jobs"] = jobs
+    if jobs > 1:
+        meta["device"] += f"; {jobs} worker processes × {max(1, torch.get_num_threads() // jobs)} thread(s)"
     if jobs == 1:
         results = {}
         for kind in kinds:
@@ -278,6 +290,15 @@ def run_benchmark(preset: str = "quick", device: str = "cpu", seed: int = 0, kin
     if out is not None:
         write_outputs(result, grids, Path(out))
     return result
+
+
+def _usable_cpus() -> int:
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _run_parallel(kinds, plan, p: dict, device: str, seed: int, jobs: int) -> dict:
@@ -351,9 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("runs/bench/vqcore_quality"))
     ap.add_argument("--kinds", default="video,image")
     ap.add_argument("--methods", default=None, help="comma-separated subset of methods (default: all registered)")
-    ap.add_argument("--jobs", type=int, default=1,
+    ap.add_argument("--jobs", type=int, default=None,
                     help="worker processes on the CPU (each recomputes the shared FP samples/calibration; rows are "
-                         "identical to a serial run); e.g. 2 on a 2-core machine")
+                         "identical to a serial run); default: one per usable core, at most 4 (1 on a GPU)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: torch's own; 1 is faster on a machine shared with other jobs)")
     args = ap.parse_args(argv)
@@ -365,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_benchmark("quick" if args.quick else "full", args.device, args.seed,
                            tuple(k for k in args.kinds.split(",") if k),
                            args.methods.split(",") if args.methods else None, args.out,
-                           **({"jobs": args.jobs} if args.jobs != 1 else {}))
+                           **({"jobs": args.jobs} if args.jobs is not None else {}))
     print((args.out / "results.md").read_text())
     ok = all(s["fp_accuracy_ok"] and s["rtn_lowest_clearly_worse"] for s in result["sanity"].values())
     print("sanity bars:", "PASS" if ok else "FAIL")
