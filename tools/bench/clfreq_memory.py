@@ -94,6 +94,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="runs/bench/clfreq_memory")
     p.add_argument("--one", nargs=2, metavar=("NET", "NF"), help=argparse.SUPPRESS)
+    p.add_argument("--quick", action="store_true", help="accepted for `make bench`: the defaults are CPU-sized already")
     a = p.parse_args()
     if a.one:
         print(json.dumps(measure(a.one[0], int(a.one[1]), a.size, a.batch, a.steps, a.device)))

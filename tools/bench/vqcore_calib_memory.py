@@ -47,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("runs/bench/vqcore_calib_memory"))
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--max-bytes", type=int, default=2**31, help=argparse.SUPPRESS)
+    ap.add_argument("--quick", action="store_true", help="calibration sizes 1 and 2 only (the README rows use 1 2 4 8)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.sizes = [1, 2]
     if args.one is not None:
         print(json.dumps(one(args.one, args.steps, args.max_bytes)))
         return 0

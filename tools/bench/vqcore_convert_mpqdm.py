@@ -51,7 +51,10 @@ def main(argv=None) -> int:
     ap.add_argument("--iters", type=int, default=1, help="mpq-dm rollouts (storage does not depend on them)")
     ap.add_argument("--steps", type=int, default=4, help="DDIM steps of the calibration and the sampling check")
     ap.add_argument("--out", type=Path, default=Path("runs/bench/vqcore_convert_mpqdm"))
+    ap.add_argument("--quick", action="store_true", help="settings W4A8 and W2A4 only")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.settings = "4x8,2x4"
     torch.manual_seed(0)
     gen = load("digits-unet")
     calib = _calibration(gen, torch.tensor([1, 4]), args.steps, 1.0, 50_000, 2**28)
