@@ -42,6 +42,9 @@ def test_tiny_image_run_writes_tables_grid_and_sanity(tmp_path, monkeypatch):
     s = result["sanity"]["image"]
     assert s["lowest_setting"] == "W2A4" and s["fp_accuracy_ok"]
     assert isinstance(s["rtn_lowest_clearly_worse"], bool)
+    assert s["rtn_w8a8_psnr"] == w8["psnr"] and s["rtn_lowest_psnr"] == w2["psnr"]
+    assert s["rtn_fidelity_separates"] == (w2["psnr"] <= w8["psnr"] - 6.0)
+    assert bench.sanity_ok(s) == (s["rtn_lowest_clearly_worse"] or s["rtn_fidelity_separates"])
     for name in ("results.json", "results.md", "grid_image.png", "grid_image.txt"):
         assert (tmp_path / name).is_file(), name
     assert json.loads((tmp_path / "results.json").read_text())["meta"]["preset"] == "test"
@@ -71,6 +74,15 @@ def test_worker_processes_give_the_serial_rows(tmp_path, monkeypatch):
         bench.run_benchmark("test", jobs=0)
     with pytest.raises(ValueError, match="jobs"):
         bench.run_benchmark("test", device="cuda", jobs=2)  # refused before any work (no GPU needed)
+
+
+def test_fidelity_bar_and_overall_sanity():
+    assert bench.fidelity_separates(24.6, 16.2) and not bench.fidelity_separates(24.6, 19.0)
+    base = {"fp_accuracy_ok": True, "rtn_lowest_clearly_worse": False, "rtn_fidelity_separates": True}
+    assert bench.sanity_ok(base)  # either RTN bar suffices ...
+    assert not bench.sanity_ok({**base, "rtn_fidelity_separates": False})
+    assert not bench.sanity_ok({**base, "fp_accuracy_ok": False})  # ... but unrecognisable FP samples never pass
+    assert not bench.sanity_ok({**base, "rtn_fidelity_separates": None})  # no W8A8 row: only the first bar counts
 
 
 def test_clearly_worse_bar():
