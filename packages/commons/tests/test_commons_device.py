@@ -149,3 +149,17 @@ def test_clip_grad_norm_clips_and_returns_the_norm(use_accelerate):
     backend.step(opt)
     with pytest.raises(ValueError, match="max_norm"):
         backend.clip_grad_norm_(model.parameters(), max_norm=0)
+
+
+def test_open_run_dir_creates_refuses_and_resumes(tmp_path):
+    backend = TrainingBackend(cpu=True, use_accelerate=False)
+    assert backend.open_run_dir(None) is None
+    run = backend.open_run_dir(tmp_path / "exp")
+    assert run.path.is_dir() and not run.resumed
+    run.save_state({"step": 3})
+    with pytest.raises(FileExistsError, match="resume=True"):
+        backend.open_run_dir(tmp_path / "exp")
+    again = backend.open_run_dir(tmp_path / "exp", resume=True)
+    assert again.resumed and again.load_state()["step"] == 3
+    with pytest.raises(TypeError, match="run_dir"):
+        backend.open_run_dir(3)

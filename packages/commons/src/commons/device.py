@@ -269,6 +269,28 @@ class TrainingBackend:
         if self._accelerator is not None:
             self._accelerator.wait_for_everyone()
 
+    def open_run_dir(self, run_dir: str | os.PathLike | None, resume: bool = False) -> Any:
+        """The :class:`commons.io.RunDir` at ``run_dir`` on every process (``None`` passes through).
+
+        Every process first checks whether the folder exists (so a refused run fails on every process instead of
+        leaving the others at a barrier), then the main process creates it and the others attach to it.
+        """
+        from pathlib import Path
+
+        from .io import RunDir
+
+        if run_dir is None:
+            return None
+        if not isinstance(run_dir, (str, os.PathLike)):
+            raise TypeError(f"run_dir must be a path or None, got {type(run_dir).__name__}")
+        path = Path(run_dir)
+        if path.exists() and not resume:
+            raise FileExistsError(f"run folder {path} exists; pass resume=True to continue it")
+        self.wait()
+        run = RunDir(path.parent, path.name, resume=resume) if self.is_main_process else None
+        self.wait()
+        return run if run is not None else RunDir(path.parent, path.name, resume=True)
+
     def close(self) -> None:
         """Finish a distributed run: barrier, then tear the process group down.
 

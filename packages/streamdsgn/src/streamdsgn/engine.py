@@ -104,21 +104,6 @@ class TrainConfig:
             self.losses = LossWeights(**self.losses)
 
 
-def _open_run_dir(run_dir, resume: bool, backend):
-    """The run folder on every process: all check whether it exists before the main process creates it (so a
-    refused run fails on every process instead of leaving the others at a barrier), the others attach afterwards."""
-    from commons.io import RunDir
-
-    if run_dir is None:
-        return None
-    path = Path(run_dir)
-    if path.exists() and not resume:
-        raise FileExistsError(f"run folder {path} exists; pass resume=True to continue it")
-    backend.wait()
-    run = RunDir(path.parent, path.name, resume=resume) if backend.is_main_process else None
-    backend.wait()
-    return run if run is not None else RunDir(path.parent, path.name, resume=True)
-
 
 def _scene_list(dataset) -> list[str]:
     scenes = getattr(dataset, "scenes", None)
@@ -264,7 +249,7 @@ class StreamDSGN:
         if backend is None:
             backend = TrainingBackend(mixed_precision=config.mixed_precision, cpu=self.device.type == "cpu",
                                       device=self.device, use_accelerate=False)
-        run = _open_run_dir(run_dir, resume, backend)
+        run = backend.open_run_dir(run_dir, resume)  # opened once, attached by the others
         per_epoch = min(n, config.samples_per_epoch or n)
         steps_per_epoch = math.ceil(per_epoch / (config.batch_size * backend.num_processes))
         total = steps_per_epoch * config.epochs

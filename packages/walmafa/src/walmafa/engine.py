@@ -185,21 +185,6 @@ class _StepBatches(Sampler):
             yield batch
 
 
-def _open_run_dir(run_dir, resume: bool, backend):
-    """The run folder on every process: all check whether it exists before the main process creates it (so a
-    refused run fails everywhere instead of leaving the others at a barrier), the others attach afterwards."""
-    from commons.io import RunDir
-
-    if run_dir is None:
-        return None
-    path = Path(run_dir)
-    if path.exists() and not resume:
-        raise FileExistsError(f"run folder {path} exists; pass resume=True to continue it")
-    backend.wait()
-    run = RunDir(path.parent, path.name, resume=resume) if backend.is_main_process else None
-    backend.wait()
-    return run if run is not None else RunDir(path.parent, path.name, resume=True)
-
 
 class Enhancer:
     """A low-light enhancement model with ``fit`` / ``evaluate`` / ``enhance`` / ``save`` / ``load``.
@@ -252,7 +237,7 @@ class Enhancer:
         if backend is None:
             backend = TrainingBackend(mixed_precision=config.mixed_precision, cpu=self.device.type == "cpu",
                                       device=self.device, use_accelerate=None if self.device.type != "cpu" else False)
-        run = _open_run_dir(run_dir, resume, backend)
+        run = backend.open_run_dir(run_dir, resume)  # opened once, attached by the others
         world, rank = backend.num_processes, backend.process_index
 
         patches = _Patches(train_set, config.patch_size, config.augment, config.seed)
