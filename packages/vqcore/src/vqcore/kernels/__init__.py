@@ -67,6 +67,15 @@ class QuantizedActivation(NamedTuple):
     rowsum: torch.Tensor
 
 
+def _rows(x: torch.Tensor, smooth: torch.Tensor | None) -> torch.Tensor:
+    """``x [..., K]`` as a row-contiguous ``[M, K]`` matrix, after checking ``smooth`` is a ``[K]`` tensor beside it."""
+    k = x.shape[-1]
+    if smooth is not None and (smooth.shape != (k,) or smooth.device != x.device):
+        raise ValueError(f"smooth must be a [{k}] tensor on {x.device}, got {tuple(smooth.shape)}")
+    x2 = x.reshape(-1, k)
+    return x2 if x2.stride(-1) == 1 else x2.contiguous()
+
+
 def quantize_per_token(
     x: torch.Tensor, bits: int = 8, symmetric: bool = True, smooth: torch.Tensor | None = None
 ) -> QuantizedActivation:
@@ -75,12 +84,7 @@ def quantize_per_token(
     if not isinstance(x, torch.Tensor) or x.dim() < 1 or not x.dtype.is_floating_point:
         raise TypeError(f"x must be a floating tensor [..., K], got {type(x).__name__} {getattr(x, 'dtype', '')}")
     reference.qrange(bits, symmetric)  # validates bits
-    k = x.shape[-1]
-    if smooth is not None and (smooth.shape != (k,) or smooth.device != x.device):
-        raise ValueError(f"smooth must be a [{k}] tensor on {x.device}, got {tuple(smooth.shape)}")
-    x2 = x.reshape(-1, k)
-    if x2.stride(-1) != 1:
-        x2 = x2.contiguous()
+    x2 = _rows(x, smooth)
     inv = smooth.float().contiguous() if smooth is not None else None
     if _direct(x2):
         from . import triton_kernels
@@ -102,12 +106,7 @@ def quantize_static(
     if scale.numel() != 1 or zero_point.numel() != 1:
         raise ValueError(f"scale and zero_point must have one element each, got {tuple(scale.shape)} and "
                          f"{tuple(zero_point.shape)}")  # fmt: skip
-    k = x.shape[-1]
-    if smooth is not None and (smooth.shape != (k,) or smooth.device != x.device):
-        raise ValueError(f"smooth must be a [{k}] tensor on {x.device}, got {tuple(smooth.shape)}")
-    x2 = x.reshape(-1, k)
-    if x2.stride(-1) != 1:
-        x2 = x2.contiguous()
+    x2 = _rows(x, smooth)
     sc = scale.reshape(1).float()
     zp = zero_point.reshape(1).to(torch.int32)
     inv = smooth.float().contiguous() if smooth is not None else None
