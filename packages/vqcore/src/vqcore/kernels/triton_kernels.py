@@ -96,6 +96,17 @@ def _quant_launch(block_k: int) -> dict:
     return {"ROWS": 1, "num_warps": 4 if block_k <= 2048 else (8 if block_k <= 8192 else 16)}
 
 
+def _quant_outputs(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Row-contiguous ``x [M, K]`` and the quantizers' outputs: int8 codes ``[M, K]``, fp32 scales, int32 zero points
+    and int32 code row sums ``[M]``."""
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    m, k = x.shape
+    dev = x.device
+    return (x, torch.empty((m, k), dtype=torch.int8, device=dev), torch.empty((m,), dtype=torch.float32, device=dev),
+            torch.empty((m,), dtype=torch.int32, device=dev), torch.empty((m,), dtype=torch.int32, device=dev))
+
+
 def quantize_per_token(
     x: torch.Tensor, smooth: torch.Tensor | None, bits: int, symmetric: bool, config: dict | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -104,15 +115,10 @@ def quantize_per_token(
     from .reference import EPS
 
     m, k = x.shape
-    if x.stride(1) != 1:
-        x = x.contiguous()
     block_k = triton.next_power_of_2(k)
     if block_k > 32768:
         raise ValueError(f"per-token quantization kernel supports K <= 32768, got {k}")
-    q = torch.empty((m, k), dtype=torch.int8, device=x.device)
-    scale = torch.empty((m,), dtype=torch.float32, device=x.device)
-    zp = torch.empty((m,), dtype=torch.int32, device=x.device)
-    rs = torch.empty((m,), dtype=torch.int32, device=x.device)
+    x, q, scale, zp, rs = _quant_outputs(x)
     if m == 0:
         return q, scale, zp, rs
     launch = _quant_launch(block_k)
@@ -165,12 +171,7 @@ def quantize_static(
     (int32, 1 element); same contract as :func:`vqcore.kernels.reference.quantize_static_ref`. ``config``:
     ``ROWS``, ``BLOCK_K``, ``num_warps``."""
     m, k = x.shape
-    if x.stride(1) != 1:
-        x = x.contiguous()
-    q = torch.empty((m, k), dtype=torch.int8, device=x.device)
-    sc = torch.empty((m,), dtype=torch.float32, device=x.device)
-    zp = torch.empty((m,), dtype=torch.int32, device=x.device)
-    rs = torch.empty((m,), dtype=torch.int32, device=x.device)
+    x, q, sc, zp, rs = _quant_outputs(x)
     if m == 0:
         return q, sc, zp, rs
     launch = {"ROWS": 4 if k <= 1024 else 1, "BLOCK_K": min(triton.next_power_of_2(max(k, 16)), 1024), "num_warps": 4}
