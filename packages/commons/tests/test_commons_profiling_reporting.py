@@ -63,3 +63,18 @@ def test_demo_runs(tmp_path):
     section = run(tmp_path)
     assert all(p.exists() for p in section.images)
     assert "PSNR" in section.markdown
+
+
+def test_image_grid_labels_are_drawn_inside_the_picture(tmp_path):
+    from PIL import Image
+
+    tiles = [torch.full((3, 8, 8), 0.5) for _ in range(4)]
+    plain = np.asarray(Image.open(save_image_grid(tiles, tmp_path / "p.png", nrow=2, scale=4)))
+    labelled = np.asarray(Image.open(save_image_grid(tiles, tmp_path / "l.png", nrow=2, scale=4,
+                                                     col_labels=["input", "ours"], row_labels=["a", "b"])))
+    assert labelled.shape[0] > plain.shape[0] and labelled.shape[1] > plain.shape[1]
+    top, left = labelled.shape[0] - plain.shape[0], labelled.shape[1] - plain.shape[1]
+    assert np.array_equal(labelled[top:, left:], plain)  # the grid itself is untouched
+    assert (labelled[:top] < 128).any() and (labelled[top:, :left] < 128).any()  # dark text in both strips
+    with pytest.raises(ValueError, match="col_labels"):
+        save_image_grid(tiles, tmp_path / "x.png", nrow=2, col_labels=["one"])

@@ -65,8 +65,13 @@ def _to_uint8_hwc(image: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def save_image_grid(images: Sequence[torch.Tensor | np.ndarray] | torch.Tensor, path: str | os.PathLike,
-                    nrow: int = 8, padding: int = 2, scale: int = 1) -> Path:
-    """Tile images (float in [0,1] or uint8; CHW or HWC) into one PNG; ``scale`` enlarges small images."""
+                    nrow: int = 8, padding: int = 2, scale: int = 1, col_labels: Sequence[str] | None = None,
+                    row_labels: Sequence[str] | None = None) -> Path:
+    """Tile images (float in [0,1] or uint8; CHW or HWC) into one PNG; ``scale`` enlarges small images.
+
+    ``col_labels`` (one per column) are drawn in a strip above the grid and ``row_labels`` (one per row) in a strip
+    to its left, inside the picture, so a grid read on its own still says which panel is which.
+    """
     from PIL import Image
 
     if isinstance(images, torch.Tensor):
@@ -88,10 +93,48 @@ def save_image_grid(images: Sequence[torch.Tensor | np.ndarray] | torch.Tensor, 
     img = Image.fromarray(grid)
     if scale != 1:
         img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    if col_labels is not None or row_labels is not None:
+        img = _draw_labels(img, cols, rows, (h + padding) * scale, (w + padding) * scale, padding * scale,
+                           col_labels, row_labels)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return path
+
+
+def _draw_labels(img, cols: int, rows: int, cell_h: int, cell_w: int, pad: int,
+                 col_labels: Sequence[str] | None, row_labels: Sequence[str] | None):
+    """``img`` with a header strip of column labels and a left strip of row labels (black text on white)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    if col_labels is not None and len(col_labels) != cols:
+        raise ValueError(f"col_labels must have one label per column ({cols}), got {len(col_labels)}")
+    if row_labels is not None and len(row_labels) != rows:
+        raise ValueError(f"row_labels must have one label per row ({rows}), got {len(row_labels)}")
+    try:
+        font = ImageFont.load_default(size=12)
+    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
+        font = ImageFont.load_default()
+    probe = ImageDraw.Draw(img)
+
+    def size(text: str) -> tuple[int, int]:
+        box = probe.textbbox((0, 0), text, font=font)
+        return box[2] - box[0], box[3] - box[1]
+
+    top = (max(size(t)[1] for t in col_labels) + 6) if col_labels else 0
+    left = (max(size(t)[0] for t in row_labels) + 8) if row_labels else 0
+    canvas = Image.new("RGB", (img.width + left, img.height + top), (255, 255, 255))
+    canvas.paste(img, (left, top))
+    draw = ImageDraw.Draw(canvas)
+    for c, text in enumerate(col_labels or []):
+        tw, _ = size(text)
+        x = left + pad + c * cell_w + max(0, (cell_w - pad - tw) // 2)
+        draw.text((x, 2), text, fill=(0, 0, 0), font=font)
+    for r, text in enumerate(row_labels or []):
+        _, th = size(text)
+        y = top + pad + r * cell_h + max(0, (cell_h - pad - th) // 2)
+        draw.text((3, y), text, fill=(0, 0, 0), font=font)
+    return canvas
 
 
 def save_line_plot(path: str | os.PathLike, series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
