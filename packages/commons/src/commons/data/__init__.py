@@ -7,6 +7,7 @@ docstring. Domain datasets live in their own modules (``commons.data.moving_digi
 
 from .digits import DigitsDataset, load_digits_arrays, stratified_split
 from .folders import IMAGE_EXTENSIONS, ImageFolderDataset, read_image
+from .fractal_classes import FractalClasses, fractal_classes
 from .kitti_tracking import KittiTrackingStream, camera_to_lidar_boxes, lidar_to_camera_boxes
 from .samples import sample_photos, stereo_pair
 from .splits import TaskSplit, split_by_classes
@@ -17,6 +18,8 @@ __all__ = [
     "DigitsDataset",
     "load_digits_arrays",
     "stratified_split",
+    "FractalClasses",
+    "fractal_classes",
     "ImageFolderDataset",
     "IMAGE_EXTENSIONS",
     "read_image",
