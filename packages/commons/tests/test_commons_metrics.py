@@ -77,12 +77,43 @@ def test_accuracy_matrix_metrics_hand_computed():
     assert m.average_accuracy(after_task=1) == pytest.approx(0.7)
     assert m.backward_transfer() == pytest.approx(((0.5 - 0.9) + (0.7 - 0.8)) / 2)
     assert m.forgetting() == pytest.approx(((0.9 - 0.5) + (0.8 - 0.7)) / 2)
+    assert m.forgetting("chaudhry") == pytest.approx(((0.9 - 0.5) + (0.8 - 0.7)) / 2)  # no task improved at the end
     with pytest.raises(ValueError, match="fraction"):
         m.set(0, 0, 90)
     with pytest.raises(ValueError, match="eval_task"):
         m.set(0, 3, 0.5)
     with pytest.raises(ValueError, match="no complete row"):
         AccuracyMatrix(2).average_accuracy()
+
+
+def _mammoth_forgetting(results):
+    """mammoth utils/metrics.py::forgetting, transcribed (rows padded with 0, column max over all rows)."""
+    n_tasks = len(results)
+    results = [list(r) + [0.0] * (n_tasks - len(r)) for r in results]
+    maxx = np.max(np.array(results), axis=0)
+    return float(np.mean([maxx[i] - results[-1][i] for i in range(n_tasks - 1)]))
+
+
+def test_forgetting_is_mammoths_by_default_and_chaudhrys_by_name():
+    # the issue's example: a task that improves after the last task is not forgotten in mammoth (0.0), while
+    # Chaudhry's maximum over the earlier rows only gives max(.5) - .7 = -0.2
+    m = AccuracyMatrix(2)
+    for (i, j), v in {(0, 0): 0.5, (1, 0): 0.7, (1, 1): 0.9}.items():
+        m.set(i, j, v)
+    assert m.forgetting() == pytest.approx(0.0, abs=1e-12)
+    assert m.forgetting(kind="mammoth") == pytest.approx(_mammoth_forgetting([[0.5], [0.7, 0.9]]), abs=1e-12)
+    assert m.forgetting(kind="chaudhry") == pytest.approx(-0.2, abs=1e-12)
+    # three tasks, hand computed: task 0 peaks at row 1 (.8), task 1 at the last row (.6 > .4)
+    rows = [[0.6], [0.8, 0.4], [0.7, 0.6, 0.9]]
+    m = AccuracyMatrix(3)
+    for i, row in enumerate(rows):
+        for j, v in enumerate(row):
+            m.set(i, j, v)
+    assert m.forgetting() == pytest.approx(((0.8 - 0.7) + (0.6 - 0.6)) / 2, abs=1e-12)
+    assert m.forgetting() == pytest.approx(_mammoth_forgetting(rows), abs=1e-12)
+    assert m.forgetting("chaudhry") == pytest.approx(((0.8 - 0.7) + (0.4 - 0.6)) / 2, abs=1e-12)
+    with pytest.raises(ValueError, match="kind"):
+        m.forgetting("avalanche")
 
 
 def test_running_average():

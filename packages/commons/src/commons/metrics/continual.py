@@ -4,7 +4,13 @@
 
 - average accuracy (final) = mean_j R[T-1, j]
 - backward transfer (BWT) = mean_{j<T-1} (R[T-1, j] − R[j, j])
-- forgetting = mean_{j<T-1} max_{i<T-1} (R[i, j] − R[T-1, j])   (the mammoth/avalanche definition)
+- forgetting (mammoth, ``utils/metrics.py::forgetting``, the default)
+  = mean_{j<T-1} (max_{i<=T-1} R[i, j] − R[T-1, j]): the maximum runs over *every* row, the final one included
+  (mammoth pads the missing entries of earlier rows with 0 and takes the column maximum), so it is never negative;
+- forgetting (Chaudhry et al. 2018, ``kind="chaudhry"``) = mean_{j<T-1} (max_{i<T-1} R[i, j] − R[T-1, j]): the
+  final row is excluded from the maximum, so a task that improves at the end has negative forgetting.
+
+Example: ``R = [[.5], [.7, .9]]`` gives mammoth 0.0 (max(.5, .7) − .7) and Chaudhry −0.2 (.5 − .7).
 """
 
 from __future__ import annotations
@@ -48,11 +54,19 @@ class AccuracyMatrix:
             return 0.0
         return float(np.mean([self.matrix[i, j] - self.matrix[j, j] for j in range(i)]))
 
-    def forgetting(self) -> float:
+    def forgetting(self, kind: str = "mammoth") -> float:
+        """Average forgetting over tasks ``0..i-1`` after the last complete row ``i`` (see the module docstring).
+
+        ``kind="mammoth"`` (default): the maximum over rows ``0..i`` (mammoth ``utils/metrics.py``); ``"chaudhry"``:
+        over rows ``0..i-1`` (Chaudhry et al. 2018, "Riemannian Walk", Eq. 9).
+        """
+        if kind not in ("mammoth", "chaudhry"):
+            raise ValueError(f"kind must be 'mammoth' or 'chaudhry', got {kind!r}")
         i = self._last_row()
         if i == 0:
             return 0.0
-        return float(np.mean([np.nanmax(self.matrix[:i, j]) - self.matrix[i, j] for j in range(i)]))
+        last = i + 1 if kind == "mammoth" else i
+        return float(np.mean([np.nanmax(self.matrix[:last, j]) - self.matrix[i, j] for j in range(i)]))
 
     def to_list(self) -> list[list[float | None]]:
         return [[None if np.isnan(v) else float(v) for v in row] for row in self.matrix]
