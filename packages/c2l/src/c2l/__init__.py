@@ -6,7 +6,7 @@ Stage 2: learn the policy with it — with a simulator (:class:`DoubleSamplingIV
 """
 
 from .confounding import ConfoundingConfig, ConfoundingNoise
-from .data import Trajectory, TrajectoryDataset
+from .data import Trajectory, TrajectoryDataset, load_official
 from .envs import ENVIRONMENTS, Simulator, evaluate_return, generate_dataset, make_env, make_expert, reset_to
 from .evaluation import action_error
 from .hsic import HSICResult, hsic_test
@@ -28,9 +28,9 @@ from .oadam import OAdam
 __version__ = "0.1.0"
 
 __all__ = [
-    "__version__", "ConfoundingConfig", "ConfoundingNoise", "Trajectory", "TrajectoryDataset", "ENVIRONMENTS",
-    "Simulator", "evaluate_return", "generate_dataset", "make_env", "make_expert", "reset_to", "action_error",
-    "HSICResult", "hsic_test", "IVIdentification", "identification_accuracy", "identify_iv",
+    "__version__", "ConfoundingConfig", "ConfoundingNoise", "Trajectory", "TrajectoryDataset", "load_official",
+    "ENVIRONMENTS", "Simulator", "evaluate_return", "generate_dataset", "make_env", "make_expert", "reset_to",
+    "action_error", "HSICResult", "hsic_test", "IVIdentification", "identification_accuracy", "identify_iv",
     "linear_iv_pseudo_variable", "BC", "BCConfig", "DoubleSamplingConfig", "DoubleSamplingIV", "ResidualGameConfig",
     "ResidualGameIV", "create_learner", "list_learners", "load_policy", "MLPConfig", "MLPPolicy", "create_model",
     "list_models", "OAdam",

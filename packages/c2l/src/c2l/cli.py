@@ -38,12 +38,22 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _dataset(args):
+    """The positional c2l ``.npz`` or ``--data FILE`` (an official ``.pkl``/``.npz``, read by ``load_official``)."""
+    from .data import load_official
+
+    if (args.dataset is None) == (args.data is None):
+        raise ValueError("give the dataset either as the positional DATASET (.npz from `c2l generate`) or as "
+                         "--data FILE (official .pkl/.npz), exactly one of them")
+    return load_official(args.data if args.data is not None else args.dataset)
+
+
 def cmd_identify(args) -> int:
     from commons.io import save_json
 
     from .identify import identify_iv
 
-    res = identify_iv(args.dataset, max_lag=args.max_lag, alpha=args.alpha, relation=args.relation,
+    res = identify_iv(_dataset(args), max_lag=args.max_lag, alpha=args.alpha, relation=args.relation,
                       num_nullsims=args.nullsims, kernel_width=args.kernel_width if args.kernel_width == "median"
                       else float(args.kernel_width), seed=args.seed, progress=not args.no_progress)
     print(f"identified lag: {res.lag} (votes {res.votes}; random fallback: {res.used_random_fallback})")
@@ -58,10 +68,9 @@ def cmd_identify(args) -> int:
 def cmd_train(args) -> int:
     from commons.io import load_json
 
-    from .data import TrajectoryDataset
     from .learners import create_learner
 
-    data = TrajectoryDataset.load(args.dataset)
+    data = _dataset(args)
     kw: dict = {"steps": args.steps, "seed": args.seed}
     if args.lr is not None:
         kw["lr"] = args.lr
@@ -92,7 +101,7 @@ def cmd_eval(args) -> int:
     from commons.io import save_json
 
     from .confounding import ConfoundingConfig
-    from .data import TrajectoryDataset
+    from .data import load_official
     from .envs import evaluate_return
     from .evaluation import action_error
     from .learners import load_policy
@@ -100,7 +109,7 @@ def cmd_eval(args) -> int:
     policy = load_policy(args.policy)
     out: dict = {"policy": str(args.policy)}
     for test in args.test or []:
-        data = TrajectoryDataset.load(test)
+        data = load_official(test, expert_labels=True)  # official test sets hold pi_E(s) as their actions
         out[f"action_error[{Path(test).name}]"] = action_error(policy, data)
         out[f"action_mse[{Path(test).name}]"] = action_error(policy, data, "mse")
     if args.env:
@@ -145,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
 
     i = sub.add_parser("identify", help="stage 1: find the instrument lag with the pseudo-variable HSIC test")
-    i.add_argument("dataset", type=Path)
+    i.add_argument("dataset", type=Path, nargs="?", default=None, help=".npz written by `c2l generate`")
+    i.add_argument("--data", type=Path, default=None,
+                   help="official trajectory file (YanaZeng/C2L .pkl or gkswamy98/causal_il .npz), read safely")
     i.add_argument("--max-lag", type=int, default=20)
     i.add_argument("--alpha", type=float, default=None, help="default: the official 10/n")
     i.add_argument("--relation", choices=["linear", "poly2"], default="linear")
@@ -156,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_identify)
 
     t = sub.add_parser("train", help="stage 2: train a policy (BC, DoubIL, ResiduIL, C2L, C2L*)")
-    t.add_argument("dataset", type=Path)
+    t.add_argument("dataset", type=Path, nargs="?", default=None, help=".npz written by `c2l generate`")
+    t.add_argument("--data", type=Path, default=None,
+                   help="official trajectory file (YanaZeng/C2L .pkl or gkswamy98/causal_il .npz), read safely")
     t.add_argument("--learner", choices=list_learners(), default="c2l_star")
     t.add_argument("--hop", type=int, default=None)
     t.add_argument("--iv", type=Path, default=None, help="JSON written by `c2l identify --out`")
@@ -174,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="action error vs the clean expert and return in clean/noisy envs")
     e.add_argument("policy", type=Path)
-    e.add_argument("--test", type=Path, nargs="*", default=None, help="labelled .npz test sets")
+    e.add_argument("--test", type=Path, nargs="*", default=None,
+                   help="labelled test sets: c2l .npz or official denoised/noisy_test .pkl/.npz")
     e.add_argument("--env", default=None)
     e.add_argument("--episodes", type=int, default=10)
     e.add_argument("--max-steps", type=int, default=None)
@@ -194,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
+        if args.verbose:
+            raise
         print(f"c2l {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Trajectory", "TrajectoryDataset", "as_trajectories"]
+__all__ = ["Trajectory", "TrajectoryDataset", "as_trajectories", "load_official"]
 
 _FORMAT = "c2l-trajectories-v1"
 
@@ -212,3 +212,121 @@ def as_trajectories(data) -> TrajectoryDataset:
     raise TypeError("dataset must be a TrajectoryDataset, a path to a .npz file or a list of (obs, acts) "
                     "pairs, "
                     f"got {type(data).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------- official files
+def _pairs_from(obj, path: Path) -> list:
+    """The list of per-trajectory tuples in a loaded official object (a list, or a causal_il object array)."""
+    if isinstance(obj, np.ndarray) and obj.dtype == object:
+        if obj.ndim == 2:  # np.savez(path, trajs) of equal-arity tuples: rows are trajectories
+            return [tuple(row) for row in obj]
+        if obj.ndim == 1:
+            return list(obj)
+    if isinstance(obj, (list, tuple)):
+        return list(obj)
+    raise ValueError(f"{path}: expected a list of (states, actions) tuples, got {type(obj).__name__}"
+                     + (f" of shape {obj.shape}" if isinstance(obj, np.ndarray) else ""))
+
+
+def _to_dataset(pairs: list, path: Path, expert_labels: bool, layout: str) -> TrajectoryDataset:
+    if not pairs:
+        raise ValueError(f"{path}: the file holds no trajectories")
+    trajs = []
+    for i, item in enumerate(pairs):
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise ValueError(f"{path}: trajectory {i} must be a (states [T, d], actions [T, k]) tuple, "
+                             f"got {type(item).__name__}" + (f" of length {len(item)}" if hasattr(item, "__len__")
+                                                             else ""))
+        s, a = item[0], item[1]
+        if not isinstance(s, np.ndarray) or not isinstance(a, np.ndarray) or s.dtype == object or a.dtype == object:
+            raise ValueError(f"{path}: trajectory {i} must hold two numeric arrays (states, actions)")
+        s, a = np.asarray(s, np.float64), np.asarray(a, np.float64)
+        try:
+            trajs.append(Trajectory(s, a, expert_acts=a if expert_labels else None))
+        except ValueError as err:
+            raise ValueError(f"{path}: trajectory {i}: {err}") from None
+    extra = len(pairs[0]) - 2
+    meta = {"source": str(path.name), "format": layout, "env": None, "expert_labels": expert_labels,
+            "ignored_fields_per_trajectory": extra}
+    return TrajectoryDataset(trajs, meta)
+
+
+def _read_npz_member(zf, name: str, path: Path):
+    """One ``.npy`` member: numeric arrays through NumPy without pickle, object arrays through the restricted
+    unpickler (their payload is a pickle of the array)."""
+    from numpy.lib import format as npy_format
+
+    from .safe_pickle import restricted_load
+
+    with zf.open(name) as handle:
+        version = npy_format.read_magic(handle)
+        if version == (1, 0):
+            shape, fortran, dtype = npy_format.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, fortran, dtype = npy_format.read_array_header_2_0(handle)
+        else:
+            raise ValueError(f"{path}: member {name} has .npy format version {version} (expected 1.0 or 2.0)")
+        if dtype.hasobject:
+            return restricted_load(handle)
+    with zf.open(name) as handle:
+        return npy_format.read_array(handle, allow_pickle=False)
+
+
+def load_official(path: str | os.PathLike, *, expert_labels: bool = False) -> TrajectoryDataset:
+    """Read the official codes' trajectory files safely (never executing anything the file names).
+
+    * ``.pkl`` / ``.pickle`` (YanaZeng/C2L, ``ll_train_data/train_{n}_{i}_ll_{k}_TCN.pkl``): a pickled list of
+      ``(states [T, d], actions [T, k])`` tuples of float64 arrays;
+    * ``.npz`` (gkswamy98/causal_il, ``data/train_{n}_{i}.npz``): ``np.savez(path, trajs)``, i.e. an object array of
+      those tuples; a ``.npz`` written by :meth:`TrajectoryDataset.save` is read as such.
+
+    Pickled payloads go through :class:`c2l.safe_pickle.RestrictedUnpickler`, which resolves only NumPy's array
+    constructors: a file referencing any other global (e.g. ``os.system``) is refused with ``ValueError`` before
+    anything is called. The loaded object must be lists/tuples of numeric arrays. Extra tuple fields (the PyBullet
+    files' positions/velocities/contacts) are ignored and counted in the metadata.
+
+    ``expert_labels=True`` marks the second array as the clean expert action (the official ``denoised_test`` /
+    ``noisy_test`` sets store ``π_E(s)`` there), so :func:`c2l.action_error` can use the file. The official
+    LunarLander files come from Swamy's 6-D custom environment, not gymnasium's 8-D ``LunarLander-v3``: offline
+    learners and ``identify_iv`` work on them, the simulator-based ones need that environment.
+    """
+    import pickle
+    import zipfile
+
+    from .safe_pickle import UnsafePickleError, check_structure, restricted_load
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no trajectory file at {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"{path} is not a .npz (zip) file")
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if n.endswith(".npy")]
+            if "format.npy" in names and "lengths.npy" in names:
+                return TrajectoryDataset.load(path)
+            if len(names) != 1:
+                raise ValueError(f"{path}: expected one array (np.savez(path, trajs)) or a c2l dataset, "
+                                 f"found members {names}")
+            try:
+                obj = _read_npz_member(zf, names[0], path)
+            except UnsafePickleError as err:
+                raise ValueError(f"{path}: {err}") from None
+            except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
+                raise ValueError(f"{path}: not a readable trajectory array ({err})") from None
+        layout = "causal_il-npz"
+    elif suffix in (".pkl", ".pickle"):
+        try:
+            with open(path, "rb") as handle:
+                obj = restricted_load(handle)
+        except UnsafePickleError as err:
+            raise ValueError(f"{path}: {err}") from None
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as err:
+            raise ValueError(f"{path}: not a readable trajectory pickle ({type(err).__name__}: {err})") from None
+        layout = "c2l-pickle"
+    else:
+        raise ValueError(f"path must end in .pkl, .pickle or .npz, got {str(path)!r}")
+    check_structure(obj, str(path.name))
+    return _to_dataset(_pairs_from(obj, path), path, expert_labels, layout)
+

@@ -304,6 +304,10 @@ class DoubleSamplingIV(_Learner):
             simulator = Simulator(simulator, seed=cfg.seed)
         if not hasattr(simulator, "step_from"):
             raise TypeError("simulator must be an env name or an object with step_from(obs, action) -> (obs, done)")
+        space = getattr(getattr(simulator, "env", None), "observation_space", None)
+        if space is not None and space.shape is not None and tuple(space.shape) != (data.obs_dim,):
+            raise ValueError(f"simulator observations have shape {tuple(space.shape)} but the dataset's states have "
+                             f"{data.obs_dim} dims (official LunarLander files come from a 6-D custom env)")
         self.bc = pi_bc if pi_bc is not None else BC(copy.deepcopy(cfg.bc)).fit(
             data, progress=progress, checkpoint=_sub_checkpoint(checkpoint, ".bc"), checkpoint_every=checkpoint_every)
         bc_pi = self.bc.policy
