@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kdrl.losses import cosine_per_sample, feature_mse_per_sample, kd_kl, kd_kl_per_sample, teacher_cross_entropy
-from kdrl.strategies.simple import confidence_weights, min_norm_simplex
+from kdrl.strategies.simple import confidence_weights
 
 
 def test_kd_kl_matches_hand_computation():
@@ -48,15 +48,6 @@ def test_confidence_weights_by_hand():
     assert confidence_weights(ce).tolist()[0] == pytest.approx([0.75, 0.25])
     three = confidence_weights(torch.rand(4, 3) * 5)
     assert torch.allclose(three.sum(1), torch.ones(4))
-
-
-def test_min_norm_simplex_orthogonal_gradients():
-    # g1 = e1 (|g1|^2 = 1), g2 = 2 e2 (|g2|^2 = 4): min ||a g1 + (1-a) g2|| at a = 4/5
-    gram = torch.tensor([[1.0, 0.0], [0.0, 4.0]])
-    a = min_norm_simplex(gram, iters=200)
-    assert a.tolist() == pytest.approx([0.8, 0.2], abs=1e-3)
-    capped = min_norm_simplex(gram, iters=200, max_weight=0.6)
-    assert capped.tolist() == pytest.approx([0.6, 0.4], abs=1e-3)
 
 
 @pytest.mark.parametrize("bad", [

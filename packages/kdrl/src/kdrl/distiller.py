@@ -110,6 +110,14 @@ class MultiTeacherDistiller:
             raise ValueError(f"the student predicts {s_out.logits.shape[1]} classes but the teachers predict "
                              f"{shapes.num_classes}")
         self.shapes = shapes
+        if self.strategy.needs_teacher_heads:
+            for m in range(len(self.teachers)):
+                tap = self.teachers.teacher(m)
+                if not hasattr(tap.module, "forward_head"):
+                    raise ValueError(
+                        f"strategy {self.strategy.name!r} applies each teacher's classifier head to the adapted "
+                        f"student feature, but teacher {m} ({self.teachers.names[m]}, {type(tap.module).__name__}) "
+                        "has no forward_head(feature_map) -> logits method")
         adaptors = (build_adaptors(s_out.feature_map.shape[1], shapes.map_shapes) if self.strategy.uses_teachers
                     else nn.ModuleList())
         self.model = StudentWithAdaptors(self.student, adaptors)
@@ -129,6 +137,10 @@ class MultiTeacherDistiller:
             teacher_ce=torch.stack([teacher_cross_entropy(t.logits, y) for t in t_outs], dim=1),
             cosine=torch.stack([cosine_per_sample(s, t) for s, t in zip(s_emb, t_emb)], dim=1), temperature=T,
         )
+        if self.strategy.needs_teacher_heads:  # CA-MKD: each teacher's head reads the adapted student map
+            head_ce = torch.stack([teacher_cross_entropy(self.teachers.teacher(m).head(a), y)
+                                   for m, a in enumerate(adapted)], dim=1)
+            ctx.head_ce = head_ce if self.strategy.differentiable_feature_weights else head_ce.detach()
         return ctx, kd, feat
 
     # ------------------------------------------------------------------ training
@@ -198,7 +210,8 @@ class MultiTeacherDistiller:
                     ts = time.perf_counter()
                     w_l, w_f = self.strategy.weights(ctx)
                     strat_s += time.perf_counter() - ts
-                    w_l, w_f = w_l.detach().to(kd), w_f.detach().to(feat)
+                    w_l = w_l.detach().to(kd)
+                    w_f = w_f.to(feat) if self.strategy.differentiable_feature_weights else w_f.detach().to(feat)
                     kd_term = (w_l * kd).sum(1)
                     feat_term = (w_f * feat).sum(1)
                     per_sample = ce + cfg.kd_weight * kd_term + cfg.feat_weight * feat_term
@@ -211,6 +224,7 @@ class MultiTeacherDistiller:
                 backend.step(opt)  # through the fp16 loss scaler where one is used
                 if self.strategy.uses_teachers:
                     ts = time.perf_counter()
+                    w_f = w_f.detach()
                     self.strategy.observe(ctx, w_l, w_f, per_sample.detach())
                     strat_s += time.perf_counter() - ts
                     w_l_sum += w_l.sum(0).cpu()

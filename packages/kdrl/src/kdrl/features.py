@@ -99,6 +99,18 @@ class FeatureTap(nn.Module):
         return ClassifierOutput(logits, _as_map(fmap_raw, "forward_features"), emb.flatten(1))
 
 
+    def head(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """The wrapped classifier's head (global pooling + classifier) applied to a ``[B, C, H, W]`` map, as
+        CA-MKD needs it (the official ``distill_seq()[-1]``); uses the module's ``forward_head`` (kdrl models and
+        timm models have one)."""
+        if not hasattr(self.module, "forward_head"):
+            raise ValueError(
+                f"{type(self.module).__name__} has no forward_head(feature_map) -> logits method; CA-MKD applies each "
+                "teacher's classifier head to the adapted student feature, so it needs one"
+            )
+        return self.module.forward_head(feature_map)
+
+
 def as_feature_classifier(module: nn.Module, feature_layer: str | None = None) -> FeatureTap:
     """Return ``module`` wrapped as a :class:`FeatureTap` (unchanged if it already is one)."""
     if isinstance(module, FeatureTap) and feature_layer is None:

@@ -56,5 +56,9 @@ class MLP(nn.Module):
         emb = self.body(x)
         return ClassifierOutput(self.fc(emb), emb[:, :, None, None], emb)
 
+    def forward_head(self, fmap: torch.Tensor) -> torch.Tensor:
+        """The classifier on a ``[B, D, 1, 1]`` "map" (spatially averaged if larger)."""
+        return self.fc(fmap.mean(dim=(2, 3)) if fmap.dim() == 4 else fmap)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_features(x).logits

@@ -72,5 +72,9 @@ class ResNet(nn.Module):
         emb = fmap.mean(dim=(2, 3))
         return ClassifierOutput(self.fc(emb), fmap, emb)
 
+    def forward_head(self, fmap: torch.Tensor) -> torch.Tensor:
+        """Global average pooling and the classifier on a ``[B, C, H, W]`` map."""
+        return self.fc(fmap.mean(dim=(2, 3)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_features(x).logits

@@ -22,7 +22,8 @@ __all__ = ["DistillContext", "WeightingStrategy"]
 
 @dataclass
 class DistillContext:
-    """Everything a strategy may look at, all detached. Shapes: ``B`` samples, ``M`` teachers, ``K`` classes."""
+    """Everything a strategy may look at, all detached (except ``head_ce``, see below). Shapes: ``B`` samples,
+    ``M`` teachers, ``K`` classes."""
 
     epoch: int
     targets: torch.Tensor  # [B]
@@ -35,6 +36,9 @@ class DistillContext:
     teacher_ce: torch.Tensor  # [B, M] teacher cross-entropy against the labels
     cosine: torch.Tensor  # [B, M] cosine(student_embeddings[m], teacher_embeddings[m])
     temperature: float
+    # [B, M] CE(teacher m's classifier head on adaptor_m(student map), y); only for strategies with
+    # ``needs_teacher_heads`` (CA-MKD). It keeps its gradient when ``differentiable_feature_weights`` is set.
+    head_ce: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -51,6 +55,10 @@ class WeightingStrategy:
 
     name: str = "base"
     uses_teachers: bool = True
+    #: the distiller computes ``ctx.head_ce`` (each teacher's ``forward_head`` on the adapted student map)
+    needs_teacher_heads: bool = False
+    #: the feature weights are not detached: their gradient flows into the student/adaptors (official CA-MKD)
+    differentiable_feature_weights: bool = False
 
     def setup(self, num_teachers: int, teacher_embed_dims: list[int], num_classes: int,
               device: torch.device) -> None:
