@@ -1,10 +1,18 @@
-"""Benchmark of vqcore's integer kernels (issue 4).
+"""Benchmark of vqcore's integer kernels (issues 4 and 19).
 
-GEMMs: W8A8 and W4A8 (Triton) vs bf16 ``torch.matmul`` (cuBLAS) and ``torch._int_mm`` (int8 cuBLAS) at the linear
-shapes of CogVideoX-2B (hidden 1920, MLP 7680) and Open-Sora/Latte (1152, 4608), at M ≈ 16–18k tokens and small M
-(64, 2048). "gemm" columns time the GEMM alone on pre-quantized activations; "+quant" adds the per-token activation
-quantization kernel (what a layer really pays). Plus one transformer block of CogVideoX-2B size (random weights):
-bf16 vs converted W8A8 / W4A8 (latency, linear-weight memory).
+GEMMs: W8A8, W4A8 and W4A8 g128 (Triton) vs bf16 ``torch.matmul`` (cuBLAS), ``torch._int_mm`` (int8 cuBLAS) and FP8
+``torch._scaled_mm`` with per-row scales (e4m3 activations per token, e4m3 weights per output channel: the float8
+path an H100 user would pick instead, torchao's rowwise recipe) at the linear shapes of CogVideoX-2B (hidden 1920,
+MLP 7680) and Open-Sora/Latte (1152, 4608), at M ≈ 16–18k tokens and small M (256, 64, 16). "gemm" columns time the
+GEMM alone on pre-quantized activations; "layer"/"+quant" columns add the activation quantization (what a layer really
+pays: vqcore's per-token quantizer kernel; for FP8 the amax/scale/cast in plain torch ops). Plus one transformer
+block of CogVideoX-2B size (random weights, 17 550 video + 226 text tokens): bf16 vs converted W8A8 / W4A8
+(latency, linear-weight memory), and one whole 30-block denoiser step of that size (bf16 vs converted).
+
+Numerics of the FP8 baseline vs vqcore's integer grids: e4m3 is a floating grid (3 mantissa bits: relative spacing
+2^-3 near every value, denser near 0 and coarser near amax) scaled so that the row's amax maps to 448, whereas int8
+is a uniform grid of 255 levels per row (absolute spacing amax/127); so FP8 keeps small values more precisely and large
+values less precisely than A8, and its weights are 8 bit (there is no FP8 counterpart of W4).
 
     python tools/bench/vqcore_kernels.py                 # on a CUDA GPU (all shapes, block)
     python tools/bench/vqcore_kernels.py --large-only --budget-s 55   # reduced: large-M shapes, block, time-boxed
@@ -15,7 +23,9 @@ pointer-based kernel with the tiles the autotuner chose in the first H100 run, W
 = the persistent TMA kernel with several tiles, W4 unpacked once to a transient int8 copy + the int8 GEMM); the
 layer/block columns use the library's default dispatch policy.
 
-Writes results.json, results.md and a PNG plot into --out (default runs/bench/vqcore_kernels).
+Writes results.json, results.md, a PNG plot and (``commons.results`` format, flat rows in tables ``gemm``, ``small``,
+``block``, ``step``, ``summary``) ``vqcore/vqcore_kernels.json`` into --out (default runs/bench/vqcore_kernels); the
+lead copies the latter to ``results/vqcore/`` for the README's generated kernel table.
 """
 
 from __future__ import annotations
@@ -146,6 +156,8 @@ def _variants(args, cuda, t, errs, cfgs, run_cfg, ref_of, mods, deadline) -> Non
 
     def best(key, mod, configs):
         out = []
+        if not NEW_PATHS_OK[0]:
+            configs = [c for c in configs if c.get("PATH") != "tma" and not c.get("UNPACK")]
         for cfg in configs:
             if time.time() > deadline:
                 break
@@ -199,6 +211,39 @@ def _quant_variants(args, cuda, x, t, cfgs, deadline) -> None:
     cfgs["quant_all"] = {k: [round(v[0], 4), v[1]] for k, v in out.items()}
 
 
+FP8_MAX = 448.0  # largest finite float8_e4m3fn
+
+
+def fp8_rowwise(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row FP8 (e4m3) quantization in plain torch ops (torchao's rowwise float8 recipe): ``s = amax/448`` per row,
+    ``x/s`` cast to e4m3 (round to nearest). Returns the codes and the fp32 scales ``[rows, 1]``."""
+    s = x.abs().amax(dim=-1, keepdim=True).float().clamp_min(1e-12) / FP8_MAX
+    return (x.float() / s).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn), s
+
+
+def _fp8(args, x, w, t, errs, cfgs) -> None:
+    """FP8 baseline: ``torch._scaled_mm`` with per-row activation and per-column weight scales, bf16 output; the
+    GEMM alone (``fp8``) and with the activation quantization (``fp8_layer``)."""
+    try:
+        wq, ws = fp8_rowwise(w)  # [N, K] e4m3, [N, 1]
+        wt, wst = wq.t(), ws.t().contiguous()  # column-major [K, N] (what _scaled_mm wants), [1, N]
+        xq, xs = fp8_rowwise(x)
+
+        def gemm():
+            return torch._scaled_mm(xq, wt, scale_a=xs, scale_b=wst, out_dtype=torch.bfloat16)
+
+        def layer():
+            a, s = fp8_rowwise(x)
+            return torch._scaled_mm(a, wt, scale_a=s, scale_b=wst, out_dtype=torch.bfloat16)
+
+        ref = x.float() @ w.float().t()
+        errs["fp8_vs_bf16_input"] = float((layer().float() - ref).norm() / ref.norm())
+        t["fp8"] = _time(gemm, args.warmup, args.rep, True)
+        t["fp8_layer"] = _time(layer, args.warmup, args.rep, True)
+    except Exception as e:  # no rowwise FP8 GEMM on this GPU/torch: recorded, not fatal
+        cfgs["fp8_fail"] = f"{type(e).__name__}: {str(e)[:300]}"
+
+
 _VARIANT_SHAPES_LEFT = [1 << 30]  # --variant-shapes: how many large-M shapes still get the variant comparison
 
 
@@ -248,6 +293,9 @@ def _bench_shape(args, device, cuda: bool, model: str, name: str, m: int, k: int
         _quant_variants(args, cuda, x, t, cfgs, deadline)
     t["w8a8_layer"] = _time(lambda: q8(x), args.warmup, args.rep, cuda)
     t["w4a8_layer"] = _time(lambda: q4(x), args.warmup, args.rep, cuda)
+    t["w4a8_g128_layer"] = _time(lambda: q4g(x), args.warmup, args.rep, cuda)
+    if cuda:
+        _fp8(args, x, w, t, errs, cfgs)
     if cuda and GRAPH and not args.large_only:  # the same layer launched eagerly from Python (host overhead), for ref.
         t["bf16_eager"] = _time(lambda: F.linear(x, w), args.warmup, args.rep, cuda, graph=False)
         t["w4a8_layer_eager"] = _time(lambda: q4(x), args.warmup, args.rep, cuda, graph=False)
@@ -260,30 +308,35 @@ def _bench_shape(args, device, cuda: bool, model: str, name: str, m: int, k: int
             row[f"{key}_x"] = t["bf16"] / t[key]
     if "w4a8_layer_eager" in t:
         row["w4a8_layer_eager_x"] = t["bf16_eager"] / t["w4a8_layer_eager"]
-    keys = ("int_mm", "w8a8", "w4a8", "w4a8_g128", "w8a8_before", "w8a8_tma", "w4a8_before", "w4a8_unpack",
-            "w8a8_layer", "w4a8_layer")  # fmt: skip
+    keys = ("int_mm", "fp8", "w8a8", "w4a8", "w4a8_g128", "w8a8_before", "w8a8_tma", "w4a8_before", "w4a8_unpack",
+            "fp8_layer", "w8a8_layer", "w4a8_layer", "w4a8_g128_layer")  # fmt: skip
     speed = " ".join(f"{kk}={row[kk + '_x']:.2f}x" for kk in keys if kk + "_x" in row)
-    err = max(errs.values())
+    err = max(v for kk, v in errs.items() if not kk.startswith("fp8"))
     print(f"{model:16s} {name:9s} M={m:6d} K={k:5d} N={n:5d} bf16 {t['bf16']:.3f}ms {speed} err<={err:.1e} {cfgs}",
           flush=True)  # fmt: skip
     return row
 
 
-def gemm_table(args, device, cuda: bool, deadline: float, sink=None) -> list[dict]:
-    rows = []
+SMALL_MS = (256, 64, 16)  # the small-batch token counts of issue 19 item 5
+
+
+def gemm_table(args, device, cuda: bool, deadline: float, sink=None, large: bool = True, small: bool = True,
+               rows: list | None = None) -> list[dict]:  # fmt: skip
+    """Rows of the GEMM table: the large-M shapes (``large``) and/or the small-M ones (``small``, M in ``--small-ms``),
+    appended to ``rows``; a shape is not started after ``deadline``."""
+    rows = [] if rows is None else rows
     shapes = []
     for model, (h, mlp, m_large) in MODELS.items():
         layers = [("qkv/proj", h, h), ("fc1", h, mlp), ("fc2", mlp, h)]
-        ms = [m_large, 2048, 64] if not args.quick else [48]
-        if args.large_only and not args.quick:
-            ms = [m_large]
+        ms = ([m_large] if large else []) + (list(args.small_ms) if small and not args.large_only else [])
         if args.quick:
+            ms = [48] if large else [16]
             layers = [(n, max(k // 32, 64), max(nn_ // 32, 64)) for n, k, nn_ in layers]
         for m in ms:
             for name, k, n in layers:
                 shapes.append((model, name, m, k, n))
     order = {"fc1": 0, "fc2": 1, "qkv/proj": 2}
-    shapes.sort(key=lambda s: (-s[2], order.get(s[1], 3)))  # large M first (the targets), then 2048, 64
+    shapes.sort(key=lambda s: (-s[2], order.get(s[1], 3)))  # large M first (the targets), then 256, 64, 16
     torch.manual_seed(args.seed)
     for shape in shapes:
         if time.time() > deadline:
@@ -291,7 +344,7 @@ def gemm_table(args, device, cuda: bool, deadline: float, sink=None) -> list[dic
             continue
         rows.append(_bench_shape(args, device, cuda, *shape, deadline=deadline))
         if sink is not None:
-            sink(rows, [])
+            sink(gemm_rows=rows)
     return rows
 
 
@@ -320,6 +373,86 @@ class Block(nn.Module):
         x = x + gate1 * self.proj(a.transpose(1, 2).reshape(b, s, d))
         h = self.norm2(x) * (1 + scale2) + shift2
         return x + gate2 * self.fc2(F.gelu(self.fc1(h), approximate="tanh"))
+
+
+LINEARS = ("qkv", "proj", "fc1", "fc2")
+
+
+def quantized_copy(blk: Block, w_bits: int, group_size: int = 0) -> Block:
+    """A block sharing ``blk``'s norms whose four linears are ``QLinearInt.from_linear`` (round-to-nearest, A8
+    per-token symmetric); ``blk`` is left unchanged."""
+    qb = Block.__new__(Block)
+    nn.Module.__init__(qb)
+    qb.heads = blk.heads
+    for name, child in blk.named_children():
+        if name in LINEARS:
+            child = QLinearInt.from_linear(child, w_bits=w_bits, a_bits=8, group_size=group_size)
+        setattr(qb, name, child)
+    return qb.eval()
+
+
+def _time_events(fn, reps: int = 3) -> float:
+    """Median ms of ``fn`` launched eagerly (CUDA events; for calls of 100+ ms, where launch overhead is small)."""
+    fn()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        torch.cuda.synchronize()
+        ts.append(a.elapsed_time(b))
+    return statistics.median(ts)
+
+
+def step_table(args, device, cuda: bool, deadline: float = float("inf"), sink=None) -> list[dict]:
+    """One denoiser step of a CogVideoX-2B-size transformer: ``--step-blocks`` (30) blocks with their own random
+    weights, 17 776 tokens, bf16 vs each converted variant (eager launches, median of 3; at ~10 ms per block the
+    host launch overhead is < 1 %)."""
+    torch.manual_seed(args.seed + 1)
+    dim, heads, mlp, seq = (1920, 30, 7680, 17776) if not args.quick else (128, 2, 512, 64)
+    n_blocks = args.step_blocks if not args.quick else 2
+    dtype = torch.bfloat16
+    with torch.device(device):
+        blocks = [Block(dim, heads, mlp).to(dtype).eval() for _ in range(n_blocks)]
+    x = torch.randn(1, seq, dim, device=device, dtype=dtype)
+    mod = torch.randn(1, 1, 6 * dim, device=device, dtype=dtype) * 0.1
+
+    def run(bl):
+        h = x
+        for b in bl:
+            h = b(h, mod)
+        return h
+
+    def timed(bl):
+        return _time_events(lambda: run(bl)) if cuda else _time(lambda: run(bl), 0, 0, False)
+
+    rows = []
+    fp16_bytes = sum(m.weight.numel() * 2 for b in blocks for m in b.modules() if isinstance(m, nn.Linear))
+    with torch.no_grad():
+        y_ref = run(blocks).float()
+        t_bf16 = timed(blocks)
+        rows.append({"variant": "bf16", "blocks": n_blocks, "ms": t_bf16, "speedup": 1.0,
+                     "linear_weight_MiB": fp16_bytes / 2**20, "rel_err": 0.0})  # fmt: skip
+        for name, wb, gs in (("W8A8", 8, 0), ("W4A8", 4, 0)):
+            if time.time() > deadline:
+                print(f"time budget reached: skipped step {name}", flush=True)
+                continue
+            qblocks = [quantized_copy(b, wb, gs) for b in blocks]
+            y = run(qblocks).float()
+            t = timed(qblocks)
+            nbytes = sum(linear_weight_bytes(b) for b in qblocks)
+            rows.append({"variant": name, "blocks": n_blocks, "ms": t, "speedup": t_bf16 / t,
+                         "linear_weight_MiB": nbytes / 2**20,
+                         "rel_err": float((y - y_ref).norm() / y_ref.norm())})  # fmt: skip
+            del qblocks
+            if sink is not None:
+                sink(step_rows=rows)
+    for r in rows:
+        print(f"step ({r['blocks']} blocks) {r['variant']:8s} {r['ms']:.1f} ms  x{r['speedup']:.2f}  "
+              f"weights {r['linear_weight_MiB']:.0f} MiB  rel_err {r['rel_err']:.3g}", flush=True)  # fmt: skip
+    return rows
 
 
 class _Policy:
@@ -364,17 +497,14 @@ def block_table(args, device, cuda: bool, deadline: float = float("inf"), sink=N
                      "linear_weight_MiB": fp16_bytes / 2**20,
                      "mem_ratio_vs_fp16": 1.0, "rel_err": 0.0})  # fmt: skip
         variants = [("W8A8", 8, 0, {}), ("W4A8", 4, 0, {}), ("W4A8 g128", 4, 128, {})]
-        if cuda:
+        if cuda and NEW_PATHS_OK[0]:
             variants += [("W8A8 TMA kernel (opt-in)", 8, 0, NEW_POLICY),
                          ("W4A8 unpack + TMA (opt-in)", 4, 0, NEW_POLICY)]  # fmt: skip
         for name, wb, gs, pol in variants:
             if time.time() > deadline:
                 print(f"time budget reached: skipped block {name}", flush=True)
                 continue
-            qb = Block(dim, heads, mlp).to(device=device, dtype=dtype).eval()
-            qb.load_state_dict(blk.state_dict())
-            for lname in ("qkv", "proj", "fc1", "fc2"):
-                setattr(qb, lname, QLinearInt.from_linear(getattr(blk, lname), w_bits=wb, a_bits=8, group_size=gs))
+            qb = quantized_copy(blk, wb, gs)
             with _Policy(cuda, **pol):
                 y = qb(x, mod).float()
                 rel = float((y - y_ref).norm() / y_ref.norm())
@@ -387,7 +517,7 @@ def block_table(args, device, cuda: bool, deadline: float = float("inf"), sink=N
                          "mem_ratio_vs_fp16": nbytes / fp16_bytes, "rel_err": rel})  # fmt: skip
             del qb
             if sink is not None:
-                sink(None, rows)
+                sink(block_rows=rows)
         # Amdahl bound: the block with the four linears removed (attention, norms, elementwise stay bf16)
         if cuda and time.time() < deadline:
             ident = Block(dim, heads, mlp).to(device=device, dtype=dtype).eval()
@@ -415,25 +545,73 @@ def block_table(args, device, cuda: bool, deadline: float = float("inf"), sink=N
     return rows
 
 
-def _md(gemm: list[dict], block: list[dict], meta: dict) -> str:
+def _policy_snapshot(cuda: bool) -> dict:
+    if not cuda:
+        return {"path": "reference (CPU)"}
+    from vqcore.kernels import triton_kernels as tk
+
+    return {k: (v if isinstance(v, (bool, int, float, str)) else str(v)) for k, v in tk.POLICY.items()}
+
+
+GEMM_COLS = ("int_mm", "fp8", "w8a8", "w4a8", "w4a8_g128", "fp8_layer", "w8a8_layer", "w4a8_layer", "w4a8_g128_layer")
+VARIANT_COLS = ("w8a8_before", "w8a8_tma", "w4a8_before", "w4a8_unpack", "w4a8_g128_before", "w4a8_g128_unpack")
+LARGE_M = 4096
+
+
+def flat_rows(gemm: list[dict], block: list[dict], step: list[dict]) -> list[dict]:
+    """The results as flat rows for ``commons.results`` (tables ``gemm`` (M ≥ 4096), ``small``, ``variants``,
+    ``block``, ``step``, ``summary``: medians over the large-M shapes, and the slowest small-M speed-up)."""
+    out = []
+    for r in gemm:
+        row = {"table": "gemm" if r["M"] >= LARGE_M else "small", "model": r["model"], "layer": r["layer"],
+               "M": r["M"], "K": r["K"], "N": r["N"], "bf16_ms": r["bf16_ms"], "quant_ms": r["quant_ms"]}  # fmt: skip
+        row.update({f"{k}_x": r[f"{k}_x"] for k in GEMM_COLS if f"{k}_x" in r})
+        out.append(row)
+        if any(f"{k}_x" in r for k in VARIANT_COLS):
+            v = {"table": "variants", "model": r["model"], "layer": r["layer"], "M": r["M"]}
+            v.update({f"{k}_x": r[f"{k}_x"] for k in VARIANT_COLS if f"{k}_x" in r})
+            v["tiles"] = "; ".join(f"{k}: {c}" for k, c in r["configs"].items()
+                                   if isinstance(c, str) and "_fail_" not in k)  # fmt: skip
+            out.append(v)
+    for r in block:
+        out.append({"table": "block", **{k: r[k] for k in ("variant", "ms", "speedup", "linear_weight_MiB",
+                                                           "mem_ratio_vs_fp16", "rel_err")}})  # fmt: skip
+    for r in step:
+        out.append({"table": "step", **r})
+    big = [r for r in gemm if r["M"] >= LARGE_M]
+    small = [r for r in gemm if r["M"] < LARGE_M]
+    for k in GEMM_COLS + VARIANT_COLS:
+        vals = [r[f"{k}_x"] for r in big if f"{k}_x" in r]
+        svals = [r[f"{k}_x"] for r in small if f"{k}_x" in r]
+        if vals or svals:
+            out.append({"table": "summary", "path": k,
+                        "median_large_M_x": statistics.median(vals) if vals else None,
+                        "min_large_M_x": min(vals) if vals else None,
+                        "min_small_M_x": min(svals) if svals else None,
+                        "median_small_M_x": statistics.median(svals) if svals else None})  # fmt: skip
+    return out
+
+
+def _md(gemm: list[dict], block: list[dict], meta: dict, step: list[dict] | None = None) -> str:
     lines = [
-        f"GPU: {meta['device']} · torch {meta['torch']} · triton {meta['triton']} · {meta['date']} · "
-        f"timing: {meta['timing']}",
+        f"GPU: {meta['device']} · driver {meta.get('driver', '-')} · torch {meta['torch']} · triton {meta['triton']} · "
+        f"{meta['date']} · timing: {meta['timing']}",
         "",
     ]
-    lines.append("| model | layer | M | K | N | bf16 ms | bf16 TFLOP/s | _int_mm × | W8A8 × | W4A8 × | W4A8 g128 × "
-                 "| quant ms | W8A8+quant × | W4A8+quant × |")  # fmt: skip
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("| model | layer | M | K | N | bf16 ms | bf16 TFLOP/s | _int_mm × | FP8 × | W8A8 × | W4A8 × "
+                 "| W4A8 g128 × | quant ms | FP8+quant × | W8A8+quant × | W4A8+quant × "
+                 "| W4A8 g128+quant × |")  # fmt: skip
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     def f(r, k):
         return f"{r[k]:.2f}" if k in r else "–"
 
     for r in gemm:
         lines.append(f"| {r['model']} | {r['layer']} | {r['M']} | {r['K']} | {r['N']} | {r['bf16_ms']:.3f} | "
-                     f"{r['bf16_tflops']:.0f} | {f(r, 'int_mm_x')} | {f(r, 'w8a8_x')} | {f(r, 'w4a8_x')} | "
-                     f"{f(r, 'w4a8_g128_x')} | {r['quant_ms']:.3f} | {f(r, 'w8a8_layer_x')} | "
-                     f"{f(r, 'w4a8_layer_x')} |")  # fmt: skip
-    big = [r for r in gemm if r["M"] >= 8192]
+                     f"{r['bf16_tflops']:.0f} | {f(r, 'int_mm_x')} | {f(r, 'fp8_x')} | {f(r, 'w8a8_x')} | "
+                     f"{f(r, 'w4a8_x')} | {f(r, 'w4a8_g128_x')} | {r['quant_ms']:.3f} | {f(r, 'fp8_layer_x')} | "
+                     f"{f(r, 'w8a8_layer_x')} | {f(r, 'w4a8_layer_x')} | {f(r, 'w4a8_g128_layer_x')} |")  # fmt: skip
+    big = [r for r in gemm if r["M"] >= LARGE_M]
     var = [r for r in big if "w8a8_before_x" in r or "w8a8_tma_x" in r]
     if var:
         lines += ["", "Kernel variants at large M (speed-up vs bf16; best tile of each family, same process):", "",
@@ -455,9 +633,14 @@ def _md(gemm: list[dict], block: list[dict], meta: dict) -> str:
         lines.append("")
         lines.append("Median over the large-M shapes (speed-up vs bf16): " + ", ".join(
             f"{k} {statistics.median(r[k + '_x'] for r in big if k + '_x' in r):.2f}×"
-            for k in ("int_mm", "w8a8", "w4a8", "w4a8_g128", "w8a8_layer", "w4a8_layer", "w8a8_before", "w8a8_tma",
-                      "w4a8_before", "w4a8_unpack", "w4a8_g128_before", "w4a8_g128_unpack")
+            for k in GEMM_COLS + VARIANT_COLS
             if any(k + "_x" in r for r in big)))  # fmt: skip
+    small = [r for r in gemm if r["M"] < LARGE_M]
+    if small:
+        lines.append("")
+        lines.append("Slowest small-M shape (speed-up vs bf16): " + ", ".join(
+            f"{k} {min(r[k + '_x'] for r in small if k + '_x' in r):.2f}×"
+            for k in GEMM_COLS if any(k + "_x" in r for r in small)))  # fmt: skip
     lines += ["", "| block variant | ms (graph) | speed-up | ms (eager) | speed-up eager | linear weights MiB "
               "| of fp16 "
               "| rel. err vs bf16 |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -465,7 +648,65 @@ def _md(gemm: list[dict], block: list[dict], meta: dict) -> str:
         lines.append(f"| {r['variant']} | {r['ms']:.3f} | {r['speedup']:.2f} | {r['ms_eager']:.3f} | "
                      f"{r['speedup_eager']:.2f} | {r['linear_weight_MiB']:.1f} | "
                      f"{r['mem_ratio_vs_fp16']:.3f} | {r['rel_err']:.3g} |")  # fmt: skip
+    if step:
+        lines += ["", "| denoiser step | blocks | ms (eager) | speed-up | linear weights MiB | rel. err vs bf16 |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for r in step:
+            lines.append(f"| {r['variant']} | {r['blocks']} | {r['ms']:.1f} | {r['speedup']:.2f} | "
+                         f"{r['linear_weight_MiB']:.0f} | {r['rel_err']:.3g} |")  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+NEW_PATHS_OK = [True]  # False after a failed probe: the opt-in TMA / unpack paths are not timed
+
+
+def _probe() -> int:
+    """``--probe``: run the opt-in paths once on small problems (exact int32 sums); exit 0 when all agree."""
+    from vqcore.kernels import packing
+    from vqcore.kernels import triton_kernels as tk
+
+    dev = torch.device("cuda")
+    m, n, k = 4224, 384, 1280
+    a = torch.randint(-128, 128, (m, k), device=dev, dtype=torch.int8)
+    w8 = torch.randint(-128, 128, (n, k), device=dev, dtype=torch.int8)
+    w4 = torch.randint(-8, 8, (n, k), device=dev, dtype=torch.int8)
+    one, one_n = torch.ones(m, device=dev), torch.ones(n, device=dev)
+    bad = []
+    for name, w, packed, group, cfg in (
+        ("tma", w8, False, 0, {"PATH": "tma"}),
+        ("w4 unpack + tma", w4, True, 0, {"PATH": "tma", "UNPACK": True}),
+        ("w4 unpack + ptr", w4, True, 0, {"PATH": "ptr", "UNPACK": True}),
+        ("w4 g128 unpack + tma pair", w4, True, 128, {"PATH": "tma", "UNPACK": True, "PAIR": True}),
+    ):
+        wq = packing.pack_int4(w) if packed else w
+        sw = torch.ones(n, -(-k // 128), device=dev) if group else one_n
+        y = tk.int_linear(a, one, None, None, wq, sw, group, packed, k, None, None, None, None, None, torch.float32,
+                          config=cfg)  # fmt: skip
+        ok = torch.equal(y, (a.double() @ w.double().t()).float())
+        torch.cuda.synchronize()
+        print(f"{name}: {'exact' if ok else 'WRONG'}", flush=True)
+        bad += [] if ok else [name]
+    return 1 if bad else 0
+
+
+def _probe_new_paths() -> str:
+    import subprocess
+
+    try:
+        r = subprocess.run([sys.executable, __file__, "--probe"], capture_output=True, text=True, timeout=180)
+        text = (r.stdout + r.stderr).strip().splitlines()
+        ok = r.returncode == 0
+        msg = "; ".join(ln for ln in text if ":" in ln and not ln.startswith(" "))[-400:]
+    except subprocess.TimeoutExpired:
+        ok, msg = False, "timed out"
+    if ok:
+        return f"ok ({msg})"
+    NEW_PATHS_OK[0] = False
+    from vqcore.kernels import triton_kernels as tk
+
+    tk.POLICY["tma"] = False
+    tk.POLICY["w4_unpack_min_m"] = 1 << 62
+    return f"FAILED ({msg}); the opt-in TMA/unpack paths are not timed"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -491,13 +732,19 @@ def main(argv: list[str] | None = None) -> int:
         "--budget-s",
         type=float,
         default=float("inf"),
-        help="time box (s): the GEMM table stops starting new shapes at 60%% of it, the block at 100%%",
+        help="time box (s): each part (block, large-M GEMMs, small-M GEMMs, denoiser step) starts no new item after "
+        "its share of it",
     )
+    ap.add_argument("--small-ms", type=int, nargs="*", default=list(SMALL_MS), help="small-M token counts")
+    ap.add_argument("--step-blocks", type=int, default=30, help="blocks of the denoiser step (0: skip the step)")
     ap.add_argument("--from-json", help="only print the markdown tables of a results.json written earlier")
+    ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.probe:
+        return _probe()
     if args.from_json:
         d = json.loads(Path(args.from_json).read_text())
-        print(_md(d["gemm"], d["block"], d["meta"]))
+        print(_md(d["gemm"], d["block"], d["meta"], d.get("step", [])))
         return 0
     t0 = time.time()
     global GRAPH
@@ -507,48 +754,58 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if cuda else "cpu")
     if not cuda and not args.quick:
         ap.error("no CUDA device: run with --quick for the CPU smoke setting")
+    from commons.results import machine_info
+
     meta = {"device": torch.cuda.get_device_name() if cuda else "cpu (reference path)", "torch": torch.__version__,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "triton": "-", "timing": "CUDA-graph replays, median" if GRAPH else "do_bench eager, median"}  # fmt: skip
+    meta["machine"] = machine_info()  # GPU name, driver, CUDA, torch, Triton, CPU
+    meta["driver"] = meta["machine"].get("driver", "-")
+    meta["cuda"] = meta["machine"].get("cuda", "-")
     if cuda:
         import triton
 
         meta["triton"] = triton.__version__
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    state = {"gemm": [], "block": []}
+    state = {"gemm": [], "block": [], "step": []}
+    settings = {"argv": sys.argv[1:] if argv is None else list(argv), "timing": meta["timing"],
+                "models": MODELS, "small_ms": list(args.small_ms), "step_blocks": args.step_blocks,
+                "policy": _policy_snapshot(cuda), "quick": args.quick}  # fmt: skip
 
-    def sink(gemm_rows, block_rows):  # partial results survive a time-out of the caller
-        if gemm_rows is not None:
-            state["gemm"] = gemm_rows
-        if block_rows is not None:
-            state["block"] = block_rows
+    def sink(gemm_rows=None, block_rows=None, step_rows=None):  # partial results survive a time-out of the caller
+        for key, rows_ in (("gemm", gemm_rows), ("block", block_rows), ("step", step_rows)):
+            if rows_ is not None:
+                state[key] = rows_
         (out / "results.json").write_text(json.dumps({"meta": meta, **state}, indent=1))
-        (out / "results.md").write_text(_md(state["gemm"], state["block"], meta))
+        (out / "results.md").write_text(_md(state["gemm"], state["block"], meta, state["step"]))
+        flat = flat_rows(state["gemm"], state["block"], state["step"])
+        if flat:
+            from commons.results import write_results
 
-    if cuda:  # insurance: if the TMA kernel does not build on this Triton, time the rest with the pointer kernel
-        from vqcore.kernels import triton_kernels as tk
+            write_results("vqcore", "vqcore_kernels", flat, settings, root=out,
+                          extra={"meta": meta})  # fmt: skip
 
-        try:
-            a = torch.randint(-128, 128, (4096, 256), device=device, dtype=torch.int8)
-            wt = torch.randint(-128, 128, (256, 256), device=device, dtype=torch.int8)
-            one = torch.ones(4096, device=device)
-            y = tk.int_linear(a, one, None, None, wt, one[:256], 0, False, 256, None, None, None, None, None,
-                              torch.bfloat16, config={"PATH": "tma"})  # fmt: skip
-            ref = a.float() @ wt.float().t()
-            meta["tma_probe"] = f"ok, rel. err {float((y.float() - ref).norm() / ref.norm()):.2g} (bf16 output)"
-        except Exception as e:
-            tk.POLICY["tma"] = False
-            meta["tma_probe"] = f"FAILED ({type(e).__name__}: {str(e)[:300]}); default policy switched to ptr"
-        print("TMA probe:", meta["tma_probe"], flush=True)
+    if cuda:  # insurance: a faulting new kernel would poison this process's CUDA context, so probe it in a child
+        meta["probe"] = _probe_new_paths()
+        print("new-path probe:", meta["probe"], flush=True)
+    # shares of --budget-s after which each part starts no new item (block-first: block, step, large M, small M)
+    large_end, small_end, block_end, step_end = (0.6, 0.72, 0.85, 1.0)
+    block, step = [], []
+    want_step = args.step_blocks and not args.skip_block
     if args.block_first:  # the block first: a device fault in an unusual GEMM variant later cannot cost its numbers
-        block = [] if args.skip_block else block_table(args, device, cuda, t0 + 0.4 * args.budget_s, sink)
-        gemm = gemm_table(args, device, cuda, t0 + args.budget_s, sink)
-    else:
-        gemm = gemm_table(args, device, cuda, t0 + 0.6 * args.budget_s, sink)
-        block = [] if args.skip_block else block_table(args, device, cuda, t0 + args.budget_s, sink)
-    sink(gemm, block)
-    md = _md(gemm, block, meta)
+        block_end, step_end, large_end, small_end = (0.25, 0.35, 0.7, 0.97)
+        block = [] if args.skip_block else block_table(args, device, cuda, t0 + block_end * args.budget_s, sink)
+        if want_step and time.time() < t0 + step_end * args.budget_s:
+            step = step_table(args, device, cuda, t0 + step_end * args.budget_s, sink)
+    gemm = gemm_table(args, device, cuda, t0 + large_end * args.budget_s, sink, large=True, small=False)
+    gemm = gemm_table(args, device, cuda, t0 + small_end * args.budget_s, sink, large=False, small=True, rows=gemm)
+    if not args.block_first:
+        block = [] if args.skip_block else block_table(args, device, cuda, t0 + block_end * args.budget_s, sink)
+        if want_step and time.time() < t0 + step_end * args.budget_s:
+            step = step_table(args, device, cuda, t0 + step_end * args.budget_s, sink)
+    sink(gemm, block, step)
+    md = _md(gemm, block, meta, step)
     if args.no_plot:
         print(md)
         return 0
@@ -575,7 +832,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
     print(md)
-    worst = max((max(r["rel_err"].values()) for r in gemm), default=0.0)
+    worst = max((max(v for k, v in r["rel_err"].items() if not k.startswith("fp8")) for r in gemm), default=0.0)
     if not math.isfinite(worst) or worst > 2e-2:
         raise SystemExit(f"integer GEMM disagrees with its reference: relative error {worst:.3g}")
     return 0

@@ -1,16 +1,21 @@
-"""One time-boxed GPU session for vqcore's integer kernels (issue 4): the ``-m gpu`` tests of the kernels and of
-``convert``, then a reduced benchmark (large-M GEMM shapes with the before/after kernel variants side by side, and the
-CogVideoX-2B-size block). Everything is written under ``--out`` as it finishes, so a time-out keeps what was done.
+"""One time-boxed GPU session for vqcore's integer kernels (issues 4 and 19): the ``-m gpu`` tests of the kernels and
+of ``convert`` (plus the converted-layer tests that take the CUDA dispatch), then the benchmark
+(``tools/bench/vqcore_kernels.py``: the CogVideoX-2B-size block first, the large-M GEMM shapes with the kernel
+variants side by side and the bf16 / ``torch._int_mm`` / FP8 ``torch._scaled_mm`` baselines, the small-M shapes
+M ∈ {256, 64, 16}, then a 30-block denoiser step). Everything is written under ``--out`` as it finishes, so a
+time-out keeps what was done. Nothing is installed: the packages are put on ``PYTHONPATH``.
 
-    python3 tools/bench/vqcore_kernels_gpu.py --out "$OUT/H-K" --budget-s 100
+    PAPERLAB_GIT_COMMIT=<commit> python3 tools/bench/vqcore_kernels_gpu.py --out "$OUT/vqk" --budget-s 540
 
-Files: ``pytest_gpu.log``, ``bench.log`` (+ summary), ``results.json`` (``tools/bench/vqcore_kernels.py`` turns it into
-the markdown tables).
+Files (≤ 6): ``pytest_gpu.log``, ``bench.log`` (+ summary), ``results.json`` (raw rows; ``vqcore_kernels.py
+--from-json`` prints the markdown tables), ``vqcore/vqcore_kernels.json`` (``commons.results`` rows; copy it to
+``results/vqcore/``), ``speedup.png``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -18,16 +23,23 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+TEST_FILES = ("test_vqcore_kernels.py", "test_vqcore_convert.py")
+CUDA_TESTS = (  # not gpu-marked, but they take the real CUDA dispatch when a GPU is present
+    "test_vqcore_convert_mpqdm.py::test_converted_omq_and_conv_layers_on_the_triton_path",
+    "test_vqcore_convert_mpqdm.py::test_static_quantizer_triton_equals_reference",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--budget-s", type=float, default=100.0, help="wall-clock budget of the whole script")
-    ap.add_argument("--test-s", type=float, default=None, help="time box of the GPU tests (default 45%% of budget)")
+    ap.add_argument("--test-s", type=float, default=None, help="time box of the GPU tests (default 30%% of budget)")
+    ap.add_argument("--quick", action="store_true", help="CPU smoke test of this script (bench --quick)")
+    ap.add_argument("--variant-shapes", type=int, default=2, help="large-M shapes that time every kernel variant")
     args = ap.parse_args(argv)
     t0 = time.time()
-    test_s = args.test_s if args.test_s is not None else 0.45 * args.budget_s
+    test_s = args.test_s if args.test_s is not None else 0.30 * args.budget_s
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -53,27 +65,46 @@ def main(argv: list[str] | None = None) -> int:
         print(line, flush=True)
         return status
 
-    tests = ["packages/vqcore/tests/test_vqcore_convert.py", "packages/vqcore/tests/test_vqcore_kernels.py"]
-    run([sys.executable, "-m", "pytest", *tests, "-m", "gpu", "-v", "--tb=short", "-p", "no:cacheprovider",
-         "--durations=10"], out / "pytest_gpu.log", test_s)  # fmt: skip
+    if "PAPERLAB_GIT_COMMIT" not in env:  # the GPU machine's copy of the tree may have no .git
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            env["PAPERLAB_GIT_COMMIT"] = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT,
+                                                        capture_output=True, text=True, timeout=10,
+                                                        check=True).stdout.strip()  # fmt: skip
+    tdir = "packages/vqcore/tests/"
+    pytest = [sys.executable, "-m", "pytest", "-v", "--tb=short", "-p", "no:cacheprovider", "--durations=10",
+              "-o", "timeout=240"]  # fmt: skip
+    run([*pytest, *(tdir + f for f in TEST_FILES), "-m", "gpu"], out / "pytest_gpu.log", test_s)
+    left = test_s - (time.time() - t0)
+    if left > 20:  # converted layers (static quantizer, OMQ split rows, integer conv) on the CUDA dispatch
+        run([*pytest, *(tdir + t for t in CUDA_TESTS)], out / "pytest_cuda_layers.log", left)
     left = args.budget_s - (time.time() - t0) - 4.0
     if left > 15:
-        bench_budget = max(10.0, left - 12.0)  # model building, block construction, writing: outside the time box
-        run([sys.executable, str(ROOT / "tools/bench/vqcore_kernels.py"), "--large-only", "--no-plot",
-             "--budget-s", f"{bench_budget:.0f}", "--warmup", "10", "--rep", "10", "--variant-shapes", "3",
-             "--block-first", "--out", str(out)],
+        bench_budget = max(10.0, left - 15.0)  # model building, block construction, writing: outside the time box
+        run([sys.executable, str(ROOT / "tools/bench/vqcore_kernels.py"),
+             "--budget-s", f"{bench_budget:.0f}", "--warmup", "10", "--rep", "10", "--variant-shapes",
+             str(args.variant_shapes), "--block-first", "--out", str(out), *(["--quick"] if args.quick else [])],
             out / "bench.log", left)  # fmt: skip
     else:
         summary.append(f"bench skipped: only {left:.0f}s left")
         (out / "summary.txt").write_text("\n".join(summary) + "\n")
     md = out / "results.md"
     text = md.read_text() if md.exists() else ""
-    md.unlink(missing_ok=True)  # derivable from results.json; keeps the files that come back to three
+    md.unlink(missing_ok=True)  # derivable from results.json; keeps the files that come back few
     (out / "summary.txt").unlink(missing_ok=True)
+    extra = out / "pytest_cuda_layers.log"
+    if extra.exists():  # one test log
+        with open(out / "pytest_gpu.log", "a") as f:
+            f.write("\n\n== converted layers on the CUDA dispatch ==\n" + extra.read_text())
+        extra.unlink()
     with open(out / "bench.log", "a") as f:
         f.write("\n== summary ==\n" + "\n".join(summary) + "\n")
     print("\n".join(summary))
-    keep = [ln for ln in text.splitlines() if "Median" in ln or ln.startswith(("GPU:", "| W", "| bf16", "| no "))]
+    for log in ("pytest_gpu.log",):
+        tail = [ln for ln in (out / log).read_text().splitlines() if " passed" in ln or " failed" in ln
+                or ln.startswith(("FAILED", "ERROR"))] if (out / log).exists() else []  # fmt: skip
+        print("\n".join(tail[-12:]))
+    keep = [ln for ln in text.splitlines() if "Median" in ln or "Slowest" in ln
+            or ln.startswith(("GPU:", "| W", "| bf16", "| no ", "| same"))]  # fmt: skip
     print("\n".join(keep) if keep else "no results")
     return 0
 
