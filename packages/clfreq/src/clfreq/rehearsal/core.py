@@ -164,8 +164,7 @@ class Rehearsal:
         self.opt.zero_grad()
         xa = self.transform(x, self.black) if self.transform is not None else x
         z = self.net.encode(xa)
-        logits = self.net.classify(z, y)
-        loss = self.loss(logits, y)
+        loss, logits = self.compute_loss(z, y)
         (backend.backward(loss) if backend is not None else loss.backward())
         if self.world > 1:
             from .distributed import allreduce_step
@@ -190,6 +189,15 @@ class Rehearsal:
         b["input"] = self.replay_input(b["examples"])
         return b, (net if net is not None else self.net).classify(b["input"], None)
 
+    def compute_loss(self, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss of one step from the encoded current batch ``z``; returns ``(loss, logits of the current batch)``.
+
+        Default: the current batch through the net alone (with its labels, for CLFD's class mask), then
+        :meth:`loss`, which adds the replay terms with their own forward passes (DER++, ER-ACE; ER and CLS-ER
+        override this to forward the current batch and a buffer draw as one concatenated batch, as mammoth)."""
+        logits = self.net.classify(z, y)
+        return self.loss(logits, y), logits
+
     def loss(self, logits, y):
         raise NotImplementedError
 
@@ -212,11 +220,24 @@ class Rehearsal:
 
 
 class ER(Rehearsal):
-    """Experience Replay: CE(current) + CE(buffer)."""
+    """Experience Replay, as mammoth ``models/er.py``: the current batch and a buffer draw of ``minibatch`` samples
+    go through the net as *one* concatenated batch (one forward, so BatchNorm normalises them together) and the loss
+    is the mean cross-entropy over all ``n + m`` samples — not CE(cur) + CE(buf), which is twice the scale.
+
+    With the CLFD plugin the official ``er_clfd.py`` is followed instead: CE(current batch, class-masked) +
+    CE(buffer draw through the net without the class mask), two forwards.
+    """
 
     name = "er"
 
-    def loss(self, logits, y):
+    def compute_loss(self, z, y):
+        if self.plugin == "clfd" or not len(self.buffer):
+            return super().compute_loss(z, y)
+        b = self.buffer.sample(self.minibatch)
+        out = self.net.classify(torch.cat([z, self.replay_input(b["examples"])]), None)
+        return F.cross_entropy(out, torch.cat([y, b["labels"]])), out[: len(y)]
+
+    def loss(self, logits, y):  # the CLFD path (official er_clfd.py) and the first step (empty buffer)
         loss = F.cross_entropy(logits, y)
         if len(self.buffer):
             b, out = self.replay()
@@ -244,24 +265,52 @@ class DERpp(Rehearsal):
 
 
 class ERACE(Rehearsal):
-    """ER-ACE (Caccia et al. 2022): current CE over (classes in batch ∪ unseen classes) for t>0, plus CE(buffer)."""
+    """ER-ACE (Caccia et al. 2022), as mammoth ``models/er_ace.py`` (and CLFD's ``er_ace_clfd.py``): from the second
+    task on, the current batch's CE is over the classes present in the batch plus every class from the largest
+    label seen so far (``seen_so_far.max()``, itself included) upwards; a buffer draw adds plain CE(buffer).
+
+    ``seen_so_far`` accumulates the labels of every batch (it is state, saved in the checkpoint). As the official
+    code, the "from the largest seen label" rule is skipped once the last class has been seen (newer mammoth drops
+    that ``if``; the only difference is whether the last class stays unmasked when absent from the batch).
+    """
 
     name = "er-ace"
 
     def __init__(self, lr: float = 0.03, **kw):
         super().__init__(lr=lr, **kw)
 
+    def setup(self, *a, **kw):
+        out = super().setup(*a, **kw)
+        self.seen_so_far = torch.zeros(0, dtype=torch.long, device=self.device)
+        return out
+
+    def ace_mask(self, y: torch.Tensor, num_logits: int) -> torch.Tensor:
+        """Boolean ``[num_logits]`` mask of the classes the current batch's CE runs over (updates ``seen_so_far``)."""
+        present = y.unique()
+        self.seen_so_far = torch.cat([self.seen_so_far, present]).unique()
+        mask = torch.zeros(num_logits, dtype=torch.bool, device=y.device)
+        mask[present] = True
+        top = int(self.seen_so_far.max())
+        if top < self.num_classes - 1:
+            mask[top:] = True
+        return mask
+
     def loss(self, logits, y):
+        mask = self.ace_mask(y, logits.shape[1])
         if self.task > 0:
-            mask = torch.zeros_like(logits[0], dtype=torch.bool)
-            mask[y.unique()] = True
-            mask[(self.task + 1) * self.cpt:] = True  # not yet seen
             logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
         loss = F.cross_entropy(logits, y)
         if self.task > 0 and len(self.buffer):
             b, out = self.replay()
             loss = loss + F.cross_entropy(out, b["labels"])
         return loss
+
+    def state_dict(self) -> dict:
+        return super().state_dict() | {"seen_so_far": self.seen_so_far.cpu()}
+
+    def load_state_dict(self, s: dict) -> None:
+        super().load_state_dict(s)
+        self.seen_so_far = s["seen_so_far"].to(self.device)
 
 
 class CLSER(Rehearsal):
@@ -272,13 +321,15 @@ class CLSER(Rehearsal):
     softmax probability to the true class. Evaluation uses the stable model.
 
     Defaults are mammoth's best args for Split CIFAR-10 with buffer 50 (lr 0.1, λ 0.15, r_S 0.1, r_P 0.5, α 0.999
-    for both; notes §1.5–1.6). Choices where this differs from the official code, on purpose: the CE over the
-    current batch and the buffer draw is one mean over both sets (as CE on their concatenation) but computed with
-    two forward passes (BatchNorm statistics per set, like ER here); the update coin flips use a generator seeded
-    identically on every process, so data-parallel copies of the EMA models stay equal. As the official code, only
-    the weights are averaged and the teachers run in train mode (batch statistics), so their BatchNorm running
-    statistics are their own, collected on buffer draws with their averaged weights — evaluating the stable model
-    with the working model's (or EMA-averaged) statistics instead left it at chance in our short runs.
+    for both; notes §1.5–1.6). The loss is the official one: λ·mean((f(x_buf) − z_ema)²) with its own forward of the
+    buffer draw, plus the mean CE over the current batch and the same buffer draw forwarded as one concatenated
+    batch. With the CLFD plugin the CE uses two forwards (the class mask applies to the current batch only) and is
+    still the mean over both sets. One choice differs from the official code, on purpose: the update coin flips use
+    a generator seeded identically on every process, so data-parallel copies of the EMA models stay equal. As the
+    official code, only the weights are averaged and the teachers run in train mode (batch statistics), so their
+    BatchNorm running statistics are their own, collected on buffer draws with their averaged weights — evaluating
+    the stable model with the working model's (or EMA-averaged) statistics instead left it at chance in our short
+    runs.
 
     Time scales: an EMA model averages over about ``1 / (freq · (1 − α))`` steps — 10 000 (stable) and 2 000
     (plastic) steps with the official values, against ≈15 600 steps per task in mammoth's Split CIFAR-10 setting
@@ -339,20 +390,27 @@ class CLSER(Rehearsal):
         if float(r[1]) < self.stable_freq:
             self.update_ema("stable")
 
-    def loss(self, logits, y):
-        ce, n = F.cross_entropy(logits, y, reduction="sum"), y.numel()
+    def compute_loss(self, z, y):
         if not len(self.buffer):
-            return ce / n
-        b, out = self.replay()
-        lab = b["labels"]
+            return super().compute_loss(z, y)
+        b = self.buffer.sample(self.minibatch)
+        bx, lab = self.replay_input(b["examples"]), b["labels"]
         with torch.no_grad():  # teachers in train mode, as the official code (see the class docstring)
             self.stable.train(), self.plastic.train()
-            zs, zp = self.stable.classify(b["input"]), self.plastic.classify(b["input"])
+            zs, zp = self.stable.classify(bx), self.plastic.classify(bx)
             self.stable.eval(), self.plastic.eval()
             take_stable = F.softmax(zs, 1).gather(1, lab[:, None]) > F.softmax(zp, 1).gather(1, lab[:, None])
             target = torch.where(take_stable, zs, zp)
-        ce = ce + F.cross_entropy(out, lab, reduction="sum")
-        return ce / (n + lab.numel()) + self.reg_weight * F.mse_loss(out, target)
+        loss = self.reg_weight * F.mse_loss(self.net.classify(bx, None), target)
+        if self.plugin == "clfd":  # class mask on the current batch only: two forwards, mean CE over both sets
+            logits, out_b = self.net.classify(z, y), self.net.classify(bx, None)
+            ce = (F.cross_entropy(logits, y, reduction="sum") + F.cross_entropy(out_b, lab, reduction="sum"))
+            return loss + ce / (len(y) + len(lab)), logits
+        out = self.net.classify(torch.cat([z, bx]), None)
+        return loss + F.cross_entropy(out, torch.cat([y, lab])), out[: len(y)]
+
+    def loss(self, logits, y):  # first step (empty buffer): CE of the current batch
+        return F.cross_entropy(logits, y)
 
     def state_dict(self) -> dict:
         return super().state_dict() | {"plastic": self.plastic.state_dict(), "stable": self.stable.state_dict(),
@@ -705,9 +763,11 @@ def split_tinyimagenet(root: str | Path, classes_per_task: int = 20, seed: int |
 @torch.no_grad()
 def evaluate(method: Rehearsal, bench: Benchmark, upto: int, batch: int = 512,
              rank: int = 0, world: int = 1) -> tuple[list[float], list[float]]:
-    """Class-IL and Task-IL accuracy of ``method.eval_net`` on tasks 0..upto (Task-IL masks logits to the task's
-    classes). With ``world`` > 1 each process scores every ``world``-th test sample and the counts are summed."""
+    """Class-IL and Task-IL accuracy of ``method.eval_net`` on tasks 0..upto, as mammoth ``utils/evaluate.py``:
+    Class-IL takes the argmax over the classes seen so far (tasks 0..upto), Task-IL over the task's own classes.
+    With ``world`` > 1 each process scores every ``world``-th test sample and the counts are summed."""
     net, cpt = method.eval_net, bench.classes_per_task
+    seen = (upto + 1) * cpt  # mammoth utils/evaluate.py: Class-IL argmax over the classes seen so far only
     net.eval()
     counts = torch.zeros(upto + 1, 3, dtype=torch.float64)
     for t in range(upto + 1):
@@ -715,7 +775,7 @@ def evaluate(method: Rehearsal, bench: Benchmark, upto: int, batch: int = 512,
         if world > 1:
             x, y = x[rank::world], y[rank::world]
         for i in range(0, len(x), batch):
-            out = net(x[i:i + batch].to(method.device))[:, : bench.num_classes]
+            out = net(x[i:i + batch].to(method.device))[:, :seen]
             yy = y[i:i + batch].to(method.device)
             masked = torch.full_like(out, float("-inf"))
             masked[:, t * cpt:(t + 1) * cpt] = out[:, t * cpt:(t + 1) * cpt]

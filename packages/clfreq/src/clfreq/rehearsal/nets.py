@@ -6,7 +6,8 @@
   nf·(1,2,4,8)); the "reduced" ResNet-18 of the rehearsal papers is ``nf=20``.
 * :class:`CLFDNet` — CLFD's ``DWT_ResNet``: 1×1-conv fusion of the four sub-bands into a 3-channel half-resolution
   map (conv1_l: LL→1, conv1_m: all 12→1, conv1_h: LH/HL/HH→1, no bias), ResNet on that map, k-WTA (keep 60 %) and a
-  class-wise stochastic feature mask during training (notes §1.3), linear head.
+  class-wise stochastic feature mask during training (notes §1.3; one uniform draw per unit shared by the batch, as
+  the official code), linear head.
 * :class:`FDINet` — FDINet-style two-branch net (arXiv 2503.22175 has no public code; design from the abstract and
   notes §2.2, every choice documented in the README): a low-frequency ResNet on LL (3 ch) and a high-frequency ResNet
   on LH/HL/HH (9 ch), both at half resolution with their own (small) ``nf``; "integration" = concatenation of the two
@@ -143,8 +144,10 @@ class CLFDNet(nn.Module):
     def classify(self, z, y=None):
         h = self.features(z)
         if self.training and y is not None and self.use_class_mask:
-            keep = torch.rand_like(h) < self.select_probs[y]
-            h = h * keep
+            # official DWT_ResNet.forward: ONE uniform draw per unit for the whole batch (torch.rand(D) on the CPU
+            # generator), compared with each sample's class row, so samples of one class share their mask
+            u = torch.rand(h.shape[1]).to(h.device)
+            h = h * (u[None, :] < self.select_probs[y])
         h = kwta(h, self.kwta_keep)
         if self.training and y is not None:
             self.select_counts.index_add_(0, y, (h != 0).float().detach())
