@@ -1,15 +1,17 @@
 """MTKD-RL agent: valid weight distributions, response to the state, and the update direction."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from kdrl import MTKDRL, DistillConfig, MultiTeacherDistiller, TeacherWeightingAgent, create_strategy
+from kdrl import MTKDRL, DistillConfig, MultiTeacherDistiller, TeacherWeightingAgent, create_strategy, list_strategies
 from kdrl.features import ClassifierOutput
 from kdrl.models import MLP
-from kdrl.strategies.mtkd_rl import agent_loss, standardized_reward
+from kdrl.strategies.mtkd_rl import standardized_reward
 
 K = 4
 
@@ -79,16 +81,40 @@ def test_update_moves_policy_toward_rewarded_actions():
     assert after_good > before_good + 1e-3
     # ... more than for the unrewarded ones (their loss term had weight 0)
     assert after_good - before_good > after_bad - before_bad
-    # the code's reward-weighted BCE towards 1 is exactly the negative surrogate
-    assert float(agent_loss(agent, state_of(good), rewards_good).detach()) == pytest.approx(-after_good, rel=1e-5)
+
+
+def test_one_replay_step_is_the_official_sgd_step():
+    # train_loops.py::train_agent: loss = BCE(pred[0], 1, weight=r) + BCE(pred[1], 1, weight=r); SGD(lr=0.1).step()
+    import copy
+
+    torch.manual_seed(3)
+    agent = TeacherWeightingAgent(12, 3, hidden=16, dynamic=True)
+    reference = copy.deepcopy(agent)
+    state = (torch.randn(8, 12), torch.rand(8, 3) * 2, torch.rand(8, 3), torch.rand(8, 3) * 2 - 1)
+    reward = standardized_reward(torch.rand(8) * 4)
+    strat = MTKDRL(hidden=16, lr=0.1)
+    strat.agent, strat.device = agent, torch.device("cpu")
+    strat.optimizer = torch.optim.SGD(agent.parameters(), lr=0.1)
+    strat._buffer = [(state, reward)]
+    strat.train_agent()
+    pred = reference(state)
+    ones = torch.ones_like(pred[0])
+    loss = (F.binary_cross_entropy(pred[0], ones, weight=reward.unsqueeze(-1))
+            + F.binary_cross_entropy(pred[1], ones, weight=reward.unsqueeze(-1)))
+    grads = torch.autograd.grad(loss, list(reference.parameters()))
+    moved = 0.0
+    for (name, p_new), p_old, g in zip(agent.named_parameters(), reference.parameters(), grads):
+        torch.testing.assert_close(p_new.detach(), p_old.detach() - 0.1 * g, rtol=1e-5, atol=1e-7, msg=name)
+        moved += float((p_new - p_old).abs().sum())
+    assert moved > 1e-4  # the step is not empty (rewards are not all zero)
 
 
 class _Oracle(nn.Module):
     """Teacher that reads the class from the first K inputs and predicts class + shift (shift 1: always wrong)."""
 
-    def __init__(self, shift: int):
+    def __init__(self, shift: int, scale: float = 6.0):
         super().__init__()
-        self.shift = shift
+        self.shift, self.scale = shift, scale
         self.proj = nn.Linear(K, 8)
         self.head = nn.Linear(8, K)
 
@@ -96,7 +122,7 @@ class _Oracle(nn.Module):
         c = (x[:, :K].argmax(1) + self.shift) % K
         onehot = F.one_hot(c, K).float()
         emb = torch.relu(self.proj(onehot))
-        return ClassifierOutput(6.0 * onehot, emb[:, :, None, None], emb)
+        return ClassifierOutput(self.scale * onehot, emb[:, :, None, None], emb)
 
     def forward_head(self, fmap):  # a classifier on the 8-d embedding (CA-MKD reads adapted student features)
         return self.head(fmap.mean(dim=(2, 3)))
@@ -155,3 +181,37 @@ def test_dynamic_mix_moves_from_gap_to_confidence_with_a_wrong_teacher():
     assert conf[-1] > conf[0] > 1 / 3 - 1e-3 and gap[-1] < gap[0]
     head = d.strategy.head_history
     assert head[-1][2] < min(head[-1][0], head[-1][1])
+
+
+def _oracle_entropy_and_ce(scale: float, correct: bool) -> tuple[float, float]:
+    """Entropy at T = 1 and CE of an oracle teacher with logits ``scale * onehot`` over K classes."""
+    z = math.exp(scale) + (K - 1)
+    probs = [math.exp(scale) / z] + [1 / z] * (K - 1)
+    h = -sum(p * math.log(p) for p in probs)
+    return h, (-math.log(probs[0]) if correct else math.log(z))
+
+
+def test_every_strategy_weights_a_confident_right_and_a_vaguer_wrong_teacher_by_its_rule():
+    """Teacher 0 is right and confident (logit 6 on the label), teacher 1 always wrong and vaguer (logit 2 on the
+    next class): every per-sample quantity is the same for every sample, so each rule's weights are known exactly."""
+    loader = _oracle_problem(3)
+    h_r, ce_r = _oracle_entropy_and_ce(6.0, True)
+    h_w, ce_w = _oracle_entropy_and_ce(2.0, False)
+    ebkd = [(1 - h_r / (h_r + h_w)) / 2, (1 - h_w / (h_r + h_w)) / 2]
+    p_r = math.exp(ce_r) / (math.exp(ce_r) + math.exp(ce_w))
+    camkd = [(1 - p_r) / 2, p_r / 2]
+    seen = {}
+    for name in list_strategies():
+        torch.manual_seed(0)
+        d = MultiTeacherDistiller(MLP(in_features=16, num_classes=K, hidden=[16]), [_Oracle(0), _Oracle(1, 2.0)],
+                                  create_strategy(name), DistillConfig(epochs=2, milestones=[]))
+        seen[name] = [e["logit_weights"] for e in d.fit(loader, progress=False)["epochs"]]
+    assert seen["student"][-1] == [0.0, 0.0]
+    assert seen["aver"][-1] == pytest.approx([0.5, 0.5], abs=1e-6)
+    assert seen["aver_warmup"] == [pytest.approx([1.0, 1.0]), pytest.approx([0.5, 0.5])]
+    assert seen["ebkd"][-1] == pytest.approx(ebkd, abs=1e-5)
+    assert seen["camkd"][-1] == pytest.approx(camkd, abs=1e-5)
+    assert camkd[1] < 0.1 * camkd[0] and ebkd[0] > 2 * ebkd[1]  # both rules really separate the two teachers
+    assert max(seen["aekd"][-1]) <= 0.6 + 1e-6 and sum(seen["aekd"][-1]) == pytest.approx(1.0, abs=1e-5)
+    for name in ("mtkd_rl", "mtkd_rl_dynamic"):  # warm-up: all ones; then fused distributions
+        assert seen[name][0] == pytest.approx([1.0, 1.0]) and sum(seen[name][1]) == pytest.approx(1.0, abs=1e-5)

@@ -145,11 +145,16 @@ class MultiTeacherDistiller:
 
     # ------------------------------------------------------------------ training
     def fit(self, train_loader: DataLoader, eval_loader: DataLoader | None = None,
-            run_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+            run_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True,
+            force: bool = False) -> dict[str, Any]:
         """Train for ``config.epochs`` epochs; returns the history (also written to ``run_dir/history.json``).
 
-        With ``run_dir``, ``state.pt`` is written atomically after every epoch and ``resume=True`` continues from it;
-        the final student (without adaptors) is saved to ``run_dir/student`` (safetensors + config.json).
+        With ``run_dir``, ``state.pt`` is written atomically after every epoch and ``resume=True`` continues from it
+        (bit-identical to an uninterrupted run on the same machine: the RNG is reseeded every epoch and the model,
+        optimiser and strategy states are restored). A saved run whose configuration (:class:`DistillConfig`,
+        strategy, teachers) differs from this one is refused — e.g. another ``epochs`` would silently move the lr
+        milestones — unless ``force=True``. The final student (without adaptors) is saved to ``run_dir/student``
+        (safetensors + config.json).
         """
         from tqdm.auto import tqdm
 
@@ -176,6 +181,7 @@ class MultiTeacherDistiller:
                 raise ValueError("resume=True needs run_dir")
             state = load_training_state(state_path)
             if state is not None:
+                self._check_resumable(state, state_path, force)
                 self.model.load_state_dict(state["model"])
                 opt.load_state_dict(state["optimizer"])
                 self.strategy.load_state_dict(state["strategy"])
@@ -258,7 +264,7 @@ class MultiTeacherDistiller:
                 save_training_state(state_path, {
                     "model": backend.unwrap(model).state_dict(), "optimizer": opt.state_dict(),
                     "strategy": self.strategy.state_dict() if self.strategy.uses_teachers else {},
-                    "history": self.history, "epoch": epoch, "config": cfg.to_dict(),
+                    "history": self.history, "epoch": epoch, **self._run_identity(),
                 })
         self.model = backend.unwrap(model)
         if run_dir is not None and main:
@@ -267,6 +273,28 @@ class MultiTeacherDistiller:
                             overwrite=True)
             save_json(Path(run_dir) / "history.json", self.history)
         return self.history
+
+    def _run_identity(self) -> dict[str, Any]:
+        """What must match for a saved run to be resumed (stored in ``state.pt``)."""
+        return {"config": self.config.to_dict(), "strategy_spec": repr(self.strategy),
+                "strategy_name": self.strategy.name, "teachers": list(self.teachers.names)}
+
+    def _check_resumable(self, state: dict[str, Any], path: Path, force: bool) -> None:
+        mine = self._run_identity()
+        diffs = []
+        saved_cfg = state.get("config", {})
+        for key, value in mine["config"].items():
+            if key in saved_cfg and saved_cfg[key] != value:
+                diffs.append(f"{key}: saved {saved_cfg[key]!r}, now {value!r}")
+        for key in ("strategy_name", "strategy_spec", "teachers"):
+            if key in state and state[key] != mine[key]:
+                diffs.append(f"{key}: saved {state[key]!r}, now {mine[key]!r}")
+        if diffs and not force:
+            raise ValueError(f"resume: {path} was written with another configuration ({'; '.join(diffs)}); "
+                             "rerun with the saved settings, start a new run directory, or force it (force=True, "
+                             "CLI --force)")
+        if diffs:
+            logger.warning("resuming %s despite a different configuration: %s", path, "; ".join(diffs))
 
     # ------------------------------------------------------------------ inference
     def evaluate(self, loader: DataLoader) -> dict[str, float]:

@@ -158,7 +158,8 @@ class MTKDRL(WeightingStrategy):
         self.agent_seconds = 0.0
 
     def __repr__(self) -> str:
-        return f"MTKDRL(hidden={self.hidden}, lr={self.lr}, dynamic={self.dynamic}, agent_step={self.agent_step})"
+        return (f"MTKDRL(hidden={self.hidden}, lr={self.lr}, dynamic={self.dynamic}, agent_step={self.agent_step}, "
+                f"warmup_epochs={self.warmup_epochs})")
 
     def setup(self, num_teachers, teacher_embed_dims, num_classes, device) -> None:
         super().setup(num_teachers, list(teacher_embed_dims), num_classes, device)
