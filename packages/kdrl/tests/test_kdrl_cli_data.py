@@ -81,8 +81,12 @@ def test_cli_loads_teacher_checkpoints_and_resumes(tmp_path, capsys):
     loaded = json.loads(capsys.readouterr().out)["teachers"]
     assert not (tmp_path / "b" / "teachers").exists()
     assert loaded == trained and set(loaded) == {"digits_mlp", "digits_convnet_wide"}  # same weights, same accuracy
-    # --resume continues the 1-epoch run to 2 epochs instead of starting over
-    assert main([*base, "--epochs", "2", "--teacher-ckpts", ckpts, "--resume", "--out", str(tmp_path / "b")]) == 0
+    # --resume with another --epochs (other lr milestones) is refused in one line; --force continues 1 -> 2 epochs
+    assert main([*base, "--epochs", "2", "--teacher-ckpts", ckpts, "--resume", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "epochs: saved 1, now 2" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert main([*base, "--epochs", "2", "--teacher-ckpts", ckpts, "--resume", "--force",
+                 "--out", str(tmp_path / "b")]) == 0
     capsys.readouterr()
     hist = json.loads((tmp_path / "b" / "mtkd_rl_seed0" / "history.json").read_text())
     assert [e["epoch"] for e in hist["epochs"]] == [0, 1]
@@ -90,3 +94,32 @@ def test_cli_loads_teacher_checkpoints_and_resumes(tmp_path, capsys):
     assert state["epoch"] == 1 and state["strategy"]["updates"] > 0
     with pytest.raises(SystemExit, match="teacher-ckpts"):
         main([*base, "--teacher-ckpts", str(cache / "digits_mlp_seed0"), "--out", str(tmp_path / "c")])
+
+
+def test_cli_flags_reach_the_config_and_the_strategy(tmp_path, capsys, monkeypatch):
+    from kdrl.cli import main
+
+    base = ["train", "--teachers", "digits_mlp,digits_convnet_wide", "--teacher-epochs", "1", "--epochs", "1",
+            "--no-progress", "--device", "cpu", "--out", str(tmp_path)]
+    assert main([*base, "--strategy", "aekd", "--aekd-cap", "0.7", "--beta", "3", "-T", "2", "--kd-weight", "0.5"]) == 0
+    state = load_training_state(tmp_path / "aekd_seed0" / "state.pt")
+    assert state["config"]["temperature"] == 2.0 and state["config"]["feat_weight"] == 3.0
+    assert state["config"]["kd_weight"] == 0.5 and "C=0.7" in state["strategy_spec"]
+    assert main([*base, "--strategy", "mtkd_rl", "--agent-step", "3", "--agent-lr", "0.2"]) == 0
+    state = load_training_state(tmp_path / "mtkd_rl_seed0" / "state.pt")
+    assert "agent_step=3" in state["strategy_spec"] and "lr=0.2" in state["strategy_spec"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="--agent-step does not apply"):
+        main([*base, "--strategy", "aver", "--agent-step", "3"])
+    assert main([*base, "--strategy", "aekd", "--aekd-cap", "-1"]) == 2
+    assert "C (the AEKD weight cap)" in capsys.readouterr().err
+    # --download reaches the CIFAR-100 loader
+    seen = {}
+
+    def fake_loaders(root, batch_size, num_workers=4, download=False):
+        seen["download"] = download
+        raise FileNotFoundError("stop here")
+
+    monkeypatch.setattr("kdrl.data.cifar100_loaders", fake_loaders)
+    assert main([*base, "--data", "cifar100", "--data-root", str(tmp_path), "--download"]) == 2
+    assert seen == {"download": True}

@@ -61,7 +61,7 @@ def test_student_teacher_class_mismatch_is_reported_before_training():
 def test_cifar100_without_data_says_what_to_do(tmp_path):
     from kdrl.data import cifar100_loaders
 
-    with pytest.raises(FileNotFoundError, match="cifar-100-python"):
+    with pytest.raises(FileNotFoundError, match="cifar-100-python.*--download"):
         cifar100_loaders(tmp_path)
 
 

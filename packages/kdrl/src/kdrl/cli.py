@@ -8,7 +8,9 @@ Examples::
 
     kdrl train                                   # embedded digits default, MTKD-RL, a few CPU minutes at most
     kdrl train --strategy aver --epochs 10
-    kdrl train --data cifar100 --data-root ~/data --teachers resnet32x4,resnet56 --student resnet8x4
+    kdrl train --data cifar100 --data-root ~/data --download --teachers resnet32x4,resnet56 --student resnet8x4
+    kdrl train --strategy aekd --aekd-cap 0.6 --beta 5 -T 4
+    kdrl train --resume                          # refuses a run saved with other settings unless --force
     accelerate launch -m kdrl.cli train --data cifar100 --data-root ~/data   # several GPUs
 """
 
@@ -47,7 +49,18 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=0.05)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", default="runs/kdrl", help="run folder (teachers cached in <out>/teachers)")
-    t.add_argument("--resume", action="store_true", help="continue from <out>/<strategy>_seed<seed>/state.pt")
+    t.add_argument("--download", action="store_true", help="download CIFAR-100 into --data-root if missing (internet)")
+    t.add_argument("--temperature", "-T", type=float, default=4.0, help="KD temperature T (official: 4)")
+    t.add_argument("--beta", type=float, default=5.0, help="feature-KD weight beta (MTKD-RL official: 5)")
+    t.add_argument("--kd-weight", type=float, default=1.0, help="logit-KD weight (official: 1)")
+    t.add_argument("--agent-step", type=int, default=None,
+                   help="mtkd_rl*: replay the agent's buffer every this many batches and at epoch end (official: 1000)")
+    t.add_argument("--agent-lr", type=float, default=None, help="mtkd_rl*: agent SGD learning rate (official: 0.1)")
+    t.add_argument("--aekd-cap", type=float, default=None,
+                   help="aekd: the cap C on every teacher weight (official -C 0.6; nu = 1/(C M))")
+    t.add_argument("--resume", action="store_true", help="continue from <out>/<strategy>_seed<seed>/state.pt "
+                   "(refused if it was written with other settings, unless --force)")
+    t.add_argument("--force", action="store_true", help="with --resume: continue even if the saved settings differ")
     t.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (single process)")
     t.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
     t.add_argument("--num-workers", type=int, default=4, help="CIFAR loader workers")
@@ -57,8 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--student", default=DIGITS_STUDENT)
     e.add_argument("--data", choices=["digits", "cifar100"], default="digits")
     e.add_argument("--data-root", default=None)
+    e.add_argument("--download", action="store_true", help="download CIFAR-100 if missing (internet)")
     e.add_argument("--seed", type=int, default=0, help="digits split seed used in training")
     sub.add_parser("list", help="list model presets and strategies")
+    for sp in (t, e):
+        sp.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
     return p
 
 
@@ -69,7 +85,23 @@ def _loaders(args, batch_size: int):
         return digits_loaders(batch_size, seed=args.seed)
     if not args.data_root:
         raise SystemExit("--data cifar100 needs --data-root <folder containing cifar-100-python>")
-    return cifar100_loaders(args.data_root, batch_size, num_workers=getattr(args, "num_workers", 4))
+    return cifar100_loaders(args.data_root, batch_size, num_workers=getattr(args, "num_workers", 4),
+                            download=args.download)
+
+
+def _strategy_kwargs(args) -> dict:
+    """Strategy options from the flags; a flag for another strategy is an error, not silently ignored."""
+    kw: dict = {}
+    mtkd = args.strategy.startswith("mtkd_rl")
+    for flag, value, key, ok in (("--agent-step", args.agent_step, "agent_step", mtkd),
+                                 ("--agent-lr", args.agent_lr, "lr", mtkd),
+                                 ("--aekd-cap", args.aekd_cap, "C", args.strategy == "aekd")):
+        if value is None:
+            continue
+        if not ok:
+            raise SystemExit(f"{flag} does not apply to --strategy {args.strategy}")
+        kw[key] = value
+    return kw
 
 
 def _train(args) -> int:
@@ -78,16 +110,21 @@ def _train(args) -> int:
 
     from .config import DistillConfig, TeacherTrainConfig, scaled_milestones
     from .distiller import MultiTeacherDistiller
+    from .strategies import create_strategy
     from .teachers import TeacherPool, resolve_model
     from .training import evaluate_classifier, load_or_train_teachers
 
     seed_everything(args.seed)
+    strategy = create_strategy(args.strategy, **_strategy_kwargs(args))  # bad values fail before any training
     digits = args.data == "digits"
     teachers = (args.teachers or (DIGITS_TEACHERS if digits else CIFAR_TEACHERS)).split(",")
     student_name = args.student or (DIGITS_STUDENT if digits else CIFAR_STUDENT)
     epochs = args.epochs or (30 if digits else 240)
     t_epochs = args.teacher_epochs or (15 if digits else 240)
     kw = {} if digits else {"num_classes": 100}
+    cfg = DistillConfig(epochs=epochs, milestones=scaled_milestones(epochs), batch_size=args.batch_size, lr=args.lr,
+                        seed=args.seed, temperature=args.temperature, feat_weight=args.beta,
+                        kd_weight=args.kd_weight)  # validated here, before teachers are trained
     import torch
 
     # accelerate only shards over CPU processes (torchrun / accelerate launch on a CPU-only host) with cpu=True
@@ -114,13 +151,11 @@ def _train(args) -> int:
     report = {"teachers": {}}
     for name, m in zip(teachers, models):
         report["teachers"][name] = evaluate_classifier(m.to(backend.device), test_loader)["top1"]
-    cfg = DistillConfig(epochs=epochs, milestones=scaled_milestones(epochs), batch_size=args.batch_size, lr=args.lr,
-                        seed=args.seed)
     distiller = MultiTeacherDistiller(resolve_model(student_name, **kw), TeacherPool(models, names=teachers),
-                                      args.strategy, cfg, backend=backend)
+                                      strategy, cfg, backend=backend)
     run_dir = out / f"{args.strategy}_seed{args.seed}"
     history = distiller.fit(train_loader, test_loader, run_dir=run_dir, resume=args.resume,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, force=args.force)
     final = distiller.evaluate(test_loader)
     report.update({"student": student_name, "strategy": args.strategy, "student_top1": final["top1"],
                    "final_logit_weights": history["epochs"][-1]["logit_weights"], "run_dir": str(run_dir)})
@@ -155,9 +190,13 @@ def main(argv: list[str] | None = None) -> int:
         print("models:", ", ".join(list_models()), "(or timm:<name>)")
         print("strategies:", ", ".join(list_strategies()))
         return 0
-    if args.command == "evaluate":
-        return _evaluate(args)
-    return _train(args)
+    try:
+        return _evaluate(args) if args.command == "evaluate" else _train(args)
+    except (ValueError, TypeError, FileNotFoundError, ImportError, KeyError) as err:
+        if args.verbose:
+            raise
+        print(f"kdrl: error: {err} (-v for the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -53,7 +53,12 @@ def cifar100_loaders(root: str | os.PathLike, batch_size: int = 64, num_workers:
     train_tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
                                    transforms.ToTensor(), norm])
     test_tf = transforms.Compose([transforms.ToTensor(), norm])
-    train = cifar("cifar100", root, train=True, download=download, transform=train_tf)
+    try:
+        train = cifar("cifar100", root, train=True, download=download, transform=train_tf)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"CIFAR-100 not found: expected {os.path.join(os.fspath(root), 'cifar-100-python')}; pass download=True "
+            "(CLI: --download; needs internet) or point root (--data-root) at the folder that contains it") from None
     test = cifar("cifar100", root, train=False, download=download, transform=test_tf)
     pin = torch.cuda.is_available()
     return (DataLoader(train, batch_size=batch_size, shuffle=True, num_workers=num_workers, pin_memory=pin,
