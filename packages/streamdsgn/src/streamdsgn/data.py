@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["collate", "filter_boxes_in_range", "gt_frame", "TAGS"]
+__all__ = ["collate", "filter_boxes_in_range", "gt_frame", "TAGS", "SupervisedSamples", "make_loader"]
 
 TAGS = ("prev2", "prev", "token", "next")
 CALIB_KEYS = ("P2", "P3", "R_rect", "Tr_velo_cam")
@@ -96,3 +96,59 @@ def gt_frame(frame: dict | None, point_cloud_range: tuple | None = None) -> dict
     if frame.get("names") is not None:  # lets kitti_eval ignore Van for Car and Person_sitting for Pedestrian
         out["names"] = [name for name, k in zip(frame["names"], keep.tolist()) if k]
     return out
+
+
+class SupervisedSamples(torch.utils.data.Dataset):
+    """Training view of a :class:`~commons.data.kitti_tracking.KittiTrackingStream`: item ``j`` is sample ``j`` or,
+    when it lacks the supervision frame (``"next"`` for StreamDSGN: the last frame of a clip), the nearest earlier
+    sample that has it (the released code resamples; replacing keeps every process's step count equal).
+
+    Args:
+        dataset: the stream (``ds[i]`` → sample dict).
+        supervise: ``"next"`` (streaming) or ``"token"`` (baseline).
+        transform: optional callable applied to each returned sample (augmentation, :mod:`streamdsgn.augment`);
+            it receives ``(sample, rng)`` with a :class:`numpy.random.Generator` seeded by ``(seed, epoch, index)``.
+        seed: seed of the per-item random generators.
+    """
+
+    def __init__(self, dataset, supervise: str = "next", transform=None, seed: int = 0):
+        if supervise not in ("next", "token"):
+            raise ValueError(f"supervise must be 'next' or 'token', got {supervise!r}")
+        if len(dataset) == 0:
+            raise ValueError("dataset is empty")
+        self.dataset, self.supervise, self.transform, self.seed = dataset, supervise, transform, int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, j: int) -> dict:
+        import numpy as np
+
+        for k in range(int(j), max(-1, int(j) - 4), -1):
+            s = self.dataset[k]
+            if s["frames"].get(self.supervise) is not None:
+                if self.transform is not None:
+                    s = self.transform(s, np.random.default_rng((self.seed, self.epoch, int(j))))
+                return s
+        raise ValueError(f"sample {j} and its three predecessors have no {self.supervise!r} frame (clips of one "
+                         "frame?)")
+
+
+def make_loader(dataset: torch.utils.data.Dataset, batch_size: int = 1, num_workers: int = 0, seed: int = 0,
+                num_samples: int | None = None, pin_memory: bool = False, drop_last: bool = True):
+    """A shuffled :class:`torch.utils.data.DataLoader` that decodes and collates samples in ``num_workers`` worker
+    processes (:func:`collate`), so the accelerator is not starved by PNG decoding and LiDAR projection.
+    ``num_samples`` draws that many items with replacement (an endless stream for time-budgeted training);
+    otherwise one seeded permutation per iteration."""
+    if batch_size < 1 or num_workers < 0:
+        raise ValueError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
+    gen = torch.Generator().manual_seed(int(seed))
+    if num_samples is not None:
+        sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=int(num_samples),
+                                                 generator=gen)
+    else:
+        sampler = torch.utils.data.RandomSampler(dataset, generator=gen)
+    kw = {"persistent_workers": True, "prefetch_factor": 4} if num_workers > 0 else {}
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                                       collate_fn=collate, pin_memory=pin_memory, drop_last=drop_last, **kw)

@@ -273,6 +273,8 @@ class KittiTrackingStream(Dataset):
             image is smaller), with ``P2``/``P3`` and the 2D boxes adjusted (StreamDSGN crops KITTI to 320x1248).
         with_depth: add ``depth`` ``[H, W]``, the LiDAR points projected into ``image_02`` (0 = no point; all zeros
             when a frame has no ``.bin`` file, as for KITTI sequence 0001 frames 177-180).
+        depth_tags: the frame tags that get ``depth`` when ``with_depth`` (default: only ``token``, the frame whose
+            depth StreamDSGN supervises; projecting LiDAR for the neighbours would be wasted work).
         sequences: optional subset of sequence names (``"0003"`` or ``3``).
         cache_frames: keep decoded frames in memory (each frame appears in up to four samples as different tags;
             about 0.9 MB per frame at 96x320 with depth). Returned tensors are copies, safe to modify.
@@ -287,7 +289,7 @@ class KittiTrackingStream(Dataset):
     def __init__(self, root: str | os.PathLike, split: str = "train", classes=("Car", "Pedestrian", "Cyclist"),
                  clip_len: int = 40, frame_tags=("prev2", "prev", "token", "next"),
                  image_size: tuple[int, int] | None = None, with_depth: bool = True, sequences=None,
-                 cache_frames: bool = False):
+                 cache_frames: bool = False, depth_tags=("token",)):
         if split not in ("train", "val", "all"):
             raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
         classes = tuple(classes)
@@ -298,6 +300,10 @@ class KittiTrackingStream(Dataset):
         if bad or "token" not in frame_tags:
             raise ValueError(f"frame_tags must include 'token' and only use {tuple(FRAME_TAG_OFFSETS)}, "
                              f"got {frame_tags!r}")
+        depth_tags = tuple(depth_tags)
+        if any(t not in FRAME_TAG_OFFSETS for t in depth_tags):
+            raise ValueError(f"depth_tags must only use {tuple(FRAME_TAG_OFFSETS)}, got {depth_tags!r}")
+        self.depth_tags = depth_tags
         if image_size is not None and (len(image_size) != 2 or any(int(v) <= 0 for v in image_size)):
             raise ValueError(f"image_size must be None or (H, W) positive ints, got {image_size!r}")
         if not isinstance(clip_len, int) or clip_len <= 0:
@@ -382,7 +388,7 @@ class KittiTrackingStream(Dataset):
         out["Tr_velo_cam"] = tr if tr is not None else np.concatenate([np.eye(3), np.zeros((3, 1))], 1)
         return out
 
-    def _frame(self, seq: str, frame: int, calib: dict, offset: tuple[int, int]) -> dict:
+    def _frame(self, seq: str, frame: int, calib: dict, offset: tuple[int, int], depth: bool = True) -> dict:
         left, _ = self._load_image("image_02", seq, frame)
         right, _ = self._load_image("image_03", seq, frame)
         keep, dontcare = [], []
@@ -411,7 +417,7 @@ class KittiTrackingStream(Dataset):
             "names": [lab.cls for lab in keep],
             "dontcare_bbox2d": torch.as_tensor(dc, dtype=torch.float32),
         }
-        if self.with_depth:
+        if self.with_depth and depth:
             path = self.dir / "velodyne" / seq / f"{frame:06d}.bin"
             if path.is_file():
                 out["depth"] = torch.from_numpy(lidar_depth_map(read_velodyne(path), calib, (hh, ww)))
@@ -419,12 +425,12 @@ class KittiTrackingStream(Dataset):
                 out["depth"] = torch.zeros(hh, ww)
         return out
 
-    def _cached_frame(self, seq: str, frame: int, calib: dict, offset: tuple[int, int]) -> dict:
+    def _cached_frame(self, seq: str, frame: int, calib: dict, offset: tuple[int, int], depth: bool = True) -> dict:
         if not self.cache_frames:
-            return self._frame(seq, frame, calib, offset)
-        key = (seq, frame, offset)
+            return self._frame(seq, frame, calib, offset, depth)
+        key = (seq, frame, offset, depth)
         if key not in self._cache:
-            self._cache[key] = self._frame(seq, frame, calib, offset)
+            self._cache[key] = self._frame(seq, frame, calib, offset, depth)
         return {k: (v.clone() if isinstance(v, torch.Tensor) else list(v)) for k, v in self._cache[key].items()}
 
     def __getitem__(self, index: int) -> dict:
@@ -443,7 +449,8 @@ class KittiTrackingStream(Dataset):
         frames = {}
         for tag in self.frame_tags:
             f = frame + FRAME_TAG_OFFSETS[tag]
-            frames[tag] = self._cached_frame(seq, f, calib, offset) if f in members else None
+            frames[tag] = (self._cached_frame(seq, f, calib, offset, tag in self.depth_tags) if f in members
+                           else None)
         return {
             "scene": scene, "seq": int(seq) if seq.isdigit() else seq, "frame": frame, "timestamp": frame / FPS,
             "frames": frames,
