@@ -822,10 +822,21 @@ FORMAT = "vqcore-int/2"
 _READS = ("vqcore-int/1", FORMAT)
 
 
-def save_converted(model: nn.Module, directory: str | os.PathLike) -> Path:
+def save_converted(model: nn.Module, directory: str | os.PathLike, *, format: str = "vqcore") -> Path:
     """Save a converted model: ``model.safetensors`` (its state dict, packed int weights and activation tables
     included) and ``int_layers.json`` (the :class:`IntLinearSpec` of every integer layer, and the step selector's
-    schedule when the model has one). Written atomically per file."""
+    schedule when the model has one). Written atomically per file.
+
+    ``format="diffusers"`` (a diffusers model): a diffusers folder instead — ``config.json`` with a
+    ``quantization_config`` (``quant_method: "vqcore"``) and ``diffusion_pytorch_model.safetensors`` — that
+    ``<ModelClass>.from_pretrained`` loads after :func:`vqcore.integrations.diffusers.register` (see
+    :mod:`vqcore.integrations.diffusers`)."""
+    if format == "diffusers":
+        from .integrations.diffusers import save_pretrained
+
+        return save_pretrained(model, directory)
+    if format != "vqcore":
+        raise ValueError(f"format must be 'vqcore' or 'diffusers', got {format!r}")
     from safetensors.torch import save_file
 
     d = Path(directory)
