@@ -96,3 +96,40 @@ def test_training_state_and_rundir_resume(tmp_path):
         save_training_state(tmp_path / "x.pt", [1])
     with pytest.raises(ValueError, match="folder name"):
         RunDir(tmp_path, name="a/b")
+
+
+
+class _Exploit:
+    """Unpickling this runs ``os.system("touch <marker>")``: what a hostile state file does (harmless here)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+        import shlex
+
+        return (os.system, (f"touch {shlex.quote(self.marker)}",))
+
+
+def test_training_state_that_would_run_code_is_refused_and_nothing_runs(tmp_path):
+    import random
+
+    import numpy as np
+
+    bad, marker = tmp_path / "state.pt", tmp_path / "code-ran"
+    torch.save({"step": 3, "payload": _Exploit(marker)}, bad)  # written as a hostile resume file would be
+    with pytest.raises(CheckpointError, match=r"system.*refusing to unpickle"):
+        load_training_state(bad)
+    with pytest.raises(CheckpointError, match="refusing"):
+        load_training_state(str(bad))
+    assert not marker.exists()  # refused before anything ran
+    # what the packages' states hold still loads: numpy RandomState arrays and scalars, Python/torch RNG states
+    good = {"gen": np.random.RandomState(0).get_state(), "loss": np.float64(0.5), "n": np.int64(2),
+            "arr": np.arange(4, dtype=np.uint32), "py": random.Random(0).getstate(), "torch": torch.get_rng_state(),
+            "pcg": np.random.default_rng(0).bit_generator.state}
+    save_training_state(tmp_path / "ok.pt", good)
+    back = load_training_state(tmp_path / "ok.pt")
+    assert back["gen"][0] == "MT19937" and np.array_equal(back["gen"][1], good["gen"][1])
+    assert back["loss"] == 0.5 and back["n"] == 2 and back["py"] == good["py"] and back["pcg"] == good["pcg"]
+    assert torch.equal(back["torch"], good["torch"]) and back["arr"].dtype == np.uint32

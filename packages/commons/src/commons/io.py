@@ -7,7 +7,9 @@ Layout of a checkpoint directory (diffusers-like)::
 
 Everything is written to a temporary file in the same directory and then ``os.replace``-d into place, which is atomic
 on POSIX and Windows. Training state (optimiser moments, step counters, RNG states) that is not a flat tensor dict is
-stored with :func:`save_training_state` (``torch.save``, also atomic) so long runs can resume.
+stored with :func:`save_training_state` (``torch.save``, also atomic) so long runs can resume;
+:func:`load_training_state` reads it with ``torch.load(weights_only=True)`` plus an explicit allow-list (numpy arrays,
+scalars and dtypes), so a state file from someone else cannot run code when it is opened.
 """
 
 from __future__ import annotations
@@ -190,15 +192,52 @@ def save_training_state(path: str | os.PathLike, state: Mapping[str, Any]) -> Pa
     return path
 
 
-def load_training_state(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-    """Return the state saved by :func:`save_training_state`, or ``None`` when there is nothing to resume."""
+def _numpy_safe_globals() -> list[Any]:
+    """The numpy classes a training state may hold (``np.random.RandomState.get_state()`` arrays, numpy scalars in
+    histories): array/scalar reconstruction and the dtype classes. None of them runs code of the file's choosing."""
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy ships with torch's usual installs
+        return []
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    dtypes = {type(np.dtype(c)) for c in "?bhilqBHILQefdgFDGUSV"} | {type(np.dtype("M8[s]")), type(np.dtype("m8[s]"))}
+    return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *sorted(dtypes, key=str)]
+
+
+def load_training_state(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", *, allow: tuple[type, ...] = ()
+) -> dict[str, Any] | None:
+    """Return the state saved by :func:`save_training_state`, or ``None`` when there is nothing to resume.
+
+    Nothing in the file runs: it is read with ``torch.load(weights_only=True)``, which rebuilds only tensors, numbers,
+    strings, containers, optimiser/RNG states, plus the numpy arrays, scalars and dtypes of
+    :func:`_numpy_safe_globals` and the classes in ``allow``. A file that names any other callable (a pickle that
+    would import and call ``os.system``, say) is refused with :class:`CheckpointError` naming what it asked for,
+    before anything of it is executed."""
     path = _as_path(path, "path")
     if not path.exists():
         return None
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except (EOFError, RuntimeError, OSError, pickle.UnpicklingError) as err:
+        with torch.serialization.safe_globals([*_numpy_safe_globals(), *allow]):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights_only" not in str(err) and "Weights only" not in str(err):
+            raise CheckpointError(f"training state {path} could not be read (truncated or corrupt?): {err}") from err
+        raise CheckpointError(
+            f"training state {path} refers to {_unsafe_globals(path) or 'objects'} that loading would have to execute; "
+            "refusing to unpickle it (only tensors, numbers, strings, containers and numpy arrays are allowed)"
+        ) from None
+    except (EOFError, RuntimeError, OSError) as err:
         raise CheckpointError(f"training state {path} could not be read (truncated or corrupt?): {err}") from err
+
+
+def _unsafe_globals(path: Path) -> str:
+    """The globals a pickle would import, read without executing it ('' when that cannot be determined)."""
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001 - best effort, only for the message
+        return ""
+    return ", ".join(names[:5]) + ("..." if len(names) > 5 else "")
 
 
 class RunDir:

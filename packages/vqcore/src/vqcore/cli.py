@@ -2,7 +2,8 @@
 
     vqcore methods
     vqcore quantize --model zoo:moving-digits-dit --method vidit-q --w-bits 4 --a-bits 8 --out runs/q/w4a8
-    vqcore quantize --model path/to/transformer --class CogVideoXTransformer3DModel --calib calib.pt --method rtn ...
+    vqcore quantize --model path/to/transformer --class CogVideoXTransformer3DModel --calib calib.safetensors \
+        --method rtn ...
     vqcore convert runs/q/w4a8 --model zoo:moving-digits-dit --out runs/q/w4a8-int
 """
 
@@ -97,13 +98,17 @@ def cmd_quantize(args) -> int:
     if out.exists() and not args.overwrite:
         raise SystemExit(f"--out {out} exists; pass --overwrite to replace it")
     options = _quantize_options(args)
+    calib = None
+    if args.calib:  # read before the model: a bad file fails fast
+        from .calib import load_calibration
+
+        try:  # safetensors, or a torch file read with weights_only=True: nothing in the file is executed
+            calib = load_calibration(args.calib)
+        except ValueError as err:
+            raise SystemExit(f"--calib: {err}") from None
     model = _load_model(args.model, args.model_class).eval()
-    if args.calib:
-        calib = torch.load(args.calib, map_location="cpu", weights_only=False)
-    elif args.model.startswith("zoo:"):
+    if calib is None and args.model.startswith("zoo:"):
         calib = _zoo_calibration(model, args.calib_samples, args.calib_steps, args.seed, not args.no_progress)
-    else:
-        calib = None
     try:
         qmodel = vqcore.quantize(model, method=args.method, w_bits=args.w_bits, a_bits=args.a_bits, calib=calib,
                                  seed=args.seed, **options)
@@ -152,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--w-bits", type=int, default=8, help="weight bits, 2-8 (the method's mixed-precision preset "
                    "may keep some layers at 8 bit or FP; the report says which)")
     q.add_argument("--a-bits", type=_a_bits, default=8, help="activation bits, or 'fp' to keep them unquantized")
-    q.add_argument("--calib", default=None, help="a torch-saved CalibrationSet (vqcore.calib.Capture().result) or "
-                   "list of forward-kwargs dicts; zoo models capture their own when omitted")
+    q.add_argument("--calib", default=None, help="calibration file: vqcore.calib.save_calibration(...) (safetensors; "
+                   "a CalibrationSet from Capture or a list of forward-kwargs dicts / input tensors), or a torch.save "
+                   "file of tensors and containers (read with weights_only=True); zoo models capture their own when "
+                   "omitted")
     q.add_argument("--calib-samples", type=int, default=8, help="zoo models: sampling trajectories to capture")
     q.add_argument("--calib-steps", type=int, default=10, help="zoo models: DDIM steps per trajectory")
     q.add_argument("--options", default=None, help='method options as JSON, e.g. \'{"iters": 500}\'')
