@@ -26,7 +26,7 @@ from .strategies import (
     create_strategy,
     list_strategies,
 )
-from .teachers import TeacherPool
+from .teachers import TeacherPool, load_official
 from .training import evaluate_classifier, load_or_train_teachers, train_classifier
 
 __all__ = [
@@ -34,6 +34,6 @@ __all__ = [
     "digits_recipe", "MultiTeacherDistiller", "ClassifierOutput", "FeatureTap", "as_feature_classifier",
     "feature_mse_per_sample", "kd_kl", "kd_kl_per_sample", "create_model", "list_models", "MTKDRL", "Average",
     "ConfidenceAware", "DistillContext", "EntropyBased", "GradientSpace", "NoKD", "TeacherWeightingAgent",
-    "WeightingStrategy", "create_strategy", "list_strategies", "TeacherPool", "evaluate_classifier",
+    "WeightingStrategy", "create_strategy", "list_strategies", "TeacherPool", "load_official", "evaluate_classifier",
     "load_or_train_teachers", "train_classifier",
 ]

@@ -39,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--teachers", default=None, help="comma-separated kdrl presets or timm:<name> "
                    f"(default digits: {DIGITS_TEACHERS}; cifar100: {CIFAR_TEACHERS})")
     t.add_argument("--teacher-ckpts", default=None,
-                   help="comma-separated checkpoint dirs (model.safetensors) to load instead of training teachers")
+                   help="comma-separated checkpoint dirs (model.safetensors) or official RepDistiller/MTKD-RL .pth "
+                   "files (kdrl.load_official) to load instead of training teachers")
     t.add_argument("--student", default=None, help=f"student preset (default digits: {DIGITS_STUDENT}; "
                    f"cifar100: {CIFAR_STUDENT})")
     t.add_argument("--strategy", default="mtkd_rl", choices=list_strategies())
@@ -111,7 +112,7 @@ def _train(args) -> int:
     from .config import DistillConfig, TeacherTrainConfig, scaled_milestones
     from .distiller import MultiTeacherDistiller
     from .strategies import create_strategy
-    from .teachers import TeacherPool, resolve_model
+    from .teachers import TeacherPool, load_official, resolve_model
     from .training import evaluate_classifier, load_or_train_teachers
 
     seed_everything(args.seed)
@@ -139,6 +140,9 @@ def _train(args) -> int:
             raise SystemExit(f"--teacher-ckpts has {len(paths)} entries for {len(teachers)} teachers")
         models = []
         for name, path in zip(teachers, paths):
+            if Path(path).is_file():  # an official RepDistiller/MTKD-RL .pth (or .safetensors) checkpoint
+                models.append(load_official(path, name))
+                continue
             m = resolve_model(name, **kw)
             state, _ = load_checkpoint(path, expected_keys=set(m.state_dict()))
             m.load_state_dict(state)

@@ -7,8 +7,10 @@ frozen; ``pool(x)`` returns one :class:`kdrl.features.ClassifierOutput` per teac
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -16,7 +18,19 @@ from torch import nn
 from .features import ClassifierOutput, FeatureTap, as_feature_classifier
 from .models import create_model
 
-__all__ = ["TeacherPool", "TeacherShapes", "resolve_model"]
+__all__ = ["TeacherPool", "TeacherShapes", "resolve_model", "load_official", "OFFICIAL_ARCHS"]
+
+#: RepDistiller / MTKD-RL ``model_dict`` keys -> kdrl presets (``MobileNetV2`` is width 0.5 in RepDistiller and
+#: width 1 in MTKD-RL: :func:`load_official` tells them apart by the stem's width)
+OFFICIAL_ARCHS = {
+    **{f"resnet{d}": f"resnet{d}" for d in (8, 14, 20, 32, 44, 56, 110)},
+    "resnet8x4": "resnet8x4", "resnet32x4": "resnet32x4",
+    **{f"wrn_{d}_{k}": f"wrn_{d}_{k}" for d, k in ((16, 1), (16, 2), (40, 1), (40, 2), (28, 4), (10, 2))},
+    **{f"vgg{n}": f"vgg{n}" for n in (8, 11, 13, 16, 19)},
+    "MobileNetV2": "mobilenetv2_half", "ShuffleV1": "shufflev1", "ShuffleV2": "shufflev2",
+    "ShuffleV2_0_5": "shufflev2_0_5",
+}
+_CLASSIFIER_KEYS = ("fc.weight", "classifier.weight", "classifier.0.weight", "linear.weight")
 
 
 def resolve_model(spec: nn.Module | str, **kwargs) -> nn.Module:
@@ -99,3 +113,71 @@ class TeacherPool(nn.Module):
             map_shapes=tuple(tuple(o.feature_map.shape[1:]) for o in outs),
             embed_dims=tuple(o.embedding.shape[1] for o in outs),
         )
+
+
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:  # never unpickle arbitrary objects: tensors, dicts, lists and numbers only
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - report any refusal of the restricted loader the same way
+        raise ValueError(f"path {str(path)!r} is not a checkpoint torch.load(weights_only=True) can read "
+                         f"({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
+    if isinstance(obj, dict):
+        for key in ("model", "state_dict", "net"):  # RepDistiller saves {'epoch', 'model', 'best_acc', 'optimizer'}
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"path {str(path)!r} holds no state dict (expected a dict of tensors, or one under "
+                         "'model' / 'state_dict' / 'net')")
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in obj.items()}
+
+
+def load_official(path: str | os.PathLike, arch: str, num_classes: int | None = None) -> nn.Module:
+    """Build ``arch`` and load a RepDistiller/CRD/CA-MKD/MTKD-RL teacher checkpoint into it, strictly.
+
+    ``arch`` is a kdrl preset (``"resnet32x4"``, ``"wrn_40_2"``, ``"mobilenetv2"``, ...) or an official
+    ``model_dict`` key (``"ShuffleV2"``, ``"MobileNetV2"``; see :data:`OFFICIAL_ARCHS`). ``path`` is the official
+    ``*.pth`` (``torch.save({'model': state_dict, ...})``, read with ``torch.load(weights_only=True)``: nothing is
+    unpickled), a bare state dict, or ``.safetensors``; a DataParallel ``module.`` prefix is stripped. The number of
+    classes comes from the classifier's weight unless given. Every key and shape must match (the layer names are
+    RepDistiller's); the error lists what differs. Returns the model in eval mode.
+    """
+    from .models import create_model, list_models
+
+    if not isinstance(arch, str):
+        raise TypeError(f"arch must be a model name, got {type(arch).__name__}")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path {str(path)!r} does not exist or is not a file")
+    name = OFFICIAL_ARCHS.get(arch, arch)
+    if name not in list_models() or name.startswith("digits_"):
+        known = sorted(set(OFFICIAL_ARCHS) | {n for n in list_models() if not n.startswith("digits_")})
+        raise ValueError(f"arch {arch!r} is not an official CIFAR architecture; known: {known}")
+    state = _read_state(path)
+    if arch == "MobileNetV2" and "conv1.0.weight" in state and state["conv1.0.weight"].shape[0] == 32:
+        name = "mobilenetv2"  # MTKD-RL's MobileNetV2 (width 1) rather than RepDistiller's mobile_half
+    head = next((k for k in _CLASSIFIER_KEYS if k in state), None)
+    if num_classes is None:
+        if head is None:
+            raise ValueError(f"cannot find the classifier in {str(path)!r} (none of {_CLASSIFIER_KEYS}); "
+                             "is it a checkpoint of a CIFAR classifier?")
+        num_classes = int(state[head].shape[0])
+    model = create_model(name, num_classes=num_classes)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or wrong:
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:6]) + (f" (+{len(keys) - 6} more)" if len(keys) > 6 else "")
+
+        parts = [f"missing {show(missing)}" if missing else "", f"unexpected {show(unexpected)}" if unexpected else "",
+                 "wrong shape " + show([f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}" for k in wrong])
+                 if wrong else ""]
+        raise ValueError(f"{str(path)!r} does not match {arch!r} ({name}): " + "; ".join(p for p in parts if p))
+    model.load_state_dict(state, strict=True)
+    return model.eval()

@@ -1,9 +1,7 @@
-"""A CIFAR-style ResNet (He et al. 2016, the ``resnet8``…``resnet110`` / ``resnet32x4`` family used by the MTKD-RL and
-CRD/RepDistiller code bases): a 3×3 stem, three stages of basic blocks with strides 1/2/2, global pooling, linear head.
-
-``depth = 6n + 2`` gives ``n`` blocks per stage; ``width`` is the first stage's channel count (16 for ``resnet32``,
-64 for ``resnet32x4``). Small widths/depths make the digits teachers; ``resnet32x4`` is one of the paper's CIFAR-100
-teachers.
+"""A small CIFAR-style ResNet for the embedded digits pool (``digits_resnet14``): a 3×3 stem (``stem``), three stages
+of basic blocks with strides 1/2/2 (``layers``), global pooling, linear head; ``depth = 6n + 2``, ``width`` = the
+first stage's channels. The paper's CIFAR networks with RepDistiller's layer names (loadable from official
+checkpoints) are in :mod:`.cifar_resnet`, :mod:`.cifar_vgg` and :mod:`.cifar_mobile`.
 """
 
 from __future__ import annotations
