@@ -39,6 +39,8 @@ __all__ = [
     "PairedFolderDataset",
     "SyntheticLowLightDataset",
     "degrade_low_light",
+    "degrade_low_light_batch",
+    "SyntheticLowLightCrops",
     "augment_pair",
     "random_crop_pair",
     "find_lol_split",
@@ -236,6 +238,121 @@ def degrade_low_light(image: np.ndarray | torch.Tensor, rng: np.random.Generator
     noisy = np.clip(lin + rng.standard_normal(lin.shape) * np.sqrt(a * lin + b * b), 0, None)
     out = np.round(np.clip(noisy ** (1 / g), 0, 1) * 255) / 255
     return torch.from_numpy(out.astype(np.float32)).permute(2, 0, 1).contiguous()
+
+
+def _log_uniform_t(lo_hi: tuple, n: int, generator: torch.Generator | None) -> torch.Tensor:
+    lo, hi = (float(v) for v in lo_hi)
+    if not 0 < lo <= hi:
+        raise ValueError(f"a log-uniform range must satisfy 0 < lo <= hi, got {lo_hi!r}")
+    u = torch.rand(n, generator=generator, dtype=torch.float64)
+    return torch.exp(np.log(lo) + u * (np.log(hi) - np.log(lo)))
+
+
+def degrade_low_light_batch(images: torch.Tensor, generator: torch.Generator | None = None,
+                            noise_generator: torch.Generator | None = None, exposure: tuple = (0.03, 0.2),
+                            gamma: tuple = (2.0, 2.6), shot_noise: tuple = (2e-4, 3e-3),
+                            read_noise: tuple = (1e-3, 1e-2), colour_shift: float = 0.15) -> torch.Tensor:
+    """:func:`degrade_low_light` for a batch ``[B, 3, H, W]`` in [0, 1], vectorised on the images' device.
+
+    The same five-step camera model with the same parameter ranges; each image draws its own gamma, exposure,
+    white-balance gains and noise levels (so one batch spans several exposure and noise levels). The per-image
+    parameters come from ``generator`` (a CPU generator; None = the global one) and the noise from
+    ``noise_generator`` (on the images' device). Computed in float32 (the numpy version uses float64; after 8-bit
+    quantisation the two differ by at most one grey level where a value sits on a rounding boundary).
+    Returns float32 ``[B, 3, H, W]`` in [0, 1], quantised to multiples of 1/255.
+    """
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be [B, 3, H, W], got {tuple(images.shape)}")
+    if not 0 <= colour_shift < 1:
+        raise ValueError(f"colour_shift must be in [0, 1), got {colour_shift}")
+    n, dev = images.shape[0], images.device
+    g = gamma[0] + torch.rand(n, generator=generator, dtype=torch.float64) * (gamma[1] - gamma[0])
+    k = _log_uniform_t(exposure, n, generator)
+    gains = 1 - colour_shift + torch.rand(n, 3, generator=generator, dtype=torch.float64) * (2 * colour_shift)
+    gains = gains / gains.mean(dim=1, keepdim=True)
+    a, b = _log_uniform_t(shot_noise, n, generator), _log_uniform_t(read_noise, n, generator)
+    g, k, a, b = (t.float().to(dev).view(n, 1, 1, 1) for t in (g, k, a, b))
+    gains = gains.float().to(dev).view(n, 3, 1, 1)
+    lin = images.float().clamp(0, 1) ** g * k * gains
+    noise = torch.randn(lin.shape, generator=noise_generator, device=dev, dtype=torch.float32)
+    noisy = (lin + noise * torch.sqrt(a * lin + b * b)).clamp_min(0)
+    return torch.round((noisy ** (1 / g)).clamp(0, 1) * 255) / 255
+
+
+class SyntheticLowLightCrops:
+    """Endless random training crops of the embedded photos, darkened on the fly (the bigger, more varied version
+    of :class:`SyntheticLowLightDataset` for training).
+
+    Each photo of the split (same photo split as :class:`SyntheticLowLightDataset`: ``test_photos`` held out) is
+    resized so its short side is ``min(short, max_short)`` and kept at the relative ``scales`` (each at least
+    ``crop`` on its short side), as tensors on ``device``. :meth:`batch` draws, per sample, a photo (uniformly), a
+    scale, a ``crop×crop`` position and one of the 8 flip/rotations from ``generator``, then darkens the batch with
+    :func:`degrade_low_light_batch` (fresh exposure, gamma, colour and noise per sample). So every step sees new
+    crops and new degradations of every training photo. Deterministic given the two generators.
+    """
+
+    def __init__(self, split: str = "train", crop: int = 128, scales: tuple[float, ...] = (1.0, 0.75, 0.5),
+                 max_short: int = 512, device: str | torch.device = "cpu",
+                 test_photos: tuple[str, ...] = ("coffee", "flower"), **degrade_kwargs):
+        if split not in ("train", "test", "all"):
+            raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+        if not isinstance(crop, int) or crop < 16:
+            raise ValueError(f"crop must be an int >= 16, got {crop!r}")
+        if not scales or min(scales) <= 0:
+            raise ValueError(f"scales must be positive, got {scales!r}")
+        from .samples import sample_photos
+
+        photos = sample_photos()
+        names = sorted(photos)
+        held = [n for n in names if n in test_photos] or names[-1:]
+        self.names = names if split == "all" else [n for n in names if (n in held) == (split == "test")]
+        self.crop, self.device, self.degrade_kwargs = crop, torch.device(device), degrade_kwargs
+        self.images: list[torch.Tensor] = []  # one entry per (photo, scale)
+        self.sources: list[tuple[str, float]] = []
+        self.by_photo: list[list[int]] = []
+        for name in self.names:
+            t = torch.from_numpy(photos[name]).permute(2, 0, 1).float().div(255)[None]
+            short = min(t.shape[-2:])
+            idx = []
+            for s in scales:
+                target = min(short, max_short) * s
+                if target < crop:
+                    continue
+                size = (max(crop, round(t.shape[-2] * target / short)), max(crop, round(t.shape[-1] * target / short)))
+                img = F.interpolate(t, size=size, mode="area")[0].clamp(0, 1)
+                idx.append(len(self.images))
+                self.images.append(img.to(self.device))
+                self.sources.append((name, float(s)))
+            if not idx:  # a photo smaller than the crop: keep it once, crops are reflect-padded
+                idx.append(len(self.images))
+                self.images.append(t[0].to(self.device))
+                self.sources.append((name, 1.0))
+            self.by_photo.append(idx)
+
+    def __repr__(self) -> str:
+        return (f"SyntheticLowLightCrops(photos={self.names}, crop={self.crop}, "
+                f"images={[tuple(i.shape[-2:]) for i in self.images]})")
+
+    def batch(self, batch_size: int, generator: torch.Generator | None = None,
+              noise_generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(low, high)``, each ``[batch_size, 3, crop, crop]`` float32 on the device."""
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        highs = []
+        for _ in range(batch_size):
+            photo = self.by_photo[int(torch.randint(len(self.by_photo), (1,), generator=generator))]
+            img = self.images[photo[int(torch.randint(len(photo), (1,), generator=generator))]]
+            h, w = img.shape[-2:]
+            if h < self.crop or w < self.crop:
+                img = F.pad(img[None], (0, max(0, self.crop - w), 0, max(0, self.crop - h)), mode="replicate")[0]
+                h, w = img.shape[-2:]
+            y = int(torch.randint(h - self.crop + 1, (1,), generator=generator))
+            x = int(torch.randint(w - self.crop + 1, (1,), generator=generator))
+            mode = int(torch.randint(8, (1,), generator=generator))
+            patch = img[:, y:y + self.crop, x:x + self.crop]
+            highs.append(augment_pair(patch, patch, mode)[0])
+        high = torch.stack(highs)
+        return degrade_low_light_batch(high, generator, noise_generator, **self.degrade_kwargs), high
 
 
 def _resize_center(img: np.ndarray, short: int, max_aspect: float = 1.5, multiple: int = 16) -> torch.Tensor:
