@@ -296,7 +296,7 @@ def _bench_shape(args, device, cuda: bool, model: str, name: str, m: int, k: int
     t["w4a8_g128_layer"] = _time(lambda: q4g(x), args.warmup, args.rep, cuda)
     if cuda:
         _fp8(args, x, w, t, errs, cfgs)
-    if cuda and GRAPH and not args.large_only:  # the same layer launched eagerly from Python (host overhead), for ref.
+    if cuda and GRAPH and not (args.large_only or args.no_eager):  # the layer launched eagerly (host overhead)
         t["bf16_eager"] = _time(lambda: F.linear(x, w), args.warmup, args.rep, cuda, graph=False)
         t["w4a8_layer_eager"] = _time(lambda: q4(x), args.warmup, args.rep, cuda, graph=False)
     row = {"model": model, "layer": name, "M": m, "K": k, "N": n, "rel_err": errs, "configs": cfgs}
@@ -363,13 +363,14 @@ class Block(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.fc1 = nn.Linear(dim, mlp)
         self.fc2 = nn.Linear(mlp, dim)
+        self.attn_fn = F.scaled_dot_product_attention  # kernels.int8_attention in the int8-attention variants
 
     def forward(self, x: torch.Tensor, mod: torch.Tensor) -> torch.Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)
         b, s, d = x.shape
         h = self.norm1(x) * (1 + scale1) + shift1
         q, k, v = self.qkv(h).view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(self.norm_q(q), self.norm_k(k), v)
+        a = self.attn_fn(self.norm_q(q), self.norm_k(k), v)
         x = x + gate1 * self.proj(a.transpose(1, 2).reshape(b, s, d))
         h = self.norm2(x) * (1 + scale2) + shift2
         return x + gate2 * self.fc2(F.gelu(self.fc1(h), approximate="tanh"))
@@ -378,17 +379,39 @@ class Block(nn.Module):
 LINEARS = ("qkv", "proj", "fc1", "fc2")
 
 
-def quantized_copy(blk: Block, w_bits: int, group_size: int = 0) -> Block:
+def quantized_copy(blk: Block, w_bits: int | None, group_size: int = 0, attention: str | None = None) -> Block:
     """A block sharing ``blk``'s norms whose four linears are ``QLinearInt.from_linear`` (round-to-nearest, A8
-    per-token symmetric); ``blk`` is left unchanged."""
+    per-token symmetric; ``w_bits=None``: the bf16 linears are shared too) and whose attention is the int8 kernel
+    when ``attention="int8"``; ``blk`` is left unchanged."""
     qb = Block.__new__(Block)
     nn.Module.__init__(qb)
     qb.heads = blk.heads
+    qb.attn_fn = kernels.int8_attention if attention == "int8" else blk.attn_fn
     for name, child in blk.named_children():
-        if name in LINEARS:
+        if name in LINEARS and w_bits is not None:
             child = QLinearInt.from_linear(child, w_bits=w_bits, a_bits=8, group_size=group_size)
         setattr(qb, name, child)
     return qb.eval()
+
+
+#: (name, weight bits or None for bf16 linears, group size, dispatch policy, attention, torch.compile)
+BLOCK_VARIANTS = [
+    ("W8A8", 8, 0, {}, None, False),
+    ("W4A8", 4, 0, {}, None, False),
+    ("W4A8 g128", 4, 128, {}, None, False),
+    ("W8A8 TMA kernel (opt-in)", 8, 0, "new", None, False),
+    ("W4A8 unpack + TMA (opt-in)", 4, 0, "new", None, False),
+    ("bf16 + int8 attention", None, 0, {}, "int8", False),
+    ("W8A8 + int8 attention", 8, 0, {}, "int8", False),
+    ("W4A8 + int8 attention", 4, 0, {}, "int8", False),
+    ("bf16 compiled", None, 0, {}, None, True),
+    ("W8A8 compiled (quantizer fused by Inductor)", 8, 0, {}, None, True),
+    ("W8A8 + int8 attention compiled", 8, 0, {}, "int8", True),
+]
+
+
+def _selected(name: str, wanted: str) -> bool:
+    return not wanted or any(w.strip() and w.strip() == name for w in wanted.split(";"))
 
 
 def _time_events(fn, reps: int = 3) -> float:
@@ -404,6 +427,79 @@ def _time_events(fn, reps: int = 3) -> float:
         torch.cuda.synchronize()
         ts.append(a.elapsed_time(b))
     return statistics.median(ts)
+
+
+STEP_VARIANTS = [("W8A8", 8, 0, None), ("W4A8", 4, 0, None), ("W8A8 + int8 attention", 8, 0, "int8"),
+                 ("W4A8 + int8 attention", 4, 0, "int8"), ("bf16 + int8 attention", None, 0, "int8")]  # fmt: skip
+
+#: tiles of the int8 attention kernel timed by the attention table (the first is ``triton_attention.ATTN_TILE``)
+ATTN_TILES = [
+    {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
+    {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3},
+    {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3},
+    {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 4},
+    {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
+    {"BLOCK_M": 128, "BLOCK_N": 32, "num_warps": 4, "num_stages": 4},
+]
+
+
+def attention_table(args, device, cuda: bool, deadline: float = float("inf"), sink=None) -> list[dict]:
+    """CogVideoX-2B-size self-attention (1 × 30 heads × 17 776 tokens × 64, bf16, random Q/K/V with K given a
+    shared channel bias as real keys have): float SDPA vs the SageAttention-style int8 kernel (with its Q/K
+    quantization pass, and the kernel alone per tile), relative L2 error and cosine similarity to SDPA."""
+    from vqcore.kernels import attention as attn
+
+    torch.manual_seed(args.seed + 2)
+    b, h, s_, d = (1, 30, 17776, 64) if not args.quick else (1, 2, 64, 16)
+    dtype = torch.bfloat16 if cuda else torch.float32
+    q = torch.randn(b, h, s_, d, device=device, dtype=dtype)
+    k = (torch.randn(b, h, s_, d, device=device) + 2.0 * torch.randn(1, h, 1, d, device=device)).to(dtype)
+    v = torch.randn(b, h, s_, d, device=device, dtype=dtype)
+    rows = []
+    with torch.no_grad():
+        y_ref = F.scaled_dot_product_attention(q, k, v).float()
+        t_sdpa = _time(lambda: F.scaled_dot_product_attention(q, k, v), args.warmup, args.rep, cuda)
+        flops = 4.0 * b * h * s_ * s_ * d
+        rows.append({"variant": "SDPA bf16", "ms": t_sdpa, "speedup": 1.0, "tflops": flops / t_sdpa / 1e9,
+                     "rel_err": 0.0, "cos": 1.0})  # fmt: skip
+
+        def err(y):
+            y = y.float()
+            return (float((y - y_ref).norm() / y_ref.norm()),
+                    float(F.cosine_similarity(y.flatten(), y_ref.flatten(), dim=0)))  # fmt: skip
+
+        y8 = kernels.int8_attention(q, k, v)
+        t8 = _time(lambda: kernels.int8_attention(q, k, v), args.warmup, args.rep, cuda)
+        e, c = err(y8)
+        rows.append({"variant": "int8 (Q/K quant + kernel)", "ms": t8, "speedup": t_sdpa / t8,
+                     "tflops": flops / t8 / 1e9, "rel_err": e, "cos": c})  # fmt: skip
+        scale = d**-0.5
+        tq = _time(lambda: attn.quantize_qk(q, k, scale), args.warmup, args.rep, cuda)
+        rows.append({"variant": "Q/K quantization pass alone", "ms": tq, "speedup": float("nan"),
+                     "tflops": float("nan"), "rel_err": float("nan"), "cos": float("nan")})  # fmt: skip
+        if cuda:
+            from vqcore.kernels import triton_attention as ta
+
+            qc, qs, kc, ks = attn.quantize_qk(q, k, scale)
+            for tile in ATTN_TILES:
+                if time.time() > deadline:
+                    break
+                name = f"kernel {tile['BLOCK_M']}x{tile['BLOCK_N']} w{tile['num_warps']} s{tile['num_stages']}"
+                try:
+                    yk = ta.int8_attention(qc, qs, kc, ks, v, dtype, config=dict(tile))
+                    tk_ = _time(lambda tile=tile: ta.int8_attention(qc, qs, kc, ks, v, dtype, config=dict(tile)),
+                                args.warmup, args.rep, cuda)  # fmt: skip
+                    e, c = err(yk)
+                    rows.append({"variant": name, "ms": tk_, "speedup": t_sdpa / tk_, "tflops": flops / tk_ / 1e9,
+                                 "rel_err": e, "cos": c})  # fmt: skip
+                except Exception as ex:
+                    print(f"attention {name} FAILED: {type(ex).__name__}: {str(ex)[:300]}", flush=True)
+                if sink is not None:
+                    sink(attn_rows=rows)
+    for r in rows:
+        print(f"attention {r['variant']:34s} {r['ms']:.3f} ms  x{r['speedup']:.2f}  {r['tflops']:.0f} TFLOP/s  "
+              f"rel_err {r['rel_err']:.3g}  cos {r['cos']:.6f}", flush=True)  # fmt: skip
+    return rows
 
 
 def step_table(args, device, cuda: bool, deadline: float = float("inf"), sink=None) -> list[dict]:
@@ -435,11 +531,13 @@ def step_table(args, device, cuda: bool, deadline: float = float("inf"), sink=No
         t_bf16 = timed(blocks)
         rows.append({"variant": "bf16", "blocks": n_blocks, "ms": t_bf16, "speedup": 1.0,
                      "linear_weight_MiB": fp16_bytes / 2**20, "rel_err": 0.0})  # fmt: skip
-        for name, wb, gs in (("W8A8", 8, 0), ("W4A8", 4, 0)):
+        for name, wb, gs, attention in STEP_VARIANTS:
+            if not _selected(name, args.step_variants):
+                continue
             if time.time() > deadline:
                 print(f"time budget reached: skipped step {name}", flush=True)
                 continue
-            qblocks = [quantized_copy(b, wb, gs) for b in blocks]
+            qblocks = [quantized_copy(b, wb, gs, attention) for b in blocks]
             y = run(qblocks).float()
             t = timed(qblocks)
             nbytes = sum(linear_weight_bytes(b) for b in qblocks)
@@ -453,6 +551,23 @@ def step_table(args, device, cuda: bool, deadline: float = float("inf"), sink=No
         print(f"step ({r['blocks']} blocks) {r['variant']:8s} {r['ms']:.1f} ms  x{r['speedup']:.2f}  "
               f"weights {r['linear_weight_MiB']:.0f} MiB  rel_err {r['rel_err']:.3g}", flush=True)  # fmt: skip
     return rows
+
+
+def _inductor_quant_codes(blk: Block, x: torch.Tensor, mod: torch.Tensor) -> float:
+    """Fraction of int8 codes where the Inductor-compiled plain-torch quantizer (the fused route) differs from the
+    Triton quantizer (IEEE ``div_rn``) on the block's first quantized activation (LayerNorm + modulation output)."""
+    from vqcore.kernels import reference
+
+    try:
+        shift1, scale1 = mod.chunk(6, dim=-1)[:2]
+        h = (blk.norm1(x) * (1 + scale1) + shift1).reshape(-1, x.shape[-1])
+        torch._dynamo.reset()
+        q_ind = torch.compile(reference.quantize_per_token_ref)(h, None, 8, True)[0]
+        q_tri = kernels.quantize_per_token(h, 8, True).codes
+        return float((q_ind != q_tri).float().mean())
+    except Exception as e:
+        print(f"Inductor quantizer check FAILED: {type(e).__name__}: {str(e)[:300]}", flush=True)
+        return float("nan")
 
 
 class _Policy:
@@ -488,7 +603,7 @@ def block_table(args, device, cuda: bool, deadline: float = float("inf"), sink=N
     mod = torch.randn(1, 1, 6 * dim, device=device, dtype=dtype) * 0.1
     rows = []
     fp16_bytes = sum(m.weight.numel() * 2 for m in blk.modules() if isinstance(m, nn.Linear))
-    eager = cuda and not args.large_only
+    eager = cuda and not (args.large_only or args.no_eager)
     with torch.no_grad():
         y_ref = blk(x, mod).float()
         t_bf16 = _time(lambda: blk(x, mod), args.warmup, args.rep, cuda)
@@ -496,28 +611,54 @@ def block_table(args, device, cuda: bool, deadline: float = float("inf"), sink=N
         rows.append({"variant": "bf16", "ms": t_bf16, "speedup": 1.0, "ms_eager": t_bf16_e, "speedup_eager": 1.0,
                      "linear_weight_MiB": fp16_bytes / 2**20,
                      "mem_ratio_vs_fp16": 1.0, "rel_err": 0.0})  # fmt: skip
-        variants = [("W8A8", 8, 0, {}), ("W4A8", 4, 0, {}), ("W4A8 g128", 4, 128, {})]
-        if cuda and NEW_PATHS_OK[0]:
-            variants += [("W8A8 TMA kernel (opt-in)", 8, 0, NEW_POLICY),
-                         ("W4A8 unpack + TMA (opt-in)", 4, 0, NEW_POLICY)]  # fmt: skip
-        for name, wb, gs, pol in variants:
+        t_compiled_bf16 = None
+        for name, wb, gs, pol, attention, compiled in BLOCK_VARIANTS:
+            if not _selected(name, args.block_variants) or (compiled and not cuda):
+                continue
+            if pol == "new":
+                if not (cuda and NEW_PATHS_OK[0]):
+                    continue
+                pol = NEW_POLICY
             if time.time() > deadline:
                 print(f"time budget reached: skipped block {name}", flush=True)
                 continue
-            qb = quantized_copy(blk, wb, gs)
-            with _Policy(cuda, **pol):
-                y = qb(x, mod).float()
-                rel = float((y - y_ref).norm() / y_ref.norm())
-                t = _time(lambda qb=qb: qb(x, mod), args.warmup, args.rep, cuda)
-                te = _time(lambda qb=qb: qb(x, mod), args.warmup, args.rep, cuda, graph=False) if eager else t
-            nbytes = linear_weight_bytes(qb)
+            try:
+                qb = quantized_copy(blk, wb, gs, attention)
+                fn = qb
+                if compiled:
+                    kernels.COMPILE_QUANT = "torch"  # the quantizer as plain torch ops, fused with its producer
+                    torch._dynamo.reset()
+                    fn = torch.compile(qb)
+                with _Policy(cuda, **pol):
+                    y = fn(x, mod).float()
+                    rel = float((y - y_ref).norm() / y_ref.norm())
+                    t = _time(lambda fn=fn: fn(x, mod), args.warmup, args.rep, cuda)
+                    te = _time(lambda fn=fn: fn(x, mod), args.warmup, args.rep, cuda, graph=False) if eager else t
+            except Exception as e:  # a variant that fails on this GPU/torch: recorded, the others still run
+                print(f"block {name} FAILED: {type(e).__name__}: {str(e)[:400]}", flush=True)
+                rows.append({"variant": name + " (FAILED)", "ms": float("nan"), "speedup": float("nan"),
+                             "ms_eager": float("nan"), "speedup_eager": float("nan"), "linear_weight_MiB": 0.0,
+                             "mem_ratio_vs_fp16": 0.0, "rel_err": float("nan"), "error": str(e)[:300]})  # fmt: skip
+                continue
+            finally:
+                kernels.COMPILE_QUANT = "op"
+            if name == "bf16 compiled":
+                t_compiled_bf16 = t
+            nbytes = linear_weight_bytes(qb) if wb is not None else fp16_bytes
             rows.append({"variant": name, "ms": t, "speedup": t_bf16 / t, "ms_eager": te,
                          "speedup_eager": t_bf16_e / te,
                          "linear_weight_MiB": nbytes / 2**20,
                          "mem_ratio_vs_fp16": nbytes / fp16_bytes, "rel_err": rel})  # fmt: skip
-            del qb
+            if compiled and t_compiled_bf16:
+                rows[-1]["speedup_vs_compiled_bf16"] = t_compiled_bf16 / t
+            del qb, fn
             if sink is not None:
                 sink(block_rows=rows)
+        if cuda and any(c for *_, c in BLOCK_VARIANTS) and time.time() < deadline:
+            meta_codes = _inductor_quant_codes(blk, x, mod)
+            rows.append({"variant": "Inductor quantizer codes vs Triton (div_rn)", "ms": float("nan"),
+                         "speedup": float("nan"), "ms_eager": float("nan"), "speedup_eager": float("nan"),
+                         "linear_weight_MiB": 0.0, "mem_ratio_vs_fp16": 0.0, "rel_err": meta_codes})  # fmt: skip
         # Amdahl bound: the block with the four linears removed (attention, norms, elementwise stay bf16)
         if cuda and time.time() < deadline:
             ident = Block(dim, heads, mlp).to(device=device, dtype=dtype).eval()
@@ -558,7 +699,10 @@ VARIANT_COLS = ("w8a8_before", "w8a8_tma", "w4a8_before", "w4a8_unpack", "w4a8_g
 LARGE_M = 4096
 
 
-def flat_rows(gemm: list[dict], block: list[dict], step: list[dict]) -> list[dict]:
+PART_SHARES = {"block": 0.25, "step": 0.1, "attention": 0.08, "large": 0.35, "small": 0.22}
+
+
+def flat_rows(gemm: list[dict], block: list[dict], step: list[dict], attention: list[dict] | None = None) -> list[dict]:
     """The results as flat rows for ``commons.results`` (tables ``gemm`` (M ≥ 4096), ``small``, ``variants``,
     ``block``, ``step``, ``summary``: medians over the large-M shapes, and the slowest small-M speed-up)."""
     out = []
@@ -578,6 +722,8 @@ def flat_rows(gemm: list[dict], block: list[dict], step: list[dict]) -> list[dic
                                                            "mem_ratio_vs_fp16", "rel_err")}})  # fmt: skip
     for r in step:
         out.append({"table": "step", **r})
+    for r in attention or []:
+        out.append({"table": "attention", **r})
     big = [r for r in gemm if r["M"] >= LARGE_M]
     small = [r for r in gemm if r["M"] < LARGE_M]
     for k in GEMM_COLS + VARIANT_COLS:
@@ -592,7 +738,8 @@ def flat_rows(gemm: list[dict], block: list[dict], step: list[dict]) -> list[dic
     return out
 
 
-def _md(gemm: list[dict], block: list[dict], meta: dict, step: list[dict] | None = None) -> str:
+def _md(gemm: list[dict], block: list[dict], meta: dict, step: list[dict] | None = None,
+        attention: list[dict] | None = None) -> str:  # fmt: skip
     lines = [
         f"GPU: {meta['device']} · driver {meta.get('driver', '-')} · torch {meta['torch']} · triton {meta['triton']} · "
         f"{meta['date']} · timing: {meta['timing']}",
@@ -648,6 +795,13 @@ def _md(gemm: list[dict], block: list[dict], meta: dict, step: list[dict] | None
         lines.append(f"| {r['variant']} | {r['ms']:.3f} | {r['speedup']:.2f} | {r['ms_eager']:.3f} | "
                      f"{r['speedup_eager']:.2f} | {r['linear_weight_MiB']:.1f} | "
                      f"{r['mem_ratio_vs_fp16']:.3f} | {r['rel_err']:.3g} |")  # fmt: skip
+    if attention:
+        lines += ["", "| attention (1×30×17776×64) | ms (graph) | speed-up vs SDPA | TFLOP/s | rel. err vs SDPA "
+                  "| cos |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for r in attention:
+            lines.append(f"| {r['variant']} | {r['ms']:.3f} | {r['speedup']:.2f} | {r['tflops']:.0f} | "
+                         f"{r['rel_err']:.3g} | {r['cos']:.6f} |")  # fmt: skip
     if step:
         lines += ["", "| denoiser step | blocks | ms (eager) | speed-up | linear weights MiB | rel. err vs bf16 |",
                   "|---|---|---|---|---|---|"]  # fmt: skip
@@ -719,9 +873,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-block", action="store_true")
     ap.add_argument("--eager", action="store_true", help="time with do_bench (eager launches) instead of CUDA graphs")
     ap.add_argument("--large-only", action="store_true", help="only the large-M shapes (+ the block); no eager columns")
+    ap.add_argument("--no-eager", action="store_true", help="no eager-launch columns (CUDA-graph timings only)")
     ap.add_argument("--no-variants", action="store_true", help="skip the before/after kernel-variant comparison")
     ap.add_argument("--no-plot", action="store_true")
-    ap.add_argument("--block-first", action="store_true", help="time the block before the GEMM table")
+    ap.add_argument("--block-first", action="store_true", help=argparse.SUPPRESS)  # the default order now
     ap.add_argument(
         "--variant-shapes",
         type=int,
@@ -737,6 +892,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--small-ms", type=int, nargs="*", default=list(SMALL_MS), help="small-M token counts")
     ap.add_argument("--step-blocks", type=int, default=30, help="blocks of the denoiser step (0: skip the step)")
+    ap.add_argument("--block-variants", default="", help="';'-separated block variant names to time (default: all)")
+    ap.add_argument("--step-variants", default="W8A8;W4A8;W8A8 + int8 attention",
+                    help="';'-separated denoiser-step variants ('' = all)")
+    ap.add_argument("--parts", default="block,step,attention,large,small",
+                    help="comma-separated parts to run: block, step, large, small, attention")
     ap.add_argument("--from-json", help="only print the markdown tables of a results.json written earlier")
     ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -744,7 +904,7 @@ def main(argv: list[str] | None = None) -> int:
         return _probe()
     if args.from_json:
         d = json.loads(Path(args.from_json).read_text())
-        print(_md(d["gemm"], d["block"], d["meta"], d.get("step", [])))
+        print(_md(d["gemm"], d["block"], d["meta"], d.get("step", []), d.get("attention", [])))
         return 0
     t0 = time.time()
     global GRAPH
@@ -768,18 +928,18 @@ def main(argv: list[str] | None = None) -> int:
         meta["triton"] = triton.__version__
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    state = {"gemm": [], "block": [], "step": []}
+    state = {"gemm": [], "block": [], "step": [], "attention": []}
     settings = {"argv": sys.argv[1:] if argv is None else list(argv), "timing": meta["timing"],
                 "models": MODELS, "small_ms": list(args.small_ms), "step_blocks": args.step_blocks,
                 "policy": _policy_snapshot(cuda), "quick": args.quick}  # fmt: skip
 
-    def sink(gemm_rows=None, block_rows=None, step_rows=None):  # partial results survive a time-out of the caller
-        for key, rows_ in (("gemm", gemm_rows), ("block", block_rows), ("step", step_rows)):
+    def sink(gemm_rows=None, block_rows=None, step_rows=None, attn_rows=None):  # partial results survive a time-out
+        for key, rows_ in (("gemm", gemm_rows), ("block", block_rows), ("step", step_rows), ("attention", attn_rows)):
             if rows_ is not None:
                 state[key] = rows_
         (out / "results.json").write_text(json.dumps({"meta": meta, **state}, indent=1))
-        (out / "results.md").write_text(_md(state["gemm"], state["block"], meta, state["step"]))
-        flat = flat_rows(state["gemm"], state["block"], state["step"])
+        (out / "results.md").write_text(_md(state["gemm"], state["block"], meta, state["step"], state["attention"]))
+        flat = flat_rows(state["gemm"], state["block"], state["step"], state["attention"])
         if flat:
             from commons.results import write_results
 
@@ -789,23 +949,36 @@ def main(argv: list[str] | None = None) -> int:
     if cuda:  # insurance: a faulting new kernel would poison this process's CUDA context, so probe it in a child
         meta["probe"] = _probe_new_paths()
         print("new-path probe:", meta["probe"], flush=True)
-    # shares of --budget-s after which each part starts no new item (block-first: block, step, large M, small M)
-    large_end, small_end, block_end, step_end = (0.6, 0.72, 0.85, 1.0)
-    block, step = [], []
-    want_step = args.step_blocks and not args.skip_block
-    if args.block_first:  # the block first: a device fault in an unusual GEMM variant later cannot cost its numbers
-        block_end, step_end, large_end, small_end = (0.25, 0.35, 0.7, 0.97)
-        block = [] if args.skip_block else block_table(args, device, cuda, t0 + block_end * args.budget_s, sink)
-        if want_step and time.time() < t0 + step_end * args.budget_s:
-            step = step_table(args, device, cuda, t0 + step_end * args.budget_s, sink)
-    gemm = gemm_table(args, device, cuda, t0 + large_end * args.budget_s, sink, large=True, small=False)
-    gemm = gemm_table(args, device, cuda, t0 + small_end * args.budget_s, sink, large=False, small=True, rows=gemm)
-    if not args.block_first:
-        block = [] if args.skip_block else block_table(args, device, cuda, t0 + block_end * args.budget_s, sink)
-        if want_step and time.time() < t0 + step_end * args.budget_s:
-            step = step_table(args, device, cuda, t0 + step_end * args.budget_s, sink)
-    sink(gemm, block, step)
-    md = _md(gemm, block, meta, step)
+    # each part gets a share of --budget-s (normalised over the selected parts, in --parts order) and starts no new
+    # item after its cumulative deadline; results are written as each item finishes
+    parts = [p_.strip() for p_ in args.parts.split(",") if p_.strip()]
+    unknown = sorted(set(parts) - set(PART_SHARES))
+    if unknown:
+        ap.error(f"--parts: unknown {unknown}; choose from {sorted(PART_SHARES)}")
+    if args.skip_block:
+        parts = [p_ for p_ in parts if p_ not in ("block", "step")]
+    if not args.step_blocks:
+        parts = [p_ for p_ in parts if p_ != "step"]
+    total = sum(PART_SHARES[p_] for p_ in parts) or 1.0
+    gemm, block, step, attn_rows = [], [], [], []
+    acc = 0.0
+    for part in parts:
+        acc += PART_SHARES[part] / total
+        deadline = t0 + acc * args.budget_s
+        if time.time() > deadline:
+            print(f"time budget reached: skipped part {part}", flush=True)
+            continue
+        if part == "block":
+            block = block_table(args, device, cuda, deadline, sink)
+        elif part == "step":
+            step = step_table(args, device, cuda, deadline, sink)
+        elif part == "attention":
+            attn_rows = attention_table(args, device, cuda, deadline, sink)
+        else:
+            gemm = gemm_table(args, device, cuda, deadline, sink, large=part == "large", small=part == "small",
+                              rows=gemm)  # fmt: skip
+    sink(gemm, block, step, attn_rows)
+    md = _md(gemm, block, meta, step, attn_rows)
     if args.no_plot:
         print(md)
         return 0

@@ -471,24 +471,36 @@ class QLinearInt(nn.Module):
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         spec = self.spec
+        if (not spec.rank and not spec.weight_zero_point and not spec.split_rows
+                and kernels.weight_only_enabled(x2.shape[0], x2.device)):  # fmt: skip
+            xs = x2 / self.smooth_scale.to(x2.dtype) if self.smooth_scale is not None else x2  # small M, opt-in
+            y = kernels.weight_only_linear(xs, self.qweight, self.weight_scale, in_features=self.in_features,
+                                           w4=spec.packed, group_size=spec.group_size, bias=self.bias,
+                                           out_dtype=_out_dtype(x))  # fmt: skip
+            return y.reshape(*lead, self.out_features)
+        t = None
         if spec.a_static:
             act = self._static_act(x2)
         elif spec.a_shared and x.dim() >= 3 and x.shape[0] > 1:
             act = self._quantize_shared(x)
+        elif spec.rank and spec.side_on_quantized:  # side branch on x̂, in the quantizer's pass (fp32 t)
+            act, t = kernels.quantize_per_token_lowrank(x2, spec.a_bits, spec.a_symmetric, self.smooth_scale,
+                                                        self.lr_down)  # fmt: skip
+            t = t.to(self.lr_down.dtype)
         else:
             act = kernels.quantize_per_token(x2, spec.a_bits, spec.a_symmetric, self.smooth_scale)
-        t = None
-        if spec.rank:
+        if spec.rank and t is None:
             if spec.side_on_quantized:  # side branch reads the dequantized (smoothed) activations x̂
-                xs = (act.codes.float() - act.zero_point.float()[:, None]) * act.scale[:, None]
+                t = kernels.reference.lowrank_on_dequantized_ref(act.codes, act.scale, act.zero_point, self.lr_down)
+                t = t.to(self.lr_down.dtype)
             else:  # ... or the smoothed float input x / s
                 xs = x2 / self.smooth_scale if self.smooth_scale is not None else x2
-            t = xs.to(self.lr_down.dtype) @ self.lr_down.t()
-            if spec.side_row_period:  # per-row gain of the low-rank term, periodic in the row index
-                p = spec.side_row_period
-                if t.shape[0] % p:
-                    raise ValueError(f"side-branch row gain has period {p}; got {t.shape[0]} rows")
-                t = (t.view(-1, p, spec.rank) * self.lr_row_gain.to(t.dtype).view(1, p, 1)).view(-1, spec.rank)
+                t = xs.to(self.lr_down.dtype) @ self.lr_down.t()
+        if spec.rank and spec.side_row_period:  # per-row gain of the low-rank term, periodic in the row index
+            p = spec.side_row_period
+            if t.shape[0] % p:
+                raise ValueError(f"side-branch row gain has period {p}; got {t.shape[0]} rows")
+            t = (t.view(-1, p, spec.rank) * self.lr_row_gain.to(t.dtype).view(1, p, 1)).view(-1, spec.rank)
         y = self._gemm(act, t, _out_dtype(x))
         return y.reshape(*lead, self.out_features)
 
@@ -765,9 +777,13 @@ def _step_selectors(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if type(m).__name__ == "StepTableSelector"]
 
 
+ATTENTION_MODES = (None, "int8")
+
+
 def convert(
-    qmodel: nn.Module, *, skip: tuple[str, ...] = (), strict: bool = True, mixed_layout: str = "split"
-) -> nn.Module:
+    qmodel: nn.Module, *, skip: tuple[str, ...] = (), strict: bool = True, mixed_layout: str = "split",
+    attention: str | None = None,
+) -> nn.Module:  # fmt: skip
     """Replace every fake-quant linear and 2-D convolution of ``qmodel`` (``vqcore.quant.QLinear``/``QConv2d`` or any
     module with the same contract: ``weight_quantizer``, ``input_quantizer``, ``integer_weight()``) by a
     :class:`QLinearInt` / :class:`QConv2dInt`, in place, and return the model. Layers named in ``skip`` and layers
@@ -779,9 +795,16 @@ def convert(
     static quantizer, asymmetric per-group weights, an unsupported group size, a side branch that is not plain
     low-rank, 3-D / grouped convolutions, timestep-dependent *weights*: vidit-q ``timeranges`` (``TimeRangeSwitch``)
     or weight step tables) raises :class:`Unsupported` (a ``ValueError`` naming the layer) before anything is
-    swapped — or, with ``strict=False``, stays fake-quant with a logged warning."""
+    swapped — or, with ``strict=False``, stays fake-quant with a logged warning.
+
+    ``attention="int8"``: the attention of every diffusers-style attention module (one with a ``processor``) runs
+    the SageAttention-style int8 kernel (:func:`vqcore.kernels.int8_attention`: smoothed K, per-block int8 Q·Kᵀ,
+    16-bit P·V), replacing fake-quant attention products if the model had them; masked/causal calls keep the float
+    SDPA. ``save_converted`` records it and ``load_converted`` re-installs it."""
     if not isinstance(qmodel, nn.Module):
         raise TypeError(f"qmodel must be an nn.Module, got {type(qmodel).__name__}")
+    if attention not in ATTENTION_MODES:
+        raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {attention!r}")
     if mixed_layout not in MIXED_LAYOUTS:
         raise ValueError(f"mixed_layout must be one of {MIXED_LAYOUTS}, got {mixed_layout!r}")
     if _is_fake_quant_linear(qmodel) or _is_fake_quant_conv(qmodel):
@@ -808,6 +831,8 @@ def convert(
             sel.bind(qmodel)  # the selector's pre-hook now drives the integer layers' tables
     logger.info("converted %d fake-quant layers to integer layers (%d convolutions)", len(new),
                 sum(isinstance(m, QConv2dInt) for m in new.values()))  # fmt: skip
+    if attention == "int8":
+        logger.info("int8 attention in %d attention modules", kernels.use_int8_attention(qmodel))
     return qmodel
 
 
@@ -848,6 +873,8 @@ def save_converted(model: nn.Module, directory: str | os.PathLike, *, format: st
     sels = _step_selectors(model)
     if sels:
         meta["step_tables"] = {"module": sels[0][0], "timesteps": [float(t) for t in sels[0][1].timesteps]}
+    if any(isinstance(m, kernels.Int8SDPA) for m in model.modules()):
+        meta["attention"] = "int8"
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
     os.close(fd)
@@ -891,6 +918,8 @@ def load_converted(model: nn.Module, directory: str | os.PathLike, *, strict: bo
             existing[0][1].bind(model)
         else:
             attach_step_tables(model, tables["timesteps"])
+    if meta.get("attention") == "int8":
+        kernels.use_int8_attention(model)
     return model
 
 

@@ -6,12 +6,19 @@ are ``torch.library`` custom ops ``vqcore::quantize_per_token``, ``vqcore::quant
 
 * :func:`quantize_per_token` — dynamic per-token activation quantization to ``bits ≤ 8`` (int8 storage), symmetric or
   asymmetric, fused with the optional smoothing scale (``x / s``);
+* :func:`quantize_per_token_lowrank` — the same plus a low-rank side branch on the dequantized activations
+  (Q-VDiT's rank-1 term ``x̂·αᵀ``) in the quantizer's pass (no M×K dequantized tensor);
 * :func:`quantize_static` — static per-tensor activation quantization with a stored ``(Δ, zp)`` (one row of a
   per-denoising-step table, MPQ-DM/EfficientDM's TALSQ), same outputs as :func:`quantize_per_token` (the scale and
   zero point broadcast per token), so the GEMM is unchanged;
 * :func:`conv_patches` — im2col of int8 NHWC codes (any dtype; zero-point padding), the convolution as one GEMM;
 * :func:`int_linear` — int8×int8 (W8A8) or packed-int4×int8 (W4A8) GEMM with int32 accumulation and a fused epilogue
   (per-token × per-channel/per-group scales, zero-point corrections, bias, low-rank side branch, cast);
+* :func:`int8_attention` — SageAttention-style attention (smoothed K, per-block int8 Q·Kᵀ, 16-bit P·V;
+  :mod:`.attention`, Triton kernel in :mod:`.triton_attention`), :class:`Int8SDPA` / :func:`use_int8_attention`
+  (what ``convert(attention="int8")`` installs);
+* :func:`weight_only_linear` — 16-bit activations × int8/int4 weights dequantized in registers (the small-M path,
+  opt-in through ``triton_kernels.POLICY["weight_only_max_m"]``, see :func:`weight_only_enabled`);
 * :func:`pack_int4` / :func:`unpack_int4` — the int4 weight layout (:mod:`.packing`);
 * :mod:`.reference` — the reference of every kernel; :mod:`.triton_kernels` (imports Triton) — the kernels.
 """
@@ -24,23 +31,42 @@ from typing import NamedTuple
 import torch
 
 from . import ops, reference
+from .attention import Int8SDPA, int8_attention, use_int8_attention
 from .conv import conv_patches
 from .packing import INT4_CHUNK, pack_int4, padded_k, unpack_int4
 
 __all__ = [
     "INT4_CHUNK",
+    "Int8SDPA",
     "QuantizedActivation",
     "conv_patches",
+    "int8_attention",
     "int_linear",
     "ops",
     "pack_int4",
     "padded_k",
     "quantize_per_token",
+    "quantize_per_token_lowrank",
     "quantize_static",
     "reference",
     "triton_available",
     "unpack_int4",
+    "use_int8_attention",
+    "weight_only_enabled",
+    "weight_only_linear",
 ]
+
+
+#: How :func:`quantize_per_token` runs under ``torch.compile``: ``"op"`` (default) — the opaque custom op (the Triton
+#: kernel, IEEE divisions, codes bit-identical to the reference); ``"torch"`` — the reference's plain torch ops, which
+#: Inductor fuses with the producer of ``x`` (LayerNorm / modulation / GELU: no separate HBM round trip of the
+#: activations; the benchmark measures the speed and how many codes Inductor's division changes).
+COMPILE_QUANT = "op"
+
+
+def _compiling() -> bool:
+    is_compiling = getattr(torch.compiler, "is_compiling", None)
+    return is_compiling is not None and is_compiling()
 
 
 def _direct(t: torch.Tensor) -> bool:
@@ -90,7 +116,29 @@ def quantize_per_token(
         from . import triton_kernels
 
         return QuantizedActivation(*triton_kernels.quantize_per_token(x2, inv, int(bits), bool(symmetric)))
+    if COMPILE_QUANT == "torch" and _compiling():
+        return QuantizedActivation(*reference.quantize_per_token_ref(x2, inv, int(bits), bool(symmetric)))
     return QuantizedActivation(*ops.quantize_per_token_op(x2, inv, int(bits), bool(symmetric)))
+
+
+def quantize_per_token_lowrank(
+    x: torch.Tensor, bits: int, symmetric: bool, smooth: torch.Tensor | None, down: torch.Tensor
+) -> tuple[QuantizedActivation, torch.Tensor]:
+    """:func:`quantize_per_token` plus the low-rank side branch on the dequantized activations,
+    ``t = x̂·downᵀ`` (fp32 ``[M, R]``, ``x̂ = (q − zp)·scale``): on CUDA in the quantizer's own pass (ranks ≤ 4; the
+    row is in registers), elsewhere (and for larger ranks) from the codes in row chunks — never an fp32 M×K ``x̂``."""
+    if down.dim() != 2 or down.shape[1] != x.shape[-1]:
+        raise ValueError(f"down must be [R, {x.shape[-1]}], got {tuple(down.shape)}")
+    x2 = _rows(x, smooth)
+    inv = smooth.float().contiguous() if smooth is not None else None
+    if _direct(x2) and down.shape[0] <= 4:
+        from . import triton_kernels
+
+        q, s, z, rs, t = triton_kernels.quantize_per_token(x2, inv, int(bits), bool(symmetric),
+                                                           down=down.float().contiguous())  # fmt: skip
+        return QuantizedActivation(q, s, z, rs), t
+    act = quantize_per_token(x2, bits, symmetric, smooth)
+    return act, reference.lowrank_on_dequantized_ref(act.codes, act.scale, act.zero_point, down)
 
 
 def quantize_static(
@@ -115,6 +163,34 @@ def quantize_static(
 
         return QuantizedActivation(*triton_kernels.quantize_static(x2, inv, sc, zp, int(bits)))
     return QuantizedActivation(*ops.quantize_static_op(x2, inv, sc, zp, int(bits)))
+
+
+def weight_only_enabled(m: int, device: torch.device) -> bool:
+    """True when the dispatch policy sends an ``m``-token call of a converted layer to :func:`weight_only_linear`
+    (CUDA only; ``triton_kernels.POLICY["weight_only_max_m"]``, off by default)."""
+    if device.type != "cuda" or not triton_available():
+        return False
+    from . import triton_kernels
+
+    return 0 < m <= triton_kernels.POLICY["weight_only_max_m"]
+
+
+def weight_only_linear(
+    x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor, *, in_features: int, w4: bool,
+    group_size: int = 0, bias: torch.Tensor | None = None, out_dtype: torch.dtype = torch.bfloat16,
+) -> torch.Tensor:  # fmt: skip
+    """``y = x·ŵᵀ + b`` with unquantized activations ``x [M, K]`` and the integer weights of :func:`int_linear`
+    (dequantized in registers): the small-M path, bound by weight bytes (CUDA: Triton, bf16/fp16 ``x``; elsewhere the
+    reference)."""
+    if x.dim() != 2 or x.shape[1] != in_features:
+        raise ValueError(f"x must be [M, {in_features}], got {tuple(x.shape)}")
+    if _direct(x) and x.dtype in (torch.bfloat16, torch.float16):
+        from . import triton_kernels
+
+        return triton_kernels.weight_only_linear(x, weight, weight_scale, int(group_size), bool(w4), in_features,
+                                                 bias, out_dtype)  # fmt: skip
+    codes = unpack_int4(weight, in_features) if w4 else weight
+    return reference.weight_only_linear_ref(x, codes, weight_scale, group_size, bias, out_dtype)
 
 
 def int_linear(

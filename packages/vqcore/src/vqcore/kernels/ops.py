@@ -10,6 +10,8 @@ without Triton or a GPU); the fake (meta) one gives shapes/dtypes so the ops tra
   zp i32[M], rowsum i32[M])`` — static per-tensor quantization with a stored ``(Δ, zp)`` (one row of a per-step table)
 * ``vqcore::int_linear(xq, x_scale, x_zp?, x_rowsum?, w, w_scale, group_size, w4, k, w_sum?, w_zp?, bias?, lr_t?,
   lr_up?, out_dtype) -> y[M, N]``
+* ``vqcore::int8_attention(qc[BH,Sq,D], qs[BH,Sq], kc[BH,Sk,D], ks[BH,Sk], v[B,H,Sk,D], out_dtype) -> o[B,H,Sq,D]`` —
+  the SageAttention-style kernel on quantized Q/K (:mod:`vqcore.kernels.attention`)
 
 No autograd formulas are registered: these are inference kernels (the fake-quant modules of ``vqcore.quant`` are the
 trainable path).
@@ -104,3 +106,23 @@ def _int_linear_cuda(xq, x_scale, x_zp, x_rowsum, w, w_scale, group_size, w4, k,
     return triton_kernels.int_linear(
         xq, x_scale, x_zp, x_rowsum, w, w_scale, group_size, w4, k, w_sum, w_zp, bias, lr_t, lr_up, out_dtype
     )
+
+
+@torch.library.custom_op("vqcore::int8_attention", mutates_args=())
+def int8_attention_op(qc: Tensor, qs: Tensor, kc: Tensor, ks: Tensor, v: Tensor, out_dtype: torch.dtype) -> Tensor:
+    from .attention import int8_attention_ref
+
+    return int8_attention_ref(qc, qs, kc, ks, v, out_dtype)
+
+
+@int8_attention_op.register_fake
+def _int8_attention_fake(qc, qs, kc, ks, v, out_dtype):
+    b, h, _, d = v.shape
+    return v.new_empty((b, h, qc.shape[1], d), dtype=out_dtype)
+
+
+@int8_attention_op.register_kernel("cuda")
+def _int8_attention_cuda(qc, qs, kc, ks, v, out_dtype):
+    from . import triton_attention
+
+    return triton_attention.int8_attention(qc, qs, kc, ks, v if v.stride(-1) == 1 else v.contiguous(), out_dtype)

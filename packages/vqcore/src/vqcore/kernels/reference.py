@@ -61,6 +61,17 @@ def quantize_per_token_ref(
     return q, scale.float(), zp, q.sum(dim=-1, dtype=torch.int32)
 
 
+def lowrank_on_dequantized_ref(
+    q: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, down: torch.Tensor, chunk: int = 4096
+) -> torch.Tensor:
+    """``t = x̂·downᵀ`` (fp32 ``[M, R]``) with ``x̂ = (q − zp)·scale`` in fp32, the dequantized activations of the
+    per-token quantizer (Q-VDiT's side branch on ``x̂``); rows in chunks so the fp32 ``x̂`` is never M×K at once."""
+    d = down.float().t()
+    out = [((q[i : i + chunk].float() - zp[i : i + chunk, None].float()) * scale[i : i + chunk, None]) @ d
+           for i in range(0, q.shape[0], chunk)]  # fmt: skip
+    return torch.cat(out) if out else q.new_zeros((0, down.shape[0]), dtype=torch.float32)
+
+
 def quantize_static_ref(
     x: torch.Tensor, smooth: torch.Tensor | None, scale: torch.Tensor, zero_point: torch.Tensor, bits: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -127,6 +138,17 @@ def int_linear_ref(
         y = y + bias.float()
     if lr_t is not None:
         y = y + lr_t.float() @ lr_up.float().t()
+    return y.to(out_dtype)
+
+
+def weight_only_linear_ref(
+    x: torch.Tensor, w_codes: torch.Tensor, w_scale: torch.Tensor, group_size: int, bias: torch.Tensor | None,
+    out_dtype: torch.dtype,
+) -> torch.Tensor:  # fmt: skip
+    """Reference weight-only linear: float activations ``x [M, K]`` times the dequantized weight (fp32)."""
+    y = x.float() @ dequantize_weight(w_codes, w_scale, group_size).t()
+    if bias is not None:
+        y = y + bias.float()
     return y.to(out_dtype)
 
 

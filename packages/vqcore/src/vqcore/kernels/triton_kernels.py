@@ -54,8 +54,12 @@ def _quant_per_token_kernel(
     M, K, stride_xm, stride_qm,
     HAS_SMOOTH: tl.constexpr, SYMMETRIC: tl.constexpr, BITS: tl.constexpr, EPS: tl.constexpr,
     BLOCK_K: tl.constexpr, ROWS: tl.constexpr,
+    d_ptr=None, t_ptr=None, RANK: tl.constexpr = 0,
 ):  # fmt: skip
-    """``ROWS`` rows per program (each row quantized with its own range; identical arithmetic for any ``ROWS``)."""
+    """``ROWS`` rows per program (each row quantized with its own range; identical arithmetic for any ``ROWS``).
+    ``RANK > 0``: also the low-rank side branch on the dequantized row, ``t[m, r] = Σ_k x̂[m, k]·down[r, k]`` with
+    ``x̂ = (q − zp)·scale`` in fp32 (``down`` fp32 ``[RANK, K]``, ``t`` fp32 ``[M, RANK]``): Q-VDiT's rank-1 term in
+    the quantizer's pass, without an M×K dequantized tensor."""
     rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     offs = tl.arange(0, BLOCK_K)
     rmask = rows < M
@@ -84,6 +88,11 @@ def _quant_per_token_kernel(
     tl.store(scale_ptr + rows, scale, mask=rmask)
     tl.store(zp_ptr + rows, zp.to(tl.int32), mask=rmask)
     tl.store(rs_ptr + rows, tl.sum(tl.where(mask, q, 0.0), axis=1).to(tl.int32), mask=rmask)
+    if RANK > 0:
+        xhat = (q - zp[:, None]) * scale[:, None]
+        for r in tl.static_range(RANK):
+            dr = tl.load(d_ptr + r * K + offs, mask=offs < K, other=0.0)
+            tl.store(t_ptr + rows * RANK + r, tl.sum(xhat * dr[None, :], axis=1), mask=rmask)
 
 
 #: rows per program and warps of the quantizer, by padded row length (``None``: :func:`_quant_launch` default).
@@ -108,10 +117,12 @@ def _quant_outputs(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 
 def quantize_per_token(
-    x: torch.Tensor, smooth: torch.Tensor | None, bits: int, symmetric: bool, config: dict | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    x: torch.Tensor, smooth: torch.Tensor | None, bits: int, symmetric: bool, config: dict | None = None,
+    down: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, ...]:  # fmt: skip
     """Triton per-token quantizer on a 2-D ``x [M, K]`` (contiguous rows). Same contract as the reference.
-    ``config`` (``ROWS``, ``num_warps``) overrides the launch table."""
+    ``config`` (``ROWS``, ``num_warps``) overrides the launch table. With ``down`` (fp32 ``[R, K]``, contiguous) a
+    fifth output ``t = x̂·downᵀ`` (fp32 ``[M, R]``) is computed in the same pass."""
     from .reference import EPS
 
     m, k = x.shape
@@ -119,18 +130,21 @@ def quantize_per_token(
     if block_k > 32768:
         raise ValueError(f"per-token quantization kernel supports K <= 32768, got {k}")
     x, q, scale, zp, rs = _quant_outputs(x)
+    rank = 0 if down is None else down.shape[0]
+    t = torch.empty((m, rank), dtype=torch.float32, device=x.device) if rank else None
     if m == 0:
-        return q, scale, zp, rs
+        return (q, scale, zp, rs) + ((t,) if rank else ())
     launch = _quant_launch(block_k)
     launch.update(config or {})
     rows = launch.pop("ROWS")
     inv = smooth if smooth is not None else scale  # dummy pointer when absent
+    extra = {"d_ptr": down, "t_ptr": t, "RANK": rank} if rank else {}
     _quant_per_token_kernel[(triton.cdiv(m, rows),)](
         x, inv, q, scale, zp, rs, m, k, x.stride(0), q.stride(0),
         HAS_SMOOTH=smooth is not None, SYMMETRIC=bool(symmetric), BITS=int(bits), EPS=EPS,
-        BLOCK_K=block_k, ROWS=rows, **launch,
+        BLOCK_K=block_k, ROWS=rows, **extra, **launch,
     )  # fmt: skip
-    return q, scale, zp, rs
+    return (q, scale, zp, rs) + ((t,) if rank else ())
 
 
 @triton.jit
@@ -504,9 +518,13 @@ _INTERP_TMA = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, "PROGR
 #: ``tma_group`` (``VQCORE_TMA_GROUP=1``) — per-group int8 GEMMs (groups of a multiple of 128) use it too;
 #: ``w4_unpack_min_m`` (``VQCORE_W4_UNPACK_MIN_M=256``) — W4 weights (per channel or groups of a multiple of 128) are
 #: unpacked to a transient int8 copy and run through the int8 GEMM when M ≥ this;
+#: ``weight_only_max_m`` (``VQCORE_WEIGHT_ONLY_MAX_M``, default 0 = off) — converted layers with at most this many
+#: tokens run :func:`weight_only_linear` (16-bit activations, not quantized: closer to the float model than the
+#: fake-quant A8 layer it replaces) instead of quantizer + integer GEMM;
 #: ``autotune`` (``VQCORE_AUTOTUNE=0`` turns it off) — autotune the pointer kernel over :func:`_hopper_configs`
 #: instead of using the fixed table ``PTR_TILES``.
 POLICY = {
+    "weight_only_max_m": int(os.environ.get("VQCORE_WEIGHT_ONLY_MAX_M", "0")),
     "tma": os.environ.get("VQCORE_TMA", "0") == "1",
     "w4_unpack_min_m": int(os.environ.get("VQCORE_W4_UNPACK_MIN_M", str(1 << 62))),
     "autotune": os.environ.get("VQCORE_AUTOTUNE", "1") == "1",
@@ -706,4 +724,112 @@ def int_linear(
     launch = {kk: tile.pop(kk) for kk in ("num_warps", "num_stages") if kk in tile}
     grid = (triton.cdiv(m, tile["BLOCK_M"]) * triton.cdiv(n, tile["BLOCK_N"]),)
     _int_gemm_kernel[grid](*args, **flags, **tile, **launch)
+    return out
+
+
+# ---- weight-only GEMM (small M) ---------------------------------------------------------------------------------
+@triton.jit
+def _wonly_gemm_kernel(
+    x_ptr, w_ptr, sw_ptr, bias_ptr, c_ptr,
+    M, N, K, G, stride_xm, stride_wn, stride_cm,
+    W4: tl.constexpr, GROUP_SIZE: tl.constexpr, HAS_BIAS: tl.constexpr, EVEN_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Weight-only ``y = x·(w·s)ᵀ + b``: 16-bit activations ``x [M, K]`` (not quantized), int8 or packed int4 weight
+    codes converted to the activation dtype in registers (exact: |code| ≤ 128) and multiplied on the 16-bit tensor
+    cores with fp32 accumulation; per-channel scales in the epilogue, per-group scales per K slice. For small M the
+    GEMM is bound by the weight bytes, which int8/int4 halve/quarter relative to bf16."""
+    CH: tl.constexpr = 128
+    HALF: tl.constexpr = 64
+    pid_n = tl.program_id(0)
+    pid_m = tl.program_id(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rm = (offs_m % M).to(tl.int64)
+    rn = (offs_n % N).to(tl.int64)
+    KW: tl.constexpr = HALF if W4 else CH
+    offs_k = tl.arange(0, KW)
+    x_ptrs = x_ptr + rm[:, None] * stride_xm + offs_k[None, :]
+    w_ptrs = w_ptr + rn[None, :] * stride_wn + offs_k[:, None]  # [KW, BLOCK_N]
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for kc in range(0, tl.cdiv(K, CH)):
+        k0 = kc * CH
+        if EVEN_K:
+            a0 = tl.load(x_ptrs)
+            if W4:
+                a1 = tl.load(x_ptrs + HALF)
+        else:
+            a0 = tl.load(x_ptrs, mask=(k0 + offs_k)[None, :] < K, other=0.0)
+            if W4:
+                a1 = tl.load(x_ptrs + HALF, mask=(k0 + HALF + offs_k)[None, :] < K, other=0.0)
+        if W4:
+            p = tl.load(w_ptrs)  # packed rows are zero-padded to a multiple of CH
+            w0 = ((p << 4) >> 4).to(a0.dtype)
+            w1 = (p >> 4).to(a0.dtype)
+        elif EVEN_K:
+            w0 = tl.load(w_ptrs).to(a0.dtype)
+        else:
+            w0 = tl.load(w_ptrs, mask=(k0 + offs_k)[:, None] < K, other=0).to(a0.dtype)
+        if GROUP_SIZE > 0:
+            s0 = tl.load(sw_ptr + rn * G + k0 // GROUP_SIZE)
+            d = tl.dot(a0, w0, out_dtype=tl.float32)
+            if W4:
+                if GROUP_SIZE % CH == 0:
+                    d = tl.dot(a1, w1, d, out_dtype=tl.float32)
+                else:
+                    g1 = (k0 + HALF) // GROUP_SIZE
+                    s1 = tl.load(sw_ptr + rn * G + g1, mask=(rn * 0 + g1) < G, other=0.0)
+                    acc += tl.dot(a1, w1, out_dtype=tl.float32) * s1[None, :]
+            acc += d * s0[None, :]
+        else:
+            acc = tl.dot(a0, w0, acc, out_dtype=tl.float32)
+            if W4:
+                acc = tl.dot(a1, w1, acc, out_dtype=tl.float32)
+        x_ptrs += CH
+        w_ptrs += CH // 2 if W4 else CH
+    if GROUP_SIZE == 0:
+        acc = acc * tl.load(sw_ptr + rn)[None, :]
+    if HAS_BIAS:
+        acc = acc + tl.load(bias_ptr + rn).to(tl.float32)[None, :]
+    c_ptrs = c_ptr + offs_m.to(tl.int64)[:, None] * stride_cm + offs_n[None, :]
+    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=(offs_m[:, None] < M) & (offs_n[None, :] < N))
+
+
+#: weight-only tiles by M (≤ 16, ≤ 64, larger); BLOCK_N small so that a 1152–1920-wide layer still spreads over many SMs
+WONLY_TILES = {
+    "16": {"BLOCK_M": 16, "BLOCK_N": 32, "num_warps": 4, "num_stages": 4},
+    "64": {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages": 4},
+    "256": {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 4},
+}
+_INTERP_WONLY = {"BLOCK_M": 16, "BLOCK_N": 32}
+
+
+def weight_only_linear(
+    x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, group_size: int, w4: bool, k: int,
+    bias: torch.Tensor | None, out_dtype: torch.dtype, config: dict | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """Launch :func:`_wonly_gemm_kernel`: ``x [M, K]`` bf16/fp16, ``w`` int8 ``[N, K]`` or packed
+    ``[N, padded_k(K)/2]``, ``w_scale`` fp32 ``[N]`` or ``[N, G]``. (The interpreter does not emulate bf16 dots:
+    there bf16 inputs run as their exact fp32 values.)"""
+    if x.dtype not in (torch.bfloat16, torch.float16) and not INTERPRET:
+        raise ValueError(f"the weight-only kernel takes bf16/fp16 activations, got {x.dtype}")
+    if INTERPRET and x.dtype == torch.bfloat16:
+        return weight_only_linear(x.float(), w, w_scale, group_size, w4, k, bias, torch.float32, config).to(out_dtype)
+    m = x.shape[0]
+    n = w.shape[0]
+    out = torch.empty((m, n), dtype=out_dtype, device=x.device)
+    if m == 0 or n == 0:
+        return out
+    if x.stride(1) != 1:
+        x = x.contiguous()
+    g = w_scale.shape[1] if group_size > 0 else 1
+    w_scale = w_scale.contiguous().float()
+    key = "16" if m <= 16 else ("64" if m <= 64 else "256")
+    tile = {**(_INTERP_WONLY if INTERPRET else WONLY_TILES[key]), **(config or {})}
+    launch = {kk: tile.pop(kk) for kk in ("num_warps", "num_stages") if kk in tile}
+    grid = (triton.cdiv(n, tile["BLOCK_N"]), triton.cdiv(m, tile["BLOCK_M"]))
+    _wonly_gemm_kernel[grid](
+        x, w, w_scale, bias if bias is not None else w_scale, out, m, n, k, g, x.stride(0), w.stride(0), out.stride(0),
+        W4=bool(w4), GROUP_SIZE=int(group_size), HAS_BIAS=bias is not None, EVEN_K=k % CHUNK == 0, **tile, **launch,
+    )  # fmt: skip
     return out
