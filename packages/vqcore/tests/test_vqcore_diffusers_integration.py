@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,6 +24,8 @@ from vqcore.convert import QLinearInt
 
 diffusers = pytest.importorskip("diffusers")
 vqd = pytest.importorskip("vqcore.integrations.diffusers")
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "diffusers.md"
 
 
 # ---- tiny models and their inputs -----------------------------------------------------------------------------------
@@ -311,3 +315,40 @@ def test_peak_rss_while_loading_is_below_the_bf16_model(tmp_path):
     assert int_bytes < 0.5 * bf16_bytes
     assert load <= peak < bf16_bytes
     assert peak < int_bytes + 0.25 * bf16_bytes
+
+
+# ---- 3. the documented pipeline example -----------------------------------------------------------------------------
+def _doc_blocks() -> dict[str, str]:
+    text = DOC.read_text()
+    blocks = dict(re.findall(r"<!-- example: (\w+) -->\s*```python\n(.*?)```", text, flags=re.S))
+    assert set(blocks) >= {"settings", "save", "load"}, sorted(blocks)
+    return blocks
+
+
+def test_documented_pipeline_example_runs_on_a_tiny_latte_pipeline(tmp_path):
+    from vqcore.zoo.pipelines import tiny_latte_pipeline
+
+    tiny_latte_pipeline(seed=0).save_pretrained(tmp_path / "latte")
+    blocks = _doc_blocks()
+    settings = {}
+    exec(blocks["settings"], settings)  # the documented settings (a real checkpoint) parse ...
+    assert settings["MODEL"] == "maxin-cn/Latte-1"
+    # ... and the test replaces them with the tiny local pipeline on CPU
+    ns = {"MODEL": str(tmp_path / "latte"), "QUANTIZED": str(tmp_path / "latte-w4a8"), "DEVICE": "cpu",
+          "DTYPE": torch.float32, "STEPS": 2, "PROMPT": "a digit one moving up",
+          "SIZE": {"video_length": 4, "height": 16, "width": 16, "clean_caption": False}}  # fmt: skip
+    try:
+        exec(blocks["save"], ns)
+        exec(blocks["load"], ns)
+    finally:
+        vqd.unregister()
+    pipe, frames = ns["pipe"], ns["frames"]
+    assert len(frames) == 1 and len(frames[0]) == 4 and frames[0][0].size == (16, 16)
+    assert any(isinstance(m, QLinearInt) for m in pipe.transformer.modules())
+    assert pipe.transformer is not ns["qtransformer"]  # the pipeline runs the model loaded by from_pretrained ...
+    pipe.transformer = ns["qtransformer"]
+    again = pipe(ns["PROMPT"], num_inference_steps=2, generator=torch.Generator().manual_seed(0), **ns["SIZE"]).frames
+    import numpy as np
+
+    # ... and it samples exactly what the converted model in memory samples
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(frames[0], again[0]))

@@ -21,10 +21,12 @@ weights of the converted layers are never materialised, and peak memory while lo
 integer checkpoint. The integer layers run the Triton kernels on CUDA and the pure-PyTorch reference on CPU; the same
 folder serves both (``from_pretrained(folder, device_map="cuda")`` or ``.to("cuda")`` after loading).
 
-dtypes: without ``torch_dtype`` every tensor keeps the dtype it was saved with (the loaded model is the converted
-model, output for output — diffusers itself would cast floats to the default dtype; the skeleton is built in the
-saved ``torch_dtype``). With ``torch_dtype=...`` the float tensors of the layers that were not converted are cast as
+dtypes: without ``dtype`` (``torch_dtype``) every tensor keeps the dtype it was saved with (the loaded model is the
+converted model, output for output — diffusers itself would cast floats to the default dtype; the skeleton is built
+in the saved ``torch_dtype``). With ``dtype=...`` the float tensors of the layers that were not converted are cast as
 diffusers always does; the integer layers keep their own dtypes (fp32 scales, int8 codes, the layer's bias dtype).
+Tensors read from the file become the model's without a copy (safetensors maps the file: pages become resident when
+first read).
 
 What :func:`register` changes in diffusers: it adds the key ``"vqcore"`` to the two registries of
 ``diffusers.quantizers.auto`` — ``AUTO_QUANTIZER_MAPPING["vqcore"] = VQCoreQuantizer`` and
