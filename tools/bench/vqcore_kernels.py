@@ -296,6 +296,20 @@ def _bench_shape(args, device, cuda: bool, model: str, name: str, m: int, k: int
     t["w4a8_g128_layer"] = _time(lambda: q4g(x), args.warmup, args.rep, cuda)
     if cuda:
         _fp8(args, x, w, t, errs, cfgs)
+    if cuda and m < LARGE_M:  # the weight-only path (16-bit activations, no quantizer): small M
+        from vqcore.kernels import triton_kernels as tk
+
+        for key, mod in (("wonly8", q8), ("wonly4", q4), ("wonly4_g128", q4g)):
+            try:
+                def wo(mod=mod):
+                    return tk.weight_only_linear(x, mod.qweight, mod.weight_scale, mod.spec.group_size,
+                                                 mod.spec.packed, k, None, torch.bfloat16)  # fmt: skip
+
+                r_ = x.float() @ mod.dequantized_weight().t()
+                errs[key] = float((wo().float() - r_).norm() / r_.norm())
+                t[key] = _time(wo, args.warmup, args.rep, cuda)
+            except Exception as e:
+                cfgs[f"{key}_fail"] = f"{type(e).__name__}: {str(e)[:300]}"
     if cuda and GRAPH and not (args.large_only or args.no_eager):  # the layer launched eagerly (host overhead)
         t["bf16_eager"] = _time(lambda: F.linear(x, w), args.warmup, args.rep, cuda, graph=False)
         t["w4a8_layer_eager"] = _time(lambda: q4(x), args.warmup, args.rep, cuda, graph=False)
@@ -309,7 +323,7 @@ def _bench_shape(args, device, cuda: bool, model: str, name: str, m: int, k: int
     if "w4a8_layer_eager" in t:
         row["w4a8_layer_eager_x"] = t["bf16_eager"] / t["w4a8_layer_eager"]
     keys = ("int_mm", "fp8", "w8a8", "w4a8", "w4a8_g128", "w8a8_before", "w8a8_tma", "w4a8_before", "w4a8_unpack",
-            "fp8_layer", "w8a8_layer", "w4a8_layer", "w4a8_g128_layer")  # fmt: skip
+            "fp8_layer", "w8a8_layer", "w4a8_layer", "w4a8_g128_layer", "wonly8", "wonly4", "wonly4_g128")  # fmt: skip
     speed = " ".join(f"{kk}={row[kk + '_x']:.2f}x" for kk in keys if kk + "_x" in row)
     err = max(v for kk, v in errs.items() if not kk.startswith("fp8"))
     print(f"{model:16s} {name:9s} M={m:6d} K={k:5d} N={n:5d} bf16 {t['bf16']:.3f}ms {speed} err<={err:.1e} {cfgs}",
@@ -694,7 +708,8 @@ def _policy_snapshot(cuda: bool) -> dict:
     return {k: (v if isinstance(v, (bool, int, float, str)) else str(v)) for k, v in tk.POLICY.items()}
 
 
-GEMM_COLS = ("int_mm", "fp8", "w8a8", "w4a8", "w4a8_g128", "fp8_layer", "w8a8_layer", "w4a8_layer", "w4a8_g128_layer")
+GEMM_COLS = ("int_mm", "fp8", "w8a8", "w4a8", "w4a8_g128", "fp8_layer", "w8a8_layer", "w4a8_layer", "w4a8_g128_layer",
+             "wonly8", "wonly4", "wonly4_g128")
 VARIANT_COLS = ("w8a8_before", "w8a8_tma", "w4a8_before", "w4a8_unpack", "w4a8_g128_before", "w4a8_g128_unpack")
 LARGE_M = 4096
 
@@ -747,8 +762,8 @@ def _md(gemm: list[dict], block: list[dict], meta: dict, step: list[dict] | None
     ]
     lines.append("| model | layer | M | K | N | bf16 ms | bf16 TFLOP/s | _int_mm × | FP8 × | W8A8 × | W4A8 × "
                  "| W4A8 g128 × | quant ms | FP8+quant × | W8A8+quant × | W4A8+quant × "
-                 "| W4A8 g128+quant × |")  # fmt: skip
-    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+                 "| W4A8 g128+quant × | W8 weight-only × | W4 weight-only × | W4 g128 weight-only × |")  # fmt: skip
+    lines.append("|---" * 20 + "|")
 
     def f(r, k):
         return f"{r[k]:.2f}" if k in r else "–"
@@ -757,7 +772,8 @@ def _md(gemm: list[dict], block: list[dict], meta: dict, step: list[dict] | None
         lines.append(f"| {r['model']} | {r['layer']} | {r['M']} | {r['K']} | {r['N']} | {r['bf16_ms']:.3f} | "
                      f"{r['bf16_tflops']:.0f} | {f(r, 'int_mm_x')} | {f(r, 'fp8_x')} | {f(r, 'w8a8_x')} | "
                      f"{f(r, 'w4a8_x')} | {f(r, 'w4a8_g128_x')} | {r['quant_ms']:.3f} | {f(r, 'fp8_layer_x')} | "
-                     f"{f(r, 'w8a8_layer_x')} | {f(r, 'w4a8_layer_x')} | {f(r, 'w4a8_g128_layer_x')} |")  # fmt: skip
+                     f"{f(r, 'w8a8_layer_x')} | {f(r, 'w4a8_layer_x')} | {f(r, 'w4a8_g128_layer_x')} | "
+                     f"{f(r, 'wonly8_x')} | {f(r, 'wonly4_x')} | {f(r, 'wonly4_g128_x')} |")  # fmt: skip
     big = [r for r in gemm if r["M"] >= LARGE_M]
     var = [r for r in big if "w8a8_before_x" in r or "w8a8_tma_x" in r]
     if var:

@@ -23,11 +23,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-TEST_FILES = ("test_vqcore_kernels.py", "test_vqcore_convert.py")
-CUDA_TESTS = (  # not gpu-marked, but they take the real CUDA dispatch when a GPU is present
+TEST_FILES = ("test_vqcore_kernels.py", "test_vqcore_convert.py", "test_vqcore_kernels_attention.py",
+              "test_vqcore_kernels_weight_only.py")  # fmt: skip
+CUDA_TESTS = (  # not gpu-marked, but they take the real CUDA dispatch (or run the Triton kernels) on a GPU
+    "test_vqcore_kernels_attention.py",
+    "test_vqcore_kernels_weight_only.py",
     "test_vqcore_convert_mpqdm.py::test_converted_omq_and_conv_layers_on_the_triton_path",
     "test_vqcore_convert_mpqdm.py::test_static_quantizer_triton_equals_reference",
 )
+#: block variants of the first run: the measured kinds, the opt-in kernels, int8 attention (no torch.compile)
+FIRST_BLOCK_VARIANTS = ("W8A8;W4A8;W4A8 g128;W8A8 TMA kernel (opt-in);W4A8 unpack + TMA (opt-in);"
+                        "bf16 + int8 attention;W8A8 + int8 attention;W4A8 + int8 attention")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-s", type=float, default=100.0, help="wall-clock budget of the whole script")
     ap.add_argument("--test-s", type=float, default=None, help="time box of the GPU tests (default 30%% of budget)")
     ap.add_argument("--quick", action="store_true", help="CPU smoke test of this script (bench --quick)")
+    ap.add_argument("--parts", default="block,step,large,small,attention", help="bench parts, in order")
+    ap.add_argument("--block-variants", default=FIRST_BLOCK_VARIANTS, help="';'-separated ('' = all)")
+    ap.add_argument("--step-variants", default="W8A8;W4A8;W8A8 + int8 attention", help="';'-separated ('' = all)")
+    ap.add_argument("--small-ms", default="256 64 16", help="small-M token counts")
     ap.add_argument("--variant-shapes", type=int, default=2, help="large-M shapes that time every kernel variant")
     args = ap.parse_args(argv)
     t0 = time.time()
@@ -82,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         bench_budget = max(10.0, left - 15.0)  # model building, block construction, writing: outside the time box
         run([sys.executable, str(ROOT / "tools/bench/vqcore_kernels.py"),
              "--budget-s", f"{bench_budget:.0f}", "--warmup", "10", "--rep", "10", "--variant-shapes",
-             str(args.variant_shapes), "--block-first", "--out", str(out), *(["--quick"] if args.quick else [])],
+             str(args.variant_shapes), "--no-eager", "--parts", args.parts, "--block-variants", args.block_variants,
+             "--step-variants", args.step_variants, "--small-ms", *args.small_ms.split(), "--out", str(out),
+             *(["--quick"] if args.quick else [])],
             out / "bench.log", left)  # fmt: skip
     else:
         summary.append(f"bench skipped: only {left:.0f}s left")
