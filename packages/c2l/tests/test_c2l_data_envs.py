@@ -42,6 +42,21 @@ def test_multiplicative_noise_follows_the_official_window_model():
     assert np.all(out[start + 2:start + 10] != 1.0)
 
 
+def test_multiplicative_default_is_the_official_random_100_step_window():
+    cfg = ConfoundingConfig(k=3, sigma=5.0, kind="multiplicative")
+    assert cfg.window == 100 and ConfoundingConfig(k=3).window is None  # additive: every step noisy
+    assert ConfoundingConfig(k=3, kind="multiplicative", window=None).window is None  # explicit choice only
+    noise = ConfoundingNoise(cfg, np.random.default_rng(1))
+    starts = []
+    for _ in range(30):
+        noise.reset()
+        out = np.array([noise.apply(np.ones(1))[0] for _ in range(260)])
+        s = noise.window_start
+        starts.append(s)
+        assert np.all(out[:s] == 1.0) and np.all(out[s + 100:] == 1.0) and np.all(out[s + 2:s + 100] != 1.0)
+    assert min(starts) >= 0 and max(starts) < 100 and len(set(starts)) > 10
+
+
 def test_confounding_config_validation_and_round_trip():
     cfg = ConfoundingConfig(k=2, sigma=0.5, weights=(0.1, 8.0))
     assert ConfoundingConfig.from_dict(cfg.to_dict()) == cfg

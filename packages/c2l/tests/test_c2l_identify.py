@@ -68,8 +68,11 @@ def test_linear_iv_recovers_causal_effect_where_ols_is_biased():
     assert abs(ols - 2.0) > 0.5  # confounded regression is far off
 
 
-def _tcn_trajectories(seed, n=10, T=300, k=3):
-    """s_t = AR(1) exogenous part + past hidden noise; a_t = f(s_t) + sum_{i<k} u_{t-i}: valid lags are j >= k-1."""
+def _tcn_trajectories(seed, n=20, T=500, k=3, outcome="linear"):
+    """s_t = AR(1) exogenous part + past hidden noise; a_t = f(s_t) + sum_{i<k} u_{t-i}: valid lags are j >= k-1.
+
+    ``outcome="linear"`` (f(s) = 0.5 s) is the model the linear pseudo-variable assumes; ``"tanh"`` adds tanh(s)
+    (misspecified: valid lags get rejected too, which is why the identification test uses the linear outcome)."""
     rng = np.random.default_rng(seed)
     trajs = []
     for _ in range(n):
@@ -81,24 +84,32 @@ def _tcn_trajectories(seed, n=10, T=300, k=3):
         idx = np.arange(10, T + 10)
         s = xi[idx] + sum(u[idx - i] for i in range(1, k))
         e = sum(u[idx - i] for i in range(k))
-        trajs.append((s[:, None], (np.tanh(s) + 0.5 * s + e)[:, None]))
+        f = 0.5 * s + (np.tanh(s) if outcome == "tanh" else 0.0)
+        trajs.append((s[:, None], (f + e)[:, None]))
     return trajs
 
 
 def test_identify_iv_finds_the_nearest_valid_lag():
+    """k = 3, non-Gaussian confounder, linear outcome, 20 trajectories of 500 steps. Every assertion held for each of
+    data seeds 0-29 (checked 2026-12-07: lag 2 had the most votes in 30/30 (one 6-6 tie with lag 3, which the
+    official tie rule resolves to 3), rejection gap lag 1 vs lags 3-8 >= 0.24, per-trajectory exact rate >= 0.30);
+    the thresholds below leave margin under those minima, so the test does not depend on the seed."""
     trajs = _tcn_trajectories(0)
     res = identify_iv(trajs, max_lag=8, num_nullsims=300, seed=0)
-    assert res.lag == 2  # k = 3 -> s_{t-2} is the nearest valid instrument
-    assert identification_accuracy(res.per_trajectory_lags, k=3) >= 0.7
-    assert len(res.tests) == 10 * 8 and {t.lag for t in res.tests} == set(range(1, 9))
+    assert len(res.tests) == 20 * 8 and {t.lag for t in res.tests} == set(range(1, 9))
     pm = res.pvalue_matrix()
-    assert pm.shape == (10, 8) and np.all((pm > 0) & (pm <= 1))
-    # the invalid lag 1 is rejected more often than the valid lags 3..8
-    reject = (pm < 10 / 290).mean(0)
-    assert reject[0] > reject[2:].mean() + 0.2
+    assert pm.shape == (20, 8) and np.all((pm > 0) & (pm <= 1))
+    # the invalid lag 1 is rejected clearly more often than the valid lags 3..8 (alpha = 10/n of each test)
+    reject = (pm < 10 / 490).mean(0)
+    assert reject[0] > reject[2:].mean() + 0.15, reject
+    # the nearest valid lag is the trajectories' most frequent choice and the vote's winner (up to the tie rule)
+    assert np.mean(np.array(res.per_trajectory_lags) == 2) >= 0.2
+    assert res.votes.get(2, 0) == max(res.votes.values())
+    assert res.lag == max(j for j, c in res.votes.items() if c == res.votes[2])
+    assert identification_accuracy(res.per_trajectory_lags, k=3) == 1.0  # never lag 1 (see the module doc)
     assert sum(res.votes.values()) == sum(res.switched)
     d = res.to_dict()
-    assert d["lag"] == 2 and len(d["tests"]) == 80
+    assert d["lag"] == res.lag and len(d["tests"]) == 160
 
 
 def test_identify_iv_bad_inputs():

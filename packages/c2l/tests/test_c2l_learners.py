@@ -139,8 +139,47 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path, data, name):
     full = create_learner(name, steps=120, **kw).fit(train)
     ckpt = tmp_path / f"{name}.pt"
     create_learner(name, steps=70, **kw).fit(train, checkpoint=ckpt, checkpoint_every=25)  # "interrupted" at 70
-    # a different seed proves the state comes from the checkpoint (weights, optimiser, RNG), not from a fresh start
-    resumed = create_learner(name, steps=120, **{**kw, "seed": 99}).fit(train, checkpoint=ckpt, checkpoint_every=25)
-    assert len(resumed.history) == 120
+    resumed = create_learner(name, steps=120, **kw).fit(train, checkpoint=ckpt, checkpoint_every=25)
+    assert resumed.resumed_step == 70 and len(resumed.history) == 120  # state came from the checkpoint
     obs = test[0].obs
     np.testing.assert_allclose(resumed.predict(obs)[0], full.predict(obs)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoint_refuses_another_config_or_data_set(tmp_path, data):
+    train, test, _ = data
+    kw = {"hidden": 16, "lr": 1e-3, "seed": 0}
+    ckpt = tmp_path / "bc.pt"
+    create_learner("bc", steps=20, **kw).fit(train, checkpoint=ckpt, checkpoint_every=10)
+    for change in ({"lr": 2e-3}, {"seed": 1}, {"hidden": 32}):
+        with pytest.raises(ValueError, match="different config"):
+            create_learner("bc", steps=30, **{**kw, **change}).fit(train, checkpoint=ckpt)
+    with pytest.raises(ValueError, match="different data set"):
+        create_learner("bc", steps=30, **kw).fit(test, checkpoint=ckpt)
+    assert create_learner("bc", steps=30, **kw).fit(train, checkpoint=ckpt).resumed_step == 20  # more steps: fine
+
+
+@pytest.mark.slow
+def test_divergence_guard_stops_c2l_and_keeps_the_best_weights(caplog):
+    """A large lag with a large step size blows C2L up (its double-sampling loss is unbounded below once the two
+    simulated halves separate); the guard stops, warns and keeps the best weights. Same run unguarded for contrast."""
+    train = generate_dataset("linear", 8, CC, seed=0, max_steps=120)
+    test = generate_dataset("linear", 4, CC, seed=123, max_steps=120)
+    bc = BC(steps=300, hidden=64, lr=1e-3, seed=0).fit(train)
+    kw = {"hop": 8, "steps": 600, "hidden": 64, "lr": 1e-2, "init": "bc", "sigma": 3.0, "guard_every": 50}
+    free = create_learner("c2l", divergence_factor=0.0, **kw).fit(train, "linear", pi_bc=bc)
+    with caplog.at_level("WARNING", logger="c2l.learners"):
+        guarded = create_learner("c2l", **kw).fit(train, "linear", pi_bc=bc)
+    e_bc, e_free, e_guard = (action_error(p, test, "mse") for p in (bc, free, guarded))
+    assert free.diverged_at is None and e_free > 100 * e_bc, (e_free, e_bc)  # it really diverges unguarded
+    assert guarded.diverged_at is not None and guarded.best_step < guarded.diverged_at
+    assert "diverged" in caplog.text and len(guarded.history) == guarded.diverged_at
+    assert e_guard < 5 * e_bc, (e_guard, e_bc)
+
+
+def test_baselines_default_to_swamy_optimiser_settings():
+    d, r = create_learner("doubil").config, create_learner("residuil").config
+    assert (d.lr, d.weight_decay, r.lr, r.weight_decay) == (3e-4, 1e-3, 5e-5, 1e-3)
+    c, s = create_learner("c2l", hop=2).config, create_learner("c2l_star", hop=2).config
+    assert (c.lr, c.weight_decay, s.lr, s.weight_decay) == (3e-5, 1e-4, 9e-6, 1e-3)
+    assert create_learner("residuil", lr=1e-3).config.lr == 1e-3  # explicit values win
+

@@ -22,8 +22,9 @@ def _confounding(args):
 
     if args.sigma == 0:
         return None
+    window = "auto" if args.window is None else (None if args.window == 0 else args.window)
     return ConfoundingConfig(k=args.k, sigma=args.sigma, kind=args.kind, distribution=args.distribution,
-                             weights=tuple(args.weights) if args.weights else None, window=args.window)
+                             weights=tuple(args.weights) if args.weights else None, window=window)
 
 
 def cmd_generate(args) -> int:
@@ -55,7 +56,8 @@ def cmd_identify(args) -> int:
 
     res = identify_iv(_dataset(args), max_lag=args.max_lag, alpha=args.alpha, relation=args.relation,
                       num_nullsims=args.nullsims, kernel_width=args.kernel_width if args.kernel_width == "median"
-                      else float(args.kernel_width), seed=args.seed, progress=not args.no_progress)
+                      else float(args.kernel_width), seed=args.seed, null=args.null, center=args.center,
+                      progress=not args.no_progress)
     print(f"identified lag: {res.lag} (votes {res.votes}; random fallback: {res.used_random_fallback})")
     pm = res.pvalue_matrix()
     print("median p-value per lag: " + ", ".join(f"{j + 1}:{v:.3f}" for j, v in enumerate(np.nanmedian(pm, 0))))
@@ -83,6 +85,10 @@ def cmd_train(args) -> int:
         kw["hop"] = args.hop if args.hop is not None else int(load_json(args.iv)["lag"])
     if args.learner in ("c2l", "doubil") and args.pairing:
         kw["pairing"] = args.pairing
+    if args.sigma is not None:
+        if args.learner not in ("c2l", "doubil"):
+            raise ValueError("--sigma (exploration noise of the simulated BC actions) applies to c2l/doubil only")
+        kw["sigma"] = args.sigma
     learner = create_learner(args.learner, **kw)
     ck = {"checkpoint": args.checkpoint, "checkpoint_every": args.checkpoint_every, "progress": not args.no_progress}
     if args.learner in ("c2l", "doubil"):
@@ -147,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--expert", default=None, help="heuristic | analytic | sb3:<zip> | sb3-train:<ALGO>:<steps>")
     _add_noise_args(g)
     g.add_argument("--weights", type=float, nargs="*", default=None, help="additive weights c_0..c_{k-1}")
-    g.add_argument("--window", type=int, default=None, help="multiplicative: noisy window length")
+    g.add_argument("--window", type=int, default=None,
+                   help="noisy window length (default: official 100 for multiplicative, none for additive; 0 = every "
+                        "step noisy)")
     g.add_argument("--max-steps", type=int, default=None)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", type=Path, required=True)
@@ -162,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--relation", choices=["linear", "poly2"], default="linear")
     i.add_argument("--nullsims", type=int, default=1000)
     i.add_argument("--kernel-width", default="1.0", help="Gaussian kernel width or 'median' (official: 1.0)")
+    i.add_argument("--null", choices=["spectral", "shift"], default="spectral",
+                   help="HSIC null: 'spectral' (official, i.i.d. rows) or 'shift' (circular time shifts, calibrated "
+                        "on autocorrelated trajectories)")
+    i.add_argument("--center", action="store_true", help="fit the IV with an intercept (not in the official code)")
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--out", type=Path, default=None)
     i.set_defaults(func=cmd_identify)
@@ -179,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--init", choices=["scratch", "bc"], default="scratch")
     t.add_argument("--pairing", choices=["rollout", "official"], default=None)
+    t.add_argument("--sigma", type=float, default=None,
+                   help="c2l/doubil: std of the noise on simulated BC actions (default 'auto': std of the BC "
+                        "residuals; official: 5 for C2L on LunarLander, 4.05 for DoubIL)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint", type=Path, default=None, help="resumable training-state file (rerun to resume)")
     t.add_argument("--checkpoint-every", type=int, default=1000)

@@ -7,7 +7,7 @@ Two forms are provided (paper §3 / notes B2):
   depends on noise up to ``u_{t-j-1}``, the past state ``s_{t-j}`` is a valid instrument iff ``j ≥ k-1``.
   Swamy's LunarLander setting is ``k=2, weights=(0.1, 8), σ=0.5``. IV regression is consistent under this model.
 * ``kind="multiplicative"`` — what the official C2L code actually generates (``noisy_rollout`` with ``TCN=True``):
-  inside a window of ``window`` steps that starts at a random index in ``[0, window_start_max)``,
+  inside a window of ``window`` steps (default 100) that starts at a random index in ``[0, window_start_max)``,
   ``a_t ← scale · a_t · Π_{i<k} (σ u_{t-i})`` (LunarLander: ``scale=0.1, σ=5, window=100``); outside the window the
   action is clean. As in the official code the noise history starts at zero, so the first ``k-1`` actions of the
   window are exactly 0 (notes B7). This model is not additive, so IV learners only estimate E[a|z] there.
@@ -55,6 +55,9 @@ class ConfoundingConfig:
     unbiased; the nearest valid instrument is ``s_{t-(k-1)}``, i.e. lag ``max(k-1, 1)``).
     ``weights``: additive coefficients ``c_0..c_{k-1}`` on ``u_t..u_{t-k+1}`` (default all ones).
     ``sigma = 0`` turns confounding off.
+    ``window``: length of the noisy window, which starts at a random step in ``[0, window_start_max)``; ``"auto"``
+    (default) is the official 100 steps for ``kind="multiplicative"`` and no window (every step noisy) for the
+    additive model; ``None`` makes every step noisy (an explicit choice, not the official multiplicative setting).
     """
 
     k: int = 3
@@ -62,7 +65,7 @@ class ConfoundingConfig:
     kind: str = "additive"
     weights: tuple[float, ...] | None = None
     distribution: str = "normal"
-    window: int | None = None
+    window: int | None | str = "auto"
     window_start_max: int = 100
     scale: float = 0.1
     extra: dict = field(default_factory=dict)
@@ -80,8 +83,11 @@ class ConfoundingConfig:
             self.weights = tuple(float(w) for w in self.weights)
             if len(self.weights) != self.k:
                 raise ValueError(f"weights must have k={self.k} entries (c_0..c_k-1), got {len(self.weights)}")
-        if self.window is not None and (not isinstance(self.window, int) or self.window < 1):
-            raise ValueError(f"window must be None or an int >= 1, got {self.window!r}")
+        if self.window == "auto":  # the official code's random 100-step window for the multiplicative model
+            self.window = 100 if self.kind == "multiplicative" else None
+        if self.window is not None and (not isinstance(self.window, int) or isinstance(self.window, bool)
+                                        or self.window < 1):
+            raise ValueError(f"window must be 'auto', None or an int >= 1, got {self.window!r}")
         if not isinstance(self.window_start_max, int) or self.window_start_max < 1:
             raise ValueError(f"window_start_max must be an int >= 1, got {self.window_start_max!r}")
 

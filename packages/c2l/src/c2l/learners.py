@@ -76,7 +76,13 @@ class BCConfig:
 
 @dataclass
 class DoubleSamplingConfig:
-    """C2L (simulator) / DoubIL. Official C2L LunarLander: lr 3e-5, wd 1e-4, σ 5, nsamp 4, 5e4 steps, batch 128."""
+    """C2L (simulator) / DoubIL. Official C2L LunarLander: lr 3e-5, wd 1e-4, σ 5, nsamp 4, 5e4 steps, batch 128.
+
+    Divergence guard (not in the official code): every ``guard_every`` steps the plug-in objective
+    ``mean‖mean_j π(s̃_j) − a‖²`` is measured on a fixed subset of up to 1024 rows; if it is non-finite or exceeds
+    ``divergence_factor × max(best so far, action variance)``, training stops with a warning and the weights with the
+    best objective are kept (``diverged_at``, ``best_step`` on the learner). ``divergence_factor=0`` turns it off.
+    """
 
     hop: int = 1
     steps: int = 50_000
@@ -90,10 +96,13 @@ class DoubleSamplingConfig:
     hidden: int = 256
     normalize_obs: bool = True
     seed: int = 0
+    divergence_factor: float = 10.0
+    guard_every: int = 100
     bc: BCConfig = field(default_factory=BCConfig)
 
     def __post_init__(self) -> None:
-        for n in ("hop", "steps", "batch_size", "hidden", "nsamp"):
+        _check_nonneg("divergence_factor", self.divergence_factor)
+        for n in ("hop", "steps", "batch_size", "hidden", "nsamp", "guard_every"):
             _check_pos_int(n, getattr(self, n))
         if self.nsamp < 2 or self.nsamp % 2:
             raise ValueError(f"nsamp must be an even int >= 2 (two independent halves), got {self.nsamp!r}")
@@ -154,10 +163,28 @@ def _tensor(x: np.ndarray) -> torch.Tensor:
 class _Checkpointer:
     """Atomic, resumable training state (modules, optimisers, step, NumPy RNG, loss history) in one file."""
 
-    def __init__(self, path: str | os.PathLike | None, every: int):
+    def __init__(self, path: str | os.PathLike | None, every: int, fingerprint: dict | None = None):
         _check_pos_int("checkpoint_every", every)
         self.path = Path(path) if path is not None else None
         self.every = every
+        self.fingerprint = fingerprint or {}
+
+    def _check_fingerprint(self, saved: dict | None) -> None:
+        """Refuse a checkpoint written for another config or data set (``steps`` may differ: training extends)."""
+        if saved is None:
+            logger.warning("checkpoint %s has no config/data fingerprint (older c2l); resuming unchecked", self.path)
+            return
+        mine = self.fingerprint
+        if saved.get("data") != mine.get("data"):
+            raise ValueError(f"checkpoint {self.path} was written for a different data set (fingerprint "
+                             f"{str(saved.get('data'))[:12]} vs {str(mine.get('data'))[:12]}); pass another "
+                             "checkpoint path or delete it")
+        old, new = saved.get("config", {}), mine.get("config", {})
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if diff:
+            detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:4])
+            raise ValueError(f"checkpoint {self.path} was written for a different config ({detail}); pass another "
+                             "checkpoint path or delete it")
 
     def restore(self, learner, modules: dict, optimizers: dict, rng: np.random.Generator) -> int:
         if self.path is None:
@@ -167,6 +194,7 @@ class _Checkpointer:
         state = load_training_state(self.path)
         if state is None:
             return 0
+        self._check_fingerprint(state.get("fingerprint"))
         for k, m in modules.items():
             m.load_state_dict(state["modules"][k])
         for k, o in optimizers.items():
@@ -176,6 +204,7 @@ class _Checkpointer:
         if hasattr(learner, "adversary_history"):
             learner.adversary_history = list(state.get("adversary_history", []))
         logger.info("resumed %s from %s at step %d", type(learner).__name__, self.path, state["step"])
+        learner.resumed_step = int(state["step"])
         return int(state["step"])
 
     def save(self, step: int, learner, modules: dict, optimizers: dict, rng: np.random.Generator,
@@ -185,11 +214,28 @@ class _Checkpointer:
         from commons.io import save_training_state
 
         save_training_state(self.path, {
-            "step": step, "rng": rng.bit_generator.state, "history": learner.history,
+            "step": step, "rng": rng.bit_generator.state, "history": learner.history, "fingerprint": self.fingerprint,
             "adversary_history": getattr(learner, "adversary_history", []),
             "modules": {k: m.state_dict() for k, m in modules.items()},
             "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
         })
+
+
+def _fingerprint(config, data: TrajectoryDataset, **extra) -> dict:
+    """What a checkpoint must match to be resumed: the config without ``steps`` and a hash of the data's arrays."""
+    import hashlib
+    import json
+
+    cfg = {k: v for k, v in asdict(config).items() if k != "steps"}
+    if isinstance(cfg.get("bc"), dict):
+        cfg["bc"] = {k: v for k, v in cfg["bc"].items() if k != "steps"}
+    cfg = json.loads(json.dumps({**cfg, **extra}, default=str))
+    h = hashlib.sha256()
+    for t in data:
+        h.update(np.asarray(t.obs.shape, np.int64).tobytes())
+        h.update(np.ascontiguousarray(t.obs).tobytes())
+        h.update(np.ascontiguousarray(t.acts).tobytes())
+    return {"config": cfg, "data": h.hexdigest()}
 
 
 def _sub_checkpoint(path, suffix: str):
@@ -205,6 +251,7 @@ class _Learner:
         self.config = config
         self.policy: MLPPolicy | None = None
         self.history: list[float] = []
+        self.resumed_step: int | None = None  # set when fit resumed from a checkpoint
 
     def predict(self, observation, state=None, episode_start=None, deterministic: bool = True):
         if self.policy is None:
@@ -250,7 +297,7 @@ class BC(_Learner):
         opt = torch.optim.Adam(pi.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         xt, ut = _tensor(x), _tensor(u)
         self.history = []
-        ckpt = _Checkpointer(checkpoint, checkpoint_every)
+        ckpt = _Checkpointer(checkpoint, checkpoint_every, _fingerprint(cfg, data))
         mods, opts = {"pi": pi}, {"pi": opt}
         start = ckpt.restore(self, mods, opts, rng)
         for step in tqdm(range(start, cfg.steps), desc="BC", disable=not progress, initial=start, total=cfg.steps):
@@ -280,6 +327,43 @@ def _sample_conditional_states(sim, pi_bc: MLPPolicy, z: np.ndarray, hop: int, s
     return s
 
 
+class _DivergenceGuard:
+    """Watches C2L's plug-in objective on fixed rows; on a blow-up restores the best weights (see the config doc)."""
+
+    def __init__(self, pi: MLPPolicy, x_iv: list, ut: torch.Tensor, cfg: DoubleSamplingConfig, start: int):
+        self.pi, self.cfg = pi, cfg
+        rows = np.random.default_rng(cfg.seed + 1).permutation(len(ut))[:1024]  # own RNG: training stream unchanged
+        self.x = [x[rows] for x in x_iv]
+        self.u = ut[rows]
+        self.scale = float(torch.mean(torch.sum((self.u - self.u.mean(0)) ** 2, -1)))
+        self.diverged_at: int | None = None
+        self.best_step = start
+        self.best = self._objective()
+        self.best_state = copy.deepcopy(pi.state_dict())
+
+    @torch.no_grad()
+    def _objective(self) -> float:
+        mean = sum(self.pi(x) for x in self.x) / len(self.x)
+        return float(torch.mean(torch.sum((mean - self.u) ** 2, -1)))
+
+    def check(self, step: int) -> bool:
+        """True when training must stop (diverged; best weights restored)."""
+        cfg = self.cfg
+        if cfg.divergence_factor == 0 or step % cfg.guard_every:
+            return False
+        obj = self._objective()
+        if np.isfinite(obj) and obj <= cfg.divergence_factor * max(self.best, self.scale):
+            if obj < self.best:
+                self.best, self.best_step, self.best_state = obj, step, copy.deepcopy(self.pi.state_dict())
+            return False
+        self.diverged_at = step
+        self.pi.load_state_dict(self.best_state)
+        logger.warning("C2L (hop=%d) diverged at step %d: IV objective %.3g vs best %.3g at step %d; stopped and "
+                       "kept the best weights (lower lr, pairing='official' or a smaller sigma avoid this)",
+                       cfg.hop, step, obj, self.best, self.best_step)
+        return True
+
+
 class DoubleSamplingIV(_Learner):
     """C2L with a simulator (``hop`` = identified lag) or DoubIL (``hop=1``); see the module docstring."""
 
@@ -289,6 +373,8 @@ class DoubleSamplingIV(_Learner):
         super().__init__(config or DoubleSamplingConfig(**kwargs))
         self.bc: BC | None = None
         self.sigma_used: np.ndarray | None = None
+        self.diverged_at: int | None = None  # step at which the divergence guard stopped training
+        self.best_step: int | None = None
 
     def fit(self, dataset, simulator, pi_bc: BC | None = None, progress: bool = False,
             checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 1000) -> DoubleSamplingIV:
@@ -334,9 +420,11 @@ class DoubleSamplingIV(_Learner):
         ut = _tensor(u_iv)
         half = cfg.nsamp // 2
         self.history = []
-        ckpt = _Checkpointer(checkpoint, checkpoint_every)
+        ckpt = _Checkpointer(checkpoint, checkpoint_every,
+                             _fingerprint(cfg, data, simulator=getattr(simulator, "name", type(simulator).__name__)))
         mods, opts = {"pi": pi}, {"pi": opt}
         start = ckpt.restore(self, mods, opts, rng)
+        guard = _DivergenceGuard(pi, x_iv, ut, cfg, start)
         for step in tqdm(range(start, cfg.steps), desc=f"DoubleSampling hop={cfg.hop}", disable=not progress,
                          initial=start, total=cfg.steps):
             idx = torch.as_tensor(rng.integers(0, len(ut), cfg.batch_size))
@@ -350,7 +438,10 @@ class DoubleSamplingIV(_Learner):
             loss.backward()
             opt.step()
             self.history.append(float(loss.detach()))
+            if guard.check(step + 1):
+                break
             ckpt.save(step + 1, self, mods, opts, rng)
+        self.diverged_at, self.best_step = guard.diverged_at, guard.best_step
         ckpt.save(cfg.steps, self, mods, opts, rng, force=True)
         pi.eval()
         self.policy = pi
@@ -391,7 +482,7 @@ class ResidualGameIV(_Learner):
         opt_f = OAdam(split_weight_decay(f, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
         xt, ut, zt = _tensor(x), _tensor(u), _tensor(z)
         self.history, self.adversary_history = [], []
-        ckpt = _Checkpointer(checkpoint, checkpoint_every)
+        ckpt = _Checkpointer(checkpoint, checkpoint_every, _fingerprint(cfg, data))
         mods, opts = {"pi": pi, "f": f}, {"pi": opt_pi, "f": opt_f}
         start = ckpt.restore(self, mods, opts, rng)
         for step in tqdm(range(start, cfg.steps), desc=f"ResidualGame hop={cfg.hop}", disable=not progress,
@@ -431,6 +522,12 @@ _LEARNERS = {
     "c2l": ("DoubleSamplingIV", {}),
     "c2l_star": ("ResidualGameIV", {}),
 }
+# optimiser defaults of the baselines in gkswamy98/causal_il (``learners/doubil.py``: Adam 3e-4, wd 1e-3;
+# ``learners/residuil.py``: OAdam 5e-5, wd 1e-3); c2l/c2l_star keep the C2L code's (config class defaults)
+_DEFAULTS = {
+    "doubil": {"lr": 3e-4, "weight_decay": 1e-3},
+    "residuil": {"lr": 5e-5, "weight_decay": 1e-3},
+}
 
 
 def list_learners() -> list[str]:
@@ -438,8 +535,12 @@ def list_learners() -> list[str]:
 
 
 def create_learner(name: str, **kwargs):
-    """``create_learner("c2l", hop=2, steps=3000, lr=1e-4)``. ``doubil``/``residuil`` fix ``hop=1`` (Swamy et al.);
-    ``c2l``/``c2l_star`` need ``hop`` (the lag from :func:`c2l.identify_iv`)."""
+    """``create_learner("c2l", hop=2, steps=3000, lr=1e-4)``. ``doubil``/``residuil`` fix ``hop=1`` (Swamy et al.)
+    and default to Swamy's optimiser settings (DoubIL Adam lr 3e-4, wd 1e-3; ResiduIL OAdam lr 5e-5, wd 1e-3);
+    ``c2l``/``c2l_star`` need ``hop`` (the lag from :func:`c2l.identify_iv`) and default to the C2L code's (3e-5,
+    wd 1e-4; 9e-6, wd 1e-3). Keyword arguments override every default. DoubIL's σ stays ``"auto"`` (the std of the
+    BC residuals): Swamy's 4.05 is the std of his LunarLander noise ``0.1·u_t + 8·u_{t−1}``, ``u ~ N(0, 0.5²)``
+    (≈ 4.0), i.e. the quantity ``"auto"`` estimates; pass ``sigma=4.05`` for the literal value."""
     if name not in _LEARNERS:
         raise ValueError(f"unknown learner {name!r}; available: {list_learners()}")
     cls_name, fixed = _LEARNERS[name]
@@ -449,7 +550,7 @@ def create_learner(name: str, **kwargs):
         raise ValueError(f"{name} needs hop=<identified lag> (see c2l.identify_iv)")
     cls = {"BC": (BC, BCConfig), "DoubleSamplingIV": (DoubleSamplingIV, DoubleSamplingConfig),
            "ResidualGameIV": (ResidualGameIV, ResidualGameConfig)}[cls_name]
-    learner = cls[0](cls[1](**{**kwargs, **fixed}))
+    learner = cls[0](cls[1](**{**_DEFAULTS.get(name, {}), **kwargs, **fixed}))
     learner.name = name
     return learner
 
