@@ -182,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("dataset", type=Path, nargs="?", default=None, help=".npz written by `c2l generate`")
     t.add_argument("--data", type=Path, default=None,
                    help="official trajectory file (YanaZeng/C2L .pkl or gkswamy98/causal_il .npz), read safely")
-    t.add_argument("--learner", choices=list_learners(), default="c2l_star")
+    t.add_argument("--learner", choices=[n for n in list_learners() if n != "gail"], default="c2l_star",
+                   help="(GAIL, an SB3 policy, is available from Python and the bench: c2l.create_learner('gail'))")
     t.add_argument("--hop", type=int, default=None)
     t.add_argument("--iv", type=Path, default=None, help="JSON written by `c2l identify --out`")
     t.add_argument("--env", default=None, help="simulator env for c2l/doubil (default: dataset metadata)")

@@ -531,7 +531,7 @@ _DEFAULTS = {
 
 
 def list_learners() -> list[str]:
-    return sorted(_LEARNERS)
+    return sorted([*_LEARNERS, "gail"])
 
 
 def create_learner(name: str, **kwargs):
@@ -541,6 +541,10 @@ def create_learner(name: str, **kwargs):
     wd 1e-4; 9e-6, wd 1e-3). Keyword arguments override every default. DoubIL's σ stays ``"auto"`` (the std of the
     BC residuals): Swamy's 4.05 is the std of his LunarLander noise ``0.1·u_t + 8·u_{t−1}``, ``u ~ N(0, 0.5²)``
     (≈ 4.0), i.e. the quantity ``"auto"`` estimates; pass ``sigma=4.05`` for the literal value."""
+    if name == "gail":  # imitation's GAIL (optional extra, imported lazily)
+        from .gail import GAIL
+
+        return GAIL(**kwargs)
     if name not in _LEARNERS:
         raise ValueError(f"unknown learner {name!r}; available: {list_learners()}")
     cls_name, fixed = _LEARNERS[name]
