@@ -207,3 +207,33 @@ def test_sb3_expert_is_trained_once_cached_and_loaded(tmp_path):
     assert len(ds[0]) == 20 and ds.has_expert_labels
     with pytest.raises(ValueError, match="sb3-train"):
         make_expert("pendulum", "sb3-train:SAC")
+
+
+def test_sb3_loader_names_why_each_algorithm_failed(tmp_path):
+    pytest.importorskip("stable_baselines3", reason="SB3 experts need the optional 'sb3' extra")
+    bad = tmp_path / "not_a_model.zip"
+    bad.write_bytes(b"PK\x05\x06" + b"\x00" * 18)  # an empty zip archive: no SB3 data inside
+    with pytest.raises(ValueError) as info:
+        make_expert("pendulum", f"sb3:{bad}")
+    msg = str(info.value)
+    assert all(f"{algo}: " in msg for algo in ("SAC", "TD3", "PPO", "A2C", "DDPG")), msg
+    with pytest.raises(FileNotFoundError, match="no SB3 model file"):
+        make_expert("pendulum", f"sb3:{tmp_path / 'missing.zip'}")
+
+
+@pytest.mark.slow
+def test_expert_recipe_writes_model_and_card(tmp_path):
+    """The zoo recipe end to end at a tiny budget (the real budget is the zoo's, see c2l.experts)."""
+    pytest.importorskip("stable_baselines3", reason="SB3 experts need the optional 'sb3' extra")
+    import json
+
+    from c2l.experts import ZOO
+    from c2l.experts import main as experts_main
+
+    assert ZOO["halfcheetah"][:2] == ("SAC", 1_000_000) and ZOO["pendulum"][2] == {"learning_rate": 1e-3}
+    assert experts_main(["--env", "pendulum", "--steps", "120", "--eval-episodes", "1", "--out", str(tmp_path)]) == 0
+    card = json.loads((tmp_path / "pendulum_SAC_120_seed0.json").read_text())
+    assert card["steps"] == 120 and card["sb3_kwargs"] == {"learning_rate": 1e-3} and np.isfinite(card["return_mean"])
+    # the saved model is what make_expert's cache finds
+    expert = make_expert("pendulum", "sb3-train:SAC:120", seed=0, cache_dir=tmp_path)
+    assert expert(np.array([1.0, 0.0, 0.0])).shape == (1,)

@@ -7,7 +7,8 @@ Environments (``ENVIRONMENTS``):
   ``box2d`` (+ ``pygame``, which gymnasium's box2d package imports). Default expert: gymnasium's built-in
   ``heuristic`` controller (a loaded expert, no training; returns ≈ 250–300).
 * ``"halfcheetah"`` / ``"ant"`` — MuJoCo ``HalfCheetah-v5`` / ``Ant-v5`` (``mujoco`` package). Experts are
-  stable-baselines3 models, loaded (``sb3:path.zip``) or trained and cached (``sb3-train:SAC:20000``).
+  stable-baselines3 models, loaded (``sb3:path.zip``) or trained and cached (``sb3-train:SAC:1000000``, the RL Zoo
+  recipe of :mod:`c2l.experts`; CPU hours — train once with ``python -m c2l.experts`` and reuse the cache).
 * ``"pendulum"`` — classic-control ``Pendulum-v1`` (SB3 expert as above).
 * ``"linear"`` / ``"nonlinear"`` — :class:`c2l.synthetic.LinearSystemEnv` with its analytic expert.
 
@@ -53,10 +54,10 @@ class EnvSpec:
 
 ENVIRONMENTS: dict[str, EnvSpec] = {
     "lunarlander": EnvSpec("lunarlander", "LunarLander-v3", {"continuous": True}, "heuristic", 1000, "box2d, pygame"),
-    "halfcheetah": EnvSpec("halfcheetah", "HalfCheetah-v5", {}, "sb3-train:SAC:30000", 1000, "mujoco"),
-    "ant": EnvSpec("ant", "Ant-v5", {"include_cfrc_ext_in_observation": False}, "sb3-train:SAC:30000", 1000,
+    "halfcheetah": EnvSpec("halfcheetah", "HalfCheetah-v5", {}, "sb3-train:SAC:1000000", 1000, "mujoco"),
+    "ant": EnvSpec("ant", "Ant-v5", {"include_cfrc_ext_in_observation": False}, "sb3-train:SAC:1000000", 1000,
                    "mujoco"),
-    "pendulum": EnvSpec("pendulum", "Pendulum-v1", {}, "sb3-train:SAC:8000", 200, ""),
+    "pendulum": EnvSpec("pendulum", "Pendulum-v1", {}, "sb3-train:SAC:20000", 200, ""),
     "linear": EnvSpec("linear", None, {"nonlinear": False}, "analytic", 200, ""),
     "nonlinear": EnvSpec("nonlinear", None, {"nonlinear": True}, "analytic", 200, ""),
 }
@@ -208,7 +209,9 @@ def make_expert(env_name: str, expert: str | None = None, *, seed: int = 0,
 
     ``expert``: ``None`` (the env's default), ``"heuristic"`` (LunarLander's built-in controller), ``"analytic"``
     (synthetic systems), ``"sb3:<path.zip>"`` (load any SB3 model: SAC, TD3, PPO, A2C, DDPG tried in turn) or
-    ``"sb3-train:<ALGO>:<steps>"`` (train with SB3 defaults and cache under ``cache_dir``; reused when present).
+    ``"sb3-train:<ALGO>:<steps>"`` (train with the RL Zoo hyper-parameters of :mod:`c2l.experts` and cache under
+    ``cache_dir``; reused when present). A failed ``sb3:`` load names why each algorithm class refused the file.
+    SB3 zips contain pickled objects: load only files you trust.
     """
     spec = _spec(env_name)
     expert = expert or spec.default_expert
@@ -230,13 +233,17 @@ def make_expert(env_name: str, expert: str | None = None, *, seed: int = 0,
         return _batched(lambda s: np.clip(heuristic(_Cont, s), -1.0, 1.0))
     if expert.startswith("sb3:"):
         path = expert[4:]
+        if not Path(path).is_file() and not Path(path + ".zip").is_file():
+            raise FileNotFoundError(f"no SB3 model file at {path!r}")
         sb3 = _sb3()
+        failures = []
         for algo in ("SAC", "TD3", "PPO", "A2C", "DDPG"):
             try:
                 return _sb3_policy(getattr(sb3, algo).load(path, device="cpu"))
-            except Exception:  # noqa: BLE001 - try the next algorithm class
-                continue
-        raise ValueError(f"could not load {path!r} as an SB3 SAC/TD3/PPO/A2C/DDPG model")
+            except Exception as err:  # noqa: BLE001 - SB3 raises many types; each is reported below
+                failures.append(f"{algo}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+                logger.debug("loading %s as %s failed", path, algo, exc_info=True)
+        raise ValueError(f"could not load {path!r} as an SB3 model; tried " + "; ".join(failures))
     if expert.startswith("sb3-train:"):
         parts = expert.split(":")
         if len(parts) != 3 or not parts[2].isdigit():
@@ -251,7 +258,12 @@ def make_expert(env_name: str, expert: str | None = None, *, seed: int = 0,
             logger.info("loading cached expert %s", path)
             return _sb3_policy(cls.load(str(path), device="cpu"))
         logger.info("training %s expert on %s for %d steps", algo, env_name, steps)
-        model = cls("MlpPolicy", make_env(env_name), seed=seed, device="cpu", verbose=0)
+        from .experts import zoo_kwargs
+
+        kwargs = zoo_kwargs(env_name, algo)  # RL Baselines3 Zoo hyper-parameters (see c2l.experts)
+        if "learning_starts" in kwargs:
+            kwargs["learning_starts"] = min(kwargs["learning_starts"], max(steps // 10, 1))
+        model = cls("MlpPolicy", make_env(env_name), seed=seed, device="cpu", verbose=0, **kwargs)
         model.learn(total_timesteps=steps, progress_bar=False)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.zip")
