@@ -253,12 +253,8 @@ def main(argv=None) -> int:
     for r in rows:
         say(json.dumps(r))
 
-    from safetensors.torch import save_file
-
     from streamdsgn import __version__
 
-    state = {k: v.detach().cpu().contiguous() for k, v in det.model.state_dict().items()}
-    save_file(state, str(out / "streamdsgn.safetensors"), metadata={"format": "streamdsgn", "version": __version__})
     gpu = torch.cuda.get_device_name(det.device) if on_gpu else None
     card = {
         "model": "streamdsgn",
@@ -288,8 +284,7 @@ def main(argv=None) -> int:
         "training_curve": curve,
         "budget_s": args.budget_s,
     }
-    with open(out / "streamdsgn.json", "w") as f:
-        json.dump(card, f, indent=1, default=str)
+    det.save_weights(out / "streamdsgn.safetensors", card)  # + streamdsgn.json, the model card
     with open(out / "streamdsgn_train_results.json", "w") as f:
         json.dump({"rows": rows, "settings": {k: v for k, v in card.items() if k != "training_curve"}}, f, indent=1,
                   default=str)

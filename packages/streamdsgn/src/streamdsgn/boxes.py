@@ -11,10 +11,10 @@ Boxes are ``(x, y, z, dx, dy, dz, yaw)`` in the LiDAR-style frame (x forward, y 
   each rotated to the nearest multiple of π/2 (axis-aligned); positives at IoU ≥ ``matched``, background below
   ``unmatched``, in between ignored, plus each GT's best anchor(s) forced positive.
 * :func:`decode_predictions`: scores, direction-corrected boxes, score threshold, top-``nms_pre``, class-aware NMS and
-  top-``nms_post``. By default NMS uses ``torchvision.ops.batched_nms`` on each box's BEV footprint rotated to the
-  nearest multiple of π/2 (axis-aligned), an approximation of the released rotated ``nms_gpu``; for the nearly
-  axis-aligned objects of driving scenes the two agree closely. ``nms_rotated=True`` selects :func:`rotated_nms`, the
-  rotated BEV IoU by polygon clipping in torch (no CUDA op).
+  top-``nms_post``. By default (``nms_rotated=True``) NMS uses the rotated BEV IoU as the released ``nms_gpu``
+  (:func:`rotated_nms`, polygon clipping in torch, no CUDA op); ``nms_rotated=False`` selects the faster
+  ``torchvision.ops.batched_nms`` on each box's BEV footprint rotated to the nearest multiple of π/2.
+* :func:`project_boxes_to_image`: each 3D box's 2D image box (the devkit's minimum-height rule reads its height).
 """
 
 from __future__ import annotations
@@ -26,7 +26,11 @@ import torch
 from .models.config import StreamDSGNConfig
 
 __all__ = ["limit_period", "make_anchors", "ResidualCoder", "nearest_bev_boxes", "bev_iou_axis_aligned",
-           "assign_targets", "direction_targets", "decode_predictions", "rotated_nms", "enclosing_bev_boxes"]
+           "assign_targets", "direction_targets", "decode_predictions", "rotated_nms", "enclosing_bev_boxes",
+           "box_corners_3d", "project_boxes_to_image", "KITTI_FOCAL", "default_height_scale"]
+
+#: KITTI's left-camera focal length (px) of the full-resolution images (sequence 0000's ``P2[0, 0]``).
+KITTI_FOCAL = 721.5377
 
 
 def limit_period(val: torch.Tensor, offset: float = 0.5, period: float = math.pi) -> torch.Tensor:
@@ -161,40 +165,37 @@ def enclosing_bev_boxes(boxes: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def rotated_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_threshold: float,
-                chunk: int = 65536) -> torch.Tensor:
-    """Class-aware greedy NMS with the rotated BEV IoU (the released ``nms_gpu``): indices kept, by decreasing score.
-    Only pairs of the same class whose enclosing rectangles overlap are measured (polygon clipping in torch,
-    chunked)."""
-    from torchvision.ops import box_iou
-
+                max_keep: int | None = None) -> torch.Tensor:
+    """Class-aware greedy NMS with the rotated BEV IoU (the released ``nms_gpu``): indices kept, by decreasing score,
+    at most ``max_keep`` (the greedy pass stops there, so the result equals the first ``max_keep`` of the full pass).
+    Each kept box measures the rotated IoU (polygon clipping in torch) only against the live boxes of its class whose
+    enclosing rectangles overlap its own; runs on the CPU (a few hundred candidates at most after thresholding)."""
     from .losses import rotated_bev_overlap
 
     order = scores.argsort(descending=True)
-    b, lab = boxes[order].float(), labels[order]
+    b, lab = boxes[order].float().cpu(), labels[order].cpu()
     n = len(b)
     if n == 0:
         return order
-    cand = (box_iou(enclosing_bev_boxes(b), enclosing_bev_boxes(b)) > 0) & (lab[:, None] == lab[None])
-    ii, jj = torch.nonzero(torch.triu(cand, diagonal=1), as_tuple=True)
-    iou = torch.empty(len(ii), device=b.device)
+    enc = enclosing_bev_boxes(b)
     area = b[:, 3] * b[:, 4]
-    for k in range(0, len(ii), chunk):
-        i, j = ii[k:k + chunk], jj[k:k + chunk]
-        inter = rotated_bev_overlap(b[i], b[j])
-        iou[k:k + chunk] = inter / (area[i] + area[j] - inter).clamp_min(1e-6)
-    over = iou > iou_threshold
-    ii, jj = ii[over].tolist(), jj[over].tolist()
-    neighbours: dict[int, list[int]] = {}
-    for i, j in zip(ii, jj):
-        neighbours.setdefault(i, []).append(j)
-    suppressed = [False] * n
-    keep = []
+    alive = torch.ones(n, dtype=torch.bool)
+    limit = n if max_keep is None else int(max_keep)
+    keep: list[int] = []
     for i in range(n):
-        if suppressed[i]:
+        if len(keep) >= limit:
+            break
+        if not alive[i]:
             continue
         keep.append(i)
-        for j in neighbours.get(i, ()):
-            suppressed[j] = True
+        e, rest = enc[i], slice(i + 1, n)
+        cand = (alive[rest] & (lab[rest] == lab[i]) & (enc[rest, 0] < e[2]) & (enc[rest, 2] > e[0])
+                & (enc[rest, 1] < e[3]) & (enc[rest, 3] > e[1]))
+        j = torch.nonzero(cand, as_tuple=True)[0] + i + 1
+        if len(j):
+            inter = rotated_bev_overlap(b[i:i + 1].expand(len(j), 7), b[j])
+            iou = inter / (area[i] + area[j] - inter).clamp_min(1e-6)
+            alive[j[iou > iou_threshold]] = False
     return order[torch.tensor(keep, dtype=torch.long, device=order.device)]
 
 
@@ -216,10 +217,58 @@ def decode_predictions(preds: dict, anchors: torch.Tensor, cfg: StreamDSGNConfig
         s, lab = scores[keep], labels[keep]
         if len(keep):
             if cfg.nms_rotated:
-                sel = rotated_nms(boxes, s, lab, cfg.nms_iou)[: cfg.nms_post]
+                sel = rotated_nms(boxes, s, lab, cfg.nms_iou, max_keep=cfg.nms_post)
             else:
                 sel = batched_nms(nearest_bev_boxes(boxes), s, lab, cfg.nms_iou)[: cfg.nms_post]
             boxes, s, lab = boxes[sel], s[sel], lab[sel]
         boxes = torch.cat([boxes[:, :6], limit_period(boxes[:, 6:7], 0.5, 2 * math.pi)], 1)
         out.append({"boxes": boxes.cpu(), "scores": s.cpu(), "labels": lab.cpu()})
     return out
+
+
+def box_corners_3d(boxes: torch.Tensor) -> torch.Tensor:
+    """The 8 corners ``[N, 8, 3]`` of LiDAR-style boxes ``(x, y, z_centre, dx, dy, dz, yaw)``."""
+    boxes = boxes.reshape(-1, 7).float()
+    sign = torch.tensor([[1, 1, -1], [1, -1, -1], [-1, -1, -1], [-1, 1, -1],
+                         [1, 1, 1], [1, -1, 1], [-1, -1, 1], [-1, 1, 1]], dtype=boxes.dtype, device=boxes.device)
+    local = sign[None] * boxes[:, None, 3:6] / 2                                 # [N, 8, 3]
+    c, s = torch.cos(boxes[:, 6])[:, None], torch.sin(boxes[:, 6])[:, None]
+    x = local[..., 0] * c - local[..., 1] * s
+    y = local[..., 0] * s + local[..., 1] * c
+    return torch.stack([x, y, local[..., 2]], -1) + boxes[:, None, :3]
+
+
+def project_boxes_to_image(boxes: torch.Tensor, calib: dict, image_hw: tuple | None = None) -> torch.Tensor:
+    """2D image boxes ``[N, 4]`` (x1, y1, x2, y2) of LiDAR-style 3D boxes: the 8 corners through
+    ``P2 · R_rect · Tr_velo_cam``, their bounding rectangle, clipped to the image ``(H, W)`` when given — OpenPCDet's
+    ``boxes3d_kitti_camera_to_imageboxes``, which the released evaluation uses to give every detection the 2D box
+    that the devkit's minimum-height rule reads. ``calib`` values ``[3, 4]`` / ``[3, 3]`` (one frame). Corners
+    behind the camera are clamped to a depth of 0.1 m (as the release, which divides by the clamped depth)."""
+    from .models.streamdsgn import lidar_to_image_matrices
+
+    boxes = boxes.reshape(-1, 7).float()
+    if len(boxes) == 0:
+        return boxes.new_zeros(0, 4)
+    calib = {k: torch.as_tensor(v, dtype=torch.float32, device=boxes.device) for k, v in calib.items()
+             if k in ("P2", "R_rect", "Tr_velo_cam")}
+    cam_from_lidar, p2 = lidar_to_image_matrices(calib)
+    pts = box_corners_3d(boxes)                                                 # [N, 8, 3]
+    homo = torch.cat([pts, torch.ones_like(pts[..., :1])], -1)
+    img = homo @ (p2[0] @ cam_from_lidar[0]).T                                  # [N, 8, 3]
+    z = img[..., 2].clamp_min(0.1)
+    u, v = img[..., 0] / z, img[..., 1] / z
+    out = torch.stack([u.min(1).values, v.min(1).values, u.max(1).values, v.max(1).values], 1)
+    if image_hw is not None:
+        h, w = image_hw
+        out[:, 0::2] = out[:, 0::2].clamp(0, w - 1)
+        out[:, 1::2] = out[:, 1::2].clamp(0, h - 1)
+    return out
+
+
+def default_height_scale(calib: dict) -> float:
+    """Factor for the devkit's 40 / 25 px minimum box heights: 1.0 for KITTI-resolution images (a focal length
+    within 5 % of KITTI's, e.g. the 320×1248 crop, which is cropped, not resized), else ``f_u / 721.5377`` for images
+    rendered or resized to another scale (the synthetic default at 96×320 has ``f_u = 721.5377 · 320 / 1248``)."""
+    f = float(torch.as_tensor(calib["P2"]).reshape(-1, 4)[0, 0])
+    ratio = f / KITTI_FOCAL
+    return 1.0 if 0.95 <= ratio <= 1.05 else ratio

@@ -9,6 +9,10 @@ Examples::
     accelerate launch -m streamdsgn.cli train --accelerate --data /data/kitti_tracking --preset kitti ...
     streamdsgn eval --checkpoint runs/streamdsgn/tiny/final --data data/streamdsgn_synth --latency measured
     streamdsgn detect --checkpoint runs/streamdsgn/tiny/final --data data/streamdsgn_synth --scene 0000_1 --out d.json
+    streamdsgn detect --data data/streamdsgn_synth --kitti-out results/   # shipped weights; KITTI label files
+
+``--checkpoint`` of ``eval`` / ``detect`` is a ``train`` run's ``final`` folder or a ``.safetensors`` file with its
+``.json`` model card beside it; without it the shipped weights (``streamdsgn/weights/``) are used.
 
 ``--data`` is a folder in the KITTI tracking layout (``training/{image_02,image_03,label_02,calib,velodyne}``), read by
 :class:`commons.data.kitti_tracking.KittiTrackingStream` (40-frame clips, even clips train / odd clips val).
@@ -68,23 +72,51 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="offline, forecast and streaming AP (KITTI R40/R11, BEV/3D)")
     data_args(e)
-    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--checkpoint", default=None, help="checkpoint folder or .safetensors (default: shipped weights)")
     e.add_argument("--split", default="val")
     e.add_argument("--latency", default="measured", help="'measured' or seconds per frame (e.g. 0.06)")
     e.add_argument("--json", default=None, help="also write the full results here")
 
     d = sub.add_parser("detect", help="per-frame boxes for clips (JSON)")
     data_args(d)
-    d.add_argument("--checkpoint", required=True)
+    d.add_argument("--checkpoint", default=None, help="checkpoint folder or .safetensors (default: shipped weights)")
     d.add_argument("--split", default="val")
     d.add_argument("--scene", action="append", default=None, help="clip id(s) like 0001_1 (default: all)")
     d.add_argument("--score-threshold", type=float, default=None)
-    d.add_argument("--out", required=True, help="JSON file")
+    d.add_argument("--out", default=None, help="JSON file of the boxes (LiDAR-style frame)")
+    d.add_argument("--kitti-out", default=None,
+                   help="folder for KITTI result files (camera frame, 2D box, alpha, score): label_02/<seq>.txt "
+                        "(tracking layout) and object/<seq>/<frame>.txt (object devkit layout)")
+    for sp in (r, t, e, d):
+        sp.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
     return p
+
+
+def _load(checkpoint: str | None, device: str):
+    from .engine import StreamDSGN
+
+    if checkpoint is None or str(checkpoint).endswith(".safetensors"):
+        return StreamDSGN.pretrained(checkpoint, device=device)
+    if not Path(checkpoint).exists():
+        raise SystemExit(f"--checkpoint: {checkpoint} does not exist (a train run's final/ folder or a "
+                         ".safetensors file with its .json card)")
+    if Path(checkpoint).is_dir() and (Path(checkpoint) / "streamdsgn.safetensors").is_file():
+        return StreamDSGN.pretrained(checkpoint, device=device)
+    return StreamDSGN.load(checkpoint, device=device)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (ValueError, FileNotFoundError, KeyError, TypeError) as err:
+        if getattr(args, "verbose", False):
+            raise
+        print(f"streamdsgn {args.command}: error: {err} (run with -v for the traceback)", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "render":
         from commons.data.synthetic_stereo import render_kitti_tracking
@@ -119,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"trained {'baseline' if det.config.baseline else 'StreamDSGN'} ({args.preset}) for {args.epochs} "
                   f"epochs on {len(ds)} samples; last epoch loss {last:.4f}; weights in {Path(args.out) / 'final'}")
     elif args.command == "eval":
-        det = StreamDSGN.load(args.checkpoint, device=args.device)
+        det = _load(args.checkpoint, args.device)
         ds = _dataset(args.data, args.split, args.image_size or det.config.image_size)
         latency = args.latency if args.latency == "measured" else float(args.latency)
         res = det.evaluate(ds, latency=latency, progress=not args.no_progress, seed=args.seed)
@@ -133,10 +165,15 @@ def main(argv: list[str] | None = None) -> int:
 
             save_json(args.json, res)
     elif args.command == "detect":
-        det = StreamDSGN.load(args.checkpoint, device=args.device)
+        if not args.out and not args.kitti_out:
+            raise SystemExit("detect: give --out FILE.json and/or --kitti-out DIR")
+        det = _load(args.checkpoint, args.device)
         ds = _dataset(args.data, args.split, args.image_size or det.config.image_size)
         scenes = args.scene or list(ds.scenes)
-        out = {}
+        unknown = [sc for sc in scenes if sc not in ds.scenes]
+        if unknown:
+            raise SystemExit(f"--scene: unknown clip(s) {unknown}; the {args.split} split has {list(ds.scenes)[:6]}...")
+        out, kitti_frames = {}, []
         for scene in scenes:
             idx = list(ds.clip_frames(scene))
             det.reset()
@@ -146,14 +183,24 @@ def main(argv: list[str] | None = None) -> int:
                 d = det.detect_sample(s, args.score_threshold)
                 frames.append({"frame": int(s["frame"]), "timestamp": float(s["timestamp"]),
                                "boxes": d["boxes"].tolist(), "scores": d["scores"].tolist(),
-                               "labels": d["labels"].tolist()})
+                               "labels": d["labels"].tolist(), "bbox": d["bbox"].tolist()})
+                kitti_frames.append({"seq": s["seq"], "frame": int(s["frame"]), "det": d,
+                                     "calib": {k: v.numpy() for k, v in s["calib"].items()},
+                                     "crop_offset": s.get("crop_offset", (0, 0))})
             out[scene] = frames
-        from commons.io import save_json
+        if args.out:
+            from commons.io import save_json
 
-        save_json(args.out, {"box_format": "x, y, z (centre), dx, dy, dz, yaw in the LiDAR-style frame; "
-                                           "boxes are the model's prediction for the NEXT frame unless baseline",
-                             "classes": ["Car", "Pedestrian", "Cyclist"], "clips": out})
-        print(f"wrote detections of {len(out)} clip(s) to {args.out}")
+            save_json(args.out, {"box_format": "x, y, z (centre), dx, dy, dz, yaw in the LiDAR-style frame; bbox: "
+                                               "2D box in image pixels; boxes are the model's prediction for the "
+                                               "NEXT frame unless baseline",
+                                 "classes": ["Car", "Pedestrian", "Cyclist"], "clips": out})
+            print(f"wrote detections of {len(out)} clip(s) to {args.out}")
+        if args.kitti_out:
+            from .kitti_export import write_kitti_results
+
+            files = write_kitti_results(args.kitti_out, kitti_frames)
+            print(f"wrote {len(files)} KITTI result files under {args.kitti_out}")
     return 0
 
 

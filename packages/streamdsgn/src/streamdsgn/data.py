@@ -76,7 +76,9 @@ def filter_boxes_in_range(boxes: torch.Tensor, point_cloud_range: tuple) -> torc
 
 def gt_frame(frame: dict | None, point_cloud_range: tuple | None = None) -> dict:
     """A ground-truth frame for :func:`commons.metrics.detection.kitti_eval` (numpy arrays): boxes, labels, 2D box
-    height, occlusion, truncation, restricted to ``point_cloud_range`` when given (the detector cannot see outside)."""
+    height, occlusion, truncation, restricted to ``point_cloud_range`` when given (the detector cannot see outside).
+    The 2D height is the label file's box (``bbox2d_label``, not clipped to a crop), as the devkit reads the label
+    boxes; ``bbox2d`` is the fallback for frames without it."""
     import numpy as np
 
     if frame is None:
@@ -88,7 +90,7 @@ def gt_frame(frame: dict | None, point_cloud_range: tuple | None = None) -> dict
     if point_cloud_range is not None:
         keep = filter_boxes_in_range(boxes, point_cloud_range)
     n = len(boxes)
-    bbox = frame.get("bbox2d", torch.zeros(n, 4)).float().reshape(-1, 4)
+    bbox = frame.get("bbox2d_label", frame.get("bbox2d", torch.zeros(n, 4))).float().reshape(-1, 4)
     out = {"boxes": boxes[keep].numpy(), "labels": frame["labels"].long()[keep].numpy(),
             "bbox_height": (bbox[:, 3] - bbox[:, 1])[keep].numpy(),
             "occluded": frame.get("occluded", torch.zeros(n, dtype=torch.long)).long()[keep].numpy(),

@@ -34,7 +34,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .boxes import assign_targets, decode_boxes, decode_predictions, direction_targets, make_anchors
+from .boxes import (
+    assign_targets,
+    decode_boxes,
+    decode_predictions,
+    default_height_scale,
+    direction_targets,
+    make_anchors,
+    project_boxes_to_image,
+)
 from .data import collate, filter_boxes_in_range, gt_frame
 from .losses import (
     LossWeights,
@@ -49,7 +57,14 @@ from .models import StreamDSGNConfig, StreamDSGNModel
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "StreamDSGN", "one_cycle"]
+__all__ = ["TrainConfig", "StreamDSGN", "one_cycle", "WEIGHTS_DIR", "DEFAULT_WEIGHTS"]
+
+#: Folder of the shipped weights (``streamdsgn.safetensors`` + its model card ``streamdsgn.json``), written by
+#: ``tools/streamdsgn_train.py``.
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "streamdsgn.safetensors"
+#: post-processing fields: not part of the trained weights, so a loaded card takes the current defaults for them
+_POSTPROCESS = ("score_threshold", "nms_iou", "nms_pre", "nms_post", "nms_rotated")
 
 
 def one_cycle(step: int, total: int, lr: float, div_factor: float = 10.0, pct_start: float = 0.4,
@@ -148,6 +163,7 @@ class StreamDSGN:
         self._history: torch.Tensor | None = None
         self._history_scene = None
         self.latencies: list[float] = []
+        self.card: dict | None = None  # the model card of weights loaded with pretrained()
         self.inference_dtype: str = "fp32"  # "bf16"/"fp16": detect under autocast (the released code tests with AMP)
 
     # ------------------------------------------------------------------------------------------------ helpers
@@ -358,9 +374,11 @@ class StreamDSGN:
 
     @torch.no_grad()
     def detect_sample(self, sample: dict, score_threshold: float | None = None) -> dict:
-        """Detections for one sample's token frame, using and updating the BEV history (cleared when the scene
-        changes or the sample has no ``prev`` frame, as the released ``prev_sample_idx == ''`` rule). The latency of
-        the call (CUDA-synchronised) is appended to ``self.latencies``."""
+        """Detections ``{"boxes" [K, 7], "scores", "labels", "bbox" [K, 4], "bbox_height" [K]}`` (numpy) for one
+        sample's token frame, using and updating the BEV history (cleared when the scene changes or the sample has no
+        ``prev`` frame, as the released ``prev_sample_idx == ''`` rule). ``bbox`` is each 3D box projected into the
+        left image (clipped to it), the 2D box the KITTI devkit's minimum-height rule reads. The latency of the call
+        (CUDA-synchronised, including the 2D projection) is appended to ``self.latencies``."""
         if not isinstance(sample, dict) or "frames" not in sample:
             raise ValueError("sample must be a KittiTrackingStream sample dict")
         self.model.eval()
@@ -380,6 +398,10 @@ class StreamDSGN:
             out = self.model(tok["left"].to(dev), tok["right"].to(dev), calib, batch["fu_baseline"].to(dev),
                              prev_bev=self._history if self.model.streaming else None)
         det = decode_predictions(out, self.anchors(dev)[0], self.config, score_threshold)[0]
+        # the 2D image box of every detection, for the devkit's minimum-height rule (as the released evaluation)
+        det["bbox"] = project_boxes_to_image(det["boxes"], {k: v[0] for k, v in batch["calib"].items()},
+                                             self.config.image_size)
+        det["bbox_height"] = det["bbox"][:, 3] - det["bbox"][:, 1]
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         self.latencies.append(time.perf_counter() - t0)
@@ -421,8 +443,11 @@ class StreamDSGN:
             latency: ``"measured"`` (this run's per-frame wall times without its very first frame, drawn per
                 processed frame), a number of seconds, or a list of seconds to draw from.
             scenes: clips to evaluate (default: all of ``dataset.scenes``).
-            height_scale: scales KITTI's 40 / 25 px minimum 2D-box heights of the difficulty levels; default
-                ``image_width / 1242`` (the images are downscaled KITTI geometry).
+            height_scale: scales KITTI's 40 / 25 px minimum 2D-box heights of the difficulty levels (applied to the
+                ground-truth label boxes and to the detections' projected 2D boxes); default
+                :func:`streamdsgn.boxes.default_height_scale` of the first clip's calibration: 1.0 for KITTI-scale
+                images (the 320×1248 crop is a crop, not a resize), ``f_u / 721.5377`` for the downscaled synthetic
+                renders.
         Returns ``{"offline": kitti_eval result (AP in percent), "forecast": ..., "streaming": ..., "latency_s": {...},
         "frames": n, "processed_fraction": f, "summary": {...}}``.
         """
@@ -437,11 +462,14 @@ class StreamDSGN:
         pcr = self.config.point_cloud_range
         gts, dets_off, gts_fore, dets_fore, gts_stream, dets_stream = [], [], [], [], [], []
         all_lat, n_proc, n_frames = [], 0, 0
+        hs = height_scale
         simple: dict = {"gt": [], "gt_t": [], "det": [], "finish": []}  # for commons' per-class streaming_ap
         rng = np.random.default_rng(seed)
         for scene in scenes:
             idx = list(dataset.clip_frames(scene))
             samples = [dataset[int(i)] for i in idx]
+            if hs is None and samples:
+                hs = default_height_scale(samples[0]["calib"])
             self.reset()
             self.latencies = []
             dets = [self.detect_sample(s, score_threshold) for s in samples]
@@ -475,7 +503,8 @@ class StreamDSGN:
 
             chosen = select_latest_outputs(times, finish)
             empty = {"boxes": np.zeros((0, 7), np.float32), "scores": np.zeros(0, np.float32),
-                     "labels": np.zeros(0, np.int64)}
+                     "labels": np.zeros(0, np.int64), "bbox": np.zeros((0, 4), np.float32),
+                     "bbox_height": np.zeros(0, np.float32)}
             gts_stream += g
             dets_stream += [outs[j] if j is not None else empty for j in chosen]
             shift = 1000.0 * len(simple["finish"])  # clips of different sequences share clock times: keep them apart
@@ -483,13 +512,13 @@ class StreamDSGN:
             simple["gt_t"] += [t + shift for t in times]
             simple["det"] += outs
             simple["finish"] += [float(f) + shift for f in finish]
-        hs = self.config.image_size[1] / 1242.0 if height_scale is None else height_scale
+        hs = 1.0 if hs is None else hs
         res = {"offline": kitti_eval(gts, dets_off, height_scale=hs),
                "forecast": kitti_eval(gts_fore, dets_fore, height_scale=hs),
                "streaming": kitti_eval(gts_stream, dets_stream, height_scale=hs),
                "latency_s": {"median": float(np.median(all_lat)), "mean": float(np.mean(all_lat)),
                              "given": None if latency == "measured" else latency},
-               "frames": n_frames, "processed_fraction": n_proc / max(1, n_frames)}
+               "frames": n_frames, "processed_fraction": n_proc / max(1, n_frames), "height_scale": hs}
         res["summary"] = {k: summarize(res[k]) for k in ("offline", "forecast", "streaming")}
         res["streaming_ap_all_gt"] = _simple_streaming_ap(simple)
         return res
@@ -504,6 +533,69 @@ class StreamDSGN:
         return save_checkpoint(directory, self.model.state_dict(),
                                {"model": "streamdsgn", "version": __version__, "model_config": self.config.to_dict()},
                                overwrite=overwrite)
+
+    def save_weights(self, path: str | os.PathLike, card: dict | None = None) -> Path:
+        """Write ``path`` (``.safetensors``: the weights) and its model card ``path`` with ``.json`` (``card`` plus
+        ``model``, ``version`` and ``model_config``), the format of the shipped weights (:meth:`pretrained`)."""
+        import json
+
+        from safetensors.torch import save_file
+
+        from . import __version__
+
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            raise ValueError(f"path must end in .safetensors, got {str(path)!r}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, str(path), metadata={"format": "streamdsgn", "version": __version__})
+        full = {**(card or {}), "model": "streamdsgn", "version": __version__, "model_config": self.config.to_dict()}
+        path.with_suffix(".json").write_text(json.dumps(full, indent=1, default=str))
+        return path
+
+    @classmethod
+    def pretrained(cls, weights: str | os.PathLike | None = None, device: str = "auto", **overrides) -> StreamDSGN:
+        """The detector with trained weights: ``weights`` is a ``.safetensors`` file with its ``.json`` model card
+        beside it (:meth:`save_weights`, ``tools/streamdsgn_train.py``) or a folder holding
+        ``streamdsgn.safetensors``; default the shipped :data:`DEFAULT_WEIGHTS`. Post-processing fields
+        (``score_threshold``, ``nms_*``) take the current defaults unless given in ``overrides``; the card is kept
+        in ``.card``."""
+        import json
+
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
+        if path.is_dir():
+            path = path / DEFAULT_WEIGHTS.name
+        card_path = path.with_suffix(".json")
+        if not path.is_file() or not card_path.is_file():
+            raise FileNotFoundError(
+                f"no StreamDSGN weights at {str(path)!r} (with the model card {card_path.name} beside it); train them "
+                "with `python tools/streamdsgn_train.py --out DIR` and copy streamdsgn.safetensors and "
+                f"streamdsgn.json into {str(WEIGHTS_DIR)!r}, or pass a checkpoint")
+        card = json.loads(card_path.read_text())
+        if card.get("model") != "streamdsgn" or "model_config" not in card:
+            raise ValueError(f"{str(card_path)!r} is not a StreamDSGN model card (needs model='streamdsgn' and "
+                             "model_config)")
+        defaults = StreamDSGNConfig()
+        mc = {k: v for k, v in card["model_config"].items() if k not in _POSTPROCESS}
+        mc.update({k: getattr(defaults, k) for k in _POSTPROCESS})
+        mc.update(overrides)
+        mc["pretrained"] = None
+        try:
+            state = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ValueError(f"{str(path)!r} could not be read as safetensors: {err}") from err
+        det = cls(StreamDSGNConfig.from_dict(mc), device="cpu")
+        det.model.load_state_dict(state, strict=True)
+        from commons.device import resolve_device
+
+        det.device = resolve_device(device)
+        det.model.to(det.device)
+        det.model.eval()
+        det.card = card
+        return det
 
     @classmethod
     def load(cls, directory: str | os.PathLike, device: str = "auto") -> StreamDSGN:

@@ -280,9 +280,12 @@ class KittiTrackingStream(Dataset):
             about 0.9 MB per frame at 96x320 with depth). Returned tensors are copies, safe to modify.
 
     A sample is ``{"scene", "seq", "frame", "timestamp" (frame / 10 Hz), "frames": {tag: None | {"left", "right",
-    "boxes" [N, 7] LiDAR-style, "labels", "track_ids", "bbox2d" [N, 4], "occluded", "truncated", "names" (original
+    "boxes" [N, 7] LiDAR-style, "labels", "track_ids", "bbox2d" [N, 4] (label box in crop coordinates, clipped to the
+    crop), "bbox2d_label" [N, 4] (the label file's box in crop coordinates, not clipped: the devkit's difficulty
+    filter reads its height), "occluded", "truncated", "names" (original
     KITTI types of the kept boxes), "dontcare_bbox2d" [K, 4], "depth"}}, "calib": {"P2", "P3", "R_rect",
-    "Tr_velo_cam"} (float32 tensors), "fu_baseline"}``. :attr:`scenes` lists the clips of the split and
+    "Tr_velo_cam"} (float32 tensors), "fu_baseline", "crop_offset" (x0, y0: add it to crop pixel coordinates to get
+    the original image's)}``. :attr:`scenes` lists the clips of the split and
     :meth:`clip_frames` gives a clip's sample indices in time order.
     """
 
@@ -401,6 +404,7 @@ class KittiTrackingStream(Dataset):
         boxes = camera_to_lidar_boxes(cam, calib) if len(cam) else np.zeros((0, 7))
         dx, dy = offset
         bbox = np.array([lab.bbox for lab in keep], np.float64).reshape(-1, 4) - np.array([dx, dy, dx, dy])
+        bbox_label = bbox.copy()
         dc = np.array(dontcare, np.float64).reshape(-1, 4) - np.array([dx, dy, dx, dy])
         hh, ww = left.shape[1:]
         for arr in (bbox, dc):
@@ -412,6 +416,7 @@ class KittiTrackingStream(Dataset):
             "labels": torch.tensor([self.classes.index(CLASS_MAP[lab.cls]) for lab in keep], dtype=torch.long),
             "track_ids": torch.tensor([lab.track_id for lab in keep], dtype=torch.long),
             "bbox2d": torch.as_tensor(bbox, dtype=torch.float32),
+            "bbox2d_label": torch.as_tensor(bbox_label, dtype=torch.float32),
             "occluded": torch.tensor([lab.occluded for lab in keep], dtype=torch.long),
             "truncated": _truncation_tensor([lab.truncated for lab in keep]),
             "names": [lab.cls for lab in keep],
@@ -456,6 +461,7 @@ class KittiTrackingStream(Dataset):
             "frames": frames,
             "calib": {k: torch.as_tensor(v, dtype=torch.float32) for k, v in calib.items()},
             "fu_baseline": _fu_baseline(self._calib[seq]),
+            "crop_offset": (int(offset[0]), int(offset[1])),  # (x0, y0) of the crop in the original image
         }
 
 

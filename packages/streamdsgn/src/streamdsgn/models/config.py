@@ -99,7 +99,7 @@ class StreamDSGNConfig:
     nms_iou: float = 0.25
     nms_pre: int = 4096
     nms_post: int = 500
-    nms_rotated: bool = False  # True: rotated BEV IoU (as the released nms_gpu); False: axis-aligned footprints
+    nms_rotated: bool = True  # True: rotated BEV IoU (as the released nms_gpu); False: axis-aligned footprints
     # streaming switch: baseline=True removes flow fusion, next-frame supervision and the motion loss
     baseline: bool = False
 
