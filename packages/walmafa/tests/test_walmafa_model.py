@@ -118,7 +118,7 @@ def test_released_state_dict_layout_loads_strictly(dim, nb):
         if k.endswith("running_var"):
             sd[k] = sd[k].abs() + 0.5
     model = WalMaFa.from_released_state_dict({"state_dict": {"module." + k: v for k, v in sd.items()}},
-                                             dim=dim, num_blocks=nb, d_state=32)
+                                             keep_unused=True, dim=dim, num_blocks=nb, d_state=32)
     own = model.state_dict()
     assert set(own) == set(layout)
     for k, v in sd.items():

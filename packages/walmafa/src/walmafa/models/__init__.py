@@ -7,10 +7,19 @@ from collections.abc import Callable
 import torch.nn as nn
 
 from .baseline import RetinexUNet, RetinexUNetConfig
-from .walmafa import FFAB, WMB, WalMaFa, WalMaFaConfig
+from .walmafa import (
+    FFAB,
+    WMB,
+    WalMaFa,
+    WalMaFaConfig,
+    checkpoint_filter_fn,
+    load_released_checkpoint,
+    released_config_from_state_dict,
+)
 
 __all__ = ["WalMaFa", "WalMaFaConfig", "FFAB", "WMB", "RetinexUNet", "RetinexUNetConfig", "create_model",
-           "list_models", "register_model"]
+           "list_models", "register_model", "checkpoint_filter_fn", "released_config_from_state_dict",
+           "load_released_checkpoint"]
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 

@@ -20,17 +20,21 @@ that way) and switches give the paper's version:
   per pixel with its C channels as features (what the paper's "channel-wise Mamba" reads as).
 * The decoder has no WMB at H/8 (the paper figure draws one); the first decoder fusion uses ``skip_1_0`` while
   ``skip_2_1`` is unused; FFAB uses LeakyReLU and 1×1 convs where the figure draws ReLU and a 3×3 conv.
-* ``keep_unused=True`` also creates the parameters the released model defines but never uses (``coefficient``,
-  ``patch_embed_mask``, a second Mamba ``mb.model2`` with expand 9) so released state dicts load with
-  ``strict=True``; they are frozen (``requires_grad=False``), as is each WMB's ``illu.conv2`` (its map is computed
-  and discarded by the released block, so it is always built but never used), so multi-GPU training needs no
+* Released checkpoints load through :func:`checkpoint_filter_fn`, which drops the parameters the released model
+  defines but never uses (``coefficient``, ``patch_embed_mask``, ``skip_2_1``, a second Mamba ``mb.model2`` with
+  expand 9). ``keep_unused=True`` instead creates them so every released key loads with ``strict=True``; they are
+  frozen (``requires_grad=False``), as is each WMB's ``illu.conv2`` (its map is computed and discarded by the
+  released block, so it is always built, for strict loading, but never used), so multi-GPU training needs no
   unused-parameter search.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -39,7 +43,8 @@ import torch.nn.functional as F
 from ..mamba import Mamba
 from ..wavelets import haar_dwt, haar_iwt
 
-__all__ = ["WalMaFaConfig", "WalMaFa", "FFAB", "WMB"]
+__all__ = ["WalMaFaConfig", "WalMaFa", "FFAB", "WMB", "checkpoint_filter_fn", "released_config_from_state_dict",
+           "load_released_checkpoint"]
 
 
 @dataclass
@@ -380,13 +385,77 @@ class WalMaFa(nn.Module):
         return out + lit if self.config.skip else out
 
     @classmethod
-    def from_released_state_dict(cls, state_dict: dict, **config) -> WalMaFa:
-        """Build a model in the released layout (``keep_unused=True``) and load ``state_dict`` strictly; accepts
-        a raw state dict or the released checkpoint dict with a ``"state_dict"`` entry, with or without a
-        ``module.`` prefix."""
-        if "state_dict" in state_dict and isinstance(state_dict["state_dict"], dict):
-            state_dict = state_dict["state_dict"]
-        state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
-        model = cls(WalMaFaConfig(**{**config, "keep_unused": True}))
-        model.load_state_dict(state_dict, strict=True)
+    def from_released_state_dict(cls, state_dict: dict, keep_unused: bool = False, **config) -> WalMaFa:
+        """Build a model from a state dict in the released layout and load it strictly.
+
+        Accepts a raw state dict or the released checkpoint dict with a ``"state_dict"`` entry, with or without a
+        ``module.`` prefix. By default the parameters the released model defines but never uses are dropped by
+        :func:`checkpoint_filter_fn` and the model is built without them (``keep_unused=False``), so it saves and
+        reloads like any other ``walmafa`` model; ``keep_unused=True`` keeps them (frozen), matching every key.
+        Configuration fields not given are inferred from the tensors (:func:`released_config_from_state_dict`)."""
+        raw = _unwrap_released(state_dict)
+        cfg = {**released_config_from_state_dict(raw), **config, "keep_unused": bool(keep_unused)}
+        model = cls(WalMaFaConfig(**cfg))
+        model.load_state_dict(raw if keep_unused else checkpoint_filter_fn(raw), strict=True)
         return model
+
+
+# parameters the released ``Walmafa`` defines but never uses in ``forward``
+_UNUSED_RELEASED = re.compile(r"^(coefficient|patch_embed_mask\..+|skip_2_1\..+|.+\.mb\.model2\..+)$")
+
+
+def _unwrap_released(state_dict: dict) -> dict:
+    if not isinstance(state_dict, dict):
+        raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+    if "state_dict" in state_dict and isinstance(state_dict["state_dict"], dict):
+        state_dict = state_dict["state_dict"]
+    return {k.removeprefix("module."): v for k, v in state_dict.items()}
+
+
+def checkpoint_filter_fn(state_dict: dict) -> dict:
+    """Released WalMaFa checkpoint → this package's ``walmafa`` layout (``keep_unused=False``).
+
+    Unwraps a ``{"state_dict": ...}`` checkpoint, strips a ``module.`` (DataParallel) prefix and drops the entries the
+    released model defines but never uses: ``coefficient``, ``patch_embed_mask.*``, ``skip_2_1.*`` and every WMB's
+    expand-9 ``mb.model2.*``. Every other key and tensor is kept unchanged (the names already match)."""
+    return {k: v for k, v in _unwrap_released(state_dict).items() if not _UNUSED_RELEASED.match(k)}
+
+
+def released_config_from_state_dict(state_dict: dict) -> dict:
+    """The :class:`WalMaFaConfig` fields a released-layout state dict determines: ``dim`` (``patch_embed``),
+    ``num_blocks`` (encoder stage lengths), ``d_state``/``d_conv``/``expand`` (the first Mamba), ``bias`` and
+    ``mamba_on`` (``high_conv`` present → ``"low"``). The FFN expansion (2.66) and token layout are not recorded in the
+    tensors and keep their released defaults."""
+    sd = _unwrap_released(state_dict)
+    if "patch_embed.proj.weight" not in sd:
+        raise ValueError("not a WalMaFa state dict in the released layout (no 'patch_embed.proj.weight')")
+    dim = int(sd["patch_embed.proj.weight"].shape[0])
+
+    def count(stage: str) -> int:
+        return len({k.split(".")[1] for k in sd if k.startswith(stage + ".")})
+
+    nb = (count("decoder_level1_0"), count("decoder_level2_0"), count("decoder_level3_0"))
+    a_log = sd["decoder_level1_0.0.mb.model1.A_log"]
+    cfg = {"dim": dim, "num_blocks": nb, "d_state": int(a_log.shape[1]), "expand": int(a_log.shape[0]) // (2 * dim),
+           "d_conv": int(sd["decoder_level1_0.0.mb.model1.conv1d.weight"].shape[-1]),
+           "bias": "patch_embed.proj.bias" in sd,
+           "mamba_on": "low" if "decoder_level1_0.0.high_conv.weight" in sd else "high"}
+    return cfg
+
+
+def load_released_checkpoint(path: str | os.PathLike, **config) -> WalMaFa:
+    """Load an official WalMaFa checkpoint file (``.pth``/``.pt`` through ``torch.load(weights_only=True)``, which
+    refuses pickled code; or ``.safetensors``) into a ``walmafa`` model via :func:`checkpoint_filter_fn`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"weights must be an existing file, got {str(path)!r}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - one clear line instead of the unpickler's traceback
+            raise ValueError(f"could not read {str(path)!r} as a weights-only PyTorch checkpoint: {exc}") from exc
+    return WalMaFa.from_released_state_dict(state, **config)
