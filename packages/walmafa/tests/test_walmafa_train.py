@@ -1,5 +1,6 @@
 """Training engine (loss, schedule, resumable checkpoints), evaluation definitions, CLI and smoke entry point."""
 
+import json
 import math
 
 import numpy as np
@@ -148,3 +149,21 @@ def test_smoke_entry_point():
     from walmafa.smoke import main
 
     main()
+
+
+def test_validation_keeps_the_best_checkpoint_and_logs(tmp_path, data):
+    train, test = data
+    cfg = TrainConfig(steps=4, batch_size=2, patch_size=32, warmup_steps=1, log_every=1, val_every=2, grad_clip=0.5,
+                      seed=3)
+    enh = Enhancer("retinex_unet", device="cpu", seed=0, width=8)
+    hist = enh.fit(train, cfg, run_dir=tmp_path / "run", val_set=test, progress=False)
+    assert hist["val_step"] == [2, 4] and len(hist["val_psnr"]) == len(hist["val_ssim"]) == 2
+    best = hist["best"]
+    assert best["psnr"] == max(hist["val_psnr"])
+    assert best["step"] == hist["val_step"][hist["val_psnr"].index(best["psnr"])]
+    reloaded = Enhancer.load(tmp_path / "run" / "best", device="cpu")
+    assert reloaded.evaluate(test)["psnr"] == pytest.approx(best["psnr"], abs=1e-9)  # the kept weights are the best
+    lines = [json.loads(s) for s in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "val_psnr" in r] == [2, 4] and sum("loss" in r for r in lines) == 4
+    with pytest.raises(ValueError, match="grad_clip"):
+        TrainConfig(grad_clip=0.0)

@@ -5,7 +5,12 @@ Examples::
     walmafa train --data synthetic --steps 200 --patch-size 64 --batch-size 4 --out runs/walmafa/demo
     walmafa train --data datasets/LOLv1 --steps 150000 --out runs/walmafa/lolv1     # (accelerate launch ... for GPUs)
     walmafa eval --checkpoint runs/walmafa/demo/final --data synthetic
-    walmafa enhance in.png out.png --checkpoint runs/walmafa/demo/final
+    walmafa enhance in.png out.png                                   # the shipped weights
+    walmafa enhance in.png out.png --weights official.pth --released-layout     # official LOL checkpoint
+    walmafa enhance big.jpg out.png --tile 256                       # bounded memory for any size
+
+Weights: ``--checkpoint`` (a run folder), ``--weights`` (a .safetensors file with its .json card, or an official
+.pth with ``--released-layout``), or neither: the shipped weights (walmafa/weights/, or $WALMAFA_WEIGHTS).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ def _dataset(spec: str, split: str, subset: str | None, seed: int, size: int, ma
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="walmafa", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
 
     def data_args(sp):
@@ -56,44 +62,96 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup-steps", type=int, default=50)
     t.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no")
     t.add_argument("--checkpoint-every", type=int, default=200)
-    t.add_argument("--out", required=True, help="run folder (state.pt for resuming, final/ weights)")
+    t.add_argument("--grad-clip", type=float, default=None, help="clip the global gradient norm (default: off)")
+    t.add_argument("--num-workers", type=int, default=0, help="data-loader worker processes")
+    t.add_argument("--val-every", type=int, default=0,
+                   help="validate every N steps and keep the best weights in OUT/best (needs --val-split)")
+    t.add_argument("--val-split", default=None,
+                   help="split of --data to validate on, e.g. 'test' (LOL has no separate validation split: "
+                        "selecting on the test split makes its numbers optimistic)")
+    t.add_argument("--out", required=True, help="run folder (state.pt for resuming, final/ and best/ weights)")
     t.add_argument("--resume", action="store_true")
     t.add_argument("--no-progress", action="store_true")
 
+    def weight_args(sp):
+        sp.add_argument("--checkpoint", default=None, help="a run folder's final/ or best/ (from walmafa train)")
+        sp.add_argument("--weights", default=None,
+                        help="a .safetensors file with its .json card, or an official .pth with --released-layout "
+                             "(default: the shipped weights)")
+        sp.add_argument("--released-layout", action="store_true",
+                        help="--weights is an official WalMaFa checkpoint (read with torch.load(weights_only=True))")
+        sp.add_argument("--model-kw", default="{}",
+                        help="JSON config overrides for --released-layout, e.g. '{\"token_layout\": \"raw\"}'")
+        sp.add_argument("--tile", type=int, default=None,
+                        help="enhance in overlapping TILE×TILE windows (multiple of 16) to bound memory")
+        sp.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels")
+
     e = sub.add_parser("eval", help="PSNR/SSIM (RGB, [0,1], padded to 16, no GT-mean unless --gt-mean)")
     data_args(e)
-    e.add_argument("--checkpoint", required=True)
+    weight_args(e)
     e.add_argument("--split", default="test")
-    e.add_argument("--gt-mean", action="store_true")
+    e.add_argument("--gt-mean", action="store_true", help="Retinexformer's GT-mean brightness alignment")
     e.add_argument("--json", default=None, help="also write the results here")
 
     n = sub.add_parser("enhance", help="enhance one image")
     n.add_argument("input")
     n.add_argument("output")
-    n.add_argument("--checkpoint", required=True)
+    weight_args(n)
     n.add_argument("--device", default="auto")
     return p
+
+
+def _load(args):
+    from .engine import Enhancer
+
+    if args.checkpoint and args.weights:
+        raise ValueError("pass either --checkpoint or --weights, not both")
+    if args.released_layout and not args.weights:
+        raise ValueError("--released-layout needs --weights official.pth")
+    if args.checkpoint:
+        return Enhancer.load(args.checkpoint, device=args.device)
+    if args.weights:
+        return Enhancer.load(args.weights, device=args.device, released_layout=args.released_layout,
+                             **json.loads(args.model_kw))
+    return Enhancer.pretrained(device=args.device)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except (ValueError, TypeError, FileNotFoundError, json.JSONDecodeError) as exc:
+        if args.verbose:
+            raise
+        print(f"walmafa {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
     from .engine import Enhancer, TrainConfig
 
     if args.command == "train":
         kw = json.loads(args.model_kw)
+        if args.val_every and not args.val_split:
+            raise ValueError("--val-every needs --val-split (e.g. test)")
         train_set = _dataset(args.data, "train", args.subset, args.seed, args.size, args.max_items)
+        val_set = (_dataset(args.data, args.val_split, args.subset, args.seed, args.size, args.max_items)
+                   if args.val_split else None)
         enh = Enhancer(args.model, device=args.device, seed=args.seed, **kw)
         cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, patch_size=args.patch_size, lr=args.lr,
                           lr_min=args.lr_min, warmup_steps=args.warmup_steps, seed=args.seed,
-                          mixed_precision=args.mixed_precision, checkpoint_every=args.checkpoint_every)
-        hist = enh.fit(train_set, cfg, run_dir=args.out, resume=args.resume, progress=not args.no_progress)
-        print(f"trained {args.model} for {args.steps} steps; final loss {hist['loss'][-1]:.4f}; "
+                          mixed_precision=args.mixed_precision, checkpoint_every=args.checkpoint_every,
+                          grad_clip=args.grad_clip, num_workers=args.num_workers, val_every=args.val_every)
+        hist = enh.fit(train_set, cfg, run_dir=args.out, resume=args.resume, val_set=val_set,
+                       progress=not args.no_progress)
+        best = f"; best val PSNR {hist['best']['psnr']:.3f} dB at step {hist['best']['step']}" if hist["best"] else ""
+        print(f"trained {args.model} for {args.steps} steps; final loss {hist['loss'][-1]:.4f}{best}; "
               f"weights in {Path(args.out) / 'final'}")
     elif args.command == "eval":
-        enh = Enhancer.load(args.checkpoint, device=args.device)
+        enh = _load(args)
         ds = _dataset(args.data, args.split, args.subset, args.seed, args.size, args.max_items)
-        res = enh.evaluate(ds, gt_mean=args.gt_mean, progress=True)
+        res = enh.evaluate(ds, gt_mean=args.gt_mean, progress=True, tile=args.tile, overlap=args.overlap)
         print(f"{len(ds)} images: PSNR {res['psnr']:.3f} dB  SSIM {res['ssim']:.4f}  "
               f"(RGB, [0,1], gt_mean={args.gt_mean})")
         if args.json:
@@ -103,8 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "enhance":
         from PIL import Image
 
-        enh = Enhancer.load(args.checkpoint, device=args.device)
-        out = enh.enhance(args.input)
+        if not Path(args.input).is_file():
+            raise ValueError(f"input must be an existing image file, got {args.input!r}")
+        enh = _load(args)
+        out = enh.enhance(args.input, tile=args.tile, overlap=args.overlap)
         arr = (out.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype("uint8")
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(arr).save(args.output)

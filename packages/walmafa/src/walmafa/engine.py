@@ -12,12 +12,13 @@ Evaluation metrics are defined explicitly (:func:`evaluate_pairs`): the enhanced
 reflect-padded right/bottom to a multiple of 16 and cropped back, clamped to [0, 1]; PSNR = ``10·log10(1/MSE)`` over
 all RGB values in [0, 1] (``commons.metrics.psnr``) and SSIM = Gaussian-window (11, σ 1.5) SSIM averaged over the RGB
 channels (``commons.metrics.ssim``), per image, then averaged over images. No Y channel, no border crop, and no
-GT-mean brightness alignment unless ``gt_mean=True`` (then the output is scaled by ``mean(gt) / mean(output)`` in
-grey level before scoring, as Retinexformer's ``GT_mean`` / KinD do).
+GT-mean brightness alignment unless ``gt_mean=True`` (then :func:`gt_mean_align` scales the output by
+``mean(grey(gt)) / mean(grey(output))`` before scoring, with the grey weights Retinexformer's evaluation applies).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -35,7 +36,8 @@ from .models import create_model, list_models
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "Enhancer", "pad_to_multiple", "enhance_image", "evaluate_pairs"]
+__all__ = ["TrainConfig", "Enhancer", "pad_to_multiple", "enhance_image", "evaluate_pairs", "gt_mean_align",
+           "GT_MEAN_GREY"]
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = 16) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -50,19 +52,93 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = 16) -> tuple[torch.Tensor, 
     return x, (h, w)
 
 
+def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    if size <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, size - tile, step))
+    return starts + [size - tile]
+
+
+def _tile_weight(n: int, start: int, size: int, total: int, overlap: int) -> torch.Tensor:
+    """1-D blending weight of a tile covering ``[start, start + n)`` of an axis of length ``total``.
+
+    Zero for the ``margin = overlap // 4`` pixels next to an edge shared with another tile (where a tile's output sees
+    its own border), then a linear ramp over ``overlap − 2·margin`` pixels up to 1; edges on the image border get no
+    taper. Where two tiles overlap by ``overlap`` pixels, the distances of a pixel to the two inner edges add up to
+    ``overlap − 1``, so at least one weight is positive and the normalised blend is defined everywhere."""
+    margin = overlap // 4
+    ramp = max(1, overlap - 2 * margin)
+    i = torch.arange(n, dtype=torch.float32)
+    w = torch.ones(n)
+    if start > 0:
+        w = torch.minimum(w, ((i - margin + 1) / ramp).clamp(0, 1))
+    if start + n < total:
+        w = torch.minimum(w, ((n - 1 - i - margin + 1) / ramp).clamp(0, 1))
+    return w
+
+
 @torch.no_grad()
-def enhance_image(model: nn.Module, low: torch.Tensor, multiple: int = 16) -> torch.Tensor:
-    """Enhance ``[3, H, W]`` or ``[B, 3, H, W]`` in [0, 1] (any size): pad, run, crop back, clamp to [0, 1]."""
+def enhance_image(model: nn.Module, low: torch.Tensor, multiple: int = 16, tile: int | None = None,
+                  overlap: int = 32) -> torch.Tensor:
+    """Enhance ``[3, H, W]`` or ``[B, 3, H, W]`` in [0, 1] (any size): pad, run, crop back, clamp to [0, 1].
+
+    ``tile``: run on overlapping ``tile×tile`` windows (a multiple of ``multiple``) and blend them
+    (:func:`_tile_weight`: zero weight within ``overlap // 4`` of an inner tile edge, then a linear ramp), so peak
+    memory depends on the tile, not the image. For a model whose receptive field is at most ``overlap // 4`` pixels
+    this equals the untiled output up to rounding. WalMaFa's Mamba scans and Fourier block see the whole input, so
+    for it a tiled result is an approximation; the overlap blending keeps the tile seams invisible.
+    ``tile=None`` (default) or a tile at least as large as the image runs the image whole."""
+    if tile is not None:
+        if not isinstance(tile, int) or tile < multiple or tile % multiple:
+            raise ValueError(f"tile must be a positive multiple of {multiple}, got {tile!r}")
+        if not isinstance(overlap, int) or not 0 <= overlap < tile:
+            raise ValueError(f"overlap must be an int in [0, tile), got {overlap!r}")
     squeeze = low.ndim == 3
     x = low[None] if squeeze else low
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"low must be [3, H, W] or [B, 3, H, W], got {tuple(low.shape)}")
     param = next(model.parameters())
-    xp, (h, w) = pad_to_multiple(x.to(param.device, param.dtype), multiple)
-    out = model(xp)[..., :h, :w].clamp(0, 1).float()
+    h, w = x.shape[-2:]
+    if tile is None or (h <= tile and w <= tile):
+        xp, _ = pad_to_multiple(x.to(param.device, param.dtype), multiple)
+        out = model(xp)[..., :h, :w].clamp(0, 1).float()
+        return out[0] if squeeze else out
+    acc = torch.zeros(x.shape[0], 3, h, w)
+    norm = torch.zeros(h, w)
+    for y0 in _tile_starts(h, tile, overlap):
+        th = min(tile, h)
+        wy = _tile_weight(th, y0, tile, h, overlap)
+        for x0 in _tile_starts(w, tile, overlap):
+            tw = min(tile, w)
+            crop = x[..., y0:y0 + th, x0:x0 + tw].to(param.device, param.dtype)
+            cp, _ = pad_to_multiple(crop, multiple)
+            out = model(cp)[..., :th, :tw].clamp(0, 1).float().cpu()
+            wgt = wy[:, None] * _tile_weight(tw, x0, tile, w, overlap)[None, :]
+            acc[..., y0:y0 + th, x0:x0 + tw] += out * wgt
+            norm[y0:y0 + th, x0:x0 + tw] += wgt
+    out = acc / norm
     return out[0] if squeeze else out
 
 
+# Retinexformer's GT-mean grey level: ``cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)`` applied to RGB arrays
+# (``Enhancement/test_from_dataset.py`` with ``utils.load_img`` = BGR→RGB), i.e. 0.114·R + 0.587·G + 0.299·B
+GT_MEAN_GREY = (0.114, 0.587, 0.299)
+
+
+def gt_mean_align(out: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Scale ``out`` by ``grey(gt).mean() / grey(out).mean()`` and clip to [0, 1] (Retinexformer/KinD "GT-mean").
+
+    ``grey`` is the weighting Retinexformer's evaluation actually applies: OpenCV's BGR→grey weights on RGB data,
+    :data:`GT_MEAN_GREY` = (0.114, 0.587, 0.299) on (R, G, B)."""
+    wgt = torch.tensor(GT_MEAN_GREY, dtype=out.dtype, device=out.device).view(3, 1, 1)
+    mean_out = (out * wgt).sum(-3).mean()
+    mean_gt = (gt.to(out) * wgt).sum(-3).mean()
+    return (out * (mean_gt / mean_out.clamp_min(1e-8))).clamp(0, 1)
+
+
 def evaluate_pairs(model: nn.Module, dataset: Dataset, gt_mean: bool = False, multiple: int = 16,
-                   progress: bool = False) -> dict:
+                   progress: bool = False, tile: int | None = None, overlap: int = 32) -> dict:
     """Mean and per-image PSNR/SSIM of ``model`` on ``(low, high)`` pairs (definitions in the module docstring)."""
     from tqdm.auto import tqdm
 
@@ -74,9 +150,9 @@ def evaluate_pairs(model: nn.Module, dataset: Dataset, gt_mean: bool = False, mu
     try:
         for i in tqdm(range(len(dataset)), desc="eval", disable=not progress, leave=False):
             low, high = dataset[i]
-            out = enhance_image(model, low, multiple).cpu()
+            out = enhance_image(model, low, multiple, tile=tile, overlap=overlap).cpu()
             if gt_mean:
-                out = (out * (high.mean() / out.mean().clamp_min(1e-8))).clamp(0, 1)
+                out = gt_mean_align(out, high)
             psnrs.append(psnr(out, high))
             ssims.append(ssim(out, high))
     finally:
@@ -106,6 +182,7 @@ class TrainConfig:
     seed: int = 1234
     checkpoint_every: int = 200
     log_every: int = 20
+    val_every: int = 0  # validate every N steps (and at the end) when fit() gets a val_set; 0 = only at the end
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -117,6 +194,12 @@ class TrainConfig:
             raise ValueError(f"patch_size must be a multiple of 16, got {self.patch_size}")
         if not self.lr > 0 or not 0 <= self.lr_min <= self.lr:
             raise ValueError(f"need lr > 0 and 0 <= lr_min <= lr, got lr={self.lr}, lr_min={self.lr_min}")
+        if not isinstance(self.val_every, int) or self.val_every < 0:
+            raise ValueError(f"val_every must be a non-negative int, got {self.val_every!r}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip!r}")
+        if not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise ValueError(f"num_workers must be a non-negative int, got {self.num_workers!r}")
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be a non-negative int, got {self.warmup_steps!r}")
         self.betas = tuple(self.betas)
@@ -207,7 +290,11 @@ class Enhancer:
             self.model_name = model
             self.model = create_model(model, **model_kwargs)
         elif isinstance(model, nn.Module):
-            self.model_name = type(model).__name__
+            from .models import RetinexUNet, WalMaFa
+
+            # registry names, so that save() / load() round-trip (a WalMaFa's config holds every variant switch)
+            known = {WalMaFa: "walmafa", RetinexUNet: "retinex_unet"}
+            self.model_name = known.get(type(model), type(model).__name__)
             self.model = model
         else:
             raise TypeError(f"model must be a registry name or an nn.Module, got {type(model).__name__}")
@@ -222,7 +309,10 @@ class Enhancer:
         ``checkpoint_every`` steps (and at the end) to ``run_dir/state.pt`` and the final weights to
         ``run_dir/final``; ``resume=True`` continues from ``state.pt``. ``stop_after`` ends this call after that many
         steps (a time-boxed job; the state is saved and a later ``resume=True`` call continues the same schedule and
-        batches). Returns a history dict."""
+        batches). With ``val_set``, PSNR/SSIM on it are computed every ``config.val_every`` steps (0: once, at the
+        end) and the best-PSNR weights kept in ``run_dir/best``; the history records them (``val_*``, ``best``) and
+        ``run_dir/metrics.jsonl`` gets one line per logged step and validation. ``config.grad_clip`` clips the global
+        gradient norm; ``config.num_workers`` sets the data-loader processes. Returns a history dict."""
         from tqdm.auto import tqdm
 
         from commons.device import TrainingBackend, seed_everything
@@ -244,7 +334,7 @@ class Enhancer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         optim = torch.optim.Adam(params, lr=config.lr, betas=config.betas, eps=config.eps)
         criterion = WalMaFaLoss(config.w_main, config.w_tv)
-        history = {"step": [], "loss": [], "lr": [], "val_psnr": [], "val_step": []}
+        history = {"step": [], "loss": [], "lr": [], "val_psnr": [], "val_ssim": [], "val_step": [], "best": None}
         step = 0
         if run is not None and resume:
             state = run.load_state(map_location="cpu")
@@ -252,6 +342,8 @@ class Enhancer:
                 self.model.load_state_dict(state["model"])
                 optim.load_state_dict(state["optimizer"])
                 step, history = int(state["step"]), state["history"]
+                history.setdefault("val_ssim", [])
+                history.setdefault("best", None)
                 logger.info("resumed from %s at step %d", run.state_path, step)
         end = config.steps if stop_after is None else min(config.steps, step + int(stop_after))
         # each process reads its own share of the global batch stream (no loader sharding by accelerate, whose
@@ -269,6 +361,29 @@ class Enhancer:
 
         def crossed(every: int) -> bool:  # did the last step (world global batches) pass a multiple of `every`?
             return step // every > (step - world) // every
+
+        def log_metrics(**row) -> None:  # one JSON line per logged step / validation in run_dir/metrics.jsonl
+            if run is not None and backend.is_main_process:
+                with open(run.file("metrics.jsonl"), "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"step": step, **row}) + "\n")
+
+        def validate() -> None:
+            """Held-out PSNR/SSIM of the current weights; keeps the best (PSNR) weights in ``run_dir/best``."""
+            if val_set is None or not backend.is_main_process or (history["val_step"] or [None])[-1] == step:
+                return
+            module = backend.unwrap(model)
+            res = evaluate_pairs(module, val_set)
+            history["val_step"].append(step)
+            history["val_psnr"].append(res["psnr"])
+            history["val_ssim"].append(res["ssim"])
+            log_metrics(val_psnr=res["psnr"], val_ssim=res["ssim"])
+            best = history["best"]
+            if best is None or res["psnr"] > best["psnr"]:
+                history["best"] = {"step": step, "psnr": res["psnr"], "ssim": res["ssim"]}
+                if run is not None:
+                    self._save_module(module, run.path / "best")
+            logger.info("step %d: val PSNR %.3f dB, SSIM %.4f (best %.3f dB at step %d)", step, res["psnr"],
+                        res["ssim"], history["best"]["psnr"], history["best"]["step"])
 
         bar = tqdm(total=config.steps, initial=step, desc=f"train {self.model_name}",
                    disable=not progress or not backend.is_main_process)
@@ -290,17 +405,18 @@ class Enhancer:
                 history["loss"].append(float(loss.detach()))  # this process's batch
                 history["lr"].append(config.lr_at(step - world))
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+                log_metrics(loss=history["loss"][-1], lr=history["lr"][-1])
+            if config.val_every and crossed(config.val_every):
+                validate()
             if crossed(config.checkpoint_every):
                 save_state()
             bar.update(min(world, config.steps - bar.n))
         bar.close()
         self.model = backend.unwrap(model)
+        if step >= config.steps:
+            validate()
         save_state()
         backend.wait()
-        if val_set is not None:
-            res = evaluate_pairs(self.model, val_set)
-            history["val_psnr"].append(res["psnr"])
-            history["val_step"].append(step)
         if run is not None and backend.is_main_process and step >= config.steps:
             self.save(run.path / "final", overwrite=True)
         if own_backend:
@@ -308,12 +424,15 @@ class Enhancer:
         return history
 
     # ------------------------------------------------------------------------------------------------ inference
-    def evaluate(self, dataset: Dataset, gt_mean: bool = False, progress: bool = False) -> dict:
+    def evaluate(self, dataset: Dataset, gt_mean: bool = False, progress: bool = False, tile: int | None = None,
+                 overlap: int = 32) -> dict:
         """PSNR/SSIM on full images (see :func:`evaluate_pairs`)."""
-        return evaluate_pairs(self.model, dataset, gt_mean=gt_mean, progress=progress)
+        return evaluate_pairs(self.model, dataset, gt_mean=gt_mean, progress=progress, tile=tile, overlap=overlap)
 
-    def enhance(self, low: torch.Tensor | np.ndarray | str | os.PathLike) -> torch.Tensor:
-        """Enhance a ``[3, H, W]``/``[B, 3, H, W]`` tensor in [0, 1], a ``uint8 [H, W, 3]`` array or an image path."""
+    def enhance(self, low: torch.Tensor | np.ndarray | str | os.PathLike, tile: int | None = None,
+                overlap: int = 32) -> torch.Tensor:
+        """Enhance a ``[3, H, W]``/``[B, 3, H, W]`` tensor in [0, 1], a ``uint8 [H, W, 3]`` array or an image path
+        (``tile``/``overlap``: see :func:`enhance_image`)."""
         if isinstance(low, (str, os.PathLike)):
             from commons.data import read_image
 
@@ -326,28 +445,75 @@ class Enhancer:
         if not isinstance(low, torch.Tensor) or low.ndim not in (3, 4) or low.shape[-3] != 3:
             raise ValueError("low must be a [3, H, W] or [B, 3, H, W] tensor, an [H, W, 3] array or an image path")
         self.model.eval()
-        return enhance_image(self.model, low).cpu()
+        return enhance_image(self.model, low, tile=tile, overlap=overlap).cpu()
 
     # ------------------------------------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write ``model.safetensors`` + ``config.json`` (registry name and configuration) into ``directory``."""
+        return self._save_module(self.model, directory, overwrite=overwrite)
+
+    def _save_module(self, module: nn.Module, directory: str | os.PathLike, overwrite: bool = True) -> Path:
         from commons.io import save_checkpoint
 
-        cfg = getattr(self.model, "config", None)
+        cfg = getattr(module, "config", None)
+        if getattr(cfg, "keep_unused", False):
+            raise ValueError("a WalMaFa built with keep_unused=True does not save in the package layout; load released "
+                             "weights with WalMaFa.from_released_state_dict(..., keep_unused=False)")
         config = {"model": self.model_name, "model_config": cfg.to_dict() if hasattr(cfg, "to_dict") else {}}
-        return save_checkpoint(directory, self.model.state_dict(), config, overwrite=overwrite)
+        return save_checkpoint(directory, module.state_dict(), config, overwrite=overwrite)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, device: str = "auto") -> Enhancer:
-        from commons.io import load_checkpoint
+    def load(cls, path: str | os.PathLike, device: str = "auto", released_layout: bool = False,
+             **config) -> Enhancer:
+        """Load weights into an :class:`Enhancer`.
 
-        state, config = load_checkpoint(directory)
-        if config.get("model") not in list_models():
-            raise ValueError(f"{directory} does not name a registered model (config model={config.get('model')!r})")
-        enh = cls(config["model"], device="cpu", **config.get("model_config", {}))
-        enh.model.load_state_dict(state, strict=True)
+        ``path`` may be: a folder written by :meth:`save` / ``fit`` (``model.safetensors`` + ``config.json``); a
+        ``.safetensors`` file with its model card beside it (same stem, ``.json``: ``{"model": ..., "model_config":
+        ...}``, the format of the shipped weights, :mod:`walmafa.pretrained`); or, with ``released_layout=True``, an
+        official WalMaFa checkpoint (``.pth``: read with ``torch.load(weights_only=True)``) converted by
+        :func:`walmafa.models.checkpoint_filter_fn` (``config`` overrides the fields it cannot infer)."""
         from commons.device import resolve_device
 
+        path = Path(path)
+        if released_layout:
+            from .models import load_released_checkpoint
+
+            enh = cls(load_released_checkpoint(path, **config), device="cpu")
+        elif path.is_dir():
+            from commons.io import load_checkpoint
+
+            state, card = load_checkpoint(path)
+            enh = cls._from_card(state, card, str(path))
+        elif path.is_file() and path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            card_path = path.with_suffix(".json")
+            if not card_path.is_file():
+                raise ValueError(f"{str(path)!r} needs its model card {card_path.name!r} beside it")
+            enh = cls._from_card(load_file(str(path)), json.loads(card_path.read_text()), str(path))
+        elif path.is_file() and path.suffix in (".pth", ".pt"):
+            raise ValueError(f"{str(path)!r} is a PyTorch checkpoint: pass released_layout=True (CLI: "
+                             f"--released-layout) for official WalMaFa weights")
+        else:
+            raise ValueError(f"weights must be a checkpoint folder, a .safetensors file with its .json card, or a "
+                             f"released .pth with released_layout=True; got {str(path)!r}")
         enh.device = resolve_device(device)
         enh.model.to(enh.device)
         return enh
 
+    @classmethod
+    def _from_card(cls, state: dict, card: dict, where: str) -> Enhancer:
+        if not isinstance(card, dict) or card.get("model") not in list_models():
+            got = card.get("model") if isinstance(card, dict) else card
+            raise ValueError(f"{where} does not name a registered model (model={got!r}; expected one of "
+                             f"{list_models()})")
+        enh = cls(card["model"], device="cpu", **card.get("model_config", {}))
+        enh.model.load_state_dict(state, strict=True)
+        return enh
+
+    @classmethod
+    def pretrained(cls, device: str = "auto") -> Enhancer:
+        """The shipped WalMaFa weights (:func:`walmafa.pretrained.default_weights`)."""
+        from .pretrained import default_weights
+
+        return cls.load(default_weights(), device=device)
