@@ -6,6 +6,11 @@
   (diffusers ``UNet2DModel``).
 * ``digits-classifier``: 2-D CNN evaluator for 16×16 digits — :class:`DigitClassifier`.
 * ``moving-digits-classifier``: 3-D CNN evaluator for the videos — :class:`VideoClassifier`.
+* ``moving-digits-dit-l``: the larger video DiT of issue 20 — 16 frames × 32×32 (digits of 16 px), patch 2, so
+  256 spatial tokens per frame and 4,096 per video, width 192 (6 heads × 32), 4 Latte layer pairs. At this size
+  spatial attention spans a whole frame and the temporal blocks 16 frames, so attention is sparse enough for
+  token-level methods (S²Q-VDiT's selection, Q-VDiT's TMD) to have something to select.
+* ``moving-digits-classifier-l``: its 3-D CNN evaluator (16 frames × 32×32).
 
 ``load(name)`` returns the trained module (eval mode, float32) from the safetensors shipped in ``zoo/weights/``;
 ``build(name)`` returns an untrained one with the same config. Weights were produced by ``tools/vqcore_train_zoo.py``.
@@ -34,7 +39,7 @@ from .sampling import ddpm_loss, initial_noise, make_sampler, make_train_schedul
 __all__ = [
     "load", "build", "save", "list_models", "weights_path", "MovingDigitsDiT", "VideoDiTConfig", "DigitsUNet",
     "DigitsUNetConfig", "DigitClassifier", "VideoClassifier", "ClassifierConfig", "sample", "ddpm_loss",
-    "make_sampler", "make_train_scheduler", "initial_noise",
+    "make_sampler", "make_train_scheduler", "initial_noise", "VIDEO_DATA",
 ]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -44,6 +49,16 @@ _REGISTRY: dict[str, tuple[type[nn.Module], type, dict]] = {
     "digits-unet": (DigitsUNet, DigitsUNetConfig, {}),
     "digits-classifier": (DigitClassifier, ClassifierConfig, {"video": False}),
     "moving-digits-classifier": (VideoClassifier, ClassifierConfig, {"video": True}),
+    "moving-digits-dit-l": (MovingDigitsDiT, VideoDiTConfig,
+                            {"num_frames": 16, "size": 32, "patch_size": 2, "num_heads": 6, "head_dim": 32,
+                             "num_layers": 4}),
+    "moving-digits-classifier-l": (VideoClassifier, ClassifierConfig, {"video": True, "size": 32, "num_frames": 16}),
+}
+
+#: geometry of the moving-digit videos each video entry is trained and evaluated on (make_moving_digits kwargs)
+VIDEO_DATA = {
+    "moving-digits-dit": {"num_frames": 8, "size": 16, "digit_size": 8},
+    "moving-digits-dit-l": {"num_frames": 16, "size": 32, "digit_size": 16},
 }
 
 
