@@ -169,6 +169,40 @@ def test_loaded_model_saves_again(tmp_path, registered):
         assert torch.equal(_out(type(conv).from_pretrained(tmp_path / sub), x), ref), sub
 
 
+def test_per_step_activation_tables_get_their_selector_back(tmp_path, registered):
+    from vqcore.methods.baselines import init_weight_quantizers
+    from vqcore.methods.timerange import attach_step_tables
+    from vqcore.quant import QuantSpec, preset
+    from vqcore.quant.modules import QuantModule
+
+    torch.manual_seed(0)
+    model, x = _pixart()
+    ts, gains = [999.0, 500.0, 1.0], [4.0, 1.0, 0.25]  # step k sees inputs of another magnitude
+    vqcore.prepare(model, preset("dit", 8, 8, act=QuantSpec(granularity="per_tensor", timesteps=3)))
+    layers = [m for m in model.modules() if isinstance(m, QuantModule)]
+    inputs = [{**x, "hidden_states": x["hidden_states"] * g, "timestep": torch.tensor([t, t])}
+              for t, g in zip(ts, gains)]  # fmt: skip
+    with torch.no_grad():
+        for i, xi in enumerate(inputs):
+            hooks = [m.register_forward_pre_hook(lambda mod, a, i=i: mod.input_quantizer.calibrate(a[0], timestep=i))
+                     for m in layers]  # fmt: skip
+            model(**xi)
+            for h in hooks:
+                h.remove()
+    init_weight_quantizers(model)
+    attach_step_tables(model, ts)
+    conv = vqcore.convert(model)
+    vqcore.save_converted(conv, tmp_path, format="diffusers")
+    assert json.loads((tmp_path / "config.json").read_text())["quantization_config"]["step_tables"]["timesteps"] == ts
+    loaded = type(conv).from_pretrained(tmp_path)
+    assert loaded.vq_step_tables.timesteps == ts
+    lin = loaded.transformer_blocks[0].attn1.to_q
+    assert lin.spec.timesteps == 3 and len(set(lin.act_scale.tolist())) == 3  # three different rows
+    for k, xi in enumerate(inputs):
+        assert torch.equal(_out(loaded, xi), _out(conv, xi))
+        assert lin._t == k  # the selector picked the row of this timestep
+
+
 # ---- errors ---------------------------------------------------------------------------------------------------------
 def test_save_refuses_what_from_pretrained_cannot_rebuild(tmp_path):
     model, _ = _cogvideox()
