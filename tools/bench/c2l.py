@@ -1,25 +1,36 @@
 #!/usr/bin/env python3
-"""C2L benchmark in miniature: IV identification accuracy and policy quality across confounding strengths.
+"""C2L benchmark with power: stage-1 identification rates per setting and stage-2 policies, mean ± 95 % CI over seeds.
 
-For each environment, confounding strength σ (k-step additive confounder, k = --k) and seed:
-  1. generate confounded expert demonstrations (train), a clean and a noisy labelled test set;
-  2. Stage 1: ``identify_iv`` → lag; accuracy = identified lag gives a valid IV (lag ≥ k−1, the paper's metric) and
-     the stricter "exact" rate (lag == k−1);
-  3. Stage 2: BC, DoubIL and ResiduIL (Swamy et al., fixed lag 1), C2L (simulator, identified lag) and C2L* (offline,
-     identified lag); action MSE vs the clean expert on clean/noisy test states; return in the clean and noisy env.
-Writes results.json, results.md and plots (stage 2 vs σ; stage-1 rejection rate per candidate lag) under --out.
-``--quick`` is the CPU-minutes setting; ``--identify-only`` runs stage 1 alone; ``--kind multiplicative`` uses the
-official code's windowed multiplicative confounder instead of the k-step additive one.
+Part ``identify`` (stage 1; ``--quick`` runs it on CPU in minutes). For every setting — confounding kind (additive
+k-step / the official multiplicative window), k ∈ {1, 3, 5, 7}, noise σ, and the unconfounded control (σ = 0, k = 1)
+— and every seed: generate ≥ 20 expert trajectories, run the official lag search (``identify_iv``) under each HSIC
+null (``spectral`` = official, ``shift`` = calibrated on autocorrelated rows), and measure per seed
+
+* false-rejection rate of valid lags (candidates j ≥ max(k−1, 1) with p < α = 10/n),
+* rejection rate of invalid lags (j < k−1; none exist for k ≤ 2),
+* exact-lag rate (per-trajectory lag == max(k−1, 1)),
+* the paper's accuracy (per-trajectory lag ≥ k−1) beside its chance level: the share of the official random
+  fallback ``randint(1, max_lag+1)`` that is ≥ k−1 (1 for k ≤ 2, where no invalid lag exists);
+
+then reports mean ± 95 % t-interval over seeds, and the targets of issue 23 (calibrated null, k = 3: valid-lag false
+rejection ≤ 10 %, invalid-lag rejection ≥ 80 %) with the measured values.
+
+Part ``policy`` (stage 2; minutes to hours, needs box2d / mujoco and an expert): BC, DoubIL, ResiduIL (lag 1), GAIL
+(``imitation``, skipped with a note if not installed), C2L (simulator) and C2L* (offline) at the identified lag, on
+each ``--envs`` task; ≥ 5 seeds, return in the clean env over ``--episodes`` (≥ 20) and action MSE vs the clean
+expert on confounded test states, mean ± 95 % CI. Learners use their official optimiser settings unless ``--lr``
+sets one step size for every IV learner (they then all start from BC: ``init="bc"``), as short CPU runs need.
+
+Results: ``results/c2l/<bench>.json`` through ``commons.results.write_results`` (bench ``c2l_identify`` or
+``c2l_policy``; ``--results-name`` overrides) and, under ``--out``, a markdown copy and a per-lag rejection plot.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
-from datetime import datetime, timezone
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +44,6 @@ for sub in ("packages/commons/src", "packages/c2l/src"):
         sys.path.insert(0, str(REPO / sub))
 
 from c2l import (  # noqa: E402
-    BC,
     ConfoundingConfig,
     action_error,
     create_learner,
@@ -41,140 +51,135 @@ from c2l import (  # noqa: E402
     generate_dataset,
     identification_accuracy,
     identify_iv,
+    make_expert,
 )
-from commons.io import save_json  # noqa: E402
 from commons.reporting import markdown_table  # noqa: E402
+from commons.results import write_results  # noqa: E402
 
-METHODS = ["bc", "doubil", "residuil", "c2l", "c2l_star", "c2l_oracle", "c2l_star_oracle"]
-LABELS = {"bc": "BC", "doubil": "DoubIL (lag 1)", "residuil": "ResiduIL (lag 1)", "c2l": "C2L (sim, identified lag)",
-          "c2l_star": "C2L* (offline, identified lag)", "c2l_oracle": "C2L (sim, true lag k−1)",
-          "c2l_star_oracle": "C2L* (offline, true lag k−1)"}
-
-
-def confounding(args, sigma: float) -> ConfoundingConfig:
-    """k-step additive noise (default) or the official code's multiplicative windowed model (window of
-    ``--window`` steps starting in [0, 100), scale 0.1)."""
-    if args.kind == "multiplicative":
-        return ConfoundingConfig(k=args.k, sigma=sigma, kind="multiplicative", window=args.window,
-                                 window_start_max=100)
-    return ConfoundingConfig(k=args.k, sigma=sigma)
+POLICY_METHODS = ["bc", "doubil", "residuil", "gail", "c2l", "c2l_star"]
+LABELS = {"bc": "BC", "doubil": "DoubIL (lag 1)", "residuil": "ResiduIL (lag 1)", "gail": "GAIL (imitation)",
+          "c2l": "C2L (sim, identified lag)", "c2l_star": "C2L* (offline, identified lag)"}
 
 
-def reject_rate_per_lag(ident, n_traj: int, max_lag: int) -> list[float]:
-    """Fraction of tested trajectories whose lag-j candidate was rejected (p < α = 10/n of that very test)."""
-    rej = np.full((n_traj, max_lag), np.nan)
-    for t in ident.tests:
-        rej[t.trajectory, t.lag - 1] = 0.0 if t.valid else 1.0
-    return np.nanmean(rej, 0).tolist() if ident.tests else []
+# ---------------------------------------------------------------------------------------------- statistics
+def mean_ci(values) -> tuple[float, float]:
+    """Mean and half-width of the 95 % t-interval over seeds (NaN-free values; half-width 0 for one value)."""
+    from scipy import stats
+
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if v.size == 0:
+        return float("nan"), float("nan")
+    if v.size == 1:
+        return float(v[0]), 0.0
+    return float(v.mean()), float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
 
 
-def run_cell(env: str, sigma: float, seed: int, args) -> dict:
-    cc = confounding(args, sigma)
-    ms = args.max_steps
+def fmt(values, digits: int = 2) -> str:
+    m, h = mean_ci(values)
+    return "n/a" if not np.isfinite(m) else f"{m:.{digits}f} ± {h:.{digits}f}"
+
+
+def chance_accuracy(k: int, max_lag: int) -> float:
+    """P(lag ≥ k−1) for the official fallback lag ~ U{1, …, max_lag+1}."""
+    if k <= 2:
+        return 1.0
+    return max(max_lag + 1 - (k - 1) + 1, 0) / (max_lag + 1)
+
+
+# ---------------------------------------------------------------------------------------------- stage 1
+def settings_grid(args) -> list[dict]:
+    grid = [{"kind": "additive", "k": 1, "sigma": 0.0, "control": True}]
+    for kind, sigma in (("additive", args.sigma_add), ("multiplicative", args.sigma_mult)):
+        for k in args.ks:
+            grid.append({"kind": kind, "k": k, "sigma": sigma, "control": False})
+    return grid
+
+
+def identify_cell(job: tuple) -> dict:
+    env, setting, seed, args = job
     t0 = time.perf_counter()
-    ex = args.expert
-    train = generate_dataset(env, args.n_traj, cc, seed=seed, max_steps=ms, expert=ex)
-    ident = identify_iv(train, max_lag=args.max_lag, num_nullsims=args.nullsims, seed=seed,
-                        kernel_width=args.kernel_width, null=args.null)
-    hop = ident.lag
-    row: dict = {"env": env, "sigma": sigma, "seed": seed, "lag": hop,
-                 "id_acc": identification_accuracy(ident.per_trajectory_lags, args.k),
-                 "id_exact": float(np.mean([j == cc.valid_lag for j in ident.per_trajectory_lags])),
-                 "fallback": ident.used_random_fallback,
-                 "switched": float(np.mean(ident.switched)),
-                 "reject_rate_per_lag": reject_rate_per_lag(ident, len(train), args.max_lag),
-                 "train_return": float(np.mean([t.ret for t in train])), "steps": train.num_steps,
-                 "mean_length": float(np.mean([len(t) for t in train]))}
-    if args.identify_only:
-        row["seconds"] = time.perf_counter() - t0
-        return row
-    test_clean = generate_dataset(env, args.n_test, None, seed=10_000 + seed, max_steps=ms, expert=ex)
-    test_noisy = generate_dataset(env, args.n_test, cc, seed=20_000 + seed, max_steps=ms, expert=ex)
-    common = {"steps": args.steps, "hidden": args.hidden, "seed": seed}
-    bc = BC(lr=1e-3, **common).fit(train)
-    learners = {"bc": bc}
-    iv_kw = {**common, "lr": args.lr, "init": "bc"}
-    for name in METHODS[1:]:
-        kw = dict(iv_kw)
-        base = name.replace("_oracle", "")
-        if base in ("c2l", "c2l_star"):
-            kw["hop"] = cc.valid_lag if name.endswith("_oracle") else hop
-        learner = create_learner(base, **kw)
-        if base in ("c2l", "doubil"):
-            learner.fit(train, env, pi_bc=bc)
-        else:
-            learner.fit(train, pi_bc=bc)
-        learners[name] = learner
-    for name, learner in learners.items():
-        fn = learner.policy.act
-        row[f"{name}/mse_clean"] = action_error(learner, test_clean, "mse")
-        row[f"{name}/mse_noisy"] = action_error(learner, test_noisy, "mse")
-        row[f"{name}/J_clean"] = evaluate_return(fn, env, n_episodes=args.episodes, seed=30_000 + seed,
-                                                 max_steps=ms)["mean"]
-        row[f"{name}/J_noisy"] = evaluate_return(fn, env, n_episodes=args.episodes, confounding=cc,
-                                                 seed=40_000 + seed, max_steps=ms)["mean"]
-    row["expert/J_clean"] = float(np.mean([t.ret for t in test_clean]))
-    row["expert/J_noisy"] = float(np.mean([t.ret for t in test_noisy]))
-    row["seconds"] = time.perf_counter() - t0
-    return row
+    k, sigma = setting["k"], setting["sigma"]
+    cc = None if sigma == 0 else ConfoundingConfig(k=k, sigma=sigma, kind=setting["kind"])
+    data = generate_dataset(env, args.n_traj, cc, seed=seed, max_steps=args.max_steps, expert=args.expert)
+    valid_from = max(k - 1, 1)
+    out = {"env": env, **setting, "seed": seed, "mean_length": float(np.mean([len(t) for t in data]))}
+    for null in args.nulls:
+        res = identify_iv(data, max_lag=args.max_lag, num_nullsims=args.nullsims, seed=seed, null=null)
+        rej = np.full((len(data), args.max_lag), np.nan)
+        for t in res.tests:
+            rej[t.trajectory, t.lag - 1] = 0.0 if t.valid else 1.0
+        valid = rej[:, valid_from - 1:]
+        invalid = rej[:, :valid_from - 1] if valid_from > 1 and k > 2 else np.empty((0, 0))
+        lags = res.per_trajectory_lags
+        out[null] = {
+            "false_rejection": float(np.nanmean(valid)),
+            "invalid_rejection": float(np.nanmean(invalid)) if invalid.size else None,
+            "exact": float(np.mean([j == valid_from for j in lags])),
+            "accuracy": identification_accuracy(lags, k),
+            "lag": res.lag, "fallback": res.used_random_fallback, "switched": float(np.mean(res.switched)),
+            "reject_per_lag": np.nanmean(rej, 0).tolist(),
+        }
+    out["seconds"] = time.perf_counter() - t0
+    return out
 
 
-def summarize(rows: list[dict], envs, sigmas, k: int) -> tuple[list[dict], list[dict]]:
-    ident_rows, method_rows = [], []
-    for env in envs:
-        for sigma in sigmas:
-            cell = [r for r in rows if r["env"] == env and r["sigma"] == sigma]
-            if not cell:
-                continue
-            lags = [r["lag"] for r in cell]
-            rr = np.array([r["reject_rate_per_lag"] for r in cell])
-            ident_rows.append({"env": env, "σ": sigma, "seeds": len(cell), "identified lags": str(lags),
-                               "accuracy (lag≥k−1)": _ms([r["id_acc"] for r in cell]),
-                               "exact (lag=k−1)": _ms([r["id_exact"] for r in cell]),
-                               "switched": _ms([r.get("switched", float("nan")) for r in cell], 2),
-                               "reject rate lag 1": f"{rr[:, 0].mean():.2f}",
-                               "reject rate lags ≥k−1": f"{rr[:, max(k - 2, 0):].mean():.2f}" if rr.size else ""})
-            if "bc/mse_clean" not in cell[0]:  # --identify-only
-                continue
-            for m in METHODS:
-                method_rows.append({"env": env, "σ": sigma, "method": LABELS[m],
-                                    "action MSE (clean states)": _ms([r[f"{m}/mse_clean"] for r in cell]),
-                                    "action MSE (noisy states)": _ms([r[f"{m}/mse_noisy"] for r in cell]),
-                                    "J clean env": _ms([r[f"{m}/J_clean"] for r in cell], 1),
-                                    "J noisy env": _ms([r[f"{m}/J_noisy"] for r in cell], 1)})
-            method_rows.append({"env": env, "σ": sigma, "method": "expert (reference)",
-                                "action MSE (clean states)": "0", "action MSE (noisy states)": "0",
-                                "J clean env": _ms([r["expert/J_clean"] for r in cell], 1),
-                                "J noisy env": _ms([r["expert/J_noisy"] for r in cell], 1)})
-    return ident_rows, method_rows
+def summarize_identify(cells: list[dict], args) -> tuple[list[dict], list[dict]]:
+    rows, targets = [], []
+    keys = list(dict.fromkeys((c["env"], c["kind"], c["k"], c["sigma"]) for c in cells))
+    for env, kind, k, sigma in keys:
+        cell = [c for c in cells if (c["env"], c["kind"], c["k"], c["sigma"]) == (env, kind, k, sigma)]
+        for null in args.nulls:
+            per = [c[null] for c in cell]
+            inv = [p["invalid_rejection"] for p in per]
+            rows.append({
+                "table": "identify", "env": env, "confounding": "none (control)" if sigma == 0 else kind, "k": k,
+                "sigma": sigma, "null": null, "seeds": len(cell),
+                "valid-lag false rejection": fmt([p["false_rejection"] for p in per]),
+                "invalid-lag rejection": "—" if all(v is None for v in inv) else fmt(inv),
+                "exact lag": fmt([p["exact"] for p in per]),
+                "accuracy (paper)": fmt([p["accuracy"] for p in per]),
+                "chance accuracy": round(chance_accuracy(k, args.max_lag), 3),
+                "identified lags": " ".join(str(p["lag"]) for p in per),
+            })
+            if k == 3 and kind == "additive" and sigma > 0:
+                fr = mean_ci([p["false_rejection"] for p in per])
+                ir = mean_ci(inv)
+                targets += [
+                    {"table": "targets", "env": env, "null": null, "target": "valid-lag false rejection ≤ 0.10",
+                     "measured": fmt([p["false_rejection"] for p in per]), "met": "yes" if fr[0] <= 0.10 else "no"},
+                    {"table": "targets", "env": env, "null": null, "target": "invalid-lag rejection ≥ 0.80",
+                     "measured": fmt(inv), "met": "yes" if ir[0] >= 0.80 else "no"},
+                ]
+    return rows, targets
 
 
-def _ms(values, digits: int = 3) -> str:
-    v = np.asarray(values, dtype=float)
-    return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}"
-
-
-def plot_rejections(rows, envs, sigmas, k: int, out: Path) -> Path:
-    """Stage 1: rejection rate of the pseudo-variable HSIC test per candidate lag, one line per σ."""
+def plot_rejections(cells: list[dict], args, out: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(envs), figsize=(5.5 * len(envs), 3.8), squeeze=False)
-    for col, env in enumerate(envs):
-        ax = axes[0, col]
-        for s in sigmas:
-            rr = np.array([r["reject_rate_per_lag"] for r in rows if r["env"] == env and r["sigma"] == s])
-            if rr.size:
-                ax.plot(np.arange(1, rr.shape[1] + 1), rr.mean(0), marker="o", label=f"σ = {s:g}")
-        ax.axvspan(0.5, max(k - 1, 1) - 0.5, color="red", alpha=0.12, label="invalid lags (< k−1)")
-        ax.set_xlabel("candidate lag j (instrument s_{t−j})")
-        ax.set_ylabel("rejection rate at α = 10/n")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(env)
-        ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
+    kinds = ["additive", "multiplicative"]
+    fig, axes = plt.subplots(len(args.nulls), len(kinds), figsize=(11, 3.6 * len(args.nulls)), squeeze=False)
+    for r, null in enumerate(args.nulls):
+        for c, kind in enumerate(kinds):
+            ax = axes[r, c]
+            for k in args.ks:
+                cell = [x for x in cells if x["kind"] == kind and x["k"] == k and x["sigma"] > 0]
+                if cell:
+                    rr = np.nanmean([x[null]["reject_per_lag"] for x in cell], 0)
+                    ax.plot(np.arange(1, len(rr) + 1), rr, marker="o", label=f"k = {k} (valid ≥ {max(k - 1, 1)})")
+            ctrl = [x for x in cells if x["sigma"] == 0]
+            if ctrl and kind == "additive":
+                rr = np.nanmean([x[null]["reject_per_lag"] for x in ctrl], 0)
+                ax.plot(np.arange(1, len(rr) + 1), rr, "k--", label="no confounding (all valid)")
+            ax.axhline(0.0, color="grey", lw=0.5)
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_xlabel("candidate lag j")
+            ax.set_ylabel("rejection rate (α = 10/n)")
+            ax.set_title(f"{kind}, {null} null")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
     fig.tight_layout()
     path = out / "c2l_identification.png"
     fig.savefig(path, dpi=110)
@@ -182,122 +187,143 @@ def plot_rejections(rows, envs, sigmas, k: int, out: Path) -> Path:
     return path
 
 
-def plot(rows, envs, sigmas, out: Path) -> list[Path]:
-    import matplotlib
+# ---------------------------------------------------------------------------------------------- stage 2
+def policy_cell(job: tuple) -> dict:
+    env, seed, args = job
+    t0 = time.perf_counter()
+    cc = ConfoundingConfig(k=args.k, sigma=args.sigma, kind=args.kind)
+    ms, ex = args.max_steps, args.expert
+    train = generate_dataset(env, args.n_traj, cc, seed=seed, max_steps=ms, expert=ex)
+    test = generate_dataset(env, args.n_test, cc, seed=10_000 + seed, max_steps=ms, expert=ex)
+    ident = identify_iv(train, max_lag=args.max_lag, num_nullsims=args.nullsims, seed=seed, null=args.null)
+    expert = make_expert(env, ex)
+    row: dict = {"env": env, "seed": seed, "lag": ident.lag,
+                 "expert/J": evaluate_return(expert, env, n_episodes=args.episodes, seed=30_000 + seed,
+                                             max_steps=ms)["mean"]}
+    common = {"seed": seed}
+    if args.steps:
+        common["steps"] = args.steps
+    iv_kw = dict(common, **({"lr": args.lr, "init": "bc"} if args.lr else {}))
+    bc = create_learner("bc", **common).fit(train)
+    for name in args.methods:
+        t1 = time.perf_counter()
+        if name == "bc":
+            learner = bc
+        elif name == "gail":
+            try:
+                import imitation  # noqa: F401
+            except ImportError:
+                row["gail/skipped"] = "imitation not installed"
+                continue
+            learner = create_learner("gail", total_timesteps=args.gail_timesteps, seed=seed, max_steps=ms)
+            learner.fit(train, env)
+        else:
+            kw = dict(iv_kw)
+            if name in ("c2l", "c2l_star"):
+                kw["hop"] = ident.lag
+            learner = create_learner(name, **kw)
+            learner.fit(train, env, pi_bc=bc) if name in ("c2l", "doubil") else learner.fit(train, pi_bc=bc)
+        act = learner.policy.act
+        row[f"{name}/J"] = evaluate_return(act, env, n_episodes=args.episodes, seed=30_000 + seed, max_steps=ms)["mean"]
+        row[f"{name}/mse"] = action_error(learner, test, "mse")
+        row[f"{name}/seconds"] = time.perf_counter() - t1
+    row["seconds"] = time.perf_counter() - t0
+    return row
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    paths = []
-    fig, axes = plt.subplots(2, len(envs), figsize=(5.5 * len(envs), 7), squeeze=False)
-    for col, env in enumerate(envs):
-        for row_i, (key, ylabel) in enumerate((("mse_noisy", "action MSE vs expert (noisy test states)"),
-                                              ("J_clean", "return, clean env"))):
-            ax = axes[row_i, col]
-            for m in METHODS:
-                xs, ys, es = [], [], []
-                for s in sigmas:
-                    vals = [r[f"{m}/{key}"] for r in rows if r["env"] == env and r["sigma"] == s]
-                    if vals:
-                        xs.append(s)
-                        ys.append(np.mean(vals))
-                        es.append(np.std(vals))
-                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=LABELS[m])
-            if key == "J_clean":
-                ex = [np.mean([r["expert/J_clean"] for r in rows if r["env"] == env and r["sigma"] == s])
-                      for s in sigmas if any(r["env"] == env and r["sigma"] == s for r in rows)]
-                ax.plot(sigmas[:len(ex)], ex, "k--", label="expert")
-            ax.set_xlabel("confounding strength σ")
-            ax.set_ylabel(ylabel)
-            ax.set_title(env)
-            ax.grid(alpha=0.3)
-            if key == "mse_noisy":
-                ax.set_yscale("log")
-            else:
-                ax.set_yscale("symlog", linthresh=100.0)  # diverged closed loops reach -1e7 on the linear system
-    axes[0, 0].legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "c2l_bench.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    paths.append(path)
-    return paths
+def summarize_policy(cells: list[dict], args) -> list[dict]:
+    rows = []
+    for env in args.envs:
+        cell = [c for c in cells if c["env"] == env]
+        for m in args.methods:
+            if all(f"{m}/J" not in c for c in cell):
+                continue
+            rows.append({"table": "policy", "env": env, "method": LABELS[m], "seeds": len(cell),
+                         "return (clean env)": fmt([c.get(f"{m}/J") for c in cell], 1),
+                         "action MSE (confounded states)": fmt([c.get(f"{m}/mse") for c in cell], 3)})
+        rows.append({"table": "policy", "env": env, "method": "expert (reference)", "seeds": len(cell),
+                     "return (clean env)": fmt([c["expert/J"] for c in cell], 1),
+                     "action MSE (confounded states)": "0"})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- driver
+def _run(fn, jobs: list, workers: int) -> list:
+    from tqdm.auto import tqdm
+
+    if workers <= 1:
+        return [fn(j) for j in tqdm(jobs, desc="c2l bench")]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(tqdm(pool.map(fn, jobs), total=len(jobs), desc="c2l bench"))
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="CPU-minutes setting")
+    p.add_argument("--part", choices=["identify", "policy"], default="identify")
+    p.add_argument("--quick", action="store_true", help="CPU-minutes setting (stage 1 on LunarLander)")
     p.add_argument("--envs", nargs="*", default=None)
-    p.add_argument("--sigmas", type=float, nargs="*", default=None)
-    p.add_argument("--seeds", type=int, default=None)
-    p.add_argument("--k", type=int, default=3)
-    p.add_argument("--n-traj", type=int, default=None)
-    p.add_argument("--n-test", type=int, default=10)
-    p.add_argument("--steps", type=int, default=None, help="gradient steps per learner")
-    p.add_argument("--hidden", type=int, default=None)
-    p.add_argument("--lr", type=float, default=1e-3, help="IV learners (warm-started from BC)")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--n-traj", type=int, default=20)
     p.add_argument("--max-lag", type=int, default=None)
     p.add_argument("--nullsims", type=int, default=None)
-    p.add_argument("--kernel-width", default="1.0", help="HSIC kernel width (official 1.0) or 'median'")
-    p.add_argument("--null", choices=["spectral", "shift"], default="spectral", help="HSIC null (official: spectral)")
-    p.add_argument("--episodes", type=int, default=None)
-    p.add_argument("--max-steps", type=int, default=400)
-    p.add_argument("--expert", default=None, help="expert spec for every env (default: each env's default expert)")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--expert", default=None, help="expert spec for every env (default: each env's default)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "c2l")
-    p.add_argument("--kind", choices=["additive", "multiplicative"], default="additive",
-                   help="confounding model: k-step additive (default) or the official multiplicative window")
-    p.add_argument("--window", type=int, default=100, help="multiplicative: noisy window length (official 100)")
-    p.add_argument("--identify-only", action="store_true", help="stage 1 only (no policy learning)")
-    p.add_argument("--replot", action="store_true", help="only redraw the plot from an existing results.json")
+    p.add_argument("--results-name", default=None, help="results/c2l/<name>.json (default c2l_<part>)")
+    g1 = p.add_argument_group("identify")
+    g1.add_argument("--ks", type=int, nargs="*", default=[1, 3, 5, 7])
+    g1.add_argument("--sigma-add", type=float, default=1.0, help="additive noise σ")
+    g1.add_argument("--sigma-mult", type=float, default=5.0, help="multiplicative noise σ (official 5)")
+    g1.add_argument("--nulls", nargs="*", default=["spectral", "shift"], choices=["spectral", "shift"])
+    g2 = p.add_argument_group("policy")
+    g2.add_argument("--methods", nargs="*", default=POLICY_METHODS, choices=POLICY_METHODS)
+    g2.add_argument("--k", type=int, default=3)
+    g2.add_argument("--sigma", type=float, default=1.0)
+    g2.add_argument("--kind", choices=["additive", "multiplicative"], default="additive")
+    g2.add_argument("--null", choices=["spectral", "shift"], default="shift")
+    g2.add_argument("--n-test", type=int, default=10)
+    g2.add_argument("--steps", type=int, default=None, help="gradient steps per learner (default: official 5e4)")
+    g2.add_argument("--lr", type=float, default=None, help="one lr for every IV learner, warm-started from BC")
+    g2.add_argument("--episodes", type=int, default=20)
+    g2.add_argument("--gail-timesteps", type=int, default=200_000)
     args = p.parse_args(argv)
-    if args.replot:
-        saved = json.loads((args.out / "results.json").read_text(encoding="utf-8"))
-        a = saved["meta"]["args"]
-        plot_rejections(saved["rows"], a["envs"], a["sigmas"], a["k"], args.out)
-        if not a.get("identify_only"):
-            plot(saved["rows"], a["envs"], a["sigmas"], args.out)
-        return 0
-    q = args.quick
-    args.envs = args.envs or ["linear", "lunarlander"]
-    args.sigmas = args.sigmas or ([0.5, 1.0, 2.0] if q else [0.25, 0.5, 1.0, 2.0])
-    args.seeds = args.seeds or (2 if q else 5)
-    args.n_traj = args.n_traj or (20 if q else 50)
-    args.steps = args.steps or (1000 if q else 10_000)
-    args.hidden = args.hidden or (128 if q else 256)
-    args.max_lag = args.max_lag or (10 if q else 20)
-    args.nullsims = args.nullsims or (300 if q else 1000)
-    args.episodes = args.episodes or (5 if q else 20)
-    if args.kernel_width != "median":
-        args.kernel_width = float(args.kernel_width)
+    if args.seeds < 1 or args.n_traj < 1:
+        p.error("--seeds and --n-traj must be >= 1")
+    if args.quick and args.part != "identify":
+        p.error("--quick is the stage-1 CPU setting; run --part policy with explicit budgets")
+    args.envs = args.envs or ["lunarlander"]
+    args.max_lag = args.max_lag or (8 if args.quick else 20)
+    args.nullsims = args.nullsims or (200 if args.quick else 1000)
+    args.max_steps = args.max_steps or (300 if args.quick else None)
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = []
     t0 = time.perf_counter()
-    from tqdm.auto import tqdm
-
-    cells = [(e, s, seed) for e in args.envs for s in args.sigmas for seed in range(args.seeds)]
-    for env, sigma, seed in tqdm(cells, desc="c2l bench"):
-        rows.append(run_cell(env, sigma, seed, args))
-    ident_rows, method_rows = summarize(rows, args.envs, args.sigmas, args.k)
-    images = [plot_rejections(rows, args.envs, args.sigmas, args.k, args.out)]
-    if not args.identify_only:
-        images = plot(rows, args.envs, args.sigmas, args.out) + images
-    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": platform.platform(),
-            "processor": platform.processor() or platform.machine(), "python": platform.python_version(),
-            "seconds": time.perf_counter() - t0, "args": {k: (str(v) if isinstance(v, Path) else v)
-                                                           for k, v in vars(args).items()}}
-    save_json(args.out / "results.json", {"meta": meta, "rows": rows, "identification": ident_rows,
-                                          "methods": method_rows})
-    md = [f"# C2L benchmark ({'quick' if q else 'full'})", "",
-          f"{meta['date']} · {meta['machine']} · CPU · {meta['seconds']:.0f} s · k = {args.k} "
-          f"(valid lags ≥ {max(args.k - 1, 1)}) · {args.n_traj} train trajectories · "
-          + ("stage 1 only" if args.identify_only else f"{args.steps} steps/learner · hidden {args.hidden}")
-          + f" · seeds {args.seeds} · HSIC width {args.kernel_width}, null {args.null} · "
-          f"{args.kind} confounding · max lag {args.max_lag} · {args.nullsims} null simulations",
-          "", "## Stage 1: IV identification", "", markdown_table(ident_rows), ""]
-    if method_rows:
-        md += ["## Stage 2: policies (mean ± std over seeds)", "", markdown_table(method_rows), ""]
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    settings["command"] = "python tools/bench/c2l.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.part == "identify":
+        jobs = [(env, s, seed, args) for env in args.envs for s in settings_grid(args) for seed in range(args.seeds)]
+        cells = _run(identify_cell, jobs, args.jobs)
+        rows, targets = summarize_identify(cells, args)
+        images = [plot_rejections(cells, args, args.out)]
+        all_rows = rows + targets
+        md = ["## Stage 1: identification power (mean ± 95 % CI over seeds)", "",
+              markdown_table([{k: v for k, v in r.items() if k != "table"} for r in rows]), "",
+              "## Targets (k = 3, additive)", "", markdown_table([{k: v for k, v in r.items() if k != "table"}
+                                                                   for r in targets]), ""]
+    else:
+        jobs = [(env, seed, args) for env in args.envs for seed in range(args.seeds)]
+        cells = _run(policy_cell, jobs, args.jobs)
+        all_rows = summarize_policy(cells, args)
+        images = []
+        md = ["## Stage 2: policies (mean ± 95 % CI over seeds)", "",
+              markdown_table([{k: v for k, v in r.items() if k != "table"} for r in all_rows]), ""]
+    settings["seconds"] = time.perf_counter() - t0
+    name = args.results_name or f"c2l_{args.part}"
+    path = write_results("c2l", name, all_rows, settings, extra={"cells": cells})
+    md = [f"# C2L benchmark, part {args.part} ({'quick' if args.quick else 'custom'}): "
+          f"{settings['seconds']:.0f} s, results {path.relative_to(REPO)}", ""] + md
     md += [f"![plot]({img.name})" for img in images] + [""]
-    (args.out / "results.md").write_text("\n".join(md), encoding="utf-8")
+    (args.out / f"results_{args.part}.md").write_text("\n".join(md), encoding="utf-8")
     print("\n".join(md))
     return 0
 
