@@ -60,6 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mixed-precision", choices=["no", "bf16"], default="no")
     p.add_argument("--eval-reserve-s", type=float, default=None,
                    help="seconds kept for evaluation and writing (default: estimated from the held-out frames)")
+    p.add_argument("--augment", choices=["none", "flip-scale", "all"], default="none",
+                   help="streamdsgn.augment.StereoAugment in the loader workers: flip with stereo swap + scaling/crop, "
+                        "'all' adds the stereo copy-paste database")
     p.add_argument("--data", default=None, help="folder for the rendered data (default: a temporary folder)")
     p.add_argument("--log-every", type=int, default=10)
     args = p.parse_args(argv)
@@ -102,7 +105,14 @@ def train_for(det, train_ds, seconds: float, args, curve: list, logf) -> dict:
                               weight_decay=tc.weight_decay)
     model, optim = backend.prepare(det.model, optim)
     sup = "token" if det.config.baseline else "next"
-    loader = make_loader(SupervisedSamples(train_ds, sup, seed=args.seed), batch_size=args.batch_size,
+    transform = None
+    if args.augment != "none":
+        from streamdsgn.augment import CopyPasteDatabase, StereoAugment
+
+        db = CopyPasteDatabase(train_ds) if args.augment == "all" else None
+        transform = StereoAugment(db, p_paste=0.5 if db is not None else 0.0)
+    view = SupervisedSamples(train_ds, sup, transform=transform, seed=args.seed)
+    loader = make_loader(view, batch_size=args.batch_size,
                          num_workers=args.workers, seed=args.seed, num_samples=10 ** 9,
                          pin_memory=det.device.type == "cuda")
     model.train()
@@ -274,7 +284,7 @@ def main(argv=None) -> int:
                      "optimizer": "AdamW (wd 0.01, betas (0.95..0.85, 0.99)), one-cycle over the time budget, "
                                   "grad clip 10", "peak_lr": args.lr, "mixed_precision": args.mixed_precision,
                      "seed": args.seed, "device": str(det.device), "gpu": gpu, "torch": torch.__version__,
-                     "augmentation": "none"},
+                     "augmentation": args.augment},
         "command": "python tools/streamdsgn_train.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "evaluation": {"metric": "KITTI AP R40 at moderate difficulty, percent (devkit rules, commons kitti_eval); "
                                  "3D IoU 0.7 Car / 0.5 Ped, Cyc; loose: 0.5 / 0.25",

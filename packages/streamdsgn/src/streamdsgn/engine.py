@@ -43,7 +43,7 @@ from .boxes import (
     make_anchors,
     project_boxes_to_image,
 )
-from .data import collate, filter_boxes_in_range, gt_frame
+from .data import SupervisedSamples, collate, filter_boxes_in_range, gt_frame
 from .losses import (
     LossWeights,
     box_regression_loss,
@@ -100,9 +100,12 @@ class TrainConfig:
     samples_per_epoch: int | None = None
     seed: int = 0
     log_every: int = 10
+    num_workers: int = 0  # DataLoader worker processes decoding, augmenting and collating samples
     losses: LossWeights = field(default_factory=LossWeights)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise ValueError(f"num_workers must be a non-negative int, got {self.num_workers!r}")
         for name in ("epochs", "batch_size", "log_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
@@ -245,10 +248,15 @@ class StreamDSGN:
 
     # ------------------------------------------------------------------------------------------------ training
     def fit(self, dataset, config: TrainConfig | None = None, run_dir: str | os.PathLike | None = None,
-            resume: bool = False, progress: bool = True, backend=None, stop_after: int | None = None) -> dict:
+            resume: bool = False, progress: bool = True, backend=None, stop_after: int | None = None,
+            transform=None) -> dict:
         """Train on a :class:`KittiTrackingStream`-like dataset (``ds[i]`` → sample). With ``run_dir`` a resumable
         state is saved after every epoch (``run_dir/state.pt``) and the final weights to ``run_dir/final``;
         ``resume=True`` continues from the last finished epoch; ``stop_after`` ends this call after that many epochs.
+        Samples are read (and augmented by ``transform``, e.g. :class:`streamdsgn.augment.StereoAugment`, called as
+        ``transform(sample, rng)`` with a generator seeded by seed, epoch and index) in ``config.num_workers``
+        DataLoader workers (:class:`streamdsgn.data.SupervisedSamples`); the sample order does not depend on the
+        number of workers.
         Returns the history (per-step losses, per-epoch means)."""
         from tqdm.auto import tqdm
 
@@ -301,18 +309,18 @@ class StreamDSGN:
             order = np.resize(order, steps_per_epoch * config.batch_size * backend.num_processes)
             order = order[backend.process_index::backend.num_processes]
             losses_epoch = []
+            view = SupervisedSamples(dataset, "token" if self.config.baseline else "next", transform, config.seed)
+            view.epoch = epoch
+            loader = torch.utils.data.DataLoader(view, batch_size=config.batch_size, sampler=[int(j) for j in order],
+                                                 num_workers=config.num_workers, collate_fn=collate)
+            batches = iter(loader)
             for s in range(steps_per_epoch):
-                idx = order[s * config.batch_size:(s + 1) * config.batch_size]
                 lr, beta1 = one_cycle(step, total, config.lr, config.div_factor, config.pct_start, config.moms)
                 for g in optim.param_groups:
                     g["lr"], g["betas"] = lr, (beta1, g["betas"][1])
                 step += 1
                 bar.update(1)
-                samples = [self._training_sample(dataset, int(j)) for j in idx]
-                samples = [x for x in samples if x is not None]
-                if not samples:
-                    raise ValueError("no training sample has its supervision frame (clips of one frame?)")
-                batch = collate(samples)
+                batch = next(batches)
                 parts = self._train_step(model, optim, backend, batch, config, weights)
                 losses_epoch.append(parts["total"])
                 if step % config.log_every == 0 or s == steps_per_epoch - 1:
@@ -334,17 +342,6 @@ class StreamDSGN:
         if own_backend:
             backend.close()
         return history
-
-    def _training_sample(self, dataset, j: int) -> dict | None:
-        """Sample ``j``, or — when it lacks the supervision frame (the last frame of a clip has no ``next``) — the
-        nearest earlier sample that has it (the released code resamples). Every process therefore makes the same
-        number of optimiser steps, which distributed training needs."""
-        sup = "token" if self.config.baseline else "next"
-        for k in range(j, max(-1, j - 4), -1):
-            s = dataset[k]
-            if s["frames"].get(sup) is not None:
-                return s
-        return None
 
     def _train_step(self, model, optim, backend, batch: dict, config: TrainConfig, weights: LossWeights) -> dict:
         dev = backend.device
