@@ -203,6 +203,21 @@ def test_per_step_activation_tables_get_their_selector_back(tmp_path, registered
         assert lin._t == k  # the selector picked the row of this timestep
 
 
+def test_int8_attention_is_installed_again(tmp_path, registered):
+    from vqcore.kernels import Int8SDPA
+
+    torch.manual_seed(0)
+    model, x = _cogvideox()
+    conv = vqcore.convert(vqcore.quantize(model, method="rtn", w_bits=4, a_bits=8), attention="int8")
+    vqcore.save_converted(conv, tmp_path, format="diffusers")
+    assert json.loads((tmp_path / "config.json").read_text())["quantization_config"]["attention"] == "int8"
+    loaded = type(conv).from_pretrained(tmp_path)
+    sdpa = [m for m in loaded.modules() if isinstance(m, Int8SDPA)]
+    assert len(sdpa) == len([m for m in conv.modules() if isinstance(m, Int8SDPA)]) == 2
+    assert torch.equal(_out(loaded, x), _out(conv, x))
+    assert all(m.calls > 0 and m.fallbacks == 0 for m in sdpa)  # the int8 kernel ran, not the float fallback
+
+
 # ---- errors ---------------------------------------------------------------------------------------------------------
 def test_save_refuses_what_from_pretrained_cannot_rebuild(tmp_path):
     model, _ = _cogvideox()
@@ -217,6 +232,14 @@ def test_save_refuses_what_from_pretrained_cannot_rebuild(tmp_path):
     vqcore.convert(q, skip=("transformer_blocks.0.ff.net.2",))  # one layer stays fake-quant
     with pytest.raises(ValueError, match="fake-quant"):
         vqcore.save_converted(q, tmp_path, format="diffusers")
+    from dataclasses import replace
+
+    from vqcore.quant import preset
+
+    model, _ = _cogvideox()
+    q = vqcore.quantize(model, method="rtn", w_bits=4, a_bits=8, config=replace(preset("dit", 4, 8), attention_bits=8))
+    with pytest.raises(ValueError, match="fake-quant attention"):
+        vqcore.save_converted(vqcore.convert(q), tmp_path, format="diffusers")
     assert not any(tmp_path.iterdir())  # nothing written
 
 

@@ -7,7 +7,9 @@ diffusers model converted by :func:`vqcore.convert` into an ordinary diffusers m
   "vqcore-int/2", "torch_dtype": ..., "specs": [...], "layers": {name: spec index}, "step_tables": ...}``: one
   :class:`~vqcore.convert.IntLinearSpec` per distinct integer layer shape (``specs``) and, for every layer
   :func:`vqcore.convert` replaced, the index of its spec (``layers``); ``step_tables`` is the step selector's schedule
-  when the model has per-step activation tables (as in ``vqcore.save_converted``'s ``int_layers.json``).
+  when the model has per-step activation tables, ``attention: "int8"`` when ``convert(..., attention="int8")``
+  routed the attention through :class:`vqcore.kernels.Int8SDPA` (as in ``vqcore.save_converted``'s
+  ``int_layers.json``).
 * ``diffusion_pytorch_model.safetensors`` — the state dict: packed int4 / int8 weight codes (``qweight``), fp32
   scales, weight sums, activation tables and the float tensors of every layer that was not converted.
 
@@ -178,6 +180,7 @@ class VQCoreConfig(QuantizationConfigMixin):
         specs: list[dict] | None = None,
         torch_dtype: str = "float32",
         step_tables: dict | None = None,
+        attention: str | None = None,
         format: str = FORMAT,
         vqcore_version: str | None = None,
         quant_method: str = QUANT_METHOD,
@@ -202,6 +205,8 @@ class VQCoreConfig(QuantizationConfigMixin):
                              f"{dict(list(bad.items())[:3])}")  # fmt: skip
         if step_tables is not None and not isinstance(step_tables.get("timesteps"), list):
             raise ValueError("quantization_config step_tables must be {'module': ..., 'timesteps': [...]}")
+        if attention not in (None, "int8"):
+            raise ValueError(f"quantization_config attention must be null or 'int8', got {attention!r}")
         if kwargs:
             logger.warning("vqcore quantization_config: ignoring unknown fields %s", sorted(kwargs))
         self.quant_method = VQCoreMethod.VQCORE
@@ -210,6 +215,7 @@ class VQCoreConfig(QuantizationConfigMixin):
         self.specs = specs
         self.layers = layers
         self.step_tables = step_tables
+        self.attention = attention
         self.vqcore_version = vqcore_version
 
     def layer_specs(self) -> dict[str, IntLinearSpec]:
@@ -310,6 +316,10 @@ class VQCoreQuantizer(DiffusersQuantizer):
             from ..methods.timerange import attach_step_tables
 
             attach_step_tables(model, tables["timesteps"])
+        if self.quantization_config.attention == "int8":
+            from .. import kernels
+
+            kernels.use_int8_attention(model)
         return model
 
     @property
@@ -408,6 +418,9 @@ def quantization_config(model: nn.Module) -> dict[str, Any]:
     sels = _step_selectors(model)
     cfg["step_tables"] = ({"module": sels[0][0], "timesteps": [float(t) for t in sels[0][1].timesteps]}
                           if sels else None)  # fmt: skip
+    from .. import kernels
+
+    cfg["attention"] = "int8" if any(isinstance(m, kernels.Int8SDPA) for m in model.modules()) else None
     return json.loads(json.dumps(cfg))  # tuples -> lists, exactly what config.json will hold
 
 
@@ -437,6 +450,16 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
     ints = _int_layers(model)
     if not ints:
         raise ValueError("model has no QLinearInt layers; call vqcore.convert(model) first")
+    from ..quant.attention import QuantSDPA
+    from ..quant.modules import QMatMul, QuantModule
+
+    fake = [n for n, m in model.named_modules() if isinstance(m, (QuantModule, QMatMul, QuantSDPA))]
+    if fake:
+        more = " ..." if len(fake) > 3 else ""
+        raise ValueError(f"{type(model).__name__} still has fake-quant modules ({fake[:3]}{more}): layers left "
+                         "fake-quant by convert(..., strict=False) and fake-quant attention have no "
+                         "diffusers form; convert them (attention: convert(..., attention='int8')) or save with "
+                         "format='vqcore'")  # fmt: skip
     _check_skeleton(model, ints)
     config = json.loads(model.to_json_string())
     for key in ("quantization_config", "_name_or_path", "_pre_quantization_dtype"):
