@@ -83,10 +83,13 @@ ACT_LR_RELATIVE = 5e-2  # default with act_lr="relative": lr = this × the table
 
 # -- OMQ ------------------------------------------------------------------------------------------------------------
 def layer_output(layer: QuantModule, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """The layer's op (linear / conv) on input ``x`` with weight ``w`` (bias included)."""
+    """The layer's op (linear / conv) on input ``x`` with weight ``w`` (bias included), in float32 whatever the
+    model's dtype (it scores candidate quantizers: a statistic)."""
+    x, w = x.float(), w.float()
+    bias = layer.bias.float() if layer.bias is not None else None
     if w.ndim == 2:
-        return F.linear(x, w, layer.bias)
-    return layer._conv(x, w, layer.bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+        return F.linear(x, w, bias)
+    return layer._conv(x, w, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
 
 
 def _weight_absmax_in(w: torch.Tensor) -> torch.Tensor:
@@ -319,8 +322,15 @@ class MPQDM(Method):
         trained_rows: dict[int, float] = {}
         trd_name = None
         if iters:
-            blocks = find_blocks(fp_model)
-            trd_name = trd_module or blocks[-1]
+            if trd and trd_module is None:
+                try:
+                    trd_name = find_blocks(fp_model)[-1]
+                except ValueError:
+                    raise ValueError(f"mpq-dm's TRD loss reads the features of the model's last block, and "
+                                     f"{type(fp_model).__name__} has no recognised block list: pass "
+                                     "trd_module='<module name>' or trd=False to vqcore.quantize") from None
+            else:
+                trd_name = trd_module
             losses = self._rollouts(qmodel, fp_model, items, main, lrs, iters, num_steps, batch_size, trd, trained_rows,
                                     trd_grad, trd_weight, trd_name, scheduler, seed, checkpoint, progress, act_lr,
                                     lazy_rows, checkpoint_every)

@@ -217,14 +217,14 @@ def attach_tqe(qmodel: nn.Module, lora_rank: int = 32, side_rank: int = 1,
         else:
             raise ValueError("temporal-attention layers need the frame count: pass frames=T or a calibration item")
     for name, m in layers.items():
-        dev, dt = m.weight.device, m.weight.dtype
+        dev = m.weight.device  # adapters stay float32 in a bf16/fp16 model (trained, then merged in float32)
         if lora_rank:
-            m.weight_adapter = LoRAWeightAdapter(m.in_features, m.out_features, lora_rank).to(dev, dt)
+            m.weight_adapter = LoRAWeightAdapter(m.in_features, m.out_features, lora_rank).to(dev)
         if side_rank:
             if name in tframes:
-                m.side_branch = FrameMaskedRank1(m.in_features, m.out_features, side_rank, tframes[name]).to(dev, dt)
+                m.side_branch = FrameMaskedRank1(m.in_features, m.out_features, side_rank, tframes[name]).to(dev)
             else:
-                m.side_branch = LowRankBranch(m.in_features, m.out_features, side_rank).to(dev, dt)
+                m.side_branch = LowRankBranch(m.in_features, m.out_features, side_rank).to(dev)
     return {"tqe_layers": len(layers), "temporal_masked_layers": len(tframes), "lora_rank": lora_rank,
             "side_rank": side_rank, "frames": sorted(set(tframes.values()))}
 

@@ -407,8 +407,8 @@ class S2QVDiT(Method):
                 for m in qmodel.get_submodule(b).modules():
                     if isinstance(m, QLinear) and m.quant_weight and m.weight_quantizer is not None \
                             and m.weight_adapter is None:
-                        m.weight_adapter = QuantLoRA(m.in_features, m.out_features,
-                                                     min(lora_rank, m.in_features, m.out_features)).to(m.weight)
+                        rank = min(lora_rank, m.in_features, m.out_features)  # float32 even in a bf16 model
+                        m.weight_adapter = QuantLoRA(m.in_features, m.out_features, rank).to(m.weight.device)
                         adapters += 1
         cache: dict[str, dict[int, torch.Tensor]] = {}
         sparsity: dict[str, float] = {}

@@ -20,6 +20,10 @@ Contract used by :mod:`vqcore.convert` (integer kernels) and the method recipes:
   ``(codes − zp) · Δ == quantized_weight()``.
 
 Set ``quant_weight`` / ``quant_input`` to False to run a module in floating point (e.g. to cache FP outputs).
+
+Dtypes: a module of a bf16/fp16 model takes and returns the model's dtype and multiplies in it; the quantizers work in
+float32 (``x.float() / s``, ranges, ``round(· / Δ)``, ``(q − zp)·Δ``; ``W.float() · s``), their Δ / zp, the smoothing
+vector and trainable adapters are float32, and ``x̂`` / ``Ŵ`` are rounded to the model's dtype just before the matmul.
 """
 
 from __future__ import annotations
@@ -104,12 +108,13 @@ class QuantModule(nn.Module):
         return (1, -1) + (1,) * (self.weight.ndim - 2)
 
     def effective_weight(self) -> torch.Tensor:
-        """``W · s + adapter()`` before quantization."""
-        w = self.weight
+        """``W · s + adapter()`` before quantization; float32 whatever the model's dtype (the weight quantizer's
+        ranges and codes are computed in float32, the forward casts ``Ŵ`` to the input's dtype)."""
+        w = self.weight.float()
         if self.smooth_scale is not None:
-            w = w * self.smooth_scale.view(self._scale_shape())
+            w = w * self.smooth_scale.float().view(self._scale_shape())
         if self.weight_adapter is not None:
-            w = w + self.weight_adapter().reshape(w.shape)
+            w = w + self.weight_adapter().float().reshape(w.shape)
         return w
 
     def quantized_weight(self) -> torch.Tensor:
@@ -135,10 +140,25 @@ class QuantModule(nn.Module):
             scale, zp = scale.reshape(()), zp.reshape(())
         return codes, scale, zp
 
-    def _side(self, x_in: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor | None:
+    def _side(self, x_in: torch.Tensor, x_hat: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+        """The side branch on ``x̂`` or ``x / s``, run in the branch's own dtype (its trainable parameters stay fp32
+        in a bf16/fp16 model) and returned in ``dtype``."""
         if self.side_branch is None:
             return None
-        return self.side_branch(x_hat if getattr(self.side_branch, "on_quantized_input", True) else x_in)
+        inp = x_hat if getattr(self.side_branch, "on_quantized_input", True) else x_in
+        p = next(self.side_branch.parameters(), None)
+        out = self.side_branch(inp if p is None else inp.to(p.dtype))
+        return out.to(dtype)
+
+    def _quantize_input(self, x: torch.Tensor, smooth_view: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x / s, x̂)``, both in ``x``'s dtype. In a bf16/fp16 model the division and the quantizer run in float32
+        (``x.float() / s``, codes ``round(· / Δ)`` and ``(q − zp)·Δ`` as the integer kernels compute them) and only
+        ``x̂`` is rounded back to the model's dtype; in float32 this is the plain computation, bit for bit."""
+        xf = x.float()
+        if self.smooth_scale is not None:
+            xf = xf / self.smooth_scale.float().view(smooth_view)
+        x_hat = self.input_quantizer(xf) if self.quant_input and self.input_quantizer is not None else xf
+        return xf.to(x.dtype), x_hat.to(x.dtype)
 
 
 class QLinear(QuantModule):
@@ -161,10 +181,9 @@ class QLinear(QuantModule):
         return mod
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_in = x / self.smooth_scale if self.smooth_scale is not None else x
-        x_hat = self.input_quantizer(x_in) if self.quant_input and self.input_quantizer is not None else x_in
-        y = F.linear(x_hat, self.quantized_weight().to(x_hat.dtype), self.bias)
-        side = self._side(x_in, x_hat)
+        x_in, x_hat = self._quantize_input(x, (-1,))
+        y = F.linear(x_hat, self.quantized_weight().to(x.dtype), self.bias)
+        side = self._side(x_in, x_hat, y.dtype)
         return y if side is None else y + side
 
     def extra_repr(self) -> str:
@@ -189,16 +208,13 @@ class _QConvNd(QuantModule):
         return cls(conv, w_spec, a_spec)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.smooth_scale is not None:
-            if self.groups != 1:
-                raise ValueError("smoothing scales are only supported for convolutions with groups=1")
-            x = x / self.smooth_scale.view(1, -1, *([1] * (x.ndim - 2)))
-        x_hat = self.input_quantizer(x) if self.quant_input and self.input_quantizer is not None else x
-        y = self._conv(x_hat, self.quantized_weight().to(x_hat.dtype), self.bias, self.stride, self.padding,
+        if self.smooth_scale is not None and self.groups != 1:
+            raise ValueError("smoothing scales are only supported for convolutions with groups=1")
+        x_in, x_hat = self._quantize_input(x, (1, -1, *([1] * (x.ndim - 2))))
+        y = self._conv(x_hat, self.quantized_weight().to(x.dtype), self.bias, self.stride, self.padding,
                        self.dilation, self.groups)
-        if self.side_branch is not None:
-            y = y + self.side_branch(x_hat)
-        return y
+        side = self._side(x_hat, x_hat, y.dtype)
+        return y if side is None else y + side
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, kernel={tuple(self.weight.shape[2:])}, stride={self.stride}"

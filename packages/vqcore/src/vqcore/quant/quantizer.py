@@ -285,6 +285,11 @@ class UniformQuantizer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return x
+        if x.dtype in (torch.float16, torch.bfloat16):  # codes and ranges in float32, x̂ in the input's dtype
+            return self._forward(x.float()).to(x.dtype)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.spec.dynamic:
             xg, _ = self._reduce_dims(x)
             scale, zp = self.compute_qparams(x)
@@ -301,7 +306,8 @@ class UniformQuantizer(nn.Module):
 
     @torch.no_grad()
     def quantize_codes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Integer codes of ``x`` (as the forward rounds them) with their Δ and zp."""
+        """Integer codes of ``x`` (as the forward rounds them: in float32) with their Δ and zp."""
+        x = x.float()
         if self.spec.dynamic:
             scale, zp = self.compute_qparams(x)
             xg, _ = self._reduce_dims(x)
