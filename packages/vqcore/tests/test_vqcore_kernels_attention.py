@@ -56,6 +56,25 @@ def test_quantize_qk_codes_scales_and_smoothing():
     assert int(qc.abs().max()) == 127 and int(kc.abs().max()) == 127  # each block's amax maps to ±127
 
 
+@pytest.mark.parametrize(("s", "block", "dtype"), [(45, 8, torch.float32), (200, 64, torch.bfloat16),
+                                                  (130, 128, torch.float16)])  # fmt: skip
+def test_block_quant_kernel_codes_equal_the_torch_quantizer(s, block, dtype):
+    """The Triton Q/K quantization pass (GPU path of ``quantize_qk``) vs the torch one: identical int8 codes and
+    scales for a given token mean (IEEE divisions, round-half-even), on a strided [B, S, H, D] layout and partial
+    blocks."""
+    from vqcore.kernels import triton_attention as ta
+
+    g = torch.Generator().manual_seed(s)
+    x = (torch.randn(2, s, 3, 64, generator=g) * 3 + 1).to(dtype).transpose(1, 2)  # [B, H, S, D], strided
+    mean = x.float().mean(dim=2).reshape(6, 64).contiguous()
+    xf = x.reshape(6, s, 64).float()
+    for m, mult in ((None, 0.125 * attn.LOG2E), (mean, 1.0)):
+        codes, scales = ta.block_quant(x.to(DEV), block, None if m is None else m.to(DEV), mult)
+        want_c, want_s = attn._block_quant(xf if m is None else xf - m[:, None, :], block)
+        assert torch.equal(codes.cpu(), want_c)
+        assert torch.equal(scales.cpu(), want_s * mult)
+
+
 def test_k_smoothing_is_what_makes_int8_keys_accurate():
     """SageAttention §3.2: a channel bias shared by all keys (here 8σ) leaves the softmax unchanged but wrecks
     per-block int8 K; subtracting the token mean removes it. The reference measures both against float SDPA."""

@@ -63,12 +63,24 @@ def quantize_qk(
     steps 1–2): returns ``qc [BH, Sq, D]``, ``qs [BH, Sq]`` (block scale × ``scale``·log2 e), ``kc [BH, Sk, D]``,
     ``ks [BH, Sk]``."""
     b, h, sq, d = q.shape
+    if q.is_cuda and q.stride(-1) == 1 and k.stride(-1) == 1 and not _compiling():  # one Triton pass per tensor
+        from . import triton_attention as ta
+
+        mean = k.float().mean(dim=2).reshape(b * h, d).contiguous() if smooth_k else None
+        qc, qs = ta.block_quant(q, q_block, None, scale * LOG2E)
+        kc, ks = ta.block_quant(k, k_block, mean, 1.0)
+        return qc, qs, kc, ks
     kf = k.reshape(b * h, k.shape[2], d).float()
     if smooth_k:
         kf = kf - kf.mean(dim=1, keepdim=True)
     qc, qs = _block_quant(q.reshape(b * h, sq, d).float(), q_block)
     kc, ks = _block_quant(kf, k_block)
     return qc, qs * (scale * LOG2E), kc, ks
+
+
+def _compiling() -> bool:
+    is_compiling = getattr(torch.compiler, "is_compiling", None)
+    return is_compiling is not None and is_compiling()
 
 
 def int8_attention_ref(

@@ -75,6 +75,54 @@ def _int8_attn_kernel(
     tl.store(o_ptrs, o.to(o_ptr.dtype.element_ty), mask=mmask[:, None])
 
 
+@triton.jit
+def _rne(v):
+    return (v + 12582912.0) - 12582912.0
+
+
+@triton.jit
+def _block_quant_kernel(
+    x_ptr, mean_ptr, c_ptr, s_ptr, S, H, MULT,
+    stride_xb, stride_xh, stride_xs, stride_cb, stride_cs,
+    D: tl.constexpr, BLOCK: tl.constexpr, HAS_MEAN: tl.constexpr,
+):  # fmt: skip
+    """One block of ``BLOCK`` rows of one (batch, head) of ``x [B, H, S, D]``: subtract the per-channel ``mean``
+    (``HAS_MEAN``: fp32 ``[BH, D]``), ``scale = max(amax, 1e-8) / 127`` over the whole block, int8 codes
+    ``clamp(rne(x / scale), −127, 127)`` (IEEE divisions: the codes of ``attention._block_quant``), and the per-row
+    scale ``scale·MULT`` for every row of the block."""
+    pid = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    rows = pid * BLOCK + tl.arange(0, BLOCK)
+    offs_d = tl.arange(0, D)
+    rmask = rows < S
+    x = tl.load(x_ptr + (bh // H) * stride_xb + (bh % H) * stride_xh + rows.to(tl.int64)[:, None] * stride_xs
+                + offs_d[None, :], mask=rmask[:, None], other=0.0).to(tl.float32)  # fmt: skip
+    if HAS_MEAN:
+        x = x - tl.load(mean_ptr + bh * D + offs_d)[None, :]
+        x = tl.where(rmask[:, None], x, 0.0)
+    amax = tl.max(tl.max(tl.abs(x), axis=1), axis=0)
+    scale = tl.math.div_rn(tl.maximum(amax, 1e-8), 127.0)
+    q = tl.minimum(tl.maximum(_rne(tl.math.div_rn(x, scale)), -127.0), 127.0)
+    tl.store(c_ptr + bh * stride_cb + rows.to(tl.int64)[:, None] * stride_cs + offs_d[None, :], q.to(tl.int8),
+             mask=rmask[:, None])  # fmt: skip
+    tl.store(s_ptr + bh * S + rows, tl.zeros((BLOCK,), dtype=tl.float32) + scale * MULT, mask=rmask)
+
+
+def block_quant(x: torch.Tensor, block: int, mean: torch.Tensor | None, mult: float) -> tuple[torch.Tensor, ...]:
+    """Triton version of ``attention._block_quant`` on ``x [B, H, S, D]`` (last dim contiguous; ``mean`` fp32
+    ``[BH, D]`` subtracted first): int8 codes ``[BH, S, D]`` and per-row scales ``[BH, S]`` (times ``mult``)."""
+    b, h, s, d = x.shape
+    codes = torch.empty((b * h, s, d), dtype=torch.int8, device=x.device)
+    scales = torch.empty((b * h, s), dtype=torch.float32, device=x.device)
+    if s and b * h:
+        _block_quant_kernel[(triton.cdiv(s, block), b * h)](
+            x, mean if mean is not None else scales, codes, scales, s, h, mult,
+            x.stride(0), x.stride(1), x.stride(2), codes.stride(0), codes.stride(1),
+            D=d, BLOCK=block, HAS_MEAN=mean is not None, num_warps=4,
+        )  # fmt: skip
+    return codes, scales
+
+
 #: Launch of the attention kernel on a GPU (``BLOCK_M``, ``BLOCK_N``, warps, stages); the benchmark times others.
 ATTN_TILE = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3}
 _INTERP_ATTN = {"BLOCK_M": 16, "BLOCK_N": 16}
