@@ -88,6 +88,7 @@ def _cfg_name(cfg: dict) -> str:
     extra = (" flat" if c.get("FLATTEN") else "") + (" tma-store" if c.get("STORE_DESC") else "")
     extra += f" k{c['BLOCK_K']}" if "BLOCK_K" in c else ""
     extra += " pair" if c.get("PAIR") else ""
+    extra += " ws" if c.get("WS") else ""
     return (f"{unpack}{c.get('PATH', 'ptr')} {c.get('BLOCK_M')}x{c.get('BLOCK_N')} w{c.get('num_warps')} "
             f"s{c.get('num_stages')}{swap}{extra}")  # fmt: skip
 
@@ -114,6 +115,10 @@ TMA_W8 = [  # the tiles closest to Triton's own persistent-TMA tutorial first, t
         "FLATTEN": True,
         "STORE_DESC": True,
     },
+]
+TMA_W8 += [  # Triton's automatic warp specialisation of the persistent tile loop (compiles for sm_90 with Triton 3.8)
+    {"PATH": "tma", "BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "num_warps": 8, "num_stages": 3, "WS": True},
+    {"PATH": "tma", "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128, "num_warps": 8, "num_stages": 4, "WS": True},
 ]
 G128_TMA = [
     {

@@ -332,7 +332,8 @@ def test_gpu_opcheck():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize(("w4", "path"), [(False, "ptr"), (False, "tma"), (False, "tma_flat_store"), (True, "ptr"),
+@pytest.mark.parametrize(("w4", "path"), [(False, "ptr"), (False, "tma"), (False, "tma_flat_store"), (False, "tma_ws"),
+                                          (True, "ptr"),
                                           (True, "unpack_ptr"), (True, "unpack_tma"), (True, "ptr_swap"),
                                           (True, "g128_ptr"), (True, "g128_unpack_ptr"), (True, "g128_unpack_tma_pair"),
                                           (True, "g128_unpack_tma")])  # fmt: skip
@@ -359,6 +360,8 @@ def test_gpu_gemm_paths_exact(w4, path):
     if path == "tma_flat_store":
         cfg.update({"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "num_warps": 8, "num_stages": 3, "FLATTEN": True,
                     "STORE_DESC": True})  # fmt: skip
+    if path == "tma_ws":
+        cfg.update({"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "num_warps": 8, "num_stages": 3, "WS": True})
     if path == "g128_unpack_tma":
         cfg.update({"PAIR": False, "num_stages": 4})
     sw = torch.ones(n, -(-k // 128), device="cuda") if group else torch.ones(n, device="cuda")

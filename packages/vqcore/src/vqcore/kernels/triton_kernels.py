@@ -367,7 +367,7 @@ def _int_gemm_tma_kernel(
     HAS_ZP: tl.constexpr, HAS_WZP: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_LR: tl.constexpr, RP: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     FLATTEN: tl.constexpr = False, STORE_DESC: tl.constexpr = False, GROUP_SIZE: tl.constexpr = 0,
-    PAIR: tl.constexpr = False,
+    PAIR: tl.constexpr = False, WS: tl.constexpr = False,
 ):  # fmt: skip
     """Persistent int8×int8 GEMM (per-channel weight scales) with TMA tile loads (host-side tensor descriptors: the
     copy engine computes addresses and zero-fills the M/N/K tails, so the K loop has no masks and no pointer
@@ -377,7 +377,9 @@ def _int_gemm_tma_kernel(
     epilogue of this one); ``STORE_DESC`` writes the output tile with a TMA store (``c_desc``) instead of masked
     pointer stores. ``GROUP_SIZE > 0`` (a multiple of ``BLOCK_K``): per-group weight scales ``sw [N, G]``, each K
     tile's exact int32 product is rescaled into a float32 accumulator; ``PAIR`` issues the two MMAs of two K tiles
-    before rescaling either (so the second runs while the first is rescaled)."""
+    before rescaling either (so the second runs while the first is rescaled). ``WS``: Triton's automatic warp
+    specialisation of the tile loop (producer warps issue the TMA loads, consumer warpgroups the MMAs; opt-in, a
+    benchmark variant)."""
     start = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
@@ -385,7 +387,7 @@ def _int_gemm_tma_kernel(
     k_tiles = tl.cdiv(K, BLOCK_K)
     num_pid_in_group = GROUP_M * num_pid_n
     tile_c = start - NUM_PROGRAMS  # a separate counter for the epilogue (keeps prologue and epilogue independent)
-    for tile in tl.range(start, num_tiles, NUM_PROGRAMS, flatten=FLATTEN):
+    for tile in tl.range(start, num_tiles, NUM_PROGRAMS, flatten=FLATTEN, warp_specialize=WS):
         pid_m, pid_n = _tile_coords(tile, num_pid_in_group, num_pid_m, GROUP_M)
         om = pid_m * BLOCK_M
         on = pid_n * BLOCK_N
