@@ -99,6 +99,12 @@ def _inputs(cfg: dict, batch: int, device, dtype):
             "timestep": torch.tensor([500] * batch, device=device)}  # fmt: skip
 
 
+def _alloc_gib(device) -> float:
+    import torch
+
+    return torch.cuda.memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+
+
 def _step(model, inputs, reps: int, device) -> dict:
     """Warm-up (Triton compilation) + ``reps`` timed steps; the output of the first timed step and a second one."""
     import torch
@@ -143,15 +149,24 @@ def run_config(name: str, bits: tuple[int, int], cfg: dict, args, device, fh, ro
     inputs = _inputs(cfg, args.batch, device, dtype)
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    with torch.device(device):  # random init on the device; .to moves any buffer an __init__ made on the CPU
-        model = CogVideoXTransformer3DModel(**cfg).to(device=device, dtype=dtype).eval()
+    # built as from_pretrained builds it (default dtype bf16, no cast afterwards: the non-persistent sin-cos position
+    # table stays float64 in both), random init on the device; .to(device) moves buffers an __init__ made on the CPU
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = CogVideoXTransformer3DModel(**cfg)
+    finally:
+        torch.set_default_dtype(prev)
+    model = model.to(device).eval()
     n_params = sum(p.numel() for p in model.parameters())
     log(f"{name}: built {n_params / 1e9:.2f} B-parameter bf16 model on {device} in {time.perf_counter() - t0:.1f}s", fh)
     base = {"table": "step", "config": name, "params_b": n_params / 1e9, "batch": args.batch}
     if with_bf16:
         s = _step(model, inputs, args.reps, device)
         rows.append({**base, "config": "bf16", "model": "bf16 (float)", "weights_gib": _bytes(model) / 2**30,
-                     "step_ms": s["step_ms"], "step_peak_gib": s["step_peak_gib"]})  # fmt: skip
+                     "resident_gib": _alloc_gib(device), "step_ms": s["step_ms"],
+                     "step_peak_gib": s["step_peak_gib"]})  # fmt: skip
         log(f"bf16: step {s['step_ms']:.1f} ms, weights {_bytes(model) / 2**30:.2f} GiB, step peak "
             f"{s['step_peak_gib']:.2f} GiB", fh)  # fmt: skip
     t0 = time.perf_counter()
@@ -164,7 +179,8 @@ def run_config(name: str, bits: tuple[int, int], cfg: dict, args, device, fh, ro
     floor = float((s_conv["out"][0] - s_conv["out"][1]).abs().max()) if len(s_conv["out"]) > 1 else 0.0
     conv_bytes = _bytes(conv)
     rows.append({**base, "model": "converted (in memory)", "weights_gib": conv_bytes / 2**30,
-                 "step_ms": s_conv["step_ms"], "step_peak_gib": s_conv["step_peak_gib"]})  # fmt: skip
+                 "resident_gib": _alloc_gib(device), "step_ms": s_conv["step_ms"],
+                 "step_peak_gib": s_conv["step_peak_gib"]})  # fmt: skip
     log(f"{name} converted: step {s_conv['step_ms']:.1f} ms, weights {conv_bytes / 2**30:.2f} GiB, step peak "
         f"{s_conv['step_peak_gib']:.2f} GiB, run-to-run max |diff| {floor:.3g}", fh)  # fmt: skip
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
@@ -200,7 +216,8 @@ def run_config(name: str, bits: tuple[int, int], cfg: dict, args, device, fh, ro
     ref = float(s_conv["out"][0].abs().max())
     equal = bool(diff == 0.0)
     loaded_bytes = _bytes(loaded)
-    rows.append({**base, "model": "from_pretrained", "weights_gib": loaded_bytes / 2**30, "step_ms": s_load["step_ms"],
+    rows.append({**base, "model": "from_pretrained", "weights_gib": loaded_bytes / 2**30,
+                 "resident_gib": _alloc_gib(device), "step_ms": s_load["step_ms"],
                  "step_peak_gib": s_load["step_peak_gib"], "load_s": load_s, "load_peak_gpu_gib": gpu_peak,
                  "load_peak_rss_gib": rss_peak, "folder_gib": folder_bytes / 2**30, "save_s": save_s,
                  "max_abs_diff_vs_converted": diff, "run_to_run_max_abs": floor, "output_absmax": ref,
