@@ -29,7 +29,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["Mamba", "selective_scan_sequential", "selective_scan_chunked"]
+__all__ = ["Mamba", "selective_scan_sequential", "selective_scan_chunked", "set_scan", "SCANS"]
+
+# "triton": the fused forward kernel of walmafa.scan_triton when no gradient is needed on a CUDA device, else chunked
+SCANS = ("chunked", "sequential", "triton")
 
 
 def _check_scan_args(x, delta, A, B, C, D):
@@ -143,6 +146,31 @@ def selective_scan_chunked(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor
     return y.contiguous().to(dtype)
 
 
+def _use_triton(x: torch.Tensor, module: nn.Module) -> bool:
+    from .scan_triton import triton_available
+
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in module.parameters()))
+    return not needs_grad and triton_available(x.device)
+
+
+def set_scan(model: nn.Module, scan: str | None = None, chunk_size: int | None = None) -> nn.Module:
+    """Switch every :class:`Mamba` in ``model`` (and a ``config`` that records it) to ``scan`` and/or
+    ``chunk_size``; the scans compute the same function, so the weights are unaffected. Returns ``model``."""
+    if scan is not None and scan not in SCANS:
+        raise ValueError(f"scan must be one of {SCANS}, got {scan!r}")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    for m in model.modules():
+        if isinstance(m, Mamba):
+            m.scan = scan or m.scan
+            m.chunk_size = chunk_size or m.chunk_size
+    cfg = getattr(model, "config", None)
+    if cfg is not None and hasattr(cfg, "scan"):
+        cfg.scan = scan or cfg.scan
+        cfg.chunk_size = chunk_size or cfg.chunk_size
+    return model
+
+
 class Mamba(nn.Module):
     """Mamba-v1 block (Gu & Dao 2023, Fig. 3 "Mamba"), same parameters and init as ``mamba_ssm``'s ``Mamba``.
 
@@ -155,7 +183,9 @@ class Mamba(nn.Module):
         expand: ``d_inner = expand * d_model``.
         dt_rank: rank of the Δ projection; ``"auto"`` = ``ceil(d_model / 16)``.
         dt_min, dt_max, dt_init_floor, dt_scale: Δ initialisation (log-uniform in [dt_min, dt_max]).
-        scan: ``"chunked"`` (default) or ``"sequential"`` (the reference loop).
+        scan: ``"chunked"`` (default), ``"sequential"`` (the reference loop) or ``"triton"`` (the fused forward
+            kernel of :mod:`walmafa.scan_triton` for inference on CUDA; the chunked scan whenever a gradient is
+            needed or Triton/CUDA is missing).
         chunk_size: chunk length of the chunked scan.
     """
 
@@ -167,8 +197,8 @@ class Mamba(nn.Module):
         for name, v in (("d_model", d_model), ("d_state", d_state), ("d_conv", d_conv), ("expand", expand)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if scan not in ("chunked", "sequential"):
-            raise ValueError(f"scan must be 'chunked' or 'sequential', got {scan!r}")
+        if scan not in SCANS:
+            raise ValueError(f"scan must be one of {SCANS}, got {scan!r}")
         if not 0 < dt_min <= dt_max:
             raise ValueError(f"need 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
         self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
@@ -209,6 +239,10 @@ class Mamba(nn.Module):
         with torch.profiler.record_function("walmafa.selective_scan"):  # lets profiles show the scan's share
             if self.scan == "sequential":
                 y = selective_scan_sequential(x.float(), delta, A, Bm, Cm, self.D.float())
+            elif self.scan == "triton" and _use_triton(x, self):
+                from .scan_triton import selective_scan_triton
+
+                y = selective_scan_triton(x, delta, A, Bm, Cm, self.D.float())
             else:
                 y = selective_scan_chunked(x.float(), delta, A, Bm, Cm, self.D.float(), chunk_size=self.chunk_size)
         y = y.to(z.dtype) * F.silu(z)

@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..mamba import Mamba
+from ..mamba import SCANS, Mamba
 from ..wavelets import haar_dwt, haar_iwt
 
 __all__ = ["WalMaFaConfig", "WalMaFa", "FFAB", "WMB", "checkpoint_filter_fn", "released_config_from_state_dict",
@@ -83,8 +83,8 @@ class WalMaFaConfig:
             raise ValueError(f"token_layout must be 'raw' (released code) or 'pixel', got {self.token_layout!r}")
         if self.layernorm_type not in ("WithBias", "BiasFree"):
             raise ValueError(f"layernorm_type must be 'WithBias' or 'BiasFree', got {self.layernorm_type!r}")
-        if self.scan not in ("chunked", "sequential"):
-            raise ValueError(f"scan must be 'chunked' or 'sequential', got {self.scan!r}")
+        if self.scan not in SCANS:
+            raise ValueError(f"scan must be one of {SCANS}, got {self.scan!r}")
         if self.ffn_expansion_factor <= 0:
             raise ValueError(f"ffn_expansion_factor must be positive, got {self.ffn_expansion_factor}")
 
