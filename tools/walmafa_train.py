@@ -66,6 +66,40 @@ def _set_chunk(model: torch.nn.Module, chunk: int) -> None:
         model.config.chunk_size = chunk
 
 
+class PairedCrops:
+    """Random ``crop×crop`` crops (with the 8 flip/rotations) of the training pairs of a LOL-style folder, held on
+    the device; the same ``batch(batch_size, generator, noise_generator)`` interface as ``SyntheticLowLightCrops``."""
+
+    def __init__(self, dataset, crop: int, device: torch.device):
+        self.pairs = [(lo.to(device), hi.to(device)) for lo, hi in (dataset[i] for i in range(len(dataset)))]
+        self.names = list(getattr(dataset, "names", range(len(self.pairs))))
+        self.crop = crop
+
+    def __repr__(self) -> str:
+        return f"PairedCrops({len(self.pairs)} pairs, crop={self.crop})"
+
+    def batch(self, batch_size: int, generator=None, noise_generator=None):
+        import torch.nn.functional as F
+
+        from commons.data.lol import augment_pair
+
+        lows, highs = [], []
+        for _ in range(batch_size):
+            lo, hi = self.pairs[int(torch.randint(len(self.pairs), (1,), generator=generator))]
+            h, w = lo.shape[-2:]
+            if h < self.crop or w < self.crop:
+                pad = (0, max(0, self.crop - w), 0, max(0, self.crop - h))
+                lo, hi = (F.pad(t[None], pad, mode="replicate")[0] for t in (lo, hi))
+                h, w = lo.shape[-2:]
+            y = int(torch.randint(h - self.crop + 1, (1,), generator=generator))
+            x = int(torch.randint(w - self.crop + 1, (1,), generator=generator))
+            lo, hi = augment_pair(lo[:, y:y + self.crop, x:x + self.crop], hi[:, y:y + self.crop, x:x + self.crop],
+                                  int(torch.randint(8, (1,), generator=generator)))
+            lows.append(lo)
+            highs.append(hi)
+        return torch.stack(lows), torch.stack(highs)
+
+
 class Trainer:
     """One model, its optimiser and its training step (released loss and Adam settings).
 
@@ -269,11 +303,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-size", type=int, default=400, help="short side of the held-out images")
     p.add_argument("--eval-variants", type=int, default=4, help="degradations per held-out photo")
     p.add_argument("--curve-points", type=int, default=8, help="held-out evaluations during training")
+    p.add_argument("--lol", default=None, help="train/evaluate on a LOL-style folder instead of the synthetic pairs")
+    p.add_argument("--lol-subset", choices=["real", "synthetic"], default=None, help="LOL-v2 subset")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    run(argv)
+    return 0
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """Everything ``main`` does; returns the WalMaFa model card (with ``heldout`` and ``recipe``)."""
     args = _parser().parse_args(argv)
+    t_run = time.perf_counter()
     if args.budget_s <= 0:
         raise SystemExit("--budget-s must be positive seconds")
     if args.crop % 16:
@@ -298,10 +341,17 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    budget_end = T0 + args.budget_s
-    data = SyntheticLowLightCrops("train", crop=args.crop, device=device)
-    test = SyntheticLowLightDataset("test", size=args.eval_size, variants=args.eval_variants, seed=0)
-    curve_set = Subset(test, list(range(0, len(test), args.eval_variants)))  # variant 0 of each held-out photo
+    budget_end = min(T0, t_run) + args.budget_s if argv is None else t_run + args.budget_s
+    if args.lol:
+        from commons.data.lol import PairedFolderDataset
+
+        data = PairedCrops(PairedFolderDataset(args.lol, "train", args.lol_subset), args.crop, device)
+        test = PairedFolderDataset(args.lol, "test", args.lol_subset)
+        args.eval_variants = 1
+    else:
+        data = SyntheticLowLightCrops("train", crop=args.crop, device=device)
+        test = SyntheticLowLightDataset("test", size=args.eval_size, variants=args.eval_variants, seed=0)
+    curve_set = Subset(test, list(range(0, len(test), args.eval_variants))[:4])  # variant 0 of each held-out photo
     wal_kw = {"dim": args.dim, "num_blocks": nb}
     print(f"data: {data}; held-out: {len(test)} images {tuple(test[0][0].shape)}; device {device}", flush=True)
 
@@ -398,12 +448,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- pictures
     panels, labels = [], []
-    for i in range(0, len(test), args.eval_variants):
+    shown = list(range(0, len(test), args.eval_variants))[:4]
+    for i in shown:
         lo, hi = test[i]
         panels += [lo, enhance_image(wal.model, lo).cpu(), enhance_image(unet.model, lo).cpu(), hi]
     labels = ["low-light input", "WalMaFa (shipped)", "Retinex U-Net", "ground truth"]
     save_image_grid(panels, out / "before_after.png", nrow=4, col_labels=labels,
-                    row_labels=[test.names[i] for i in range(0, len(test), args.eval_variants)])
+                    row_labels=[str(test.names[i]) for i in shown])
     with contextlib.suppress(ImportError):
         save_line_plot(out / "curves.png", {"WalMaFa held-out PSNR": (wal_log["heldout_step"], wal_log["heldout_psnr"]),
                                             "U-Net held-out PSNR": (unet_log["heldout_step"], unet_log["heldout_psnr"]),
@@ -422,6 +473,11 @@ def main(argv: list[str] | None = None) -> int:
         "heldout": f"SyntheticLowLightDataset('test', size={args.eval_size}, variants={args.eval_variants}, seed=0)",
         "heldout_photos": sorted({n.rsplit("_", 1)[0] for n in test.names}),
     }
+    if args.lol:
+        data_card = {"train": f"random {args.crop}² crops (8 flip/rotations) of PairedFolderDataset({args.lol!r}, "
+                              f"'train', {args.lol_subset!r})", "train_photos": len(data.names),
+                     "heldout": f"PairedFolderDataset({args.lol!r}, 'test', {args.lol_subset!r})",
+                     "heldout_photos": [str(n) for n in test.names]}
     recipe = {"steps": done, "planned_steps": steps, "batch_size": args.batch_size, "crop": args.crop,
               "lr": args.lr, "lr_min": args.lr_min, "warmup_steps": warmup, "schedule": "linear warm-up + cosine",
               "optimizer": "Adam betas (0.9, 0.999) eps 5e-5", "loss": "0.95*(L1 + 1-SSIM) + 0.05*TV (released)",
@@ -448,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
          "psnr_gt_mean": res_ug["psnr"], "params_M": unet_card["params"] / 1e6, "steps": done,
          "train_s": unet_log["train_seconds"]},
     ]
-    total = time.perf_counter() - T0
+    total = time.perf_counter() - (min(T0, t_run) if argv is None else t_run)
     for card in (wal_card, unet_card):
         card["total_seconds"] = total
         card["eval_seconds"] = eval_s
@@ -459,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
                   root=out, extra={"walmafa_curve": wal_log, "unet_curve": unet_log, "calibration": calib},
                   machine=machine)
     print(f"done in {total:.0f} s (budget {args.budget_s:.0f} s); files in {out}", flush=True)
-    return 0
+    return wal_card
 
 
 if __name__ == "__main__":

@@ -6,12 +6,15 @@ released WalMaFa loss and optimiser), then evaluated on full held-out images. Re
 GT-mean, padded to 16), parameters, MACs (conv/matmul MACs from ``torch.utils.flop_counter`` plus an analytic count
 of the selective scan), CPU latency and training wall time; a before/after image grid and loss curves.
 
-``--gpu-profile`` instead measures GPU latency at 600×400 (padded to 608×400) for the model variants and profiles
-where the time goes (share of the selective scan, top operators); meant for one run on the device machine.
+``--gpu-profile`` instead measures GPU latency at 600×400 (padded to 608×400) of the released configuration for each
+selective scan (chunked PyTorch eager, the same replayed from a CUDA graph, the fused Triton kernel), fp32 and bf16,
+with the scans' share of device time, after checking each against the chunked fp32 output. ``--full`` trains WalMaFa
+and the U-Net at an equal budget for 3 seeds with ``tools/walmafa_train.py`` (GPU) and reports mean ± spread.
 
     python tools/bench/walmafa.py --quick                       # a few CPU minutes
     python tools/bench/walmafa.py --lol datasets/LOLv1 --steps 2000 --device cuda
     python tools/bench/walmafa.py --gpu-profile --out $OUT
+    python tools/bench/walmafa.py --full --budget-s 150 --out $OUT           # 3 seeds × 150 s, one GPU
 """
 
 from __future__ import annotations
@@ -20,7 +23,10 @@ import argparse
 import datetime as dt
 import json
 import platform
+import shlex
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -84,72 +90,178 @@ def latency(model: torch.nn.Module, shape, device: torch.device, repeats: int, w
     return (time.perf_counter() - t0) / repeats * 1000
 
 
-def gpu_profile(args) -> None:
-    from walmafa import create_model
+class _Graphed:
+    """Inference forward replayed from a CUDA graph (static input shape): removes the per-kernel launch cost of the
+    pure-PyTorch scans. Same outputs as the eager model (same kernels)."""
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    dev = torch.device("cuda")
-    shape = (1, 3, 400, 608)  # LOL 600×400 padded to a multiple of 16
-    res = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "shape": list(shape),
-           "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="minutes"), "latency_ms": {}}
-    variants = {"walmafa (high, raw, chunk 64)": dict(),
-                "walmafa (high, raw, chunk 128)": dict(chunk_size=128),
-                "walmafa_paper (low band)": dict(mamba_on="low"),
-                "walmafa (high, pixel tokens)": dict(token_layout="pixel")}
-    for name, kw in variants.items():
-        torch.manual_seed(0)
-        m = create_model("walmafa", **kw).to(dev).eval()
-        res["latency_ms"][name + " fp32"] = latency(m, shape, dev, repeats=5, warmup=2)
-        if name.startswith("walmafa (high, raw, chunk 64)"):
-            res["latency_ms"][name + " bf16 autocast"] = latency(m, shape, dev, repeats=5, warmup=2,
-                                                                 dtype=torch.bfloat16)
-            res["peak_mem_GiB"] = torch.cuda.max_memory_allocated() / 2**30
-        del m
-        torch.cuda.empty_cache()
-    m = create_model("walmafa").to(dev).eval()
-    res["latency_ms"]["walmafa (high, raw, chunk 64) fp32 @256x256"] = latency(m, (1, 3, 256, 256), dev, 5, 2)
-    del m
-    b = create_model("retinex_unet").to(dev).eval()
-    res["latency_ms"]["retinex_unet fp32"] = latency(b, shape, dev, repeats=10, warmup=2)
-    # where time goes: profile the released variant
-    m = create_model("walmafa").to(dev).eval()
-    x = torch.rand(shape, device=dev)
+    def __init__(self, model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype):
+        self.static_x = x.clone()
+        self.ctx = ((lambda: torch.autocast("cuda", dtype=dtype, cache_enabled=False)) if dtype != torch.float32
+                    else torch.no_grad)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.no_grad(), self.ctx():
+            for _ in range(2):
+                model(self.static_x)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.no_grad(), self.ctx(), torch.cuda.graph(self.graph):
+            self.static_y = model(self.static_x)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.static_x.copy_(x)
+        self.graph.replay()
+        return self.static_y
+
+
+def _time_cuda(fn, x: torch.Tensor, repeats: int = 10, warmup: int = 3) -> float:
+    with torch.no_grad():
+        for _ in range(warmup):
+            fn(x)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn(x)
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / repeats * 1000
+
+
+def _scan_share(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> tuple[float, float, str]:
+    """(device ms of the scans, device ms of all kernels, profile table) for one forward."""
     from torch.profiler import ProfilerActivity, profile
 
-    with torch.no_grad():
-        m(x)
+    ctx = torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32)
+    with torch.no_grad(), ctx:
+        model(x)
         torch.cuda.synchronize()
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            m(x)
+            model(x)
             torch.cuda.synchronize()
     events = prof.key_averages()
 
     def dev_time(e):
         return getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
 
-    total = sum(dev_time(e) for e in events if not e.key.startswith("walmafa.") and e.key.startswith("aten::")
-                and not any(k in e.key for k in ("aten::conv2d", "aten::convolution", "aten::_convolution",
-                                                   "aten::linear", "aten::matmul", "aten::einsum")))
     scan = [e for e in events if e.key == "walmafa.selective_scan"]
-    res["profile"] = {
-        "scan_device_ms": dev_time(scan[0]) / 1000 if scan else None,
-        "scan_cpu_ms": scan[0].cpu_time_total / 1000 if scan else None,
-        "scan_calls": scan[0].count if scan else 0,
-        "forward_wall_ms": res["latency_ms"]["walmafa (high, raw, chunk 64) fp32"],
-        "sum_leaf_aten_device_ms": total / 1000,
-    }
+    kernels = sum(getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0)
+                  for e in events if getattr(e, "device_type", None) is not None
+                  and str(getattr(e, "device_type", "")).endswith("CUDA"))
     table = ""
     for key in ("device_time_total", "cuda_time_total", "cpu_time_total"):
         try:
-            table = events.table(sort_by=key, row_limit=30)
+            table = events.table(sort_by=key, row_limit=25)
             break
         except (AttributeError, KeyError, ValueError, RuntimeError):
             continue
-    (out / "gpu_profile.txt").write_text(table)
-    (out / "gpu_results.json").write_text(json.dumps(res, indent=2))
-    print(json.dumps(res, indent=2))
-    print(table)
+    return (dev_time(scan[0]) / 1000 if scan else float("nan")), kernels / 1000, table
+
+
+def gpu_profile(args) -> None:
+    """GPU latency of the released configuration at 608×400 for each scan (chunked eager, chunked replayed from a
+    CUDA graph, the fused Triton kernel), fp32 and bf16 autocast, with the scans' share of device time, after checking
+    that every variant's output equals the chunked fp32 output. Writes ``walmafa/walmafa_gpu.json`` under --out
+    (``commons.results``) plus the profile tables."""
+    from commons.results import write_results
+    from walmafa import create_model, set_scan
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device("cuda")
+    torch.backends.cuda.matmul.allow_tf32 = False  # compare scans, not matmul precision
+    torch.backends.cudnn.allow_tf32 = False
+    shape = (1, 3, 400, 608)  # LOL 600×400 padded to a multiple of 16
+    torch.manual_seed(0)
+    model = create_model("walmafa").to(dev).eval()  # released configuration: dim 16, blocks [2, 3, 4]
+    x = torch.rand(shape, device=dev, generator=torch.Generator(device=dev).manual_seed(0))
+    with torch.no_grad():
+        ref = model(x).float()
+    rows, tables = [], {}
+    for scan in ("chunked", "triton"):
+        set_scan(model, scan)
+        for prec, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            ctx = torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32)
+            try:
+                with torch.no_grad(), ctx:
+                    y = model(x).float()
+                err = (y - ref).abs().max().item()
+
+                def eager(inp, _ctx=ctx):
+                    with _ctx:
+                        return model(inp)
+
+                ms = _time_cuda(eager, x)
+                graphed = _Graphed(model, x, dtype)
+                ms_graph = _time_cuda(graphed, x)
+                err_graph = (graphed(x).float() - ref).abs().max().item()
+                del graphed
+                scan_ms, total_ms, table = _scan_share(model, x, dtype)
+                tables[f"{scan}_{prec}"] = table
+                rows.append({"table": "gpu", "scan": scan, "precision": prec, "eager_ms": ms, "graph_ms": ms_graph,
+                             "scan_device_ms": scan_ms, "device_ms": total_ms,
+                             "scan_share": scan_ms / total_ms if total_ms else float("nan"),
+                             "max_abs_diff_vs_chunked_fp32": max(err, err_graph)})
+            except Exception as exc:  # noqa: BLE001 - record the failure of one variant, measure the others
+                rows.append({"table": "gpu", "scan": scan, "precision": prec, "error": f"{type(exc).__name__}: {exc}"})
+            print(rows[-1], flush=True)
+    set_scan(model, "chunked")
+    torch.cuda.reset_peak_memory_stats()
+    with torch.no_grad():
+        model(x)
+    peak = torch.cuda.max_memory_allocated() / 2**30
+    base = create_model("retinex_unet").to(dev).eval()
+    rows.append({"table": "gpu", "scan": "retinex_unet (baseline)", "precision": "fp32",
+                 "eager_ms": _time_cuda(base, x)})
+    for name, table in tables.items():
+        (out / f"gpu_profile_{name}.txt").write_text(table)
+    settings = {"shape": list(shape), "model": "walmafa released configuration (dim 16, blocks [2,3,4], random "
+                "weights)", "peak_mem_GiB_chunked_fp32": peak, "device": torch.cuda.get_device_name(0),
+                "command": "python tools/bench/walmafa.py --gpu-profile --out $OUT", "tf32": False}
+    print(json.dumps({"settings": settings, "rows": rows}, indent=1))
+    write_results("walmafa", "walmafa_gpu", rows, settings, root=out)
+
+
+def full(args) -> None:
+    """``--full``: WalMaFa vs the Retinex U-Net at an equal budget (same steps, batches, loss and schedule) for
+    each seed, through ``tools/walmafa_train.py``; mean and spread over the seeds. Writes
+    ``walmafa/walmafa_full.json`` under --out."""
+    import importlib.util
+    import statistics
+
+    from commons.results import write_results
+
+    spec = importlib.util.spec_from_file_location("walmafa_train", Path(__file__).resolve().parents[1]
+                                                  / "walmafa_train.py")
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    seeds = [int(v) for v in args.seeds.split(",")]
+    per_seed = {}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:  # per-seed files go to a temporary folder (the device returns few files); seed 0's pictures kept
+        tmp = Path(tempfile.mkdtemp(prefix=f"walmafa_full_seed{seed}_"))
+        argv = ["--out", str(tmp), "--budget-s", str(args.budget_s), "--seed", str(seed),
+                "--device", args.device, "--curve-points", "4"]
+        if args.lol:
+            argv += ["--lol", args.lol] + (["--lol-subset", args.lol_subset] if args.lol_subset else [])
+        per_seed[seed] = train.run(argv + shlex.split(args.train_args))
+        if seed == seeds[0]:
+            for name in ("before_after.png", "curves.png"):
+                if (tmp / name).exists():
+                    shutil.copy(tmp / name, out / f"full_{name}")
+        shutil.rmtree(tmp, ignore_errors=True)
+    rows = []
+    for method, key in (("input (no enhancement)", "input"), ("WalMaFa", "walmafa"), ("Retinex U-Net", "retinex_unet")):
+        ps = [per_seed[s]["heldout"][key]["psnr"] for s in seeds]
+        ss = [per_seed[s]["heldout"][key]["ssim"] for s in seeds]
+        rows.append({"table": "full", "data": "LOL folder" if args.lol else "synthetic (embedded)", "method": method,
+                     "psnr_mean": statistics.fmean(ps), "psnr_std": statistics.pstdev(ps),
+                     "ssim_mean": statistics.fmean(ss), "ssim_std": statistics.pstdev(ss), "seeds": len(seeds),
+                     "steps": statistics.fmean(per_seed[s]["recipe"]["steps"] for s in seeds)})
+    settings = {"seeds": seeds, "budget_s_per_seed": args.budget_s, "lol": args.lol,
+                "recipe": per_seed[seeds[0]]["recipe"], "command": " ".join(["python", *sys.argv])}
+    write_results("walmafa", "walmafa_full", rows, settings, root=out,
+                  extra={"per_seed": {s: per_seed[s]["heldout"] for s in seeds}})
+    print(json.dumps(rows, indent=1))
 
 
 def main() -> None:
@@ -165,10 +277,19 @@ def main() -> None:
     p.add_argument("--models", default="walmafa,walmafa_pixel,retinex_unet", help=f"from {sorted(VARIANTS)}")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--gpu-profile", action="store_true")
+    p.add_argument("--gpu-profile", action="store_true", help="GPU latency per scan (one GPU, ~2 min)")
+    p.add_argument("--full", action="store_true", help="GPU: WalMaFa vs U-Net at an equal budget, several seeds")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--budget-s", type=float, default=150, help="--full: seconds per seed (both models)")
+    p.add_argument("--train-args", default="", help="--full: extra tools/walmafa_train.py arguments")
     args = p.parse_args()
     if args.gpu_profile:
         gpu_profile(args)
+        return
+    if args.full:
+        if args.device == "cpu" and torch.cuda.is_available():
+            args.device = "cuda"
+        full(args)
         return
 
     from commons.data.lol import PairedFolderDataset, SyntheticLowLightDataset
