@@ -143,9 +143,8 @@ def _scan_share(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> 
         return getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
 
     scan = [e for e in events if e.key == "walmafa.selective_scan"]
-    kernels = sum(getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0)
-                  for e in events if getattr(e, "device_type", None) is not None
-                  and str(getattr(e, "device_type", "")).endswith("CUDA"))
+    # every kernel's time is the self device time of exactly one operator (or of the kernel event itself)
+    kernels = sum(getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0) for e in events)
     table = ""
     for key in ("device_time_total", "cuda_time_total", "cpu_time_total"):
         try:
