@@ -409,3 +409,25 @@ def test_documented_pipeline_example_runs_on_a_tiny_latte_pipeline(tmp_path):
 
     # ... and it samples exactly what the converted model in memory samples
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(frames[0], again[0]))
+
+
+def test_a_pipeline_folder_with_a_vqcore_transformer_loads_whole(tmp_path, registered):
+    from diffusers import LattePipeline
+
+    from vqcore.zoo.pipelines import tiny_latte_pipeline
+
+    pipe = tiny_latte_pipeline(seed=0)
+    pipe.transformer = vqcore.convert(vqcore.quantize(pipe.transformer, method="rtn", w_bits=4, a_bits=8))
+    vqd.mark_quantized(pipe.transformer)  # the converted transformer carries the vqcore quantizer, so ...
+    assert pipe.transformer.is_quantized and pipe.transformer.quantization_method == "vqcore"
+    pipe.save_pretrained(tmp_path)  # ... diffusers' own save_pretrained writes a vqcore transformer subfolder ...
+    vqcore.save_converted(pipe.transformer, tmp_path / "ref", format="diffusers")
+    assert json.loads((tmp_path / "transformer" / "config.json").read_text())["quantization_config"] == \
+        json.loads((tmp_path / "ref" / "config.json").read_text())["quantization_config"]  # fmt: skip
+    loaded = LattePipeline.from_pretrained(tmp_path)  # ... and the pipeline loads it through the vqcore quantizer
+    assert isinstance(loaded.transformer.transformer_blocks[0].ff.net[2], QLinearInt)
+    kw = {"video_length": 4, "height": 16, "width": 16, "clean_caption": False, "output_type": "latent",
+          "num_inference_steps": 2}  # fmt: skip
+    a = loaded("a digit one moving up", generator=torch.Generator().manual_seed(0), **kw).frames
+    b = pipe("a digit one moving up", generator=torch.Generator().manual_seed(0), **kw).frames
+    assert torch.equal(a, b)

@@ -101,6 +101,7 @@ __all__ = [
     "VQCoreConfig",
     "VQCoreQuantizer",
     "check_interface",
+    "mark_quantized",
     "register",
     "save_pretrained",
     "unregister",
@@ -442,25 +443,7 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
     model before writing anything; each file is written atomically."""
     from safetensors.torch import save_file
 
-    if not (isinstance(model, nn.Module) and hasattr(model, "config") and callable(getattr(model, "to_json_string",
-                                                                                           None))):  # fmt: skip
-        raise TypeError(f"format='diffusers' needs a diffusers model (a ModelMixin such as "
-                        f"CogVideoXTransformer3DModel), got {type(model).__name__}; use format='vqcore' for other "
-                        "modules")  # fmt: skip
-    ints = _int_layers(model)
-    if not ints:
-        raise ValueError("model has no QLinearInt layers; call vqcore.convert(model) first")
-    from ..quant.attention import QuantSDPA
-    from ..quant.modules import QMatMul, QuantModule
-
-    fake = [n for n, m in model.named_modules() if isinstance(m, (QuantModule, QMatMul, QuantSDPA))]
-    if fake:
-        more = " ..." if len(fake) > 3 else ""
-        raise ValueError(f"{type(model).__name__} still has fake-quant modules ({fake[:3]}{more}): layers left "
-                         "fake-quant by convert(..., strict=False) and fake-quant attention have no "
-                         "diffusers form; convert them (attention: convert(..., attention='int8')) or save with "
-                         "format='vqcore'")  # fmt: skip
-    _check_skeleton(model, ints)
+    _check_savable(model)
     config = json.loads(model.to_json_string())
     for key in ("quantization_config", "_name_or_path", "_pre_quantization_dtype"):
         config.pop(key, None)
@@ -481,3 +464,42 @@ def save_pretrained(model: nn.Module, directory: str | os.PathLike) -> Path:
 
     _atomic_write(d, CONFIG_NAME, write_config)
     return d
+
+
+def mark_quantized(model: nn.Module) -> nn.Module:
+    """Make a model converted in memory look like one loaded by ``from_pretrained``: its config carries the vqcore
+    ``quantization_config`` and it holds a :class:`VQCoreQuantizer` (``hf_quantizer``, ``is_quantized``,
+    ``quantization_method``), so diffusers' own writers — ``model.save_pretrained(folder)`` and a pipeline's
+    ``pipe.save_pretrained(folder)`` — write folders that ``from_pretrained`` loads. Without it they write the integer
+    tensors under a float config (a folder nothing can load). Same checks as :func:`save_pretrained`; returns
+    ``model``."""
+    _check_savable(model)
+    cfg = VQCoreConfig(**quantization_config(model))
+    model.register_to_config(quantization_config=cfg)
+    model.hf_quantizer = VQCoreQuantizer(cfg, pre_quantized=True)
+    model.is_quantized = True
+    model.quantization_method = cfg.quant_method
+    return model
+
+
+def _check_savable(model: nn.Module) -> dict[str, QLinearInt]:
+    if not (isinstance(model, nn.Module) and hasattr(model, "config") and callable(getattr(model, "to_json_string",
+                                                                                           None))):  # fmt: skip
+        raise TypeError(f"format='diffusers' needs a diffusers model (a ModelMixin such as "
+                        f"CogVideoXTransformer3DModel), got {type(model).__name__}; use format='vqcore' for other "
+                        "modules")  # fmt: skip
+    ints = _int_layers(model)
+    if not ints:
+        raise ValueError("model has no QLinearInt layers; call vqcore.convert(model) first")
+    from ..quant.attention import QuantSDPA
+    from ..quant.modules import QMatMul, QuantModule
+
+    fake = [n for n, m in model.named_modules() if isinstance(m, (QuantModule, QMatMul, QuantSDPA))]
+    if fake:
+        more = " ..." if len(fake) > 3 else ""
+        raise ValueError(f"{type(model).__name__} still has fake-quant modules ({fake[:3]}{more}): layers left "
+                         "fake-quant by convert(..., strict=False) and fake-quant attention have no "
+                         "diffusers form; convert them (attention: convert(..., attention='int8')) or save with "
+                         "format='vqcore'")  # fmt: skip
+    _check_skeleton(model, ints)
+    return ints
