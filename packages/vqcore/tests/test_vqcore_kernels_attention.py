@@ -91,7 +91,7 @@ def test_k_smoothing_is_what_makes_int8_keys_accurate():
 @pytest.mark.parametrize(("b", "h", "sq", "sk", "d", "dtype"), [
     (1, 2, 37, 45, 64, torch.float32),  # odd lengths, partial Q and K tiles
     (2, 3, 16, 60, 32, torch.bfloat16),  # cross-attention-like Sk != Sq
-    (1, 1, 50, 19, 16, torch.float16),  # fewer keys than queries, one partial K tile
+    (1, 1, 50, 19, 32, torch.float16),  # fewer keys than queries, one partial K tile
     (1, 2, 33, 64, 128, torch.bfloat16),  # even K tiles (EVEN_N), large head
 ])  # fmt: skip
 def test_kernel_matches_reference_on_odd_shapes(b, h, sq, sk, d, dtype):
@@ -109,7 +109,7 @@ def test_kernel_matches_reference_on_odd_shapes(b, h, sq, sk, d, dtype):
 
 
 def test_public_api_sdpa_dropin_and_fallbacks():
-    q, k, v = _qkv(1, 2, 24, 24, 16, torch.float32, seed=3)
+    q, k, v = _qkv(1, 2, 24, 24, 32, torch.float32, seed=3)
     y = kernels.int8_attention(q, k, v)
     assert _rel(y, F.scaled_dot_product_attention(q, k, v)) < 2e-2
     assert _rel(kernels.int8_attention(q, k, v, scale=0.3), F.scaled_dot_product_attention(q, k, v, scale=0.3)) < 2e-2
@@ -119,9 +119,12 @@ def test_public_api_sdpa_dropin_and_fallbacks():
     mask[:, 0] = True
     assert torch.equal(sdpa(q, k, v, attn_mask=mask), F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
     assert torch.equal(sdpa(q, k, v, is_causal=True), F.scaled_dot_product_attention(q, k, v, is_causal=True))
-    q5 = torch.randn(1, 2, 24, 20)  # head size not a power of two
-    assert torch.equal(sdpa(q5, q5, q5), F.scaled_dot_product_attention(q5, q5, q5))
-    assert (sdpa.calls, sdpa.fallbacks) == (4, 3)
+    for d in (20, 16):  # head size not a power of two / below the int8 MMA's reduction width
+        q5 = torch.randn(1, 2, 24, d)
+        assert torch.equal(sdpa(q5, q5, q5), F.scaled_dot_product_attention(q5, q5, q5))
+    q16, k16, v16 = _qkv(1, 2, 24, 24, 16, torch.float32, seed=5)  # the public function: reference for D = 16
+    assert _rel(kernels.int8_attention(q16, k16, v16), F.scaled_dot_product_attention(q16, k16, v16)) < 2e-2
+    assert (sdpa.calls, sdpa.fallbacks) == (5, 4)
     with pytest.raises(ValueError, match=r"\[B, H, S, D\]"):
         kernels.int8_attention(q[0], k[0], v[0])
     with pytest.raises(ValueError, match="Sk"):
@@ -146,7 +149,7 @@ def test_convert_attention_int8_on_the_zoo_video_dit(tmp_path):
     from vqcore.quant import QuantConfig, prepare
 
     torch.manual_seed(0)
-    small = dict(num_heads=2, head_dim=16, num_layers=1, caption_channels=8, num_frames=4, size=8)
+    small = dict(num_heads=2, head_dim=32, num_layers=1, caption_channels=8, num_frames=4, size=8)
     fp = zoo.build("moving-digits-dit", **small).eval()
     x, t, lab = torch.randn(2, 1, 4, 8, 8), torch.tensor([10, 700]), torch.tensor([3, 10])
     with torch.no_grad():

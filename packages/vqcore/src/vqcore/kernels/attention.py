@@ -111,13 +111,14 @@ def int8_attention(
 ) -> torch.Tensor:  # fmt: skip
     """SageAttention-style attention of ``q [B, H, Sq, D]``, ``k, v [B, H, Sk, D]`` (module docstring); ``scale``
     defaults to ``1/√D``. Output ``[B, H, Sq, D]`` in ``q``'s dtype. CUDA: the Triton kernel (``D`` a power of two
-    in [16, 256]); elsewhere the reference."""
+    in [32, 256]); elsewhere, and for other head sizes, the reference."""
     _check(q, k, v)
     d = q.shape[-1]
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     qc, qs, kc, ks = quantize_qk(q, k, scale, q_block, k_block, smooth_k)
-    is_compiling = getattr(torch.compiler, "is_compiling", None)
-    if q.is_cuda and not (is_compiling is not None and is_compiling()):
+    if not kernel_supports(q, k, v):  # e.g. D = 16 (the int8 MMA needs a reduction of ≥ 32): the reference
+        return int8_attention_ref(qc, qs, kc, ks, v, q.dtype)
+    if q.is_cuda and not _compiling():
         from . import triton_attention
 
         vv = v if v.stride(-1) == 1 else v.contiguous()
@@ -128,11 +129,12 @@ def int8_attention(
 
 
 def kernel_supports(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
-    """Shapes the kernel runs: 4-D ``[B, H, S, D]``, equal heads, ``D`` a power of two in [16, 256], float dtype."""
+    """Shapes the kernel runs: 4-D ``[B, H, S, D]``, equal heads, ``D`` a power of two in [32, 256] (the int8 MMA
+    reduces over ≥ 32), float dtype."""
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4 or k.shape != v.shape:
         return False
     d = q.shape[-1]
-    return (q.shape[:2] == k.shape[:2] and k.shape[-1] == d and 16 <= d <= 256 and d & (d - 1) == 0
+    return (q.shape[:2] == k.shape[:2] and k.shape[-1] == d and 32 <= d <= 256 and d & (d - 1) == 0
             and q.dtype in (torch.float16, torch.bfloat16, torch.float32))  # fmt: skip
 
 
