@@ -134,12 +134,12 @@ def summarize_identify(cells: list[dict], args) -> tuple[list[dict], list[dict]]
             rows.append({
                 "table": "identify", "env": env, "confounding": "none (control)" if sigma == 0 else kind, "k": k,
                 "sigma": sigma, "null": null, "seeds": len(cell),
-                "valid-lag false rejection": fmt([p["false_rejection"] for p in per]),
-                "invalid-lag rejection": "—" if all(v is None for v in inv) else fmt(inv),
-                "exact lag": fmt([p["exact"] for p in per]),
-                "accuracy (paper)": fmt([p["accuracy"] for p in per]),
-                "chance accuracy": round(chance_accuracy(k, args.max_lag), 3),
-                "identified lags": " ".join(str(p["lag"]) for p in per),
+                "valid_lag_false_rejection": fmt([p["false_rejection"] for p in per]),
+                "invalid_lag_rejection": "—" if all(v is None for v in inv) else fmt(inv),
+                "exact_lag": fmt([p["exact"] for p in per]),
+                "accuracy_paper": fmt([p["accuracy"] for p in per]),
+                "chance_accuracy": round(chance_accuracy(k, args.max_lag), 3),
+                "identified_lags": " ".join(str(p["lag"]) for p in per),
             })
             if k == 3 and kind == "additive" and sigma > 0:
                 fr = mean_ci([p["false_rejection"] for p in per])
@@ -239,11 +239,11 @@ def summarize_policy(cells: list[dict], args) -> list[dict]:
             if all(f"{m}/J" not in c for c in cell):
                 continue
             rows.append({"table": "policy", "env": env, "method": LABELS[m], "seeds": len(cell),
-                         "return (clean env)": fmt([c.get(f"{m}/J") for c in cell], 1),
-                         "action MSE (confounded states)": fmt([c.get(f"{m}/mse") for c in cell], 3)})
+                         "return_clean_env": fmt([c.get(f"{m}/J") for c in cell], 1),
+                         "action_mse_confounded": fmt([c.get(f"{m}/mse") for c in cell], 3)})
         rows.append({"table": "policy", "env": env, "method": "expert (reference)", "seeds": len(cell),
-                     "return (clean env)": fmt([c["expert/J"] for c in cell], 1),
-                     "action MSE (confounded states)": "0"})
+                     "return_clean_env": fmt([c["expert/J"] for c in cell], 1),
+                     "action_mse_confounded": "0"})
     return rows
 
 

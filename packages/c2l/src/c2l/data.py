@@ -313,7 +313,7 @@ def load_official(path: str | os.PathLike, *, expert_labels: bool = False) -> Tr
                 obj = _read_npz_member(zf, names[0], path)
             except UnsafePickleError as err:
                 raise ValueError(f"{path}: {err}") from None
-            except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
+            except (pickle.UnpicklingError, EOFError, ValueError, TypeError, MemoryError) as err:
                 raise ValueError(f"{path}: not a readable trajectory array ({err})") from None
         layout = "causal_il-npz"
     elif suffix in (".pkl", ".pickle"):
@@ -322,7 +322,8 @@ def load_official(path: str | os.PathLike, *, expert_labels: bool = False) -> Tr
                 obj = restricted_load(handle)
         except UnsafePickleError as err:
             raise ValueError(f"{path}: {err}") from None
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as err:
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+                MemoryError) as err:
             raise ValueError(f"{path}: not a readable trajectory pickle ({type(err).__name__}: {err})") from None
         layout = "c2l-pickle"
     else:
