@@ -133,3 +133,10 @@ def test_training_state_that_would_run_code_is_refused_and_nothing_runs(tmp_path
     assert back["gen"][0] == "MT19937" and np.array_equal(back["gen"][1], good["gen"][1])
     assert back["loss"] == 0.5 and back["n"] == 2 and back["py"] == good["py"] and back["pcg"] == good["pcg"]
     assert torch.equal(back["torch"], good["torch"]) and back["arr"].dtype == np.uint32
+
+
+def test_garbage_training_state_is_a_checkpoint_error(tmp_path):
+    for i, blob in enumerate((b"plain text, not a pickle\n", b"\x80\x04", b"")):
+        (tmp_path / f"s{i}.pt").write_bytes(blob)
+        with pytest.raises(CheckpointError, match="could not be read"):
+            load_training_state(tmp_path / f"s{i}.pt")

@@ -221,14 +221,17 @@ def load_training_state(
         with torch.serialization.safe_globals([*_numpy_safe_globals(), *allow]):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights_only" not in str(err) and "Weights only" not in str(err):
-            raise CheckpointError(f"training state {path} could not be read (truncated or corrupt?): {err}") from err
+        unsafe = _unsafe_globals(path)
+        if not unsafe:  # not a refusal of a named callable: the file itself is broken
+            raise CheckpointError(f"training state {path} could not be read (not a torch file, truncated or "
+                                  f"corrupt?): {str(err).splitlines()[0] if str(err) else ''}") from err
         raise CheckpointError(
-            f"training state {path} refers to {_unsafe_globals(path) or 'objects'} that loading would have to execute; "
-            "refusing to unpickle it (only tensors, numbers, strings, containers and numpy arrays are allowed)"
+            f"training state {path} refers to {unsafe} that loading would have to execute; refusing to unpickle it "
+            "(only tensors, numbers, strings, containers and numpy arrays are allowed)"
         ) from None
-    except (EOFError, RuntimeError, OSError) as err:
-        raise CheckpointError(f"training state {path} could not be read (truncated or corrupt?): {err}") from err
+    except Exception as err:  # noqa: BLE001 - garbage makes the unpickler fail in many ways (EOFError, IndexError...)
+        raise CheckpointError(f"training state {path} could not be read (truncated or corrupt?): "
+                              f"{type(err).__name__}: {err}") from err
 
 
 def _unsafe_globals(path: Path) -> str:

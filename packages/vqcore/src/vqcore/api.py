@@ -104,8 +104,10 @@ def quantize(model: nn.Module, method: str = "rtn", w_bits: int = 8, a_bits: int
         model: a diffusers transformer/UNet (or any module with linears/convs).
         method: a name from :func:`vqcore.methods.list_methods` (``rtn``, ``vidit-q``, ``q-diffusion``, ...).
         w_bits, a_bits: default bits (2–8); ``a_bits=None`` keeps activations in floating point.
-        calib: a :class:`~vqcore.calib.CalibrationSet` (from :class:`~vqcore.calib.Capture`) or a list of forward
-            keyword-argument dicts.
+        calib: a :class:`~vqcore.calib.CalibrationSet` (from :class:`~vqcore.calib.Capture`), or a list of model
+            inputs, each a batch: tensors (``model(x)``), tuples of positional inputs (``model(x, t)``) or dicts of
+            keyword inputs (``model(**kw)``); see :func:`vqcore.calib.root_items`. Block-reconstruction methods
+            (``q-diffusion``, ``s2q-vdit``) need a ``CalibrationSet`` with block captures.
         config: a full :class:`QuantConfig` overriding the method's default for ``kind`` (its ``w_bits``/``a_bits``
             then replace the arguments, also in the report).
         kind: ``"dit"``, ``"unet"`` or ``"auto"``.
@@ -144,8 +146,8 @@ def quantize(model: nn.Module, method: str = "rtn", w_bits: int = 8, a_bits: int
                          + (type(calib).__name__ if not isinstance(calib, CalibrationSet) else "one without blocks"))
     items = root_items(calib)
     if impl.needs_calibration and not items:
-        raise ValueError(f"method {method!r} needs calibration data: pass calib=... (vqcore.calib.Capture or a list "
-                         "of forward-kwargs dicts)")
+        raise ValueError(f"method {method!r} needs calibration data: pass calib= a vqcore.calib.Capture result, or a "
+                         "list of model inputs (tensors, tuples of positional inputs, or dicts of keyword inputs)")
     _check_calibration(model, items)
     start = time.perf_counter()
     fp_model = copy.deepcopy(model).eval() if impl.needs_teacher else None
@@ -257,8 +259,13 @@ def _check_tensor_shapes(directory: Path, model: nn.Module) -> None:
     weights = directory / "model.safetensors"
     if not weights.is_file():
         raise ValueError(f"{directory} has no model.safetensors; is it a vqcore checkpoint directory?")
-    with safe_open(str(weights), framework="pt") as f:
-        saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 - safe_open API
+    from safetensors import SafetensorError
+
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 - safe_open API
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{weights} could not be read (truncated or corrupt?): {err}") from err
     own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     wrong = [(k, own[k], saved[k]) for k in own if k in saved and own[k] != saved[k]]
     if wrong:

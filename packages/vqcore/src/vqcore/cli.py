@@ -22,18 +22,36 @@ def _load_model(spec: str, cls_name: str | None):
     if spec.startswith("zoo:"):
         from . import zoo
 
-        return zoo.load(spec[4:])
+        try:
+            return zoo.load(spec[4:])
+        except ValueError as err:
+            raise SystemExit(f"--model: {err}") from None
     path = Path(spec)
     if not path.is_dir():
         raise SystemExit(f"--model: {spec!r} is neither 'zoo:<name>' nor a diffusers model directory")
     if not cls_name:
         raise SystemExit("--class is required with a model directory (e.g. CogVideoXTransformer3DModel, UNet2DModel)")
-    import diffusers
-
+    try:
+        import diffusers
+    except ImportError:
+        raise SystemExit("--model: loading a diffusers model directory needs the optional dependency diffusers "
+                         "(pip install diffusers)") from None
     cls = getattr(diffusers, cls_name, None)
-    if cls is None:
-        raise SystemExit(f"--class: diffusers has no {cls_name!r}")
-    return cls.from_pretrained(str(path))
+    if not isinstance(cls, type) or not hasattr(cls, "from_pretrained"):
+        raise SystemExit(f"--class: diffusers has no model class {cls_name!r}")
+    try:
+        return cls.from_pretrained(str(path))
+    except Exception as err:  # noqa: BLE001 - corrupt safetensors/config.json, missing files: one line, not a trace
+        raise _ModelLoadError(f"--model: could not load a {cls_name} from {path}: {_one_line(err)}") from err
+
+
+class _ModelLoadError(Exception):
+    """A model directory that diffusers could not load (shown as one line; the cause with ``-v``)."""
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 def _zoo_calibration(model, samples: int, steps: int, seed: int, progress: bool = True):
@@ -109,13 +127,8 @@ def cmd_quantize(args) -> int:
     model = _load_model(args.model, args.model_class).eval()
     if calib is None and args.model.startswith("zoo:"):
         calib = _zoo_calibration(model, args.calib_samples, args.calib_steps, args.seed, not args.no_progress)
-    try:
-        qmodel = vqcore.quantize(model, method=args.method, w_bits=args.w_bits, a_bits=args.a_bits, calib=calib,
-                                 seed=args.seed, **options)
-    except (ValueError, TypeError) as err:  # bad input (calibration data, model): a message, not a traceback
-        if args.verbose:
-            raise
-        raise SystemExit(f"vqcore quantize: {err} (-v shows the traceback)") from err
+    qmodel = vqcore.quantize(model, method=args.method, w_bits=args.w_bits, a_bits=args.a_bits, calib=calib,
+                             seed=args.seed, **options)  # bad calibration data / model: one line (main)
     vqcore.save(qmodel, out, overwrite=args.overwrite)
     print(qmodel.vqcore_report.summary())
     print(f"saved to {out}")
@@ -127,6 +140,11 @@ def cmd_convert(args) -> int:
 
     from .convert import int_weight_bytes
 
+    ckpt = Path(args.checkpoint)
+    missing = [n for n in ("config.json", "model.safetensors") if not (ckpt / n).is_file()]
+    if missing:  # before the model is loaded
+        raise SystemExit(f"checkpoint: {ckpt} is not a vqcore quantized checkpoint (no {' or '.join(missing)}; "
+                         "write one with `vqcore quantize --out`)")
     model = _load_model(args.model, args.model_class).eval()
     fp16_bytes = int_weight_bytes(model) // next(model.parameters()).element_size() * 2  # before load() swaps layers
     qmodel = vqcore.load(args.checkpoint, model)
@@ -184,7 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except (_ModelLoadError, ValueError, TypeError, OSError, ImportError, KeyError, RuntimeError) as err:
+        # what a user can cause (missing optional dependency or file, corrupt checkpoint or calibration file, a
+        # checkpoint of another model): one line naming it and a non-zero exit; -v shows the traceback
+        if args.verbose:
+            raise
+        msg = str(err) if isinstance(err, _ModelLoadError) else _one_line(err)
+        raise SystemExit(f"vqcore {args.command}: {msg} (-v shows the traceback)") from None
 
 
 if __name__ == "__main__":

@@ -118,18 +118,18 @@ def load_calibration(path: str | os.PathLike) -> Any:
         with torch.serialization.safe_globals([CalibItem, CalibrationSet]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "eights only" not in str(err) and "weights_only" not in str(err):
-            raise ValueError(f"calibration file {path} is not a safetensors or torch file (corrupt?): "
-                             f"{str(err).splitlines()[0]}") from None
         try:
             names = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)[:5])
         except Exception:  # noqa: BLE001 - only for the message
             names = ""
-        raise ValueError(f"calibration file {path} refers to {names or 'objects'} that loading would have to "
+        if not names:  # not a refusal of a named callable: the file itself is broken
+            raise ValueError(f"calibration file {path} could not be read (not a safetensors or torch file, "
+                             f"truncated or corrupt?): {str(err).splitlines()[0] if str(err) else ''}") from None
+        raise ValueError(f"calibration file {path} refers to {names} that loading would have to "
                          "execute; refusing to unpickle it (store it with vqcore.calib.save_calibration, or as "
                          "tensors, lists, tuples and dicts)") from None
-    except (EOFError, RuntimeError, OSError) as err:
-        raise ValueError(f"calibration file {path} could not be read (truncated or corrupt?): "
+    except Exception as err:  # noqa: BLE001 - the unpickler's errors on garbage are of many kinds (IndexError, ...)
+        raise ValueError(f"calibration file {path} could not be read (truncated, corrupt or not a torch file?): "
                          f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
 
 
