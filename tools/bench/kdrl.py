@@ -1,111 +1,279 @@
-"""Benchmark: the MTKD-RL comparison in miniature on the embedded digits default.
+"""Benchmark: can the weighting strategies be told apart? MTKD-RL vs AVER, CA-MKD, EBKD, AEKD and the student alone
+on heterogeneous teacher pools (a strong, a weak and a partly wrong teacher of different architectures, see
+``kdrl.pools``), with paired per-seed deltas and confidence intervals, per-teacher mean weights of each strategy and
+wall time per epoch.
 
-Student alone, AVER, CA-MKD, EBKD, AEKD, MTKD-RL and MTKD-RL (dynamic), all with the same frozen teacher pool
-(ResNet-14, wide ConvNet, MLP), the same tiny ConvNet student and the same seeds; mean ± std over seeds; wall time per
-run and the time spent inside the weighting strategy; a plot of MTKD-RL's teacher weights over training.
+    python tools/bench/kdrl.py --quick      # CPU, ~5 min: digits + small 100-class fractal pool, 5 seeds
+    python tools/bench/kdrl.py --full --out $OUT   # GPU, the paper's CIFAR architectures on the 100-class set
 
-    python tools/bench/kdrl.py --quick          # 3 seeds x 7 methods, a few CPU minutes
-    python tools/bench/kdrl.py --seeds 0,1,2,3,4 --epochs 60
-
-Writes results.json, results.md, weights.png and accuracy.png into --out (default runs/bench/kdrl).
+``--quick`` writes ``results/kdrl/kdrl_quick.json`` and ``--full`` ``results/kdrl/kdrl_full.json`` through
+``commons.results`` (``--results-root`` to write elsewhere, e.g. ``$OUT`` on a GPU box), plus ``weights_<pool>.png``,
+``raw.json`` (every run, written after each seed so an interrupted run keeps what it finished) in ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
-import platform
+import shutil
+import statistics
 import sys
+import time
 from pathlib import Path
 
 # this file is named like the package: drop its own folder from sys.path so `import kdrl` finds the library
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-STRATEGIES = ["student", "aver", "aver_warmup", "camkd", "ebkd", "aekd", "mtkd_rl", "mtkd_rl_dynamic"]
+STRATEGIES = ["student", "aver", "camkd", "ebkd", "aekd", "mtkd_rl"]
+SETTINGS = {
+    "quick": {"pools": ["digits", "fractal_small"], "seeds": [0, 1, 2, 3, 4], "epochs": 6, "teacher_epochs": 10,
+              "batch_size": 64,  # ~5.5 CPU minutes at one thread: the fractal pool runs the four main methods
+              "pool_strategies": {"fractal_small": ["student", "aver", "camkd", "mtkd_rl"]}},
+    "full": {"pools": ["fractal", "digits"], "seeds": [0, 1, 2, 3, 4], "epochs": 15, "teacher_epochs": 30,
+             "batch_size": 128},
+}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="3 seeds, 20 student epochs, 15 teacher epochs")
-    p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2 quick / 0..4 full)")
-    p.add_argument("--epochs", type=int, default=None, help="student epochs (default 20 quick / 60 full)")
-    p.add_argument("--teacher-epochs", type=int, default=None, help="teacher epochs (default 15 quick / 40 full)")
-    p.add_argument("--strategies", default=",".join(STRATEGIES))
-    p.add_argument("--train-fraction", type=float, default=1.0, help="fraction of the digits training split")
-    p.add_argument("--out", default="runs/bench/kdrl")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--from-json", default=None, help="re-render results.md and plots from an earlier results.json")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-
+def run_pool(pool_name, seeds, strategies, epochs, teacher_epochs, batch_size, cache, raw, raw_path, progress):
     import torch
 
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    from commons.reporting import markdown_table
-    from kdrl.benchmark import (
-        agent_overhead,
-        paired_comparison,
-        plot_accuracy,
-        plot_weights,
-        run_comparison,
-        summarise,
-        verdict,
-    )
+    from commons.device import TrainingBackend
+    from kdrl import MultiTeacherDistiller, TeacherPool, create_model, create_strategy
+    from kdrl.config import digits_recipe
+    from kdrl.pools import POOLS, build_pool, pool_loaders
+    from kdrl.training import evaluate_classifier
 
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else ([0, 1, 2] if args.quick else [0, 1, 2, 3, 4])
-    epochs = args.epochs or (20 if args.quick else 60)
-    t_epochs = args.teacher_epochs or (15 if args.quick else 40)
-    strategies = [s for s in args.strategies.split(",") if s]
+    spec = POOLS[pool_name]
+    backend = TrainingBackend(cpu=not torch.cuda.is_available())
+    train, test = pool_loaders(spec, batch_size)
+    t0 = time.perf_counter()
+    teachers, names = build_pool(spec, train, teacher_epochs, cache, backend=backend, progress=progress)
+    raw["pools"][pool_name] = {
+        "spec": spec.to_dict(), "teachers": names, "teacher_seconds": time.perf_counter() - t0,
+        "teacher_top1": [evaluate_classifier(m.to(backend.device), test, backend.device)["top1"] for m in teachers],
+        "n_train": len(train.dataset), "n_test": len(test.dataset), "device": str(backend.device), "runs": [],
+    }
+    logging.info("%s teachers: %s", pool_name, dict(zip(names, raw["pools"][pool_name]["teacher_top1"])))
+    pool = TeacherPool(teachers, names=names)
+    for seed in seeds:
+        for name in strategies:
+            torch.manual_seed(seed)
+            student = create_model(spec.student, **spec.student_kwargs)
+            cfg = digits_recipe(epochs, seed=seed, batch_size=batch_size)
+            d = MultiTeacherDistiller(student, pool, create_strategy(name), cfg, backend=backend)
+            start, cpu0 = time.perf_counter(), time.process_time()
+            hist = d.fit(train, test, progress=progress)
+            cpu_seconds = time.process_time() - cpu0
+            eps = hist["epochs"]
+            raw["pools"][pool_name]["runs"].append({
+                "strategy": name, "seed": seed, "final_top1": d.evaluate(test)["top1"],
+                "seconds": time.perf_counter() - start, "cpu_seconds": cpu_seconds, "epochs": len(eps),
+                "epoch_seconds": [e["seconds"] for e in eps], "strategy_seconds": [e["strategy_seconds"] for e in eps],
+                "logit_weights": [e["logit_weights"] for e in eps], "feat_weights": [e["feat_weights"] for e in eps],
+                "test_curve": [e["test_top1"] for e in eps],
+            })
+            logging.info("%s %s seed %d: %.2f%%", pool_name, name, seed, raw["pools"][pool_name]["runs"][-1]
+                         ["final_top1"])
+        raw_path.write_text(json.dumps(raw), encoding="utf-8")  # keep finished seeds if interrupted
+
+
+def summarise(raw):
+    """Rows for commons.results: tables teachers, accuracy, paired, weights, targets."""
+    from kdrl.pools import paired_ci, weight_shares
+
+    rows = []
+    for pool_name, p in raw["pools"].items():
+        roles = [n.split(":")[0] for n in p["teachers"]]
+        for n, acc in zip(p["teachers"], p["teacher_top1"]):
+            rows.append({"table": "teachers", "pool": pool_name, "teacher": n, "top1": round(acc, 2)})
+        by = {}
+        for r in p["runs"]:
+            by.setdefault(r["strategy"], {})[r["seed"]] = r
+        seeds = sorted(set.intersection(*(set(v) for v in by.values()))) if by else []
+        if not seeds:
+            continue
+
+        def epoch_time(name, by=by, seeds=seeds):  # mean wall time of an epoch after the first (allocations)
+            return statistics.fmean(t for s in seeds for t in (by[name][s]["epoch_seconds"][1:]
+                                                                  or by[name][s]["epoch_seconds"]))
+
+        on_cpu = p["device"] == "cpu"  # on a shared CPU, process time measures the work; on a GPU, wall time
+
+        def cost(name, by=by, seeds=seeds, on_cpu=on_cpu):
+            if on_cpu:
+                return statistics.fmean(by[name][s]["cpu_seconds"] / by[name][s]["epochs"] for s in seeds)
+            return epoch_time(name)
+
+        aver_t = cost("aver") if "aver" in by else None
+        base = statistics.fmean(by["student"][s]["final_top1"] for s in seeds) if "student" in by else None
+        for name, runs in by.items():
+            accs = [runs[s]["final_top1"] for s in seeds]
+            t = cost(name)
+            rows.append({"table": "accuracy", "pool": pool_name, "method": name,
+                         "top1": round(statistics.fmean(accs), 2),
+                         "std": round(statistics.stdev(accs), 2) if len(accs) > 1 else 0.0,
+                         "delta_vs_student": round(statistics.fmean(accs) - base, 2) if base is not None else "",
+                         "s_per_epoch": round(t, 3), "clock": "cpu" if on_cpu else "wall",
+                         "time_vs_aver_pct": round(100 * (t / aver_t - 1), 1) if aver_t and name != "student" else "",
+                         "seeds": len(seeds)})
+            if name != "student":
+                per_seed = [weight_shares(runs[s]["logit_weights"]) for s in seeds]
+                mean_share = [statistics.fmean(w[i] for w in per_seed) for i in range(len(roles))]
+                rows.append({"table": "weights", "pool": pool_name, "method": name,
+                             **{f"w_{role}": round(v, 3) for role, v in zip(roles, mean_share)}})
+        if "mtkd_rl" in by:
+            for other in [s for s in by if s != "mtkd_rl"]:
+                diffs = [by["mtkd_rl"][s]["final_top1"] - by[other][s]["final_top1"] for s in seeds]
+                ci = paired_ci(diffs)
+                rows.append({"table": "paired", "pool": pool_name, "comparison": f"mtkd_rl - {other}",
+                             "mean_delta": round(ci["mean"], 2), "ci95_low": round(ci["low"], 2),
+                             "ci95_high": round(ci["high"], 2),
+                             "wins_ties_losses": f"{sum(d > 0 for d in diffs)}/{sum(d == 0 for d in diffs)}/"
+                                                 f"{sum(d < 0 for d in diffs)}",
+                             "separated": "yes" if ci["low"] > 0 else ("worse" if ci["high"] < 0 else "no")})
+    return rows
+
+
+def targets(rows):
+    """The issue's targets, per pool, from the summary rows."""
+    out = []
+    for pool in sorted({r["pool"] for r in rows}):
+        paired = {r["comparison"]: r for r in rows if r["pool"] == pool and r["table"] == "paired"}
+        weights = {r["method"]: r for r in rows if r["pool"] == pool and r["table"] == "weights"}
+        acc = {r["method"]: r for r in rows if r["pool"] == pool and r["table"] == "accuracy"}
+        for other in ("aver", "camkd"):
+            r = paired.get(f"mtkd_rl - {other}")
+            if r:
+                out.append({"table": "targets", "pool": pool, "target": f"MTKD-RL beats {other} beyond the 95% CI",
+                            "value": f"{r['mean_delta']:+.2f} [{r['ci95_low']:+.2f}, {r['ci95_high']:+.2f}]",
+                            "met": "yes" if r["ci95_low"] > 0 else "no"})
+        if "mtkd_rl" in weights and "aver" in weights:
+            m, a = weights["mtkd_rl"]["w_partly_wrong"], weights["aver"]["w_partly_wrong"]
+            out.append({"table": "targets", "pool": pool,
+                        "target": "MTKD-RL's weight share on the wrong teacher < AVER's",
+                        "value": f"{m:.3f} vs {a:.3f}", "met": "yes" if m < a else "no"})
+        if "mtkd_rl" in acc and acc["mtkd_rl"]["time_vs_aver_pct"] != "":
+            v = acc["mtkd_rl"]["time_vs_aver_pct"]
+            out.append({"table": "targets", "pool": pool, "target": "MTKD-RL time per epoch over AVER <= 15%",
+                        "value": f"{v:+.1f}%", "met": "yes" if v <= 15 else "no"})
+    return out
+
+
+def plot_weights(raw, pool_name, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p = raw["pools"][pool_name]
+    methods = [m for m in ("aver", "camkd", "ebkd", "aekd", "mtkd_rl") if any(r["strategy"] == m for r in p["runs"])]
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.3 * len(methods), 3.2), dpi=110, sharey=True)
+    axes = [axes] if len(methods) == 1 else axes
+    for ax, m in zip(axes, methods):
+        runs = [r for r in p["runs"] if r["strategy"] == m]
+        n_ep = min(len(r["logit_weights"]) for r in runs)
+        for i, teacher in enumerate(p["teachers"]):
+            ys = []
+            for e in range(n_ep):
+                vals = [r["logit_weights"][e][i] / max(sum(r["logit_weights"][e]), 1e-12) for r in runs]
+                ys.append(statistics.fmean(vals))
+            ax.plot(range(n_ep), ys, marker=".", label=teacher)
+        ax.set_title(m, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("share of logit-KD weight (mean over seeds)")
+    axes[0].legend(fontsize=6)
+    fig.suptitle(f"per-teacher weight share, pool {pool_name}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="CPU setting (default)")
+    mode.add_argument("--full", action="store_true", help="GPU setting: CIFAR architectures on the 100-class set")
+    p.add_argument("--pools", default=None, help="comma-separated pools (kdrl.pools.POOLS)")
+    p.add_argument("--seeds", default=None)
+    p.add_argument("--epochs", type=int, default=None, help="student epochs")
+    p.add_argument("--teacher-epochs", type=int, default=None)
+    p.add_argument("--strategies", default=None, help=f"comma-separated (default {','.join(STRATEGIES)})")
+    p.add_argument("--out", default="runs/bench/kdrl")
+    p.add_argument("--results-root", default=None, help="folder for <package>/<bench>.json (default: repo results/)")
+    p.add_argument("--no-results", action="store_true", help="do not write commons.results JSON")
+    p.add_argument("--from-raw", default=None, help="summarise an earlier raw.json without training")
+    p.add_argument("--progress", action="store_true")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (1: the shared CI box; ignored on GPU)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import torch
+
+    setting = "full" if args.full else "quick"
+    cfg = dict(SETTINGS[setting])
+    if args.pools:
+        cfg["pools"] = args.pools.split(",")
+    if args.seeds:
+        cfg["seeds"] = [int(s) for s in args.seeds.split(",")]
+    cfg["epochs"] = args.epochs or cfg["epochs"]
+    cfg["teacher_epochs"] = args.teacher_epochs or cfg["teacher_epochs"]
+    args.strategies_given = args.strategies is not None
+    strategies = [s for s in (args.strategies or ",".join(STRATEGIES)).split(",") if s]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.from_json:  # re-render the tables and plots of an earlier run without training again
-        result = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
-        seeds, epochs, t_epochs = result["seeds"], result["epochs"], result["teacher_epochs"]
-        strategies = sorted({r["strategy"] for r in result["runs"]}, key=STRATEGIES.index)
+    if not torch.cuda.is_available():
+        torch.set_num_threads(max(1, args.threads))
+    started = time.perf_counter()
+    raw_path = out / "raw.json"
+    if args.from_raw:
+        raw = json.loads(Path(args.from_raw).read_text(encoding="utf-8"))
     else:
-        result = run_comparison(strategies, seeds, epochs, t_epochs, cache_dir=out / "teachers",
-                                train_fraction=args.train_fraction, progress=not args.no_progress)
-        result["machine"] = (f"{platform.node() or 'unknown'} · {platform.processor() or platform.machine()} · "
-                             f"torch {torch.__version__} · {torch.get_num_threads()} threads · "
-                             f"device {result['device']}")
-        result["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    rows = summarise(result)
-    result["summary"] = rows
-    table = markdown_table([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
-    teachers = ", ".join(f"{n} {a:.2f}%" for n, a in result["teacher_top1"].items())
+        from kdrl.pools import POOLS
+
+        unknown = [q for q in cfg["pools"] if q not in POOLS]
+        if unknown:
+            raise SystemExit(f"--pools: unknown {unknown}; choose from {sorted(POOLS)}")
+        raw = {"setting": setting, "config": cfg, "strategies": strategies, "pools": {}}
+        only = cfg.get("pool_strategies", {})
+        for pool in cfg["pools"]:
+            chosen = strategies
+            if pool in only and not args.strategies_given:
+                chosen = [s for s in strategies if s in only[pool]]
+            run_pool(pool, cfg["seeds"], chosen, cfg["epochs"], cfg["teacher_epochs"], cfg["batch_size"],
+                     out / "teachers", raw, raw_path, args.progress)
+        raw["wall_seconds"] = time.perf_counter() - started
+        raw_path.write_text(json.dumps(raw), encoding="utf-8")
+    rows = summarise(raw)
+    rows += targets(rows)
     images = []
-    if "mtkd_rl" in strategies:
-        images.append(plot_weights(result, out / "weights.png", "mtkd_rl"))
-    images.append(plot_accuracy(result, out / "accuracy.png"))
-    best = max(rows, key=lambda r: r["_mean"])
-    paired = paired_comparison(result, "mtkd_rl") if "mtkd_rl" in strategies else []
-    result["paired"] = paired
-    result["verdict"] = verdict(paired) if paired else ""
-    overhead = agent_overhead(result) if "mtkd_rl" in strategies and "aver" in strategies else None
-    result["agent_overhead"] = overhead
-    overhead_md = (f"\n\nAgent overhead: MTKD-RL spends {overhead['extra_seconds']:.2f}s more per run inside its "
-                   f"weighting strategy than AVER (state building, agent forward, buffered updates) = "
-                   f"{overhead['percent_of_aver']:.1f}% of an AVER run ({overhead['aver_seconds']:.1f}s). The paper "
-                   "reports +15% time per epoch vs AVER on CIFAR-100 (RTX 4090).") if overhead else ""
-    paired_md = ("\n\nPaired per-seed differences (same seed = same student initialisation and data order):\n\n"
-                 + markdown_table([{k: v for k, v in r.items() if not k.startswith("_")} for r in paired])
-                 + f"\n\n**Verdict:** {result['verdict']}") if paired else ""
-    md = (f"# kdrl benchmark (digits)\n\n{result['date']} · {result['machine']}\n\n"
-          f"Teachers ({t_epochs} epochs, seed 0): {teachers}. Student `{result['student']}`, {epochs} epochs, "
-          f"seeds {seeds}, {result['n_train']} train / {result['n_test']} test images.\n\n"
-          f"{table}{paired_md}{overhead_md}\n\n"
-          f"Best mean final accuracy: **{best['method']}**. 'top1 (final)' is the last epoch's test accuracy (what we "
-          f"report); 'top1 (best epoch)' is the official scripts' best-over-epochs test accuracy (selection on the "
-          f"test set). 'strategy s / run' is the time spent inside the weighting strategy (MTKD-RL: state, agent "
-          f"forward and updates); 'time vs AVER' compares whole-run wall time on a shared CPU (noisy). Teacher "
-          f"training took {result['teacher_seconds']:.1f}s (≈0 when loaded from the cache).\n")
-    (out / "results.md").write_text(md, encoding="utf-8")
-    (out / "results.json").write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
-    print(md)
-    print("wrote", out / "results.md", out / "results.json", *images)
+    for pool in raw["pools"]:
+        try:
+            images.append(str(plot_weights(raw, pool, out / f"weights_{pool}.png")))
+        except ImportError:
+            logging.info("matplotlib missing: no weight plots")
+    from commons.reporting import markdown_table
+
+    for table in ("teachers", "accuracy", "paired", "weights", "targets"):
+        sub = [{k: v for k, v in r.items() if k != "table"} for r in rows if r["table"] == table]
+        if sub:
+            print(f"\n## {table}\n\n" + markdown_table(sub))
+    if not args.no_results:
+        from commons.results import write_results
+
+        settings = {**raw["config"], "setting": raw["setting"], "strategies": raw["strategies"],
+                    "command": "python tools/bench/kdrl.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                    "wall_seconds": round(raw.get("wall_seconds", 0.0), 1),
+                    "pools": {k: {"teachers": v["teachers"], "n_train": v["n_train"], "n_test": v["n_test"],
+                                  "device": v["device"], "spec": v["spec"]} for k, v in raw["pools"].items()}}
+        path = write_results("kdrl", f"kdrl_{raw['setting']}", rows, settings, root=args.results_root)
+        print("wrote", path)
+        if args.results_root:  # keep the plots beside the JSON when writing elsewhere (e.g. $OUT)
+            for img in images:
+                shutil.copy(img, Path(args.results_root))
+    print("wrote", raw_path, *images, f"({time.perf_counter() - started:.0f}s)")
     return 0
 
 

@@ -105,7 +105,7 @@ def test_one_replay_step_is_the_official_sgd_step():
     moved = 0.0
     for (name, p_new), p_old, g in zip(agent.named_parameters(), reference.parameters(), grads):
         torch.testing.assert_close(p_new.detach(), p_old.detach() - 0.1 * g, rtol=1e-5, atol=1e-7, msg=name)
-        moved += float((p_new - p_old).abs().sum())
+        moved += float((p_new - p_old).detach().abs().sum())
     assert moved > 1e-4  # the step is not empty (rewards are not all zero)
 
 
