@@ -8,10 +8,11 @@ model's time at 608×400). This kernel computes the same recurrence (Gu & Dao 20
 
 in one launch, keeping the state in registers and never writing the ``[.., d_state]`` intermediates to memory:
 
-* one program per (batch element, block of ``BLOCK_D`` channels) walks the sequence in chunks of ``CHUNK`` steps;
-* inside a chunk the pairs ``(exp(Δ_t A), Δ_t B_t x_t)`` are combined with ``tl.associative_scan`` under the
-  operator ``(a₁, b₁) ∘ (a₂, b₂) = (a₁ a₂, a₂ b₁ + b₂)`` (composition of affine maps; every factor is ≤ 1, so
-  nothing overflows), then the carried state enters as ``h_t = b_t + a_t h_in``;
+* one program per (batch element, block of ``BLOCK_D`` channels) walks the sequence in chunks of ``CHUNK`` steps,
+  holding its ``BLOCK_D × d_state`` (channel, state) pairs as the rows of a 2-D tile;
+* inside a chunk, along the tile's last axis, the pairs ``(exp(Δ_t A), Δ_t B_t x_t)`` are combined with
+  ``tl.associative_scan`` under the operator ``(a₁, b₁) ∘ (a₂, b₂) = (a₁ a₂, a₂ b₁ + b₂)`` (composition of affine
+  maps; every factor is ≤ 1, so nothing overflows), then the carried state enters as ``h_t = b_t + a_t h_in``;
 * the read-out ``<C_t, h_t>`` is a reduction over the state axis; the chunk's last state is carried on. Padded steps
   past the end have Δ = 0 (decay 1, input 0) and leave the state unchanged.
 
@@ -56,45 +57,50 @@ if triton is not None:
     def _scan_fwd(x_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, y_ptr, length, d_inner, d_state,
                   sxb, sxd, sxl, stb, std, stl, sbb, sbn, sbl, scb, scn, scl, syb, syd, syl,
                   HAS_D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr):
+        # rows r = (channel, state) pairs of this block, flattened so the scan runs along the last axis of a 2-D tile
         pid_b = tl.program_id(0)
         pid_d = tl.program_id(1)
+        rows = tl.arange(0, BLOCK_D * BLOCK_N)
+        d_row = pid_d * BLOCK_D + rows // BLOCK_N
+        n_row = rows % BLOCK_N
+        m_row = (d_row < d_inner) & (n_row < d_state)
         offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-        offs_n = tl.arange(0, BLOCK_N)
-        offs_t = tl.arange(0, CHUNK)
         mask_d = offs_d < d_inner
-        mask_n = offs_n < d_state
-        a = tl.load(a_ptr + offs_d[:, None] * d_state + offs_n[None, :],
-                    mask=mask_d[:, None] & mask_n[None, :], other=0.0).to(tl.float32)  # [BD, BN]
+        offs_t = tl.arange(0, CHUNK)
+        a = tl.load(a_ptr + d_row * d_state + n_row, mask=m_row, other=0.0).to(tl.float32)  # [R]
         dvec = tl.zeros([BLOCK_D], dtype=tl.float32)
         if HAS_D:
             dvec = tl.load(d_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
-        last = (offs_t == CHUNK - 1)[None, None, :]
+        h = tl.zeros([BLOCK_D * BLOCK_N], dtype=tl.float32)
+        last = (offs_t == CHUNK - 1)[None, :]
         for start in range(0, length, CHUNK):
             t = start + offs_t
             mask_t = t < length
+            m_rt = m_row[:, None] & mask_t[None, :]
+            x_r = tl.load(x_ptr + pid_b * sxb + d_row[:, None] * sxd + t[None, :] * sxl, mask=m_rt,
+                          other=0.0).to(tl.float32)  # [R, CH] (each channel's row repeated per state)
+            dt_r = tl.load(dt_ptr + pid_b * stb + d_row[:, None] * std + t[None, :] * stl, mask=m_rt,
+                           other=0.0).to(tl.float32)
+            b_r = tl.load(b_ptr + pid_b * sbb + n_row[:, None] * sbn + t[None, :] * sbl, mask=m_rt,
+                          other=0.0).to(tl.float32)
+            c_r = tl.load(c_ptr + pid_b * scb + n_row[:, None] * scn + t[None, :] * scl, mask=m_rt,
+                          other=0.0).to(tl.float32)
+            decay = tl.exp(dt_r * a[:, None])
+            acc_a, acc_b = tl.associative_scan((decay, dt_r * x_r * b_r), 1, _combine)
+            hs = acc_b + acc_a * h[:, None]  # [R, CH]: the state of every (channel, state) row at every step
+            y = tl.sum(tl.reshape(hs * c_r, (BLOCK_D, BLOCK_N, CHUNK)), axis=1)  # [BD, CH]
             m_dt = mask_d[:, None] & mask_t[None, :]
-            m_nt = mask_n[:, None] & mask_t[None, :]
-            x = tl.load(x_ptr + pid_b * sxb + offs_d[:, None] * sxd + t[None, :] * sxl, mask=m_dt,
-                        other=0.0).to(tl.float32)  # [BD, CH]
-            dt = tl.load(dt_ptr + pid_b * stb + offs_d[:, None] * std + t[None, :] * stl, mask=m_dt,
-                         other=0.0).to(tl.float32)
-            bm = tl.load(b_ptr + pid_b * sbb + offs_n[:, None] * sbn + t[None, :] * sbl, mask=m_nt,
-                         other=0.0).to(tl.float32)  # [BN, CH]
-            cm = tl.load(c_ptr + pid_b * scb + offs_n[:, None] * scn + t[None, :] * scl, mask=m_nt,
-                         other=0.0).to(tl.float32)
-            decay = tl.exp(dt[:, None, :] * a[:, :, None])  # [BD, BN, CH]
-            inp = (dt * x)[:, None, :] * bm[None, :, :]
-            acc_a, acc_b = tl.associative_scan((decay, inp), 2, _combine)
-            hs = acc_b + acc_a * h[:, :, None]
-            y = tl.sum(hs * cm[None, :, :], axis=1) + dvec[:, None] * x  # [BD, CH]
+            if HAS_D:
+                x = tl.load(x_ptr + pid_b * sxb + offs_d[:, None] * sxd + t[None, :] * sxl, mask=m_dt,
+                            other=0.0).to(tl.float32)
+                y = y + dvec[:, None] * x
             tl.store(y_ptr + pid_b * syb + offs_d[:, None] * syd + t[None, :] * syl,
                      y.to(y_ptr.dtype.element_ty), mask=m_dt)
-            h = tl.sum(tl.where(last, hs, 0.0), axis=2)
+            h = tl.sum(tl.where(last, hs, 0.0), axis=1)
 
     _CONFIGS = [triton.Config({"BLOCK_D": bd, "CHUNK": ch}, num_warps=w)
-                for bd, ch, w in ((1, 64, 2), (2, 64, 4), (4, 32, 4), (4, 64, 4), (8, 32, 4), (2, 128, 4),
-                                  (4, 128, 8), (8, 64, 8))]
+                for bd, ch, w in ((1, 32, 2), (1, 64, 4), (2, 32, 4), (2, 64, 4), (4, 32, 4), (4, 64, 8),
+                                  (1, 128, 4), (8, 16, 4))]
     _scan_fwd_tuned = triton.autotune(_CONFIGS, key=["length", "d_inner", "d_state"])(_scan_fwd)
 
 
