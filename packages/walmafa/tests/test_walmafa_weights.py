@@ -147,6 +147,12 @@ def test_tiled_equals_untiled_for_a_local_model():
     torch.testing.assert_close(enhance_image(wal, y, tile=64), enhance_image(wal, y), atol=0, rtol=0)  # one tile
     with pytest.raises(ValueError, match="tile"):
         enhance_image(wal, y, tile=50)
+    from walmafa.cli import _tile  # the CLI default: whole images up to 1 Mpx, 256² tiles above
+
+    assert _tile("auto", 1080, 1920) == 256 and _tile("auto", 400, 600) is None and _tile("none", 4000, 3000) is None
+    assert _tile("128", 10, 10) == 128
+    with pytest.raises(ValueError, match="--tile"):
+        _tile("big", 10, 10)
 
 
 @pytest.mark.slow

@@ -82,8 +82,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="--weights is an official WalMaFa checkpoint (read with torch.load(weights_only=True))")
         sp.add_argument("--model-kw", default="{}",
                         help="JSON config overrides for --released-layout, e.g. '{\"token_layout\": \"raw\"}'")
-        sp.add_argument("--tile", type=int, default=None,
-                        help="enhance in overlapping TILE×TILE windows (multiple of 16) to bound memory")
+        sp.add_argument("--tile", default="auto",
+                        help="enhance in overlapping TILE×TILE windows (a multiple of 16) to bound memory; 'auto' "
+                             f"(default): {AUTO_TILE}-pixel tiles for images over {AUTO_TILE_PIXELS / 1e6:g} Mpx, "
+                             "'none': always whole")
         sp.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels")
 
     e = sub.add_parser("eval", help="PSNR/SSIM (RGB, [0,1], padded to 16, no GT-mean unless --gt-mean)")
@@ -99,6 +101,21 @@ def _parser() -> argparse.ArgumentParser:
     weight_args(n)
     n.add_argument("--device", default="auto")
     return p
+
+
+AUTO_TILE, AUTO_TILE_PIXELS = 256, 1_000_000
+
+
+def _tile(spec: str, h: int, w: int) -> int | None:
+    """``--tile`` value → tile size or None (whole image)."""
+    if spec == "none":
+        return None
+    if spec == "auto":
+        return AUTO_TILE if h * w > AUTO_TILE_PIXELS else None
+    try:
+        return int(spec)
+    except ValueError:
+        raise ValueError(f"--tile must be a multiple of 16, 'auto' or 'none', got {spec!r}") from None
 
 
 def _load(args):
@@ -151,7 +168,8 @@ def _run(args) -> int:
     elif args.command == "eval":
         enh = _load(args)
         ds = _dataset(args.data, args.split, args.subset, args.seed, args.size, args.max_items)
-        res = enh.evaluate(ds, gt_mean=args.gt_mean, progress=True, tile=args.tile, overlap=args.overlap)
+        h, w = ds[0][0].shape[-2:]
+        res = enh.evaluate(ds, gt_mean=args.gt_mean, progress=True, tile=_tile(args.tile, h, w), overlap=args.overlap)
         print(f"{len(ds)} images: PSNR {res['psnr']:.3f} dB  SSIM {res['ssim']:.4f}  "
               f"(RGB, [0,1], gt_mean={args.gt_mean})")
         if args.json:
@@ -164,7 +182,10 @@ def _run(args) -> int:
         if not Path(args.input).is_file():
             raise ValueError(f"input must be an existing image file, got {args.input!r}")
         enh = _load(args)
-        out = enh.enhance(args.input, tile=args.tile, overlap=args.overlap)
+        from commons.data import read_image
+
+        low = read_image(args.input)
+        out = enh.enhance(low, tile=_tile(args.tile, *low.shape[-2:]), overlap=args.overlap)
         arr = (out.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype("uint8")
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(arr).save(args.output)
