@@ -19,9 +19,11 @@ import torch
 
 from commons.metrics import AccuracyMatrix
 
+from ..lazy import LazyImages, prompt_transforms
 from .learners import IncrementalLearner, TaskData
 
-__all__ = ["StreamResult", "run_stream", "split_digits_tasks", "image_folder_tasks", "cifar100_tasks"]
+__all__ = ["StreamResult", "run_stream", "split_digits_tasks", "split_fractals_tasks", "image_folder_tasks",
+           "cifar100_tasks"]
 
 
 @dataclass
@@ -85,9 +87,8 @@ def run_stream(learner: IncrementalLearner, train_tasks: list[TaskData], test_ta
     old = float(np.mean(matrix.matrix[last, :last])) if last > 0 else float("nan")
     task_id_acc = None
     if hasattr(learner, "predict_task"):
-        images = torch.cat([t.images for t in test_tasks])
-        truth = torch.cat([torch.full((len(t.labels),), t.task_id) for t in test_tasks])
-        task_id_acc = (learner.predict_task(images) == truth).float().mean().item()
+        hits = sum(int((learner.predict_task(t.images) == t.task_id).sum()) for t in test_tasks)
+        task_id_acc = hits / sum(len(t.labels) for t in test_tasks)
     return StreamResult(
         matrix=matrix,
         final_accuracy=matrix.average_accuracy(),
@@ -108,7 +109,8 @@ def _tasks_from_tensors(images: torch.Tensor, labels: torch.Tensor, classes_per_
     for t in range(len(class_order) // classes_per_task):
         classes = tuple(class_order[t * classes_per_task:(t + 1) * classes_per_task])
         mask = torch.isin(labels, torch.tensor(classes))
-        tasks.append(TaskData(t, classes, images[mask], labels[mask]))
+        subset = images.subset(mask) if isinstance(images, LazyImages) else images[mask]
+        tasks.append(TaskData(t, classes, subset, labels[mask]))
     return tasks
 
 
@@ -129,43 +131,56 @@ def split_digits_tasks(image_size: int = 32, classes_per_task: int = 2, test_fra
     return train, test
 
 
-def _resize_normalise(images: torch.Tensor, size: int) -> torch.Tensor:
-    images = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-    return (images - 0.5) / 0.5
+def split_fractals_tasks(classes_per_task: int = 10, num_classes: int = 100, train_per_class: int = 100,
+                         test_per_class: int = 20, image_size: int = 32, seed: int = 0
+                         ) -> tuple[list[TaskData], list[TaskData]]:
+    """Split Fractals for ViTs (``commons.data.fractal_classes``, 10 tasks × 10 classes by default), normalised
+    with mean = std = 0.5, classes in label order. The classes are disjoint from the shipped ViT's pre-training IFS
+    but of the same family (procedural fractals), so prompt methods on that backbone start with matching features.
+    """
+    from commons.data import fractal_classes
+
+    kw = dict(num_classes=num_classes, size=image_size, seed=seed, normalize=True)
+    train = fractal_classes(per_class=train_per_class, train=True, **kw)
+    test = fractal_classes(per_class=test_per_class, train=False, **kw)
+    order = list(range(num_classes))
+    return (_tasks_from_tensors(train.images_float(), train.targets, classes_per_task, order),
+            _tasks_from_tensors(test.images_float(), test.targets, classes_per_task, order))
 
 
-def cifar100_tasks(root: str | Path, image_size: int = 224, classes_per_task: int = 10, download: bool = False
-                   ) -> tuple[list[TaskData], list[TaskData]]:
-    """Split CIFAR-100 (10 tasks × 10 classes, natural class order) for users with the data on disk.
+def cifar100_tasks(root: str | Path, image_size: int = 224, classes_per_task: int = 10, download: bool = False,
+                   num_workers: int = 0, color_jitter: bool = True) -> tuple[list[TaskData], list[TaskData]]:
+    """Split CIFAR-100 (10 tasks × 10 classes, natural class order) from torchvision's files under ``root``.
 
-    Images are resized to the backbone's input size and normalised with mean = std = 0.5 (held in memory; CIFAR-100
-    at 224×224 needs ~30 GB as float32 — use a smaller ``image_size`` or a streaming loader for large backbones).
+    Images stay uint8 (150 MB) and are decoded and transformed per item (:class:`clfreq.lazy.LazyImages`) with the
+    official transforms at ``image_size`` (:func:`clfreq.lazy.prompt_transforms`: train RandomResizedCrop(scale
+    0.05–1) + flip (+ brightness jitter, PrePrompt's CIFAR scripts), test Resize + CenterCrop); ``download=True``
+    fetches the data through torchvision.
     """
     from commons.data import cifar
 
     out = []
     for train in (True, False):
         ds = cifar("cifar100", root, train=train, download=download)
-        images = torch.from_numpy(np.asarray(ds.data)).permute(0, 3, 1, 2).float() / 255
-        labels = torch.tensor(ds.targets)
-        out.append(_tasks_from_tensors(_resize_normalise(images, image_size), labels, classes_per_task,
-                                       list(range(100))))
+        images = LazyImages(np.asarray(ds.data), prompt_transforms(image_size, train, color_jitter and train),
+                            num_workers=num_workers)
+        out.append(_tasks_from_tensors(images, torch.tensor(ds.targets), classes_per_task, list(range(100))))
     return out[0], out[1]
 
 
 def image_folder_tasks(train_root: str | Path, test_root: str | Path, classes_per_task: int, image_size: int = 224,
-                       ) -> tuple[list[TaskData], list[TaskData]]:
+                       num_workers: int = 0) -> tuple[list[TaskData], list[TaskData]]:
     """A class-per-folder dataset (e.g. ImageNet-R split into train/ and test/ folders) as a class-incremental stream.
 
     Classes are sorted by folder name; both roots must hold the same class folders and their number must be
-    divisible by ``classes_per_task`` (checked before any image is read).
+    divisible by ``classes_per_task`` (checked before any image is read). Files are decoded per item with the
+    official train / test transforms (:func:`clfreq.lazy.prompt_transforms`).
     """
     from commons.data import ImageFolderDataset
 
     if not isinstance(classes_per_task, int) or classes_per_task < 1:
         raise ValueError(f"classes_per_task must be a positive int, got {classes_per_task!r}")
-    sets = [ImageFolderDataset(root, transform=lambda x: _resize_normalise(x.unsqueeze(0), image_size)[0])
-            for root in (train_root, test_root)]
+    sets = [ImageFolderDataset(root) for root in (train_root, test_root)]
     if sets[0].classes != sets[1].classes:  # class indices come from the sorted folder names of each root
         diff = sorted(set(sets[0].classes) ^ set(sets[1].classes))
         raise ValueError(f"train_root and test_root must hold the same class folders, got {len(sets[0].classes)} "
@@ -173,7 +188,9 @@ def image_folder_tasks(train_root: str | Path, test_root: str | Path, classes_pe
     n = len(sets[0].classes)
     if n % classes_per_task:
         raise ValueError(f"{n} classes cannot be split into tasks of classes_per_task={classes_per_task}")
-    out = [(torch.stack([ds[i][0] for i in range(len(ds))]), ds.targets) for ds in sets]
     order = list(range(n))
-    return (_tasks_from_tensors(out[0][0], out[0][1], classes_per_task, order),
-            _tasks_from_tensors(out[1][0], out[1][1], classes_per_task, order))
+    out = []
+    for ds, train in zip(sets, (True, False)):
+        images = LazyImages([p for p, _ in ds.samples], prompt_transforms(image_size, train), num_workers=num_workers)
+        out.append(_tasks_from_tensors(images, ds.targets, classes_per_task, order))
+    return out[0], out[1]

@@ -669,11 +669,15 @@ def _split(name, xtr, ytr, xte, yte, cpt, seed, order=None, stats=None, augment=
     remap[torch.tensor(order)] = torch.arange(len(order))
     ytr, yte = remap[ytr], remap[yte]
     tr, te = [], []
+
+    def take(x, m):  # LazyImages: a view, nothing decoded
+        return x.subset(m) if hasattr(x, "subset") else x[m]
+
     for t in range(len(order) // cpt):
         lo, hi = t * cpt, (t + 1) * cpt
         m, n = (ytr >= lo) & (ytr < hi), (yte >= lo) & (yte < hi)
-        tr.append((xtr[m], ytr[m]))
-        te.append((xte[n], yte[n]))
+        tr.append((take(xtr, m), ytr[m]))
+        te.append((take(xte, n), yte[n]))
     c = xtr.shape[1]
     mean, std = stats if stats is not None else ((0.0,) * c, (1.0,) * c)
     return Benchmark(name, tr, te, cpt, c, [int(o) for o in order], tuple(mean), tuple(std), augment)
@@ -714,6 +718,12 @@ _MAMMOTH_AUG = {"padding": 4, "flip": True}
 
 
 def _to_tensor(ds, stats):
+    """``(images, labels)``: a torchvision dataset with a uint8 ``data`` array stays uint8 and is decoded per item
+    (:class:`clfreq.lazy.LazyImages`, ToTensor + normalisation); other datasets are stacked as float tensors."""
+    if hasattr(ds, "data") and hasattr(ds, "targets"):
+        from ..lazy import LazyImages, tensor_transform
+
+        return LazyImages(np.asarray(ds.data), tensor_transform(*stats)), torch.as_tensor(ds.targets)
     xs = torch.stack([torch.as_tensor(np.array(img), dtype=torch.float32).permute(2, 0, 1) / 255 for img, _ in ds])
     ys = torch.tensor([int(t) for _, t in ds])
     m, s = torch.tensor(stats[0])[:, None, None], torch.tensor(stats[1])[:, None, None]
@@ -737,8 +747,9 @@ def split_cifar(root: str | Path, name: str = "cifar10", classes_per_task: int |
 
 def split_tinyimagenet(root: str | Path, classes_per_task: int = 20, seed: int | None = None) -> Benchmark:
     """Split Tiny-ImageNet (10×20) from the standard layout: ``root/train/<wnid>/images/*.JPEG`` and
-    ``root/val/images`` + ``root/val/val_annotations.txt``. Train augmentation RandomCrop(64, padding=4) + flip."""
-    from PIL import Image
+    ``root/val/images`` + ``root/val/val_annotations.txt``, decoded per item (:class:`clfreq.lazy.LazyImages`).
+    Train augmentation RandomCrop(64, padding=4) + flip."""
+    from ..lazy import LazyImages, tensor_transform
 
     root = Path(root)
     if not (root / "train").is_dir() or not (root / "val" / "val_annotations.txt").is_file():
@@ -746,15 +757,15 @@ def split_tinyimagenet(root: str | Path, classes_per_task: int = 20, seed: int |
                          "(needs train/<wnid>/images and val/val_annotations.txt)")
     wnids = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
     index = {w: i for i, w in enumerate(wnids)}
-    tr = [(Image.open(f).convert("RGB"), index[w]) for w in wnids for f in sorted((root / "train" / w / "images")
-                                                                                  .glob("*.JPEG"))]
+    tr = [(f, index[w]) for w in wnids for f in sorted((root / "train" / w / "images").glob("*.JPEG"))]
     te = []
     for line in (root / "val" / "val_annotations.txt").read_text().splitlines():
         parts = line.split("\t")
         if len(parts) >= 2 and parts[1] in index:
-            te.append((Image.open(root / "val" / "images" / parts[0]).convert("RGB"), index[parts[1]]))
-    xtr, ytr = _to_tensor(tr, _STATS["tinyimagenet"])
-    xte, yte = _to_tensor(te, _STATS["tinyimagenet"])
+            te.append((root / "val" / "images" / parts[0], index[parts[1]]))
+    tf = tensor_transform(*_STATS["tinyimagenet"])  # files decoded per item (the float set would be 4.9 GB)
+    xtr, ytr = LazyImages([f for f, _ in tr], tf), torch.tensor([c for _, c in tr])
+    xte, yte = LazyImages([f for f, _ in te], tf), torch.tensor([c for _, c in te])
     return _split("split-tinyimagenet", xtr, ytr, xte, yte, classes_per_task, seed, stats=_STATS["tinyimagenet"],
                   augment=dict(_MAMMOTH_AUG))
 
