@@ -5,6 +5,10 @@ __version__ = "0.1.0"
 
 from .prompt import (  # noqa: E402
     L2P,
+    CODAPrompt,
+    CODAPromptConfig,
+    DualPrompt,
+    DualPromptConfig,
     JointLinearProbe,
     L2PConfig,
     PrePrompt,
@@ -14,6 +18,7 @@ from .prompt import (  # noqa: E402
     load_pretrained_vit,
     run_stream,
     split_digits_tasks,
+    split_fractals_tasks,
 )
 from .rehearsal import (  # noqa: E402
     CLFD,
@@ -32,6 +37,7 @@ from .rehearsal import (  # noqa: E402
     list_methods,
     split_cifar,
     split_digits,
+    split_fractals,
     split_tinyimagenet,
     train_continual,
 )
@@ -39,12 +45,16 @@ from .rehearsal import (  # noqa: E402
 __all__ = [
     "CLFD", "CLSER", "ER", "ERACE", "FDINet", "Benchmark", "CLFDNet", "DERpp", "FDINetPlugin", "ReservoirBuffer",
     "ResNet18",
-    "create_method", "haar_dwt", "list_methods", "split_cifar", "split_digits", "split_tinyimagenet",
+    "create_method", "haar_dwt", "list_methods", "split_cifar", "split_digits", "split_fractals", "split_tinyimagenet",
     "train_continual",
     "__version__",
     "PrePrompt",
     "PrePromptConfig",
     "L2P",
+    "DualPrompt",
+    "DualPromptConfig",
+    "CODAPrompt",
+    "CODAPromptConfig",
     "L2PConfig",
     "SequentialLinear",
     "JointLinearProbe",
@@ -52,4 +62,5 @@ __all__ = [
     "load_pretrained_vit",
     "run_stream",
     "split_digits_tasks",
+    "split_fractals_tasks",
 ]

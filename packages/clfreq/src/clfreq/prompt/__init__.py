@@ -1,10 +1,26 @@
 """Prompt-based class-incremental learning on a frozen pre-trained ViT: PrePrompt and the L2P baseline."""
 
-from .baselines import L2P, JointLinearProbe, L2PConfig, SequentialLinear
+from .baselines import (
+    L2P,
+    CODAPrompt,
+    CODAPromptConfig,
+    DualPrompt,
+    DualPromptConfig,
+    JointLinearProbe,
+    L2PConfig,
+    SequentialLinear,
+)
 from .learners import IncrementalLearner, TaskData
 from .preprompt import PrePrompt, PrePromptConfig, translate_features
 from .pretrained import SHIPPED_BACKBONES, load_pretrained_vit
-from .protocol import StreamResult, cifar100_tasks, image_folder_tasks, run_stream, split_digits_tasks
+from .protocol import (
+    StreamResult,
+    cifar100_tasks,
+    image_folder_tasks,
+    run_stream,
+    split_digits_tasks,
+    split_fractals_tasks,
+)
 from .vit import PrefixPromptPool, PromptedViT, create_vit
 
 __all__ = [
@@ -12,6 +28,10 @@ __all__ = [
     "PrePromptConfig",
     "translate_features",
     "L2P",
+    "DualPrompt",
+    "DualPromptConfig",
+    "CODAPrompt",
+    "CODAPromptConfig",
     "L2PConfig",
     "SequentialLinear",
     "JointLinearProbe",
@@ -22,6 +42,7 @@ __all__ = [
     "run_stream",
     "StreamResult",
     "split_digits_tasks",
+    "split_fractals_tasks",
     "cifar100_tasks",
     "image_folder_tasks",
     "PromptedViT",

@@ -7,6 +7,8 @@
   current task) − 0.1 · mean similarity of the selected keys (the "pull constraint"). Deviation: prompts are inserted
   after the position embedding (no position embedding for prompt tokens), and selection is per sample (no
   batch-majority trick), which is the honest setting for mixed test batches.
+- :class:`DualPrompt` and :class:`CODAPrompt` — in :mod:`clfreq.prompt.dual_coda` (re-exported here), each
+  following its official implementation (google-research/l2p DualPrompt, GT-RIPL/CODA-Prompt).
 - :class:`SequentialLinear` — the lower bound: a linear head on the frozen prompt-free features trained task after task
   with plain CE over all classes (no mask, no replay, no prompts): it forgets.
 - :class:`JointLinearProbe` — not incremental: the same head trained on every task's data at once, an upper bound for
@@ -23,10 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..lazy import iter_batches
+from .dual_coda import CODAPrompt, CODAPromptConfig, DualPrompt, DualPromptConfig
 from .learners import IncrementalLearner, TaskData, clip_and_step, cross_entropy_masked, iterate_batches, masked_logits
 from .vit import PromptedViT
 
-__all__ = ["L2PConfig", "L2P", "SequentialLinear", "JointLinearProbe"]
+__all__ = ["L2PConfig", "L2P", "SequentialLinear", "JointLinearProbe", "DualPromptConfig", "DualPrompt",
+           "CODAPromptConfig", "CODAPrompt"]
 
 
 @dataclass
@@ -82,8 +87,7 @@ class L2P(IncrementalLearner):
     @torch.no_grad()
     def _queries(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         self.vit.eval()
-        return torch.cat([self.vit(images[i:i + batch_size].to(self.device)) for i in range(0, len(images),
-                                                                                               batch_size)])
+        return torch.cat([self.vit(x.to(self.device)) for x in iter_batches(images, batch_size)])
 
     def fit_task(self, task: TaskData, progress: bool = False) -> dict[str, float]:
         cfg = self.config
@@ -106,8 +110,8 @@ class L2P(IncrementalLearner):
     def predict(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         self.vit.eval()
         out = []
-        for i in range(0, len(images), batch_size):
-            x = images[i:i + batch_size].to(self.device)
+        for x in iter_batches(images, batch_size):
+            x = x.to(self.device)
             logits, _ = self._forward(x, self.vit(x))
             out.append(masked_logits(logits, self.seen_classes).argmax(1).cpu())
         return torch.cat(out)
@@ -129,8 +133,7 @@ class _LinearOnFrozen(IncrementalLearner):
     @torch.no_grad()
     def _features(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         self.vit.eval()
-        return torch.cat([self.vit(images[i:i + batch_size].to(self.device)) for i in range(0, len(images),
-                                                                                               batch_size)])
+        return torch.cat([self.vit(x.to(self.device)) for x in iter_batches(images, batch_size)])
 
     def _train(self, feats: torch.Tensor, labels: torch.Tensor) -> None:
         opt = torch.optim.Adam(self.head.parameters(), lr=self.lr)
