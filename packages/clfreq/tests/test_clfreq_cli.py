@@ -123,3 +123,81 @@ def test_preprompt_cli_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path
     assert len(saves) == 1  # only task 1 was trained again
     s = json.loads((run / "results.json").read_text())
     assert s["accuracy_matrix"] == r["accuracy_matrix"] and s["final_accuracy"] == r["final_accuracy"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "er", "--benchmark", "split-cifar10"], "--data-root is required"),
+    (["--method", "er", "--benchmark", "split-tinyimagenet", "--data-root", "/no/such/dir"], "is not a directory"),
+    (["--method", "l2p", "--benchmark", "split-cifar100", "--data-root", "/no/such/dir"], "is not a directory"),
+    (["--method", "er", "--benchmark", "imagefolder"], "not available for rehearsal"),
+    (["--method", "preprompt", "--benchmark", "split-cifar10"], "not available for prompt methods"),
+    (["--method", "preprompt", "--benchmark", "split-tinyimagenet"], "not available for prompt methods"),
+    (["--method", "preprompt", "--plugin", "clfd"], "--plugin applies"),
+    (["--method", "preprompt", "--backbone", "/no/such/vit.safetensors"], "does not exist"),
+    (["--method", "preprompt", "--backbone", "no-such-backbone"], "neither a shipped backbone"),
+])
+def test_cli_user_errors_are_one_line(tmp_path, argv, message):
+    with pytest.raises(SystemExit, match=message) as err:
+        main(["train", *argv, "--out", str(tmp_path / "run")])
+    assert "\n" not in str(err.value)
+
+
+def test_cli_weights_file_needs_a_timm_name_or_a_model_card(tmp_path, capsys):
+    from clfreq.prompt import SHIPPED_BACKBONES
+
+    shipped = SHIPPED_BACKBONES["vit-fractal-tiny32"]
+    weights = tmp_path / "vit.safetensors"
+    weights.write_bytes(shipped.with_suffix(".safetensors").read_bytes())
+    with pytest.raises(SystemExit, match="needs --timm-name"):
+        main(["train", "--method", "preprompt", "--backbone", str(weights), "--out", str(tmp_path / "a")])
+    # with --timm-name but the wrong architecture: the loader's mismatch, as one line (exit 2), no traceback
+    rc = main(["train", "--method", "preprompt", "--backbone", str(weights), "--timm-name", "vit_tiny_patch16_224",
+               "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("clfreq: error:") and "do not match" in err and "\n" not in err
+    with pytest.raises(ValueError, match="do not match"):  # -v shows the traceback
+        main(["-v", "train", "--method", "preprompt", "--backbone", str(weights), "--timm-name",
+              "vit_tiny_patch16_224", "--out", str(tmp_path / "c")])
+
+
+def test_cli_backbone_flag_loads_a_weights_file_with_timm_name_or_model_card(tmp_path):
+    import argparse
+
+    from safetensors.torch import save_file
+
+    from clfreq.cli import _load_backbone
+    from clfreq.prompt import SHIPPED_BACKBONES
+    from clfreq.prompt.vit import create_vit
+
+    vit = create_vit("vit_tiny_patch16_224", pretrained=False, depth=2)
+    path = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(path))
+    args = argparse.Namespace(backbone=str(path), hub=False, timm_name="vit_tiny_patch16_224")
+    with pytest.raises(ValueError, match="do not match"):  # depth 12 by default: the file holds 2 blocks
+        _load_backbone(args)
+    shipped = SHIPPED_BACKBONES["vit-fractal-tiny32"]
+    copy = tmp_path / "fractal.safetensors"
+    copy.write_bytes(shipped.with_suffix(".safetensors").read_bytes())
+    copy.with_suffix(".json").write_text(shipped.with_suffix(".json").read_text())
+    model = _load_backbone(argparse.Namespace(backbone=str(copy), hub=False, timm_name=None))
+    assert model.patch_embed.img_size == (32, 32) and len(model.blocks) == 6
+
+
+def test_cli_prompt_lr_reaches_the_learner(tmp_path, monkeypatch):
+    import argparse
+
+    from clfreq.cli import _learner
+    from clfreq.prompt import load_pretrained_vit
+
+    ns = dict(method="preprompt", epochs=1, batch_size=None, seed=0, prompt_length=5, no_feature_translation=False,
+              no_budget_scaling=True, lr=0.5, head_lr=0.01, route_lr=None, ca_lr=0.2, crct_epochs=4,
+              lr_schedule="cosine", ca_schedule="constant", device="cpu")
+    learner = _learner(argparse.Namespace(**ns), load_pretrained_vit(), 10, 5)
+    cfg = learner.config
+    assert (cfg.lr, cfg.head_lr, cfg.ca_lr, cfg.crct_epochs, cfg.lr_schedule, cfg.ca_schedule) == (
+        0.5, 0.01, 0.2, 4, "cosine", "constant")
+    assert not cfg.budget_lr_scaling
+    l2p = _learner(argparse.Namespace(**{**ns, "method": "l2p"}), load_pretrained_vit(), 10, 5)
+    assert l2p.config.lr == 0.5
+    ft = _learner(argparse.Namespace(**{**ns, "method": "finetune"}), load_pretrained_vit(), 10, 5)
+    assert ft.lr == 0.5

@@ -23,36 +23,59 @@ from pathlib import Path
 
 import torch
 
-METHODS = ("preprompt", "l2p", "finetune", "joint", "er", "der++", "er-ace", "cls-er")
+METHODS = ("preprompt", "l2p", "dualprompt", "coda-prompt", "finetune", "joint", "er", "der++", "er-ace", "cls-er")
 REHEARSAL = ("er", "der++", "er-ace", "cls-er")
-BENCHMARKS = ("split-digits", "split-cifar10", "split-cifar100", "split-tinyimagenet", "imagefolder")
+BENCHMARKS = ("split-digits", "split-fractals", "split-cifar10", "split-cifar100", "split-tinyimagenet", "imagefolder")
+PROMPT_BENCHMARKS = ("split-digits", "split-fractals", "split-cifar100", "imagefolder")
 
 
 def _learner(args, backbone, num_classes: int, num_tasks: int):
-    from .prompt import L2P, JointLinearProbe, L2PConfig, PrePrompt, PrePromptConfig, SequentialLinear
+    from .prompt import L2P, JointLinearProbe, PrePrompt, PrePromptConfig, SequentialLinear
 
+    lr = {} if args.lr is None else {"lr": args.lr}
     if args.method == "preprompt":
+        opt = {k: getattr(args, k) for k in ("head_lr", "route_lr", "ca_lr", "crct_epochs", "lr_schedule",
+                                              "ca_schedule") if getattr(args, k) is not None}
         cfg = PrePromptConfig(epochs=args.epochs, batch_size=args.batch_size or 24, seed=args.seed,
-                              prompt_length=args.prompt_length, feature_translation=not args.no_feature_translation)
+                              prompt_length=args.prompt_length, feature_translation=not args.no_feature_translation,
+                              budget_lr_scaling=not args.no_budget_scaling, **lr, **opt)
         return PrePrompt(backbone, num_classes, num_tasks, cfg, device=args.device)
-    if args.method == "l2p":
-        cfg = L2PConfig(epochs=args.epochs, batch_size=args.batch_size or 24, seed=args.seed)
-        return L2P(backbone, num_classes, cfg, device=args.device)
+    if args.method in ("l2p", "dualprompt", "coda-prompt"):
+        from .prompt import baselines
+
+        names = {"l2p": ("L2P", "L2PConfig"), "dualprompt": ("DualPrompt", "DualPromptConfig"),
+                 "coda-prompt": ("CODAPrompt", "CODAPromptConfig")}[args.method]
+        cls, config = (getattr(baselines, n, None) for n in names)
+        if cls is None:
+            raise SystemExit(f"--method {args.method} is not available in this version")
+        batch = {} if args.batch_size is None else {"batch_size": args.batch_size}  # else the official default
+        cfg = config(epochs=args.epochs, seed=args.seed, **batch, **lr)
+        if cls is L2P:
+            return L2P(backbone, num_classes, cfg, device=args.device)
+        return cls(backbone, num_classes, num_tasks, cfg, device=args.device)
     cls = SequentialLinear if args.method == "finetune" else JointLinearProbe
     return cls(backbone, num_classes, epochs=args.epochs, batch_size=args.batch_size or 24, seed=args.seed,
-               device=args.device)
+               device=args.device, **lr)
 
 
 def _benchmark(args, image_size: int):
-    from .prompt import cifar100_tasks, image_folder_tasks, split_digits_tasks
+    from .prompt import cifar100_tasks, image_folder_tasks, split_digits_tasks, split_fractals_tasks
 
     if args.benchmark == "split-digits":
         if image_size != 32:
             raise SystemExit("split-digits is rendered at 32x32: use a 32x32 backbone (the default vit-fractal-tiny32)")
         train, test = split_digits_tasks(classes_per_task=args.classes_per_task or 2, seed=args.seed)
         return train, test, 10
-    if args.data_root is None:
-        raise SystemExit(f"--data-root is required for --benchmark {args.benchmark}")
+    if args.benchmark == "split-fractals":
+        if image_size != 32:
+            raise SystemExit("split-fractals is rendered at 32x32: use a 32x32 backbone "
+                             "(the default vit-fractal-tiny32)")
+        train, test = split_fractals_tasks(classes_per_task=args.classes_per_task or 10)
+        return train, test, 100
+    if args.benchmark not in PROMPT_BENCHMARKS:
+        raise SystemExit(f"--benchmark {args.benchmark} is not available for prompt methods; "
+                         f"choose one of {', '.join(PROMPT_BENCHMARKS)}")
+    _check_data_root(args)
     if args.benchmark == "split-cifar100":
         train, test = cifar100_tasks(args.data_root, image_size=image_size,
                                      classes_per_task=args.classes_per_task or 10)
@@ -60,6 +83,38 @@ def _benchmark(args, image_size: int):
     root = Path(args.data_root)
     train, test = image_folder_tasks(root / "train", root / "test", args.classes_per_task or 20, image_size)
     return train, test, sum(len(t.classes) for t in train)
+
+
+def _check_data_root(args) -> None:
+    """One-line errors for a missing or absent ``--data-root`` (before any loading)."""
+    if args.data_root is None:
+        raise SystemExit(f"--data-root is required for --benchmark {args.benchmark}")
+    if not Path(args.data_root).expanduser().is_dir():
+        raise SystemExit(f"--data-root {args.data_root} is not a directory")
+
+
+def _load_backbone(args):
+    """The ViT for the prompt methods, with one-line errors for a missing file or a file without ``--timm-name``."""
+    from .prompt import SHIPPED_BACKBONES, load_pretrained_vit
+
+    name = args.backbone
+    if name not in SHIPPED_BACKBONES and not args.hub:
+        path = Path(name).expanduser()
+        if path.suffix not in (".npz", ".safetensors", ".pth", ".pt", ".bin"):
+            raise SystemExit(f"--backbone {name} is neither a shipped backbone ({', '.join(SHIPPED_BACKBONES)}) nor a "
+                             "weights file (.npz/.safetensors/.pth/.pt/.bin); pass --hub to load a timm name")
+        if not path.is_file():
+            raise SystemExit(f"--backbone file {name} does not exist")
+        meta = path.with_suffix(".json")
+        if args.timm_name is None and meta.is_file():  # our model-card layout: {"timm_name": ..., "kwargs": {...}}
+            card = json.loads(meta.read_text())
+            if "timm_name" in card:
+                return load_pretrained_vit(path, timm_name=card["timm_name"], **card.get("kwargs", {}))
+        if args.timm_name is None:
+            raise SystemExit("--backbone with a weights file needs --timm-name (e.g. vit_base_patch16_224) or a "
+                             f"model card {meta.name} with timm_name and kwargs next to it")
+        return load_pretrained_vit(path, timm_name=args.timm_name)
+    return load_pretrained_vit(name, pretrained=args.hub)
 
 
 def cmd_train_rehearsal(args) -> int:
@@ -92,14 +147,18 @@ def cmd_train_rehearsal(args) -> int:
         backend.wait()  # rank 0 checked --out before any process writes into it
     if args.benchmark == "split-digits":
         bench = split_digits(classes_per_task=args.classes_per_task or 2)
-    elif args.data_root is None:
-        raise SystemExit(f"--data-root is required for --benchmark {args.benchmark}")
+    elif args.benchmark == "split-fractals":
+        from .rehearsal.benchmarks import split_fractals
+
+        bench = split_fractals(classes_per_task=args.classes_per_task or 10, seed=args.seed)
+    elif args.benchmark == "imagefolder":
+        raise SystemExit("--benchmark imagefolder is not available for rehearsal methods")
     elif args.benchmark in ("split-cifar10", "split-cifar100"):
+        _check_data_root(args)
         bench = split_cifar(args.data_root, args.benchmark.split("-")[1], args.classes_per_task)
-    elif args.benchmark == "split-tinyimagenet":
+    else:  # split-tinyimagenet
+        _check_data_root(args)
         bench = split_tinyimagenet(args.data_root, args.classes_per_task or 20)
-    else:
-        raise SystemExit(f"--benchmark {args.benchmark} is not available for rehearsal methods")
     hp = {}
     if args.best_args:  # named configs: mammoth's best args per (benchmark, buffer size), notes §1.6
         key = (args.benchmark, args.buffer_size)
@@ -151,7 +210,7 @@ def cmd_train(args) -> int:
     from commons.device import resolve_device, seed_everything
     from commons.io import load_training_state, save_json, save_training_state
 
-    from .prompt import load_pretrained_vit, run_stream
+    from .prompt import run_stream
 
     args.device = str(resolve_device(args.device))
     out = Path(args.out)
@@ -160,7 +219,7 @@ def cmd_train(args) -> int:
         raise SystemExit(f"--out {out} is not empty; pass --resume to continue that run or choose another folder")
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(args.seed)
-    backbone = load_pretrained_vit(args.backbone, pretrained=args.hub)
+    backbone = _load_backbone(args)
     train, test, num_classes = _benchmark(args, backbone.patch_embed.img_size[0])
     learner = _learner(args, backbone, num_classes, len(train))
     resume = load_training_state(state_path) if args.resume else None
@@ -206,13 +265,16 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--data-root", default=None, help="CIFAR-100 root, or a folder with train/ and test/ class folders")
     t.add_argument("--classes-per-task", type=int, default=None)
     t.add_argument("--backbone", default="vit-fractal-tiny32", help="shipped name, weights file or timm name (--hub)")
+    t.add_argument("--timm-name", default=None,
+                   help="timm architecture of a --backbone weights file, e.g. vit_base_patch16_224")
     t.add_argument("--hub", action="store_true", help="download --backbone weights from the timm hub")
     t.add_argument("--epochs", type=int, default=5)
     t.add_argument("--batch-size", type=int, default=None, help="default 24 (prompt methods) / 32 (rehearsal)")
     t.add_argument("--plugin", choices=("none", "clfd", "fdinet"), default="none", help="rehearsal methods only")
     t.add_argument("--nf", type=int, default=8, help="ResNet-18 width for rehearsal (papers: 20; default 8 for CPU)")
     t.add_argument("--buffer-size", type=int, default=50)
-    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--lr", type=float, default=None,
+                   help="base learning rate (rehearsal: SGD lr; prompt methods: the official lr before ·batch/256)")
     t.add_argument("--best-args", action="store_true",
                    help="mammoth best args and epochs (CIFAR/Tiny); on split-digits the quick CPU args (QUICK_ARGS)")
     t.add_argument("--accelerate", action="store_true",
@@ -221,6 +283,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="rehearsal train transform: benchmark default (crop+flip for CIFAR/Tiny, none for digits)")
     t.add_argument("--prompt-length", type=int, default=5)
     t.add_argument("--no-feature-translation", action="store_true")
+    p = t.add_argument_group("PrePrompt")
+    p.add_argument("--head-lr", type=float, default=None, help="head Adam lr (default: official ·0.1, budget-scaled)")
+    p.add_argument("--route-lr", type=float, default=None, help="route-net Adam lr (default as --head-lr)")
+    p.add_argument("--no-budget-scaling", action="store_true",
+                   help="official head/route-net rates even at short budgets (see PrePromptConfig)")
+    p.add_argument("--ca-lr", type=float, default=None, help="alignment lr before ·batch/256 (official 0.1432)")
+    p.add_argument("--crct-epochs", type=int, default=None, help="alignment epochs (official 30; 0 turns it off)")
+    p.add_argument("--lr-schedule", choices=("step", "cosine", "constant"), default=None,
+                   help="schedule of the per-task training (official CIFAR-100: step)")
+    p.add_argument("--ca-schedule", choices=("cosine", "constant"), default=None,
+                   help="schedule of the alignment stage (official: cosine)")
     t.add_argument("--device", default="auto")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", required=True)
@@ -233,7 +306,14 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "epochs", 1) < 1:
         parser.error("--epochs must be at least 1")
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except (ValueError, TypeError, FileNotFoundError, ImportError, RuntimeError, OSError) as err:
+        if args.verbose:
+            raise
+        lines = str(err).strip().splitlines() or [type(err).__name__]
+        print(f"clfreq: error: {lines[0]}", file=sys.stderr)  # one line; -v shows the traceback
+        return 2
 
 
 if __name__ == "__main__":

@@ -65,7 +65,11 @@ def load_pretrained_vit(name_or_path: str | os.PathLike = "vit-fractal-tiny32", 
             state = torch.load(path, map_location="cpu", weights_only=True)
             state = state.get("model", state.get("state_dict", state))
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # shape mismatches: name the first one in one line
+            first = next((ln.strip() for ln in str(err).splitlines() if "size mismatch" in ln), str(err))
+            raise ValueError(f"weights in {path} do not match {timm_name}{timm_kwargs or ''}: {first}") from None
         if missing or unexpected:
             raise ValueError(f"weights in {path} do not match {timm_name}: missing {missing[:6]}, "
                              f"unexpected {unexpected[:6]}")

@@ -36,7 +36,7 @@ def create_vit(name: str = "vit_tiny_patch16_224", pretrained: bool = False, **k
         import timm
         from timm.models.vision_transformer import VisionTransformer
     except ImportError:
-        raise ImportError("prompt-based methods need timm: pip install 'clfreq[prompt]'") from None
+        raise ImportError("prompt-based methods need timm (a dependency of clfreq): pip install 'timm>=0.9'") from None
     model = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
     if not isinstance(model, VisionTransformer):
         raise ValueError(f"name must be a timm VisionTransformer architecture, got {type(model).__name__} for {name!r}")
