@@ -259,7 +259,14 @@ class VQCoreQuantizer(DiffusersQuantizer):
     def update_torch_dtype(self, torch_dtype: torch.dtype | None) -> torch.dtype:
         # None: every tensor keeps its saved dtype (create_quantized_param), the skeleton is built in the saved dtype
         self.keep_saved_dtypes = torch_dtype is None
-        return getattr(torch, self.quantization_config.torch_dtype) if torch_dtype is None else torch_dtype
+        self.load_dtype = getattr(torch, self.quantization_config.torch_dtype) if torch_dtype is None else torch_dtype
+        return self.load_dtype
+
+    def get_cuda_warm_up_factor(self) -> int:
+        # diffusers pre-allocates (elements // factor) values of the load dtype per device; nearly every element of a
+        # vqcore model is one int8 byte, so factor = the dtype's size reserves about the checkpoint's bytes
+        dtype = getattr(self, "load_dtype", None)
+        return max(1, dtype.itemsize) if isinstance(dtype, torch.dtype) else super().get_cuda_warm_up_factor()
 
     def _process_model_before_weight_loading(self, model: nn.Module, **kwargs: Any) -> nn.Module:
         cls = type(model).__name__
