@@ -13,6 +13,9 @@ diffusers model converted by :func:`vqcore.convert` into an ordinary diffusers m
 * ``diffusion_pytorch_model.safetensors`` — the state dict: packed int4 / int8 weight codes (``qweight``), fp32
   scales, weight sums, activation tables and the float tensors of every layer that was not converted.
 
+:func:`mark_quantized` gives a converted model the same ``quantization_config`` and the quantizer in memory, so
+diffusers' own ``save_pretrained`` (of the model, or of a whole pipeline holding it) writes such folders too.
+
 Loading: after :func:`register`, ``<ModelClass>.from_pretrained(folder)`` (``CogVideoXTransformer3DModel``,
 ``LatteTransformer3DModel``, ``PixArtTransformer2DModel``, or any diffusers model class ``vqcore.convert`` converted)
 finds ``quant_method: "vqcore"`` in the config and hands the model to :class:`VQCoreQuantizer`. diffusers builds the
