@@ -72,8 +72,8 @@ for _p in ("packages/vqcore/src", "packages/commons/src"):
 SM90_MAX_SHARED = 232448  # bytes of shared memory an sm_90 block may opt in to (227 KiB), checked by the launcher
 H100_SMS = 132  # what _num_sms() returns on an H100/H200: the persistent TMA kernel's program count
 KERNELS = ("_quant_per_token_kernel", "_quant_static_kernel", "_unpack_int4_kernel", "_int_gemm_kernel",
-           "_int_gemm_tma_kernel")  # fmt: skip
-GEMMS = ("_int_gemm_kernel", "_int_gemm_tma_kernel")
+           "_int_gemm_tma_kernel", "_wonly_gemm_kernel")  # fmt: skip
+GEMMS = ("_int_gemm_kernel", "_int_gemm_tma_kernel")  # int8 MMA required (the weight-only GEMM is bf16/fp16)
 QUANTS = ("_quant_per_token_kernel", "_quant_static_kernel")
 
 
@@ -234,6 +234,30 @@ def call_quant(kind: str, m: int, k: int, dtype: str, smooth: bool, bits: int, s
             vk.quantize_static(x, torch.ones(1), torch.zeros(1, dtype=torch.int32), bits, smooth=s)
 
 
+def call_quant_lowrank(m: int, k: int, rank: int, smooth: bool, symmetric: bool) -> None:
+    """The per-token quantizer with the fused low-rank side branch (``quantize_per_token_lowrank``, ranks ≤ 4)."""
+    import torch
+
+    import vqcore.kernels as vk
+
+    vk.quantize_per_token_lowrank(torch.empty(m, k, dtype=torch.bfloat16), 8, symmetric,
+                                  torch.ones(k) if smooth else None, torch.empty(rank, k))  # fmt: skip
+
+
+def call_wonly(m: int, k: int, n: int, w4: bool, group: int, dtype: str, bias: bool) -> None:
+    """The weight-only small-M GEMM (``triton_kernels.weight_only_linear``, the kernel QLinearInt takes when
+    ``POLICY["weight_only_max_m"] >= M`` on CUDA)."""
+    import torch
+
+    from vqcore.kernels import packing
+    from vqcore.kernels import triton_kernels as tk
+
+    w = torch.zeros(n, packing.padded_k(k) // 2 if w4 else k, dtype=torch.int8)
+    sw = torch.ones(n, -(-k // group)) if group else torch.ones(n)
+    tk.weight_only_linear(torch.empty(m, k, dtype=_dt(dtype)), w, sw, group, w4, k,
+                          torch.zeros(n, dtype=_dt(dtype)) if bias else None, _dt(dtype))  # fmt: skip
+
+
 def _bench_module():
     spec = importlib.util.spec_from_file_location("_vqcore_kernels_bench", ROOT / "tools/bench/vqcore_kernels.py")
     mod = importlib.util.module_from_spec(spec)
@@ -258,10 +282,11 @@ WEIGHTS = [(False, 0), (False, 128), (True, 0), (True, 64), (True, 128)]
 
 def policies(tk) -> dict[str, dict]:
     """Every dispatch the POLICY switches select (read from :data:`POLICY`'s keys, so a new switch fails loudly)."""
-    known = {"tma", "w4_unpack_min_m", "autotune", "tma_group"}
+    known = {"tma", "w4_unpack_min_m", "autotune", "tma_group", "weight_only_max_m"}
     if set(tk.POLICY) != known:
         raise RuntimeError(f"POLICY has keys {sorted(tk.POLICY)}; this script knows {sorted(known)}: update it")
-    off = {"tma": False, "tma_group": False, "w4_unpack_min_m": 1 << 62}
+    # weight_only_max_m is decided in QLinearInt (CUDA tensors only); the weight-only kernel is enumerated directly
+    off = {"tma": False, "tma_group": False, "w4_unpack_min_m": 1 << 62, "weight_only_max_m": 0}
     return {
         "autotune": {**off, "autotune": True},  # the default: autotuned pointer kernel, W4 unpacked in the K loop
         "fixed": {**off, "autotune": False},  # VQCORE_AUTOTUNE=0: PTR_TILES
@@ -305,7 +330,23 @@ def enumerate_calls(subset: str, tk) -> list[tuple[str, Any]]:
         gemm(Gemm(*cog, w4=True, policy=_p(pol["unpack+tma"]), config=_p({"PATH": "tma", "STORE_DESC": True})))
         quant("per_token", cog[0], cog[1], symmetric=False)
         quant("static", cog[0], cog[1], smooth=True)
+        calls.append(("quantize_per_token_lowrank rank 1", lambda: call_quant_lowrank(cog[0], cog[1], 1, True, True)))
+        calls.append(("weight_only M=64 W4 g128", lambda: call_wonly(64, cog[1], cog[2], True, 128, "bfloat16", True)))
         return calls
+
+    # -- the quantizer's fused low-rank side branch and the weight-only small-M GEMM --
+    for k, rank, smooth, sym in itertools.product((1152, 1920, 4608, 7680, 1000), (1, 2, 4), (False, True),
+                                                  (True, False)):  # fmt: skip
+        calls.append((f"quantize_per_token_lowrank M=17776 K={k} rank={rank} smooth={int(smooth)} sym={int(sym)}",
+                      lambda a=(17776, k, rank, smooth, sym): call_quant_lowrank(*a)))  # fmt: skip
+    for m, (k, n), (w4, group), dtype in itertools.product(
+        (1, 16, 64, 256), ((1920, 1920), (1920, 7680), (7680, 1920), (1152, 4608), (1000, 300)), WEIGHTS,
+        ("bfloat16", "float16"),
+    ):  # fmt: skip
+        if group and k <= group:
+            continue
+        calls.append((f"weight_only M={m} K={k} N={n} W{4 if w4 else 8} g{group} {dtype}",
+                      lambda a=(m, k, n, w4, group, dtype, True): call_wonly(*a)))  # fmt: skip
 
     # -- quantizers: every BLOCK_K the launch code can pick, with its default ROWS/num_warps table --
     for e in range(16):  # K up to the kernel's 32768 limit

@@ -313,6 +313,12 @@ def _bench_shape(args, device, cuda: bool, model: str, name: str, m: int, k: int
                 r_ = x.float() @ mod.dequantized_weight().t()
                 errs[key] = float((wo().float() - r_).norm() / r_.norm())
                 t[key] = _time(wo, args.warmup, args.rep, cuda)
+                if key == "wonly8" and m <= 16:  # two more tiles for the tiniest batch (more programs / fewer)
+                    for cfg in ({"BLOCK_N": 16}, {"BLOCK_N": 64, "num_stages": 3}):
+                        ms_ = _time(lambda cfg=cfg, mod=mod: tk.weight_only_linear(
+                            x, mod.qweight, mod.weight_scale, 0, False, k, None, torch.bfloat16, config=cfg),
+                            args.warmup, args.rep, cuda)  # fmt: skip
+                        cfgs[f"wonly8 {cfg}"] = round(ms_, 5)
             except Exception as e:
                 cfgs[f"{key}_fail"] = f"{type(e).__name__}: {str(e)[:300]}"
     if cuda and GRAPH and not (args.large_only or args.no_eager):  # the layer launched eagerly (host overhead)

@@ -26,7 +26,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 TOOL = ROOT / "tools" / "vqcore_kernels_compile_check.py"
 KERNELS = {"_quant_per_token_kernel", "_quant_static_kernel", "_unpack_int4_kernel", "_int_gemm_kernel",
-           "_int_gemm_tma_kernel"}  # fmt: skip
+           "_int_gemm_tma_kernel", "_wonly_gemm_kernel"}  # fmt: skip
 TILE_KEYS = ("BLOCK_M", "BLOCK_N", "SWAP", "num_warps", "num_stages")
 
 # Triton is looked up, not imported: importing it here, before test_vqcore_kernels.py sets TRITON_INTERPRET=1, would
@@ -74,6 +74,8 @@ def test_ptx_uses_int8_wgmma_tma_and_ieee_division(report):
             assert (r["tma_stores"] > 0) == bool(r["constexprs"]["STORE_DESC"]), r["config"]
         if r["kernel"] in ("_quant_per_token_kernel", "_quant_static_kernel"):
             assert r["div_rn"] > 0 and r["div_approx"] == 0, r["config"]
+        if r["kernel"] == "_wonly_gemm_kernel":  # M = 64: bf16 wgmma (the weight codes converted in registers)
+            assert any(".f32.bf16.bf16" in i for i in r["wgmma"]), (r["config"], r["wgmma"])
     tma = [r for r in rep["rows"] if r["kernel"] == "_int_gemm_tma_kernel"]
     assert any(r["constexprs"]["STORE_DESC"] for r in tma) and any(r["constexprs"]["GROUP_SIZE"] for r in tma)
 

@@ -23,13 +23,45 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 @triton.jit
+def _attn_tile(
+    q, qs, k_base, ks_row, v_base, start, Sk, stride_kn, stride_vn, offs_n, offs_d, m_i, l_i, acc,
+    MASK: tl.constexpr, DOT_F32: tl.constexpr,
+):  # fmt: skip
+    """One ``BLOCK_N``-key tile of the online softmax (``MASK``: the partial last tile, keys ≥ ``Sk`` → −inf)."""
+    n = start + offs_n
+    if MASK:
+        nmask = n < Sk
+        kt = tl.load(k_base + n.to(tl.int64)[None, :] * stride_kn + offs_d[:, None], mask=nmask[None, :], other=0)
+        ks = tl.load(ks_row + n, mask=nmask, other=0.0)
+        v = tl.load(v_base + n.to(tl.int64)[:, None] * stride_vn + offs_d[None, :], mask=nmask[:, None], other=0.0)
+    else:
+        kt = tl.load(k_base + n.to(tl.int64)[None, :] * stride_kn + offs_d[:, None])  # [D, BLOCK_N]
+        ks = tl.load(ks_row + n)
+        v = tl.load(v_base + n.to(tl.int64)[:, None] * stride_vn + offs_d[None, :])
+    s = tl.dot(q, kt, out_dtype=tl.int32).to(tl.float32) * qs[:, None] * ks[None, :]
+    if MASK:
+        s = tl.where(nmask[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    alpha = tl.math.exp2(m_i - m_new)
+    p = tl.math.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    if DOT_F32:  # fp32 values (IEEE, not tf32), or the interpreter's bf16 (not emulated): same P rounding
+        pv = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), input_precision="ieee", out_dtype=tl.float32)
+    else:
+        pv = tl.dot(p.to(v.dtype), v, out_dtype=tl.float32)
+    acc = acc * alpha[:, None] + pv
+    return m_new, l_i, acc
+
+
+@triton.jit
 def _int8_attn_kernel(
     q_ptr, qs_ptr, k_ptr, ks_ptr, v_ptr, o_ptr,
     Sq, Sk, H,
     stride_qb, stride_qm, stride_kb, stride_kn,
     stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om,
-    D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_N: tl.constexpr, DOT_F32: tl.constexpr,
+    D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_F32: tl.constexpr,
 ):  # fmt: skip
+    """Full key tiles without masks, then the partial last tile (if any) with them."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1).to(tl.int64)
     b = bh // H
@@ -45,31 +77,15 @@ def _int8_attn_kernel(
     acc = tl.zeros((BLOCK_M, D), dtype=tl.float32)
     offs_n = tl.arange(0, BLOCK_N)
     k_base = k_ptr + bh * stride_kb
+    ks_row = ks_ptr + bh * Sk
     v_base = v_ptr + b * stride_vb + h * stride_vh
-    for start in range(0, Sk, BLOCK_N):
-        n = start + offs_n
-        nmask = n < Sk
-        if EVEN_N:
-            kt = tl.load(k_base + n.to(tl.int64)[None, :] * stride_kn + offs_d[:, None])  # [D, BLOCK_N]
-            ks = tl.load(ks_ptr + bh * Sk + n)
-            v = tl.load(v_base + n.to(tl.int64)[:, None] * stride_vn + offs_d[None, :])
-        else:
-            kt = tl.load(k_base + n.to(tl.int64)[None, :] * stride_kn + offs_d[:, None], mask=nmask[None, :], other=0)
-            ks = tl.load(ks_ptr + bh * Sk + n, mask=nmask, other=0.0)
-            v = tl.load(v_base + n.to(tl.int64)[:, None] * stride_vn + offs_d[None, :], mask=nmask[:, None], other=0.0)
-        s = tl.dot(q, kt, out_dtype=tl.int32).to(tl.float32) * qs[:, None] * ks[None, :]
-        if not EVEN_N:
-            s = tl.where(nmask[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        alpha = tl.math.exp2(m_i - m_new)
-        p = tl.math.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        if DOT_F32:  # fp32 values (IEEE, not tf32), or the interpreter's bf16 (not emulated): same P rounding
-            pv = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), input_precision="ieee", out_dtype=tl.float32)
-        else:
-            pv = tl.dot(p.to(v.dtype), v, out_dtype=tl.float32)
-        acc = acc * alpha[:, None] + pv
-        m_i = m_new
+    n_full = (Sk // BLOCK_N) * BLOCK_N
+    for start in range(0, n_full, BLOCK_N):
+        m_i, l_i, acc = _attn_tile(q, qs, k_base, ks_row, v_base, start, Sk, stride_kn, stride_vn, offs_n, offs_d,
+                                   m_i, l_i, acc, False, DOT_F32)  # fmt: skip
+    if n_full < Sk:
+        m_i, l_i, acc = _attn_tile(q, qs, k_base, ks_row, v_base, n_full, Sk, stride_kn, stride_vn, offs_n, offs_d,
+                                   m_i, l_i, acc, True, DOT_F32)  # fmt: skip
     o = acc / l_i[:, None]
     o_ptrs = o_ptr + b * stride_ob + h * stride_oh + offs_m.to(tl.int64)[:, None] * stride_om + offs_d[None, :]
     tl.store(o_ptrs, o.to(o_ptr.dtype.element_ty), mask=mmask[:, None])
@@ -148,6 +164,6 @@ def int8_attention(
         qc, qs, kc, ks, v, out, sq, sk, heads,
         qc.stride(0), qc.stride(1), kc.stride(0), kc.stride(1),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        D=d, EVEN_N=sk % tile["BLOCK_N"] == 0, DOT_F32=dot_f32, **tile, **launch,
+        D=d, DOT_F32=dot_f32, **tile, **launch,
     )  # fmt: skip
     return out
