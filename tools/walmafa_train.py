@@ -290,6 +290,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="fix the iteration count instead of deriving it")
     p.add_argument("--dim", type=int, default=8, help="WalMaFa width (released: 16)")
     p.add_argument("--num-blocks", default="2,3,4")
+    p.add_argument("--wal-kw", default="{}",
+                   help="JSON WalMaFaConfig overrides for ablations, e.g. '{\"mamba_on\": \"low\"}', "
+                        "'{\"ffab\": false}'")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--lr", type=float, default=8e-4)
@@ -352,7 +355,7 @@ def run(argv: list[str] | None = None) -> dict:
         data = SyntheticLowLightCrops("train", crop=args.crop, device=device)
         test = SyntheticLowLightDataset("test", size=args.eval_size, variants=args.eval_variants, seed=0)
     curve_set = Subset(test, list(range(0, len(test), args.eval_variants))[:4])  # variant 0 of each held-out photo
-    wal_kw = {"dim": args.dim, "num_blocks": nb}
+    wal_kw = {"dim": args.dim, "num_blocks": nb, **json.loads(args.wal_kw)}
     print(f"data: {data}; held-out: {len(test)} images {tuple(test[0][0].shape)}; device {device}", flush=True)
 
     # ---- calibration (throw-away models): step times, scan chunk length, evaluation time

@@ -262,3 +262,14 @@ def test_network_can_fit_one_pair():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] / 4
+
+
+def test_ffab_ablation_switch():
+    """``ffab=False`` (an ablation, not a released variant) replaces the latent FFAB by the identity."""
+    full = create_model("walmafa", **TINY)
+    ablated = create_model("walmafa", **TINY, ffab=False)
+    assert isinstance(ablated.latent, torch.nn.Identity)
+    n_ffab = sum(p.numel() for p in full.latent.parameters())
+    assert sum(p.numel() for p in full.parameters()) - sum(p.numel() for p in ablated.parameters()) == n_ffab > 0
+    with torch.no_grad():
+        assert ablated(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)

@@ -70,6 +70,7 @@ class WalMaFaConfig:
     scan: str = "chunked"
     chunk_size: int = 64
     keep_unused: bool = False
+    ffab: bool = True  # ablation switch: False replaces the FFAB latent by the identity (not a released variant)
 
     def __post_init__(self) -> None:
         self.num_blocks = tuple(int(b) for b in self.num_blocks)
@@ -344,7 +345,7 @@ class WalMaFa(nn.Module):
         self.decoder_level2_0 = stage(4 * c, nb[1])  # encoder @H/4
         self.down_3 = _down(4 * c)
         self.decoder_level3_0 = stage(8 * c, nb[2])  # encoder @H/8
-        self.latent = FFAB(8 * c)
+        self.latent = FFAB(8 * c) if cfg.ffab else nn.Identity()
         self.up3_2 = _up(8 * c)
         self.decoder_level2_1 = stage(4 * c, nb[1])
         self.up2_1 = _up(4 * c)
