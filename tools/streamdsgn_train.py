@@ -17,7 +17,8 @@ What it does, all inside ``--budget-s`` seconds (rendering, training, evaluation
 3. evaluates offline / forecast / streaming KITTI AP (R40, moderate, devkit rules) on every clip of the held-out
    sequences, with the measured per-frame latency;
 4. writes into ``--out``: ``streamdsgn.safetensors`` (weights), ``streamdsgn.json`` (model card: preset and config,
-   data, steps, seed, command, AP, training curve), ``streamdsgn_train_results.json`` (per mode / class AP rows),
+   data, steps, seed, command, AP, training curve), ``streamdsgn/streamdsgn_train.json`` (per mode / class AP rows
+   in the ``commons.results`` format, for ``results/streamdsgn/``),
    ``train_curve.png``, ``val_bev.png`` and ``train_log.txt``.
 
 The package loads the weights from ``packages/streamdsgn/src/streamdsgn/weights/`` (copy ``streamdsgn.safetensors``
@@ -295,9 +296,12 @@ def main(argv=None) -> int:
         "budget_s": args.budget_s,
     }
     det.save_weights(out / "streamdsgn.safetensors", card)  # + streamdsgn.json, the model card
-    with open(out / "streamdsgn_train_results.json", "w") as f:
-        json.dump({"rows": rows, "settings": {k: v for k, v in card.items() if k != "training_curve"}}, f, indent=1,
-                  default=str)
+    from commons.results import write_results
+
+    # results/streamdsgn/streamdsgn_train.json format (commons.results): the lead copies it into the repository
+    write_results("streamdsgn", "streamdsgn_train", rows,
+                  {k: v for k, v in card.items() if k not in ("training_curve", "evaluation", "model_config")},
+                  root=out, extra={"summary": res["summary"], "latency_s": res["latency_s"]})
     try:
         plot_curve(out / "train_curve.png", curve)
         plot_val(out / "val_bev.png", det, val_ds)

@@ -433,7 +433,7 @@ class StreamDSGN:
 
     def evaluate(self, dataset, latency: str | float | list = "measured", scenes: list[str] | None = None,
                  progress: bool = False, seed: int = 0, score_threshold: float | None = None,
-                 height_scale: float | None = None) -> dict:
+                 height_scale: float | None = None, forecaster=None) -> dict:
         """Offline, forecast and streaming AP over the clips of ``dataset`` (see the module docstring).
 
         Args:
@@ -445,6 +445,11 @@ class StreamDSGN:
                 :func:`streamdsgn.boxes.default_height_scale` of the first clip's calibration: 1.0 for KITTI-scale
                 images (the 320×1248 crop is a crop, not a resize), ``f_u / 721.5377`` for the downscaled synthetic
                 renders.
+            forecaster: optional :class:`streamdsgn.forecast.KalmanBoxForecaster` (reset per clip) run on this
+                detector's outputs, Li et al.'s streaming baseline for a non-streaming detector: ``result["kalman"]``
+                then holds ``forecast`` (each frame's tracks extrapolated 0.1 s, vs the next frame) and
+                ``streaming`` (the tracks after the latest finished output, extrapolated from that frame's time to
+                each ground-truth timestamp) AP on the same simulated stream.
         Returns ``{"offline": kitti_eval result (AP in percent), "forecast": ..., "streaming": ..., "latency_s": {...},
         "frames": n, "processed_fraction": f, "summary": {...}}``.
         """
@@ -461,6 +466,7 @@ class StreamDSGN:
         all_lat, n_proc, n_frames = [], 0, 0
         hs = height_scale
         simple: dict = {"gt": [], "gt_t": [], "det": [], "finish": []}  # for commons' per-class streaming_ap
+        kf_fore, kf_stream = [], []
         rng = np.random.default_rng(seed)
         for scene in scenes:
             idx = list(dataset.clip_frames(scene))
@@ -504,6 +510,11 @@ class StreamDSGN:
                      "bbox_height": np.zeros(0, np.float32)}
             gts_stream += g
             dets_stream += [outs[j] if j is not None else empty for j in chosen]
+            if forecaster is not None:
+                kf_fore += self._kalman_outputs(forecaster, dets, times, samples, [t + 0.1 for t in times[:-1]],
+                                                list(range(len(samples) - 1)))
+                kf_stream += self._kalman_outputs(forecaster, outs, [times[p] for p in processed],
+                                                  [samples[p] for p in processed], times, chosen)
             shift = 1000.0 * len(simple["finish"])  # clips of different sequences share clock times: keep them apart
             simple["gt"] += g
             simple["gt_t"] += [t + shift for t in times]
@@ -518,6 +529,31 @@ class StreamDSGN:
                "frames": n_frames, "processed_fraction": n_proc / max(1, n_frames), "height_scale": hs}
         res["summary"] = {k: summarize(res[k]) for k in ("offline", "forecast", "streaming")}
         res["streaming_ap_all_gt"] = _simple_streaming_ap(simple)
+        if forecaster is not None:
+            res["kalman"] = {"forecast": kitti_eval(gts_fore, kf_fore, height_scale=hs),
+                             "streaming": kitti_eval(gts_stream, kf_stream, height_scale=hs)}
+            res["kalman"]["summary"] = {k: summarize(res["kalman"][k]) for k in ("forecast", "streaming")}
+        return res
+
+    def _kalman_outputs(self, forecaster, outs: list, out_times: list, out_samples: list, query_times: list,
+                        source: list) -> list:
+        """Run ``forecaster`` over ``outs`` (taken at ``out_times``) and, for each query ``i``, extrapolate the state
+        after output ``source[i]`` (``None``: nothing yet) to ``query_times[i]``; 2D boxes re-projected."""
+        forecaster.reset()
+        states = []
+        for t, d in zip(out_times, outs):
+            forecaster.update(t, d)
+            states.append(forecaster.state())
+        res = []
+        for tq, j in zip(query_times, source):
+            if j is None:
+                res.append({"boxes": np.zeros((0, 7), np.float32), "scores": np.zeros(0, np.float32),
+                            "labels": np.zeros(0, np.int64), "bbox_height": np.zeros(0, np.float32)})
+                continue
+            p = forecaster.predict_state(states[j], tq)
+            bb = project_boxes_to_image(torch.as_tensor(p["boxes"]), out_samples[j]["calib"], self.config.image_size)
+            p["bbox_height"] = (bb[:, 3] - bb[:, 1]).numpy()
+            res.append(p)
         return res
 
     # ------------------------------------------------------------------------------------------------ persistence
