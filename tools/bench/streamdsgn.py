@@ -20,8 +20,8 @@ kitti() preset (320×1248) on the GPU in fp32 and bf16 (CUDA-synchronised, media
     python tools/bench/streamdsgn.py --device cuda --budget-s 500 --out $OUT      # one H100, about 8.5 minutes
     python tools/bench/streamdsgn.py --quick                                       # CPU smoke (minutes)
 
-Writes ``results/streamdsgn/streamdsgn.json`` (commons.results; a copy under ``--out/streamdsgn/``), and per-job
-logs and JSON under ``--out``.
+Writes ``results/streamdsgn/streamdsgn.json`` (commons.results; a copy under ``--out/streamdsgn/``), and
+``--out/jobs.json`` (every job's full evaluation) and ``--out/bench_log.txt`` (the jobs' logs).
 """
 
 from __future__ import annotations
@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     from commons.data.synthetic_stereo import render_kitti_tracking
 
     data = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="streamdsgn_bench_"))
+    work = Path(tempfile.mkdtemp(prefix="streamdsgn_jobs_"))  # per-job files; --out gets 3 files (few come back)
     workers = max(1, (os.cpu_count() or 2) - 2)
     render_kitti_tracking(data / "train", num_sequences=args.train_sequences, frames_per_sequence=args.frames,
                           image_size=(96, 320), seed=0, workers=workers)
@@ -263,9 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         procs = []
         for v, s in batch:
             cmd = [sys.executable, str(Path(__file__).resolve()), "--job", f"{v},{s}", "--data-dir", str(data),
-                   "--out", str(out), "--train-s", str(train_s), "--device", args.device, "--batch-size",
+                   "--out", str(work), "--train-s", str(train_s), "--device", args.device, "--batch-size",
                    str(args.batch_size), "--lr", str(args.lr), "--job-workers", str(args.job_workers)]
-            log = open(out / f"job_{v}_{s}.out", "w")  # noqa: SIM115 (the child writes it; closed after wait)
+            log = open(work / f"job_{v}_{s}.out", "w")  # noqa: SIM115 (the child writes it; closed after wait)
             procs.append(((v, s), subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log))
         for key, proc, log in procs:
             try:  # never run past the budget: a job still running then is stopped and reported missing
@@ -274,11 +275,11 @@ def main(argv: list[str] | None = None) -> int:
                 proc.kill()
                 rc = proc.wait()
             log.close()
-            path = out / f"job_{key[0]}_{key[1]}.json"
+            path = work / f"job_{key[0]}_{key[1]}.json"
             if rc == 0 and path.is_file():
                 jobs[key] = json.loads(path.read_text())
             else:
-                print(f"job {key} failed (rc {rc}); see {out / f'job_{key[0]}_{key[1]}.out'}", flush=True)
+                print(f"job {key} failed (rc {rc}); see bench_log.txt", flush=True)
         print(f"[{time.perf_counter() - t0:6.1f} s] round {r + 1}/{rounds} done", flush=True)
     rows = aggregate(jobs, args.seeds) + motion
     lat_rows, lat = [], {}
@@ -315,6 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     path = write_results("streamdsgn", "streamdsgn", rows, settings)
     (out / "streamdsgn").mkdir(exist_ok=True)
     shutil.copy(path, out / "streamdsgn" / "streamdsgn.json")
+    (out / "jobs.json").write_text(json.dumps({f"{v}_{s}": j for (v, s), j in jobs.items()}, default=float))
+    with open(out / "bench_log.txt", "w") as f:
+        for name in sorted(p.name for p in work.iterdir() if p.suffix in (".out", ".log")):
+            f.write(f"===== {name}\n" + (work / name).read_text(errors="replace")[-20000:] + "\n")
+    shutil.rmtree(work, ignore_errors=True)
     if not args.data_dir:
         shutil.rmtree(data, ignore_errors=True)
     print(f"[{time.perf_counter() - t0:6.1f} s] wrote {path}", flush=True)
