@@ -30,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -274,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = [c for c in names if c not in CONFIGS]
     if bad or not names:
         ap.error(f"--configs: unknown {bad}, expected a subset of {sorted(CONFIGS)}")
+    if args.batch < 1:
+        ap.error("--batch must be >= 1")
     if args.reps < 2:
         ap.error("--reps must be >= 2 (two outputs give the run-to-run floor)")
     out = Path(args.out)
@@ -301,24 +304,43 @@ def main(argv: list[str] | None = None) -> int:
             f"{device} ({gpu})", fh)
         cfg = QUICK if args.quick else COGVIDEOX_2B
         rows: list[dict] = []
+        settings = {"model": "CogVideoXTransformer3DModel", "config": cfg, "quick": args.quick, "reps": args.reps,
+                    "batch": args.batch, "method": "rtn", "device": gpu, "dtype": "bfloat16",
+                    "diffusers": diffusers.__version__, "command": " ".join(sys.argv)}  # fmt: skip
+        path, failed, longest = None, [], 0.0
+
+        def save() -> Path | None:
+            if not rows:
+                return path
+            clean = [{k: v for k, v in r.items() if not (isinstance(v, float) and math.isnan(v))} for r in rows]
+            return write_results("vqcore", "vqcore_diffusers", clean, {**settings, "failed": failed}, root=out)
+
+        def attempt(label: str, fn) -> None:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - logged with its traceback; the next part still runs
+                failed.append(label)
+                log(f"{label} FAILED:\n{traceback.format_exc()}", fh)
+            _free(device)
+
         for i, name in enumerate(names):
-            if i and time.time() - t_start > args.budget_s:
-                log(f"budget {args.budget_s:.0f}s spent: skipping {names[i:]}", fh)
+            spent = time.time() - t_start
+            if i and spent + longest > args.budget_s:  # the next config would likely overrun the budget
+                log(f"{spent:.0f}s spent, a config took {longest:.0f}s (budget {args.budget_s:.0f}s): skipping "
+                    f"{names[i:]}", fh)  # fmt: skip
                 break
-            run_config(name, CONFIGS[name], cfg, args, device, fh, rows, with_bf16=i == 0)
-            settings = {"model": "CogVideoXTransformer3DModel", "config": cfg, "quick": args.quick,
-                        "reps": args.reps, "batch": args.batch, "method": "rtn", "device": gpu,
-                        "dtype": "bfloat16", "diffusers": diffusers.__version__,
-                        "command": " ".join(sys.argv)}  # fmt: skip
-            clean = [{k: v for k, v in r.items() if not (isinstance(v, float) and math.isnan(v))} for r in rows]
-            path = write_results("vqcore", "vqcore_diffusers", clean, settings, root=out)  # after every config
-        if device.type == "cuda":
-            cross_device(args, device, fh, rows)
-            clean = [{k: v for k, v in r.items() if not (isinstance(v, float) and math.isnan(v))} for r in rows]
-            path = write_results("vqcore", "vqcore_diffusers", clean, settings, root=out)
-        log(f"wrote {path} in {time.time() - t_start:.0f}s", fh)
+            t0 = time.time()
+            attempt(name, lambda name=name, i=i: run_config(name, CONFIGS[name], cfg, args, device, fh, rows,
+                                                             with_bf16=i == 0))  # fmt: skip
+            longest = max(longest, time.time() - t0)
+            path = save()  # after every config: a time-out keeps what was measured
+        if device.type == "cuda" and time.time() - t_start < args.budget_s + 60:
+            attempt("cross-device", lambda: cross_device(args, device, fh, rows))
+            path = save()
+        log(f"wrote {path} in {time.time() - t_start:.0f}s{f'; FAILED: {failed}' if failed else ''}", fh)
         for r in rows:
             log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}), fh)
+    return 1 if failed else 0
     return 0
 
 
