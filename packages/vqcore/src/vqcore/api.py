@@ -23,6 +23,7 @@ from commons.io import load_checkpoint, load_json, save_checkpoint
 from .calib.capture import ROOT, CalibrationSet
 from .calib.stats import root_items
 from .methods import get_method, list_methods
+from .quant.fpmode import FullPrecisionView
 from .quant.modules import MODULE_TYPES, QuantModule, register_module_type
 from .quant.prepare import QuantConfig, prepare, quantized_layers
 from .quant.quantizer import UniformQuantizer
@@ -111,7 +112,10 @@ def quantize(model: nn.Module, method: str = "rtn", w_bits: int = 8, a_bits: int
         config: a full :class:`QuantConfig` overriding the method's default for ``kind`` (its ``w_bits``/``a_bits``
             then replace the arguments, also in the report).
         kind: ``"dit"``, ``"unet"`` or ``"auto"``.
-        inplace: quantize ``model`` itself instead of a copy.
+        inplace: quantize ``model`` itself (its linears/convs are swapped for quantized layers that share its
+            weights) instead of a deep copy: one copy of the weights in memory. Methods that need the FP teacher
+            (``mpq-dm``, ``s2q-vdit``) get it from the same modules (:class:`vqcore.quant.FullPrecisionView`), so
+            no method holds a second copy. If the method fails, ``model`` is left prepared (quantized layers).
         seed: seeds ``torch`` and ``random`` before the method runs, and is passed on to methods whose ``run`` takes a
             ``seed`` argument (same seed + same calibration → same quantized model).
         options: method-specific options (iterations, learning rates, ...).
@@ -150,9 +154,10 @@ def quantize(model: nn.Module, method: str = "rtn", w_bits: int = 8, a_bits: int
                          "list of model inputs (tensors, tuples of positional inputs, or dicts of keyword inputs)")
     _check_calibration(model, items)
     start = time.perf_counter()
-    fp_model = copy.deepcopy(model).eval() if impl.needs_teacher else None
     qmodel = model if inplace else copy.deepcopy(model)
     prepare(qmodel, config)
+    # the FP teacher is the quantized model's own modules in full-precision mode: no second copy of the weights
+    fp_model = FullPrecisionView(qmodel) if impl.needs_teacher else None
     if "seed" in inspect.signature(impl.run).parameters:
         options = {**options, "seed": seed}
     torch.manual_seed(seed)

@@ -497,10 +497,11 @@ class MPQDM(Method):
             x = state["x"]
             with torch.no_grad():
                 eps_fp = call(fp_model, x, t)
+            feat_fp = hooks[1].value if hooks else None  # read now: the teacher may share the student's modules
             eps_q = call(qmodel, x, t)
             loss = (eps_q.float() - eps_fp.float()).pow(2).sum()
             if term is not None:
-                loss = loss + term(eps_q, eps_fp, {"feat_q": hooks[0].value, "feat_fp": hooks[1].value, "step": k})
+                loss = loss + term(eps_q, eps_fp, {"feat_q": hooks[0].value, "feat_fp": feat_fp, "step": k})
             with torch.no_grad():
                 state["x"] = sched.step(eps_fp, t, x).prev_sample
             return loss

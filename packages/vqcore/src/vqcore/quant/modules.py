@@ -90,6 +90,7 @@ class QuantModule(nn.Module):
         self.side_branch: nn.Module | None = None
         self.quant_weight = w_spec is not None
         self.quant_input = a_spec is not None
+        self.fp_forward = False  # vqcore.quant.full_precision: compute the original float op (the FP teacher)
 
     def set_smooth_scale(self, scale: torch.Tensor | None) -> None:
         """Set the per-input-channel smoothing vector ``s`` (``x / s``, ``W · s``); resets the weight quantizer's
@@ -181,6 +182,8 @@ class QLinear(QuantModule):
         return mod
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fp_forward:
+            return F.linear(x, self.weight, self.bias)
         x_in, x_hat = self._quantize_input(x, (-1,))
         y = F.linear(x_hat, self.quantized_weight().to(x.dtype), self.bias)
         side = self._side(x_in, x_hat, y.dtype)
@@ -208,6 +211,8 @@ class _QConvNd(QuantModule):
         return cls(conv, w_spec, a_spec)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fp_forward:
+            return self._conv(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         if self.smooth_scale is not None and self.groups != 1:
             raise ValueError("smoothing scales are only supported for convolutions with groups=1")
         x_in, x_hat = self._quantize_input(x, (1, -1, *([1] * (x.ndim - 2))))
