@@ -16,11 +16,12 @@ Needs diffusers (pure Python) on the GPU machine; without it the script stops at
 carried: ``.cache/vqcore_pydeps`` is put first on ``sys.path`` when present (12 MB: the venv's diffusers 0.42.1
 without its pipeline subpackages, which this script does not import)::
 
-    mkdir -p .cache/vqcore_pydeps && cp -r .venv/lib/python3.11/site-packages/diffusers \
-        .venv/lib/python3.11/site-packages/diffusers-0.42.1.dist-info .cache/vqcore_pydeps/ && cd .cache/vqcore_pydeps \
-        && find . -name __pycache__ -prune -exec rm -rf {} + \
+    mkdir -p .cache/vqcore_pydeps && cp -r .venv/lib/python3.11/site-packages/diffusers \\
+        .venv/lib/python3.11/site-packages/diffusers-0.42.1.dist-info .cache/vqcore_pydeps/ \\
+        && cd .cache/vqcore_pydeps && find . -name __pycache__ -prune -exec rm -rf {} + \\
         && find diffusers/pipelines diffusers/modular_pipelines -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
- Files under ``--out`` (2): ``vqcore/vqcore_diffusers.json`` (``commons.results`` rows; copy
+
+Files under ``--out`` (2): ``vqcore/vqcore_diffusers.json`` (``commons.results`` rows; copy
 it to ``results/vqcore/``) and ``vqcore_diffusers.log``. The checkpoints go to a temporary folder (not ``--out``).
 ``--quick`` runs a tiny configuration (CPU smoke test of this script, ~1 min on 2 cores).
 """
