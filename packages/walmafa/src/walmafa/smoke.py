@@ -1,4 +1,5 @@
-"""``python -m walmafa.smoke``: a tiny end-to-end check (build, scan check, 2 training steps, eval, save/load)."""
+"""``python -m walmafa.smoke``: a tiny end-to-end check (build, scan check, 2 training steps, eval, save/load, the
+shipped weights)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,10 @@ def main() -> None:
         again = Enhancer.load(tmp, device="cpu")
         if not torch.allclose(again.enhance(test[0][0]), enh.enhance(test[0][0]), atol=1e-6):
             raise RuntimeError("save/load round trip changed the output")
-    print(f"walmafa smoke OK: loss {hist['loss'][-1]:.3f}, PSNR {res['psnr']:.2f} dB")
+    shipped = Enhancer.pretrained(device="cpu").enhance(test[0][0])  # the shipped weights load and run
+    if shipped.shape != test[0][0].shape or not torch.isfinite(shipped).all():
+        raise RuntimeError("the shipped weights produced a wrong or non-finite output")
+    print(f"walmafa smoke OK: loss {hist['loss'][-1]:.3f}, PSNR {res['psnr']:.2f} dB; shipped weights load")
 
 
 if __name__ == "__main__":
