@@ -359,6 +359,8 @@ def enumerate_calls(subset: str, tk) -> list[tuple[str, Any]]:
         cands = [(2, 4), (4, 8), (8, 8)] if k <= 2048 else [(2, 8), (4, 16)]
         for rows, warps in cands:
             quant("per_token", 17776, k, config={"ROWS": rows, "num_warps": warps})
+            quant("per_token", 17776, k, config={"ROWS": rows, "num_warps": warps, "RECIP": True})
+        quant("per_token", 17776, k, symmetric=False, config={"RECIP": True})
     for k in (3, 16, 27, 64, 128, 320, 576, 1024, 1025, 1152, 1920, 2880, 7680):  # conv K = 9·C and linear K
         for smooth, bits in itertools.product((False, True), (8, 4)):
             quant("static", 4096, k, smooth=smooth, bits=bits)

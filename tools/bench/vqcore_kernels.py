@@ -197,16 +197,19 @@ def _quant_variants(args, cuda, x, t, cfgs, deadline) -> None:
     bk = triton.next_power_of_2(x.shape[1])
     base = tk.quantize_per_token(x, None, 8, True)
     cands = [(2, 4), (4, 8), (8, 8)] if bk <= 2048 else [(2, 8), (4, 16)]
+    default = tk._quant_launch(bk)
+    cands = [(r, w, False) for r, w in cands] + [(default["ROWS"], default["num_warps"], True)] + [
+        (r, w, True) for r, w in cands[:2]]  # RECIP: reciprocal multiplies with the exact fallback
     out = {}
-    for rows, warps in cands:
+    for rows, warps, recip in cands:
         if time.time() > deadline:
             break
-        cfg = {"ROWS": rows, "num_warps": warps}
+        cfg = {"ROWS": rows, "num_warps": warps, "RECIP": recip}
         try:
             got = tk.quantize_per_token(x, None, 8, True, config=cfg)
             same = all(torch.equal(a, b) for a, b in zip(got, base))
             ms = _time(lambda cfg=cfg: tk.quantize_per_token(x, None, 8, True, config=cfg), args.warmup, args.rep, cuda)
-            out[f"rows{rows} w{warps}"] = (ms, same)
+            out[f"rows{rows} w{warps}{' recip' if recip else ''}"] = (ms, same)
         except Exception as e:
             cfgs[f"quant_fail_rows{rows}"] = f"{type(e).__name__}: {str(e)[:200]}"
     ok = {k: v[0] for k, v in out.items() if v[1]}

@@ -208,3 +208,40 @@ def test_gpu_int8_attention_matches_reference():
     want = attn.int8_attention_ref(qc, qs, kc, ks, v, torch.float32)
     assert _rel(y, want) < 1.6e-2
     assert _rel(want, F.scaled_dot_product_attention(q.float(), k.float(), v.float())) < 2e-2
+
+
+@pytest.mark.parametrize(("symmetric", "bits", "smooth"), [(True, 8, False), (False, 8, True), (True, 4, True)])
+def test_reciprocal_quantizer_codes_equal_the_ieee_division(symmetric, bits, smooth):
+    """``RECIP``: the per-token quantizer multiplies by one reciprocal per row and falls back to IEEE divisions in
+    blocks with an element near a rounding tie. Rows built around exact and nearly exact ties (x/s = k + ½ and the
+    fp32 neighbours of x) and plain random rows: codes bit-identical to the reference; both the multiply-only path
+    and the fallback are exercised (checked with the kernel's own near-tie rule)."""
+    from vqcore.kernels import triton_kernels as tk
+
+    g = torch.Generator().manual_seed(bits + 2 * symmetric)
+    k = 96
+    rows = [torch.randn(k, generator=g) * 2 for _ in range(6)]  # random rows: usually no near-tie
+    for base in range(3):  # tie rows: x = (j + 1/2)·s and its fp32 neighbours, s the row's own scale
+        lo, hi = -(2.0 + base), 3.0 + base  # the row's min and max (so also its amax) fix its scale s
+        ends = torch.tensor([lo, hi])
+        s = ref.quantize_per_token_ref(ends[None], None, bits, symmetric)[1]
+        j = torch.arange(-300, 300, dtype=torch.float32)
+        x = (j + 0.5) * s
+        x = x[(x > lo) & (x < hi)]
+        x = torch.cat([x, torch.nextafter(x, x + 1), torch.nextafter(x, x - 1)])
+        x = x[torch.randperm(x.numel(), generator=g)[: k - 2]]
+        fill = lo + (hi - lo) * torch.rand(k - 2 - x.numel(), generator=g)  # 4 bit: fewer ties than columns
+        rows.append(torch.cat([x, fill, ends]))
+    x = torch.stack(rows)
+    sm = torch.ones(k) if smooth else None  # smoothing by 1: the ties survive the (IEEE) division
+    want = ref.quantize_per_token_ref(x, sm, bits, symmetric)
+    got = tk.quantize_per_token(x.to(DEV), None if sm is None else sm.to(DEV), bits, symmetric,
+                                config={"RECIP": True, "ROWS": 1})  # fmt: skip
+    for a, b in zip(got, want):
+        assert torch.equal(a.cpu(), b)
+    # the kernel's near-tie rule, per row (ROWS = 1: one block per row)
+    xs = x if sm is None else x / sm
+    v = xs * (1.0 / want[1])[:, None]
+    near = ((0.5 - (v - torch.round(v)).abs()) < 2**-13).any(dim=1)
+    assert near.any() and not near.all()
+    assert (torch.round(v) != torch.round(xs / want[1][:, None])).any()  # multiplies alone would change codes

@@ -49,17 +49,41 @@ def _rne(v):
 
 
 @triton.jit
+def _round_quotient(x, scale, RECIP: tl.constexpr):
+    """``rne(fl(x / scale))`` per row (``scale [ROWS]``), bit-identical to the IEEE quotient's rounding.
+
+    ``RECIP``: one IEEE reciprocal per row and a multiply per element, ``v = x·fl(1/scale)``. With
+    ``|x/scale| ≤ 255`` (the quantizers' range), ``|v − x/scale| ≤ 255·2⁻²³(1 + 2⁻²⁴) ≈ 3.04e-5`` and
+    ``|fl(x/scale) − x/scale| ≤ 255·2⁻²⁴ ≈ 1.52e-5``, so ``rne(v)`` and ``rne(fl(x/scale))`` can differ only when
+    ``v`` lies within 4.6e-5 < 2⁻¹⁴ of a half-integer (whatever the compiler does with the multiply — rounded, or
+    fused into the rounding's add: the exact product is within the same bound). A block with any element within
+    2⁻¹³ of a half-integer (~1 element in 4k) takes the IEEE divisions instead: the codes equal the reference's in
+    every case (test with constructed near-ties)."""
+    if RECIP:
+        r = tl.math.div_rn(tl.full(scale.shape, 1.0, tl.float32), scale)
+        v = x * r[:, None]
+        q = _rne(v)
+        near = (0.5 - tl.abs(v - q)) < 0.0001220703125  # 2^-13
+        if tl.max(tl.max(near.to(tl.int32), axis=1), axis=0) > 0:
+            q = _rne(tl.math.div_rn(x, scale[:, None]))
+    else:
+        q = _rne(tl.math.div_rn(x, scale[:, None]))
+    return q
+
+
+@triton.jit
 def _quant_per_token_kernel(
     x_ptr, s_ptr, q_ptr, scale_ptr, zp_ptr, rs_ptr,
     M, K, stride_xm, stride_qm,
     HAS_SMOOTH: tl.constexpr, SYMMETRIC: tl.constexpr, BITS: tl.constexpr, EPS: tl.constexpr,
     BLOCK_K: tl.constexpr, ROWS: tl.constexpr,
-    d_ptr=None, t_ptr=None, RANK: tl.constexpr = 0,
+    d_ptr=None, t_ptr=None, RANK: tl.constexpr = 0, RECIP: tl.constexpr = False,
 ):  # fmt: skip
     """``ROWS`` rows per program (each row quantized with its own range; identical arithmetic for any ``ROWS``).
     ``RANK > 0``: also the low-rank side branch on the dequantized row, ``t[m, r] = Σ_k x̂[m, k]·down[r, k]`` with
     ``x̂ = (q − zp)·scale`` in fp32 (``down`` fp32 ``[RANK, K]``, ``t`` fp32 ``[M, RANK]``): Q-VDiT's rank-1 term in
-    the quantizer's pass, without an M×K dequantized tensor."""
+    the quantizer's pass, without an M×K dequantized tensor. ``RECIP``: reciprocal multiplies with an exact
+    fallback (:func:`_round_quotient`; same codes)."""
     rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     offs = tl.arange(0, BLOCK_K)
     rmask = rows < M
@@ -72,7 +96,7 @@ def _quant_per_token_kernel(
     if SYMMETRIC:
         amax = tl.max(tl.abs(x), axis=1)
         scale = tl.math.div_rn(tl.maximum(amax, EPS), QMAX)
-        q = _rne(tl.math.div_rn(x, scale[:, None]))
+        q = _round_quotient(x, scale, RECIP)
         q = tl.minimum(tl.maximum(q, QMIN), QMAX)
         zp = tl.zeros_like(scale)
     else:
@@ -81,7 +105,7 @@ def _quant_per_token_kernel(
         xmax = tl.maximum(tl.max(tl.where(mask, x, 0.0), axis=1), 0.0)
         scale = tl.maximum(tl.math.div_rn(xmax - xmin, LEVELS), EPS)
         z = _rne(tl.math.div_rn(-xmin, scale))
-        u = tl.minimum(tl.maximum(_rne(tl.math.div_rn(x, scale[:, None])) + z[:, None], 0.0), LEVELS)
+        u = tl.minimum(tl.maximum(_round_quotient(x, scale, RECIP) + z[:, None], 0.0), LEVELS)
         q = u + QMIN
         zp = z + QMIN
     tl.store(q_ptr + rows[:, None] * stride_qm + offs[None, :], q.to(tl.int8), mask=mask)
