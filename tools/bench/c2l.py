@@ -16,10 +16,11 @@ then reports mean ± 95 % t-interval over seeds, and the targets of issue 23 (ca
 rejection ≤ 10 %, invalid-lag rejection ≥ 80 %) with the measured values.
 
 Part ``policy`` (stage 2; minutes to hours, needs box2d / mujoco and an expert): BC, DoubIL, ResiduIL (lag 1), GAIL
-(``imitation``, skipped with a note if not installed), C2L (simulator) and C2L* (offline) at the identified lag, on
-each ``--envs`` task; ≥ 5 seeds, return in the clean env over ``--episodes`` (≥ 20) and action MSE vs the clean
-expert on confounded test states, mean ± 95 % CI. Learners use their official optimiser settings unless ``--lr``
-sets one step size for every IV learner (they then all start from BC: ``init="bc"``), as short CPU runs need.
+(``imitation``, skipped with a note if not installed), C2L (simulator) and C2L* (offline) at the identified lag and,
+to separate the stages, at the true lag k−1, on each ``--envs`` task; ≥ 5 seeds, return in the clean env over
+``--episodes`` (≥ 20) and action MSE vs the clean expert on confounded test states, mean ± 95 % CI. Learners use
+their official optimiser settings unless ``--lr`` sets one step size for every IV learner (they then all start from
+BC: ``init="bc"``), as short CPU runs need.
 
 Results: ``results/c2l/<bench>.json`` through ``commons.results.write_results`` (bench ``c2l_identify`` or
 ``c2l_policy``; ``--results-name`` overrides) and, under ``--out``, a markdown copy and a per-lag rejection plot.
@@ -56,9 +57,10 @@ from c2l import (  # noqa: E402
 from commons.reporting import markdown_table  # noqa: E402
 from commons.results import write_results  # noqa: E402
 
-POLICY_METHODS = ["bc", "doubil", "residuil", "gail", "c2l", "c2l_star"]
+POLICY_METHODS = ["bc", "doubil", "residuil", "gail", "c2l", "c2l_star", "c2l_oracle", "c2l_star_oracle"]
 LABELS = {"bc": "BC", "doubil": "DoubIL (lag 1)", "residuil": "ResiduIL (lag 1)", "gail": "GAIL (imitation)",
-          "c2l": "C2L (sim, identified lag)", "c2l_star": "C2L* (offline, identified lag)"}
+          "c2l": "C2L (sim, identified lag)", "c2l_star": "C2L* (offline, identified lag)",
+          "c2l_oracle": "C2L (sim, true lag k−1)", "c2l_star_oracle": "C2L* (offline, true lag k−1)"}
 
 
 # ---------------------------------------------------------------------------------------------- statistics
@@ -219,10 +221,11 @@ def policy_cell(job: tuple) -> dict:
             learner.fit(train, env)
         else:
             kw = dict(iv_kw)
-            if name in ("c2l", "c2l_star"):
-                kw["hop"] = ident.lag
-            learner = create_learner(name, **kw)
-            learner.fit(train, env, pi_bc=bc) if name in ("c2l", "doubil") else learner.fit(train, pi_bc=bc)
+            base = name.replace("_oracle", "")
+            if base in ("c2l", "c2l_star"):  # the oracle rows use the true lag: stage 2 apart from stage 1
+                kw["hop"] = cc.valid_lag if name.endswith("_oracle") else ident.lag
+            learner = create_learner(base, **kw)
+            learner.fit(train, env, pi_bc=bc) if base in ("c2l", "doubil") else learner.fit(train, pi_bc=bc)
         act = learner.policy.act
         row[f"{name}/J"] = evaluate_return(act, env, n_episodes=args.episodes, seed=30_000 + seed, max_steps=ms)["mean"]
         row[f"{name}/mse"] = action_error(learner, test, "mse")
