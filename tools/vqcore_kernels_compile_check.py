@@ -246,7 +246,7 @@ def call_quant_lowrank(m: int, k: int, rank: int, smooth: bool, symmetric: bool)
 
 def call_wonly(m: int, k: int, n: int, w4: bool, group: int, dtype: str, bias: bool) -> None:
     """The weight-only small-M GEMM (``triton_kernels.weight_only_linear``, the kernel QLinearInt takes when
-    ``POLICY["weight_only_max_m"] >= M`` on CUDA)."""
+    ``vqcore.kernels.WEIGHT_ONLY_MAX_M >= M`` on CUDA)."""
     import torch
 
     from vqcore.kernels import packing
@@ -282,11 +282,11 @@ WEIGHTS = [(False, 0), (False, 128), (True, 0), (True, 64), (True, 128)]
 
 def policies(tk) -> dict[str, dict]:
     """Every dispatch the POLICY switches select (read from :data:`POLICY`'s keys, so a new switch fails loudly)."""
-    known = {"tma", "w4_unpack_min_m", "autotune", "tma_group", "weight_only_max_m"}
+    known = {"tma", "w4_unpack_min_m", "autotune", "tma_group"}
     if set(tk.POLICY) != known:
         raise RuntimeError(f"POLICY has keys {sorted(tk.POLICY)}; this script knows {sorted(known)}: update it")
-    # weight_only_max_m is decided in QLinearInt (CUDA tensors only); the weight-only kernel is enumerated directly
-    off = {"tma": False, "tma_group": False, "w4_unpack_min_m": 1 << 62, "weight_only_max_m": 0}
+    # (vqcore.kernels.WEIGHT_ONLY_MAX_M is decided in QLinearInt, CUDA tensors only: its kernel is enumerated directly)
+    off = {"tma": False, "tma_group": False, "w4_unpack_min_m": 1 << 62}
     return {
         "autotune": {**off, "autotune": True},  # the default: autotuned pointer kernel, W4 unpacked in the K loop
         "fixed": {**off, "autotune": False},  # VQCORE_AUTOTUNE=0: PTR_TILES

@@ -82,8 +82,6 @@ def test_public_weight_only_and_qlinearint_dispatch(monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.parametrize(("w4", "group"), [(False, 0), (True, 0), (True, 128)])
 def test_gpu_weight_only_kernel_and_dispatch(w4, group):
-    from vqcore.kernels import triton_kernels as tk
-
     n, k = 1920, 1920
     codes, w, sw = _weights(n, k, w4, group, seed=3)
     for m in (16, 64, 256):
@@ -93,11 +91,11 @@ def test_gpu_weight_only_kernel_and_dispatch(w4, group):
     lin = nn.Linear(k, n).cuda().bfloat16()
     q = QLinearInt.from_linear(lin, w_bits=4 if w4 else 8, a_bits=8, group_size=group)
     x = torch.randn(64, k, device="cuda", dtype=torch.bfloat16)
-    old = tk.POLICY["weight_only_max_m"]
+    old = kernels.WEIGHT_ONLY_MAX_M
     try:
-        tk.POLICY["weight_only_max_m"] = 256
+        kernels.WEIGHT_ONLY_MAX_M = 256
         y = q(x)
     finally:
-        tk.POLICY["weight_only_max_m"] = old
+        kernels.WEIGHT_ONLY_MAX_M = old
     want = F.linear(x.float(), q.dequantized_weight(), lin.bias.float())
     assert _rel(y, want) < 2**-7

@@ -18,7 +18,7 @@ are ``torch.library`` custom ops ``vqcore::quantize_per_token``, ``vqcore::quant
   :mod:`.attention`, Triton kernel in :mod:`.triton_attention`), :class:`Int8SDPA` / :func:`use_int8_attention`
   (what ``convert(attention="int8")`` installs);
 * :func:`weight_only_linear` — 16-bit activations × int8/int4 weights dequantized in registers (the small-M path,
-  opt-in through ``triton_kernels.POLICY["weight_only_max_m"]``, see :func:`weight_only_enabled`);
+  opt-in through :data:`WEIGHT_ONLY_MAX_M`, see :func:`weight_only_enabled`);
 * :func:`pack_int4` / :func:`unpack_int4` — the int4 weight layout (:mod:`.packing`);
 * :mod:`.reference` — the reference of every kernel; :mod:`.triton_kernels` (imports Triton) — the kernels.
 """
@@ -26,6 +26,7 @@ are ``torch.library`` custom ops ``vqcore::quantize_per_token``, ``vqcore::quant
 from __future__ import annotations
 
 import importlib.util
+import os
 from typing import NamedTuple
 
 import torch
@@ -165,14 +166,16 @@ def quantize_static(
     return QuantizedActivation(*ops.quantize_static_op(x2, inv, sc, zp, int(bits)))
 
 
-def weight_only_enabled(m: int, device: torch.device) -> bool:
-    """True when the dispatch policy sends an ``m``-token call of a converted layer to :func:`weight_only_linear`
-    (CUDA only; ``triton_kernels.POLICY["weight_only_max_m"]``, off by default)."""
-    if device.type != "cuda" or not triton_available():
-        return False
-    from . import triton_kernels
+#: Converted layers called with at most this many tokens on CUDA run :func:`weight_only_linear` (16-bit activations,
+#: not quantized: closer to the float model than the A8 layer they replace) instead of quantizer + integer GEMM.
+#: 0 (default, ``VQCORE_WEIGHT_ONLY_MAX_M``) turns it off until it is measured faster than bf16 on the GPU.
+WEIGHT_ONLY_MAX_M = int(os.environ.get("VQCORE_WEIGHT_ONLY_MAX_M", "0"))
 
-    return 0 < m <= triton_kernels.POLICY["weight_only_max_m"]
+
+def weight_only_enabled(m: int, device: torch.device) -> bool:
+    """True when an ``m``-token call of a converted layer goes to :func:`weight_only_linear` (CUDA only,
+    ``m ≤ WEIGHT_ONLY_MAX_M``); a plain global read, so ``torch.compile`` traces it without a graph break."""
+    return device.type == "cuda" and 0 < m <= WEIGHT_ONLY_MAX_M
 
 
 def weight_only_linear(

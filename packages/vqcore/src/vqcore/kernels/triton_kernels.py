@@ -544,13 +544,9 @@ _INTERP_TMA = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, "PROGR
 #: ``tma_group`` (``VQCORE_TMA_GROUP=1``) — per-group int8 GEMMs (groups of a multiple of 128) use it too;
 #: ``w4_unpack_min_m`` (``VQCORE_W4_UNPACK_MIN_M=256``) — W4 weights (per channel or groups of a multiple of 128) are
 #: unpacked to a transient int8 copy and run through the int8 GEMM when M ≥ this;
-#: ``weight_only_max_m`` (``VQCORE_WEIGHT_ONLY_MAX_M``, default 0 = off) — converted layers with at most this many
-#: tokens run :func:`weight_only_linear` (16-bit activations, not quantized: closer to the float model than the
-#: fake-quant A8 layer it replaces) instead of quantizer + integer GEMM;
 #: ``autotune`` (``VQCORE_AUTOTUNE=0`` turns it off) — autotune the pointer kernel over :func:`_hopper_configs`
 #: instead of using the fixed table ``PTR_TILES``.
 POLICY = {
-    "weight_only_max_m": int(os.environ.get("VQCORE_WEIGHT_ONLY_MAX_M", "0")),
     "tma": os.environ.get("VQCORE_TMA", "0") == "1",
     "w4_unpack_min_m": int(os.environ.get("VQCORE_W4_UNPACK_MIN_M", str(1 << 62))),
     "autotune": os.environ.get("VQCORE_AUTOTUNE", "1") == "1",
