@@ -21,8 +21,13 @@ facades and a sky at infinity, all with view-independent procedural textures att
 matcher sees the same texture in both views); cuboid Car / Van / Pedestrian / Cyclist objects (KITTI mean sizes +-8
 %) with random per-object colour and texture, moving at constant speed along their heading, some with a constant yaw
 rate (gentle turns); the ego camera moves forward at a constant speed per sequence (0 in about a quarter of them).
-Objects enter and leave the view, overtake and occlude each other; an object whose footprint (+25 cm) would overlap
-an earlier one at any time of the sequence is not placed, so boxes never interpenetrate.
+Speeds (world frame): the ego 0 or 3–10 m/s; cars and vans 4–13 m/s in the two side lanes (the left one oncoming,
+so up to about 23 m/s relative to the ego) and 0.5–3 m/s faster than the ego in its own lane; cyclists 2.5–6 m/s;
+pedestrians 0.4–1.6 m/s (walking along or across the street). At 10 Hz, 100–300 ms of latency therefore moves many
+boxes by more than their width relative to the ego (``tools/bench/streamdsgn.py`` tabulates the BEV IoU a box keeps
+with itself 1–3 frames later). Objects enter and leave the view, overtake and occlude each other; an object whose
+footprint (+25 cm) would overlap an earlier one at any time of the sequence is not placed, so boxes never
+interpenetrate.
 
 **Rendering.** Per pixel ray casting: every pixel ray of each camera is intersected with the ground, the facades and
 every cuboid (slab test in the box frame, restricted to the box's projected rectangle), and the nearest hit wins
