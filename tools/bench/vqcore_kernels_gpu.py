@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-s", type=float, default=None,
                     help="time box of the GPU tests (default 30%% of budget; 0: no tests)")
     ap.add_argument("--quick", action="store_true", help="CPU smoke test of this script (bench --quick)")
-    ap.add_argument("--parts", default="block,step,large,small,attention", help="bench parts, in order")
+    ap.add_argument("--parts", default="block,step,attention,large,small", help="bench parts, in order")
     ap.add_argument("--block-variants", default=FIRST_BLOCK_VARIANTS, help="';'-separated ('' = all)")
     ap.add_argument("--step-variants", default="W8A8;W4A8;W8A8 + int8 attention", help="';'-separated ('' = all)")
     ap.add_argument("--small-ms", default="256 64 16", help="small-M token counts")
