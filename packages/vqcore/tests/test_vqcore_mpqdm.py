@@ -153,6 +153,16 @@ def test_trd_zero_when_features_match_and_time_smoothing():
     assert trd_features(torch.randn(2, 9, 4)).shape == (2, 4, 9, 1)
 
 
+def tiny_scheduler():
+    """The schedule tiny_unet_calib samples with (diffusers' default linear betas): mpq-dm no longer guesses it."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing")
+
+
+TINY = {"scheduler": tiny_scheduler()}  # copied by mpq-dm, never mutated
+
+
 def tiny_unet_calib():
     from diffusers import UNet2DModel
 
@@ -176,7 +186,7 @@ def tiny_unet_calib():
 def test_mpq_dm_end_to_end_on_diffusers_unet():
     assert "mpq-dm" in list_methods() and get_method("mpq-dm").needs_teacher
     model, calib = tiny_unet_calib()
-    q = vqcore.quantize(model, method="mpq-dm", w_bits=3, a_bits=4, calib=calib, iters=2, batch_size=2,
+    q = vqcore.quantize(model, method="mpq-dm", w_bits=3, a_bits=4, calib=calib, **TINY, iters=2, batch_size=2,
                         k_fractions=(0.0, 0.25), progress=False)
     d = q.vqcore_report.details
     assert d["num_steps"] == 4 and d["optimizer_steps"] == 8 and d["trd_grad"] and d["trd_module"] == "up_blocks.1"
@@ -236,8 +246,8 @@ def test_step_table_rows_only_move_at_their_own_step_and_match_sampling(monkeypa
         orig(self, index)
 
     monkeypatch.setattr(UniformQuantizer, "set_timestep", spy)
-    q = vqcore.quantize(model, method="mpq-dm", w_bits=4, a_bits=8, calib=calib, iters=2, batch_size=2, omq=False,
-                        trd=False, lora_rank=0, lrs={"act_scale": 0.2}, progress=False)
+    q = vqcore.quantize(model, method="mpq-dm", w_bits=4, a_bits=8, calib=calib, **TINY, iters=2, batch_size=2,
+                        omq=False, trd=False, lora_rank=0, lrs={"act_scale": 0.2}, progress=False)
     monkeypatch.setattr(UniformQuantizer, "set_timestep", orig)
     assert [k for k, _ in seen] == [0, 1, 2, 3] * 2
     for (k, before), (_, after) in zip(seen, seen[1:]):
@@ -268,7 +278,7 @@ def test_step_table_rows_only_move_at_their_own_step_and_match_sampling(monkeypa
 
 def test_mpq_dm_save_load_restores_omq_layers_and_step_tables(tmp_path):
     model, calib = tiny_unet_calib()
-    q = vqcore.quantize(model, method="mpq-dm", w_bits=3, a_bits=4, calib=calib, iters=1, batch_size=2,
+    q = vqcore.quantize(model, method="mpq-dm", w_bits=3, a_bits=4, calib=calib, **TINY, iters=1, batch_size=2,
                         k_fractions=(0.25,), progress=False)
     omq = {n: m.weight_quantizer.channel_bits.clone() for n, m in q.named_modules()
            if isinstance(m, QuantModule) and isinstance(m.weight_quantizer, OMQQuantizer)}
@@ -320,7 +330,7 @@ def test_short_mpq_dm_run_on_zoo_unet_is_not_worse_than_its_init():
 
 def test_mpq_dm_w8a8_has_nine_bit_outlier_channels_end_to_end(tmp_path):
     model, calib = tiny_unet_calib()
-    q = vqcore.quantize(model, method="mpq-dm", w_bits=8, a_bits=8, calib=calib, iters=1, batch_size=2,
+    q = vqcore.quantize(model, method="mpq-dm", w_bits=8, a_bits=8, calib=calib, **TINY, iters=1, batch_size=2,
                         k_fractions=(0.25,), progress=False)
     omq = [m for m in q.modules() if isinstance(m, QuantModule) and isinstance(m.weight_quantizer, OMQQuantizer)]
     assert omq and all(m.weight_quantizer.bits == 9 for m in omq)
@@ -364,7 +374,7 @@ def test_mpq_dm_resumes_after_an_interruption_mid_rollout(tmp_path, monkeypatch)
 
     def run(ckpt, crash=None):
         calls.update(n=0, crash=crash, first=None)
-        q = vqcore.quantize(model, method="mpq-dm", w_bits=4, a_bits=8, calib=calib, iters=3, batch_size=2,
+        q = vqcore.quantize(model, method="mpq-dm", w_bits=4, a_bits=8, calib=calib, **TINY, iters=3, batch_size=2,
                             lrs={"act_scale": 0.05}, checkpoint=ckpt, checkpoint_every=3, progress=False)
         return q.state_dict(), q.vqcore_report.details
 
@@ -376,3 +386,37 @@ def test_mpq_dm_resumes_after_an_interruption_mid_rollout(tmp_path, monkeypatch)
     assert full.keys() == resumed.keys()
     for name in full:
         assert torch.equal(full[name], resumed[name]), name
+
+
+def test_mpq_dm_takes_the_schedule_from_the_scheduler_and_refuses_to_guess(tmp_path, monkeypatch):
+    """No scheduler and no schedule in the model's config: a clear error before the model is copied. A pipeline,
+    a scheduler, its config dict or its folder all give the same schedule (scaled_linear here: not the old guess)."""
+    import copy
+
+    from diffusers import DDIMScheduler
+
+    from vqcore.methods.mpqdm import resolve_scheduler
+
+    model, calib = tiny_unet_calib()
+    copies = []
+    monkeypatch.setattr(copy, "deepcopy", lambda *a, **k: copies.append(1))
+    with pytest.raises(ValueError, match=r"noise schedule .* scheduler=pipe\.scheduler"):
+        vqcore.quantize(model, method="mpq-dm", w_bits=4, a_bits=8, calib=calib, iters=1)
+    assert copies == []  # refused before any copy
+    monkeypatch.undo()
+    sd = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False)
+    sd.save_pretrained(tmp_path / "scheduler")
+    pipe = type("Pipe", (), {"scheduler": sd})()
+    folder = tmp_path / "scheduler"
+    for form in (sd, pipe, dict(sd.config), folder, str(folder / "scheduler_config.json")):
+        got = resolve_scheduler(form)
+        assert got is not sd and torch.equal(got.alphas_cumprod, sd.alphas_cumprod)
+    linear = DDIMScheduler()
+    assert not torch.allclose(linear.alphas_cumprod, sd.alphas_cumprod)  # the guess would have been wrong
+    with pytest.raises(TypeError, match="scheduler must be"):
+        resolve_scheduler(42)
+    with pytest.raises(ValueError, match="neither a scheduler folder"):
+        resolve_scheduler(tmp_path / "nothing")
+    q = vqcore.quantize(model, method="mpq-dm", w_bits=4, a_bits=8, calib=calib, iters=1, batch_size=2,
+                        scheduler=pipe, progress=False)
+    assert q.vqcore_report.details["num_steps"] == 4

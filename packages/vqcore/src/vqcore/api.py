@@ -137,6 +137,7 @@ def quantize(model: nn.Module, method: str = "rtn", w_bits: int = 8, a_bits: int
         raise ValueError("model is already quantized (it contains vqcore quantized layers); pass the FP model")
     impl = get_method(method)
     impl.check_options(options)
+    impl.check_model(model, options)
     kind = model_kind(model) if kind == "auto" else kind
     if config is not None:
         if not isinstance(config, QuantConfig):

@@ -49,6 +49,10 @@ class Method:
             calib: CalibrationSet | list | None, **options: Any) -> dict[str, Any]:
         raise NotImplementedError
 
+    def check_model(self, model: nn.Module, options: dict[str, Any]) -> None:
+        """Raise ``ValueError`` for a model/options combination the method cannot run, before :func:`vqcore.quantize`
+        copies the model or touches the calibration data (e.g. MPQ-DM without a noise schedule). Default: accept."""
+
     def option_names(self) -> set[str]:
         """Options this method accepts: keyword parameters of ``run`` and ``default_config`` after the fixed ones."""
         names: set[str] = set()

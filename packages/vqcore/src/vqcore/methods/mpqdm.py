@@ -73,7 +73,7 @@ from .base import Method, register_method
 from .mpqdm_layers import MPQLayout, MPQLoRA, OMQQuantizer
 from .timerange import attach_step_tables
 
-__all__ = ["MPQDM", "TRDTerm", "select_omq_k", "apply_omq", "layer_output", "trd_features"]
+__all__ = ["MPQDM", "TRDTerm", "select_omq_k", "apply_omq", "layer_output", "trd_features", "resolve_scheduler"]
 
 logger = logging.getLogger(__name__)
 
@@ -204,14 +204,51 @@ class _FeatureHook:
 
 
 # -- rollouts -------------------------------------------------------------------------------------------------------
-def _default_scheduler(model: nn.Module):
-    from diffusers import DDIMScheduler
+def resolve_scheduler(scheduler: Any, model: nn.Module | None = None):
+    """The noise schedule MPQ-DM's rollouts sample with, as a fresh diffusers scheduler (the caller's is not mutated).
 
-    cfg = getattr(model, "config", None)
-    get = (lambda k, d: cfg.get(k, d)) if isinstance(cfg, dict) else (lambda k, d: getattr(cfg, k, d))
-    return DDIMScheduler(num_train_timesteps=int(get("num_train_timesteps", 1000) or 1000),
-                         beta_schedule=get("beta_schedule", "linear") or "linear", prediction_type="epsilon",
-                         clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing")
+    ``scheduler`` may be a diffusers scheduler (``pipe.scheduler``), a pipeline (its ``.scheduler``), a scheduler
+    config dict (``_class_name`` picks the class, DDIM otherwise) or a path to a scheduler folder / its
+    ``scheduler_config.json`` (the CLI's ``--options '{"scheduler": "path/to/pipeline/scheduler"}'``). Without one, the
+    schedule is taken only from a model whose config records it (``beta_schedule``, as the zoo models do); anything
+    else is refused: diffusers keeps the schedule in the pipeline's scheduler, not in the model (Stable Diffusion's is
+    ``scaled_linear``), and guessing ``linear`` silently trains against the wrong noise levels."""
+    import json
+    from pathlib import Path
+
+    import diffusers
+
+    if scheduler is None:
+        cfg = getattr(model, "config", None)
+        get = (lambda k: cfg.get(k)) if isinstance(cfg, dict) else (lambda k: getattr(cfg, k, None))
+        if cfg is None or not get("beta_schedule"):
+            raise ValueError(f"mpq-dm needs the noise schedule the model was trained with, and "
+                             f"{type(model).__name__}'s config does not record one: pass scheduler=pipe.scheduler "
+                             "(a diffusers scheduler, the pipeline, a scheduler config dict or a scheduler folder)")
+        return diffusers.DDIMScheduler(num_train_timesteps=int(get("num_train_timesteps") or 1000),
+                                       beta_schedule=get("beta_schedule"), prediction_type="epsilon",
+                                       clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing")
+    if hasattr(scheduler, "scheduler") and not hasattr(scheduler, "step"):  # a pipeline
+        scheduler = scheduler.scheduler
+    if isinstance(scheduler, (str, Path)):
+        path = Path(scheduler)
+        path = path / "scheduler_config.json" if path.is_dir() else path
+        if not path.is_file():
+            raise ValueError(f"scheduler: {scheduler} is neither a scheduler folder nor a scheduler_config.json")
+        try:
+            scheduler = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"scheduler: {path} is not valid JSON: {err}") from None
+    if isinstance(scheduler, dict):
+        name = scheduler.get("_class_name", "DDIMScheduler")
+        cls = getattr(diffusers, name, None)
+        if cls is None or not hasattr(cls, "from_config"):
+            raise ValueError(f"scheduler: diffusers has no scheduler class {name!r}")
+        return cls.from_config(scheduler)
+    if hasattr(scheduler, "step") and hasattr(scheduler, "set_timesteps") and hasattr(scheduler, "config"):
+        return type(scheduler).from_config(scheduler.config)
+    raise TypeError(f"scheduler must be a diffusers scheduler, a pipeline, a scheduler config dict or a path, got "
+                    f"{type(scheduler).__name__}")
 
 
 def _locate(item) -> tuple[tuple[str, Any], tuple[str, Any]]:
@@ -256,6 +293,10 @@ class MPQDM(Method):
         cfg = preset(kind, w_bits, a_bits)
         return replace(cfg, weight=QuantSpec(granularity="per_channel", init=weight_init),
                        act=QuantSpec(granularity="per_tensor", init="mse"))
+
+    def check_model(self, model: nn.Module, options: dict) -> None:
+        """Before any copy or calibration: the noise schedule must be known (:func:`resolve_scheduler`)."""
+        resolve_scheduler(options.get("scheduler"), model)
 
     def run(self, qmodel, fp_model, config, calib, iters: int = 50, num_steps: int | None = None,
             batch_size: int = 4, omq: bool = True, trd: bool = True, trd_grad: bool = True, trd_weight: float = 100.0,
@@ -334,7 +375,7 @@ class MPQDM(Method):
             losses = self._rollouts(qmodel, fp_model, items, main, lrs, iters, num_steps, batch_size, trd, trained_rows,
                                     trd_grad, trd_weight, trd_name, scheduler, seed, checkpoint, progress, act_lr,
                                     lazy_rows, checkpoint_every)
-        sched = scheduler or _default_scheduler(fp_model)
+        sched = resolve_scheduler(scheduler, fp_model)
         sched.set_timesteps(num_steps)
         attach_step_tables(qmodel, [float(t) for t in sched.timesteps])
         layout = MPQLayout([n for n, m in main.items() if isinstance(m.weight_quantizer, OMQQuantizer)],
@@ -455,7 +496,7 @@ class MPQDM(Method):
                     p.copy_(keep)
                 p.clamp_(min=1e-8)
                 keep.clamp_(min=1e-8)
-        sched = scheduler or _default_scheduler(fp_model)
+        sched = resolve_scheduler(scheduler, fp_model)
         sched.set_timesteps(num_steps)
         x_at, t_at = _locate(items[0])
         device = next(qmodel.parameters()).device
