@@ -198,8 +198,9 @@ def _quant_variants(args, cuda, x, t, cfgs, deadline) -> None:
     base = tk.quantize_per_token(x, None, 8, True)
     cands = [(2, 4), (4, 8), (8, 8)] if bk <= 2048 else [(2, 8), (4, 16)]
     default = tk._quant_launch(bk)
-    cands = [(r, w, False) for r, w in cands] + [(default["ROWS"], default["num_warps"], True)] + [
-        (r, w, True) for r, w in cands[:2]]  # RECIP: reciprocal multiplies with the exact fallback
+    cands = [(r, w, False) for r, w in cands]
+    if _probed("quantizer RECIP"):  # RECIP: reciprocal multiplies with the exact fallback
+        cands += [(default["ROWS"], default["num_warps"], True)] + [(r, w, True) for r, w, _ in cands[:2]]
     out = {}
     for rows, warps, recip in cands:
         if time.time() > deadline:
@@ -304,7 +305,7 @@ def _bench_shape(args, device, cuda: bool, model: str, name: str, m: int, k: int
     t["w4a8_g128_layer"] = _time(lambda: q4g(x), args.warmup, args.rep, cuda)
     if cuda:
         _fp8(args, x, w, t, errs, cfgs)
-    if cuda and m < LARGE_M:  # the weight-only path (16-bit activations, no quantizer): small M
+    if cuda and m < LARGE_M and _probed("weight-only"):  # the weight-only path (16-bit activations): small M
         from vqcore.kernels import triton_kernels as tk
 
         for key, mod in (("wonly8", q8), ("wonly4", q4), ("wonly4_g128", q4g)):
@@ -496,6 +497,9 @@ def attention_table(args, device, cuda: bool, deadline: float = float("inf"), si
             return (float((y - y_ref).norm() / y_ref.norm()),
                     float(F.cosine_similarity(y.flatten(), y_ref.flatten(), dim=0)))  # fmt: skip
 
+        if not _probed("int8 attention"):
+            print(f"attention: int8 kernel skipped ({PROBED.get('int8 attention')})", flush=True)
+            return rows
         y8 = kernels.int8_attention(q, k, v)
         t8 = _time(lambda: kernels.int8_attention(q, k, v), args.warmup, args.rep, cuda)
         e, c = err(y8)
@@ -560,7 +564,7 @@ def step_table(args, device, cuda: bool, deadline: float = float("inf"), sink=No
         rows.append({"variant": "bf16", "blocks": n_blocks, "ms": t_bf16, "speedup": 1.0,
                      "linear_weight_MiB": fp16_bytes / 2**20, "rel_err": 0.0})  # fmt: skip
         for name, wb, gs, attention in STEP_VARIANTS:
-            if not _selected(name, args.step_variants):
+            if not _selected(name, args.step_variants) or (attention == "int8" and not _probed("int8 attention")):
                 continue
             if time.time() > deadline:
                 print(f"time budget reached: skipped step {name}", flush=True)
@@ -642,6 +646,9 @@ def block_table(args, device, cuda: bool, deadline: float = float("inf"), sink=N
         t_compiled_bf16 = None
         for name, wb, gs, pol, attention, compiled in BLOCK_VARIANTS:
             if not _selected(name, args.block_variants) or (compiled and not cuda):
+                continue
+            if attention == "int8" and not _probed("int8 attention"):
+                print(f"block {name}: skipped (int8 attention probe: {PROBED.get('int8 attention')})", flush=True)
                 continue
             if pol == "new":
                 if not (cuda and NEW_PATHS_OK[0]):
@@ -873,6 +880,59 @@ def _probe() -> int:
     return 1 if bad else 0
 
 
+def _probe_kernels() -> int:
+    """``--probe-kernels``: the issue-19 kernels once each (int8 attention, weight-only GEMM, the quantizer's RECIP
+    and fused low-rank options) against their references; prints ``name: ok`` / ``name: WRONG`` / ``name: ERROR``."""
+    from vqcore.kernels import attention as attn
+    from vqcore.kernels import reference
+    from vqcore.kernels import triton_kernels as tk
+
+    g = torch.Generator().manual_seed(0)
+    results = {}
+
+    def check(name, fn):
+        try:
+            ok = bool(fn())
+            torch.cuda.synchronize()
+            results[name] = "ok" if ok else "WRONG"
+        except Exception as e:
+            results[name] = f"ERROR {type(e).__name__}: {str(e)[:150]}"
+        print(f"{name}: {results[name]}", flush=True)
+
+    def attention():
+        q, k, v = (torch.randn(1, 4, 1000, 64, generator=g).bfloat16() for _ in range(3))
+        y = kernels.int8_attention(q.cuda(), k.cuda(), v.cuda()).cpu().float()
+        want = attn.int8_attention_ref(*attn.quantize_qk(q, k, 0.125), v, torch.float32)
+        return float((y - want).norm() / want.norm()) < 2e-2
+
+    def wonly():
+        codes = torch.randint(-128, 128, (384, 1280), generator=g, dtype=torch.int8)
+        x, sw = torch.randn(64, 1280, generator=g).bfloat16(), torch.rand(384, generator=g) + 0.5
+        y = tk.weight_only_linear(x.cuda(), codes.cuda(), sw.cuda(), 0, False, 1280, None, torch.float32).cpu()
+        want = reference.weight_only_linear_ref(x, codes, sw, 0, None, torch.float32)
+        return float((y - want).norm() / want.norm()) < 1e-5
+
+    def recip():
+        x = torch.randn(300, 1920, generator=g).bfloat16()
+        got = tk.quantize_per_token(x.cuda(), None, 8, True, config={"RECIP": True})
+        return all(torch.equal(a.cpu(), b) for a, b in zip(got, reference.quantize_per_token_ref(x, None, 8, True)))
+
+    def lowrank():
+        x, d = torch.randn(300, 1920, generator=g).bfloat16(), torch.randn(1, 1920, generator=g)
+        got = tk.quantize_per_token(x.cuda(), None, 8, True, down=d.cuda())
+        want = reference.quantize_per_token_ref(x, None, 8, True)
+        t = reference.lowrank_on_dequantized_ref(want[0], want[1], want[2], d)
+        return torch.equal(got[0].cpu(), want[0]) and torch.allclose(got[4].cpu(), t, rtol=1e-4, atol=1e-3)
+
+    for name, fn in (("int8 attention", attention), ("weight-only", wonly), ("quantizer RECIP", recip),
+                     ("quantizer low-rank", lowrank)):  # fmt: skip
+        check(name, fn)
+    return 0 if all(v == "ok" for v in results.values()) else 1
+
+
+PROBED = {}  # kernel name -> "ok" / failure text, from --probe-kernels
+
+
 def _probe_new_paths() -> str:
     import subprocess
 
@@ -891,6 +951,24 @@ def _probe_new_paths() -> str:
     tk.POLICY["tma"] = False
     tk.POLICY["w4_unpack_min_m"] = 1 << 62
     return f"FAILED ({msg}); the opt-in TMA/unpack paths are not timed"
+
+
+def _probe_issue19_kernels() -> str:
+    import subprocess
+
+    try:
+        r = subprocess.run([sys.executable, __file__, "--probe-kernels"], capture_output=True, text=True, timeout=240)
+        lines = (r.stdout + r.stderr).splitlines()
+    except subprocess.TimeoutExpired:
+        lines = []
+    for name in ("int8 attention", "weight-only", "quantizer RECIP", "quantizer low-rank"):
+        hit = [ln.split(": ", 1)[1] for ln in lines if ln.startswith(name + ": ")]
+        PROBED[name] = hit[0] if hit else "no result (child crashed or timed out)"
+    return "; ".join(f"{k}: {v}" for k, v in PROBED.items())
+
+
+def _probed(name: str) -> bool:
+    return PROBED.get(name, "ok") == "ok"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -929,9 +1007,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated parts to run: block, step, large, small, attention")
     ap.add_argument("--from-json", help="only print the markdown tables of a results.json written earlier")
     ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--probe-kernels", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.probe:
         return _probe()
+    if args.probe_kernels:
+        return _probe_kernels()
     if args.from_json:
         d = json.loads(Path(args.from_json).read_text())
         print(_md(d["gemm"], d["block"], d["meta"], d.get("step", []), d.get("attention", [])))
@@ -979,6 +1060,8 @@ def main(argv: list[str] | None = None) -> int:
     if cuda:  # insurance: a faulting new kernel would poison this process's CUDA context, so probe it in a child
         meta["probe"] = _probe_new_paths()
         print("new-path probe:", meta["probe"], flush=True)
+        meta["probe_kernels"] = _probe_issue19_kernels()
+        print("kernel probe:", meta["probe_kernels"], flush=True)
     # each part gets a share of --budget-s (normalised over the selected parts, in --parts order) and starts no new
     # item after its cumulative deadline; results are written as each item finishes
     parts = [p_.strip() for p_ in args.parts.split(",") if p_.strip()]
