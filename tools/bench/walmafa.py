@@ -126,7 +126,7 @@ def _time_cuda(fn, x: torch.Tensor, repeats: int = 10, warmup: int = 3) -> float
     return (time.perf_counter() - t0) / repeats * 1000
 
 
-def _scan_share(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> tuple[float, float, str]:
+def _scan_share(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> tuple[float | None, float, str]:
     """(device ms of the scans, device ms of all kernels, profile table) for one forward."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -152,7 +152,7 @@ def _scan_share(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> 
             break
         except (AttributeError, KeyError, ValueError, RuntimeError):
             continue
-    return (dev_time(scan[0]) / 1000 if scan else float("nan")), kernels / 1000, table
+    return (dev_time(scan[0]) / 1000 if scan else None), kernels / 1000, table
 
 
 def gpu_profile(args) -> None:
@@ -197,7 +197,7 @@ def gpu_profile(args) -> None:
                 tables[f"{scan}_{prec}"] = table
                 rows.append({"table": "gpu", "scan": scan, "precision": prec, "eager_ms": ms, "graph_ms": ms_graph,
                              "scan_device_ms": scan_ms, "device_ms": total_ms,
-                             "scan_share": scan_ms / total_ms if total_ms else float("nan"),
+                             "scan_share": scan_ms / total_ms if total_ms and scan_ms is not None else None,
                              "max_abs_diff_vs_chunked_fp32": max(err, err_graph)})
             except Exception as exc:  # noqa: BLE001 - record the failure of one variant, measure the others
                 rows.append({"table": "gpu", "scan": scan, "precision": prec, "error": f"{type(exc).__name__}: {exc}"})
