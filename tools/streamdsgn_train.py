@@ -113,38 +113,67 @@ def train_for(det, train_ds, seconds: float, args, curve: list, logf) -> dict:
         db = CopyPasteDatabase(train_ds) if args.augment == "all" else None
         transform = StereoAugment(db, p_paste=0.5 if db is not None else 0.0)
     view = SupervisedSamples(train_ds, sup, transform=transform, seed=args.seed)
-    loader = make_loader(view, batch_size=args.batch_size,
-                         num_workers=args.workers, seed=args.seed, num_samples=10 ** 9,
+    workers = _workers_for_shm(args.workers, args.batch_size, view, logf)
+    loader = make_loader(view, batch_size=args.batch_size, num_workers=workers, seed=args.seed, num_samples=10 ** 9,
                          pin_memory=det.device.type == "cuda")
     model.train()
     t0 = time.perf_counter()
     step, res = 0, 1000000
     wait_s = 0.0
-    t_fetch = time.perf_counter()
-    for batch in loader:
-        wait_s += time.perf_counter() - t_fetch
-        el = time.perf_counter() - t0
-        frac = el / seconds
-        if frac >= 1.0:
+    while True:
+        try:
+            t_fetch = time.perf_counter()
+            for batch in loader:
+                wait_s += time.perf_counter() - t_fetch
+                el = time.perf_counter() - t0
+                frac = el / seconds
+                if frac >= 1.0:
+                    break
+                lr, beta1 = one_cycle(int(frac * res), res, tc.lr, tc.div_factor, tc.pct_start, tc.moms)
+                for g in optim.param_groups:
+                    g["lr"], g["betas"] = lr, (beta1, g["betas"][1])
+                parts = det._train_step(model, optim, backend, batch, tc, tc.losses)
+                step += 1
+                if not math.isfinite(parts["total"]):
+                    raise FloatingPointError(f"non-finite loss at step {step}: {parts}")
+                if step % args.log_every == 0 or step == 1:
+                    row = {"step": step, "seconds": round(time.perf_counter() - t0, 2), "lr": lr,
+                           "data_wait_s": round(wait_s, 2), **{k: round(v, 5) for k, v in parts.items()}}
+                    curve.append(row)
+                    print(json.dumps(row), file=logf, flush=True)
+                t_fetch = time.perf_counter()
             break
-        lr, beta1 = one_cycle(int(frac * res), res, tc.lr, tc.div_factor, tc.pct_start, tc.moms)
-        for g in optim.param_groups:
-            g["lr"], g["betas"] = lr, (beta1, g["betas"][1])
-        parts = det._train_step(model, optim, backend, batch, tc, tc.losses)
-        step += 1
-        if not math.isfinite(parts["total"]):
-            raise FloatingPointError(f"non-finite loss at step {step}: {parts}")
-        if step % args.log_every == 0 or step == 1:
-            row = {"step": step, "seconds": round(time.perf_counter() - t0, 2), "lr": lr,
-                   "data_wait_s": round(wait_s, 2), **{k: round(v, 5) for k, v in parts.items()}}
-            curve.append(row)
-            print(json.dumps(row), file=logf, flush=True)
-        t_fetch = time.perf_counter()
+        except RuntimeError as err:  # a DataLoader worker died (e.g. shared memory): go on loading in-process
+            if workers == 0 or "DataLoader worker" not in str(err):
+                raise
+            print(f"DataLoader workers failed ({err}); continuing with num_workers=0", file=logf, flush=True)
+            workers = 0
+            loader = make_loader(view, batch_size=args.batch_size, num_workers=0, seed=args.seed + step,
+                                 num_samples=10 ** 9)
     det.model = backend.unwrap(model)
     det.model.eval()
     del loader
     return {"steps": step, "samples": step * args.batch_size, "seconds": time.perf_counter() - t0,
             "data_wait_s": wait_s}
+
+
+def _workers_for_shm(workers: int, batch_size: int, view, logf) -> int:
+    """Cap the loader workers so that the batches in flight (2 per worker) fit in half of the free ``/dev/shm``,
+    where worker processes hand their tensors over (a container's default 64 MB would not hold 28 batches)."""
+    if workers == 0:
+        return 0
+    try:
+        free = shutil.disk_usage("/dev/shm").free
+    except OSError:
+        return workers
+    s = view[0]
+    per_sample = sum(t.numel() * t.element_size() for f in s["frames"].values() if f is not None
+                     for t in f.values() if isinstance(t, torch.Tensor))
+    fit = int(0.5 * free / max(1, 2 * batch_size * per_sample))
+    if fit < workers:
+        print(f"/dev/shm has {free / 2**20:.0f} MiB free: {fit} loader workers instead of {workers}", file=logf,
+              flush=True)
+    return max(0, min(workers, fit))
 
 
 def ap_rows(res: dict) -> list[dict]:

@@ -138,7 +138,8 @@ class SupervisedSamples(torch.utils.data.Dataset):
 
 
 def make_loader(dataset: torch.utils.data.Dataset, batch_size: int = 1, num_workers: int = 0, seed: int = 0,
-                num_samples: int | None = None, pin_memory: bool = False, drop_last: bool = True):
+                num_samples: int | None = None, pin_memory: bool = False, drop_last: bool = True,
+                prefetch_factor: int = 2):
     """A shuffled :class:`torch.utils.data.DataLoader` that decodes and collates samples in ``num_workers`` worker
     processes (:func:`collate`), so the accelerator is not starved by PNG decoding and LiDAR projection.
     ``num_samples`` draws that many items with replacement (an endless stream for time-budgeted training);
@@ -151,6 +152,6 @@ def make_loader(dataset: torch.utils.data.Dataset, batch_size: int = 1, num_work
                                                  generator=gen)
     else:
         sampler = torch.utils.data.RandomSampler(dataset, generator=gen)
-    kw = {"persistent_workers": True, "prefetch_factor": 4} if num_workers > 0 else {}
+    kw = {"persistent_workers": True, "prefetch_factor": int(prefetch_factor)} if num_workers > 0 else {}
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                                        collate_fn=collate, pin_memory=pin_memory, drop_last=drop_last, **kw)

@@ -93,7 +93,9 @@ def run(out_dir: Path, seed: int = 0, samples: int = 40, epochs: int = 1, weight
     s = res["summary"]
 
     def fmt(mode: str) -> str:
-        return ", ".join(f"{c} {v:.1f}" for c, v in s[mode].items() if c != "mean")
+        car = res[mode].get("Car", {})
+        bev = car.get("bev_R40_loose", {}).get("moderate", float("nan")) if isinstance(car, dict) else float("nan")
+        return ", ".join(f"{c} {v:.1f}" for c, v in s[mode].items() if c != "mean") + f" (Car BEV@0.5 {bev:.1f})"
 
     return DemoSection(title="streamdsgn: streaming stereo 3D detection", markdown=md, images=[img],
                        summary=f"{'shipped weights' if shipped else 'no weights: smoke training'}; 3D AP R40 mod. "
