@@ -33,8 +33,8 @@ SETTINGS = {
               "pool_strategies": {"fractal_small": ["student", "aver", "camkd", "mtkd_rl"]}},
     # one H100, <= 8 min: 100-class fractal set at 32x32 (10k/2k images), resnet32x4 / wrn_16_2 (20 % data) /
     # vgg13 (half the classes permuted) -> resnet8x4; stops starting seeds when the time budget would be exceeded
-    "full": {"pools": ["fractal"], "seeds": [0, 1, 2, 3, 4], "epochs": 10, "teacher_epochs": 20,
-             "batch_size": 128, "time_budget_s": 420},
+    "full": {"pools": ["fractal"], "seeds": [0, 1, 2, 3, 4], "epochs": 8, "teacher_epochs": 20,
+             "batch_size": 128, "time_budget_s": 480},
 }
 
 
@@ -223,7 +223,7 @@ def main(argv=None) -> int:
     p.add_argument("--per-class", type=int, default=None,
                    help="fractal pools: training images per class (a smaller copy of the setting, e.g. a CPU check)")
     p.add_argument("--time-budget", type=float, default=None,
-                   help="seconds: start no further seed that would end after it (default: --full 420, quick none)")
+                   help="seconds: start no further seed that would end after it (default: --full 480, quick none)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (1: the shared CI box; ignored on GPU)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
