@@ -151,6 +151,7 @@ def test_stereo_augment_and_loader_with_workers(stream):
         SupervisedSamples(stream, "prev")
 
 
+@pytest.mark.slow
 def test_fit_with_workers_matches_fit_without(stream):
     from streamdsgn import StreamDSGN, TrainConfig
 
