@@ -147,3 +147,17 @@ def test_cli_identify_and_train_read_official_files(tmp_path, capsys):
     assert (tmp_path / "pi" / "model.safetensors").is_file()
     assert cli_main(["identify", str(path), "--data", str(path), "--no-progress"]) == 2
     assert "exactly one" in capsys.readouterr().err
+    # the calibrated null and the intercept are reachable from the CLI; --sigma only where it means something
+    assert cli_main(["identify", "--data", str(path), "--max-lag", "3", "--nullsims", "50", "--null", "shift",
+                     "--center", "--no-progress", "--out", str(tmp_path / "iv2.json")]) == 0
+    import json
+
+    tests = json.loads((tmp_path / "iv2.json").read_text())["tests"]
+    assert len(tests) == 9 and all(0 < t["pvalue"] <= 1 for t in tests)
+    assert cli_main(["train", "--data", str(path), "--learner", "bc", "--sigma", "2", "--steps", "5",
+                     "--out", str(tmp_path / "pi2"), "--no-progress"]) == 2
+    assert "--sigma" in capsys.readouterr().err
+    assert cli_main(["train", "--data", str(path), "--learner", "c2l", "--hop", "2", "--env", "linear", "--sigma",
+                     "0.5", "--steps", "5", "--bc-steps", "5", "--out", str(tmp_path / "pi3"), "--no-progress"]) == 0
+    cfg = json.loads(next((tmp_path / "pi3").glob("*.json")).read_text())
+    assert cfg["learner_config"]["sigma"] == 0.5
