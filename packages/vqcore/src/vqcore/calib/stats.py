@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,36 +19,64 @@ __all__ = ["root_items", "calibrate_static_quantizers", "activation_channel_absm
 logger = logging.getLogger(__name__)
 
 
-def root_items(calib: CalibrationSet | Sequence[CalibItem] | Sequence[dict] | None) -> list[CalibItem]:
-    """Normalise the calibration argument to a list of root-model items.
+def root_items(calib: CalibrationSet | Sequence[Any] | torch.Tensor | None) -> list[CalibItem]:
+    """Normalise the calibration argument to a list of root-model items (one per batch row).
 
-    Accepts a :class:`CalibrationSet` (its ``"__model__"`` items), a list of :class:`CalibItem`, or a list of
-    keyword-argument dicts for the model's forward (each a batch; split into rows).
+    Accepts a :class:`CalibrationSet` (its ``"__model__"`` items), a list of :class:`CalibItem`, or a list (or just one)
+    of model inputs, each a batch:
+
+    * a tensor ``x`` → ``model(x)``;
+    * a tuple of positional inputs ``(x, t, ...)`` → ``model(x, t, ...)``;
+    * a dict of keyword inputs → ``model(**kwargs)``.
+
+    Tensors whose first dimension is the batch size (that of the first batched tensor) are split into rows; others
+    (a scalar timestep, a shared table) are kept whole in every row. The timestep of a row is ``timestep=`` or the
+    second positional input, as :class:`~vqcore.calib.Capture` reads it.
     """
     if calib is None:
         return []
     if isinstance(calib, CalibrationSet):
         return list(calib[ROOT])
+    if isinstance(calib, (torch.Tensor, tuple)):
+        calib = [calib]
+    if isinstance(calib, dict):
+        calib = [calib]
     calib = list(calib)
     if not calib:
         return []
     if all(isinstance(c, CalibItem) for c in calib):
         return calib
-    if all(isinstance(c, dict) for c in calib):
-        items = []
-        for call, kwargs in enumerate(calib):
-            first = next((v for v in kwargs.values() if isinstance(v, torch.Tensor) and v.ndim > 0), None)
-            if first is None:
-                raise ValueError("each calibration dict must contain at least one batched tensor")
-            b = first.shape[0]
-            for r in range(b):
-                row = {k: (v[r:r + 1] if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == b else v)
-                       for k, v in kwargs.items()}
-                t = row.get("timestep")
-                t = float(t.flatten()[0]) if isinstance(t, torch.Tensor) and t.numel() else t
-                items.append(CalibItem((), row, None, t, call, r))
-        return items
-    raise TypeError("calib must be a CalibrationSet, a list of CalibItem, or a list of forward-kwargs dicts")
+    kinds = {type(c) for c in calib}
+    if not all(isinstance(c, (torch.Tensor, tuple, dict)) for c in calib) or len(kinds) > 1 and not all(
+            isinstance(c, torch.Tensor) for c in calib):
+        names = sorted({t.__name__ for t in kinds})
+        raise TypeError(f"calib must be a CalibrationSet (vqcore.calib.Capture), or a list of model inputs all of one "
+                        f"form — tensors (model(x)), tuples (model(*args)) or dicts (model(**kwargs)); got {names}")
+    items = []
+    for call, c in enumerate(calib):
+        args, kwargs = ((c,), {}) if isinstance(c, torch.Tensor) else (tuple(c), {}) if isinstance(c, tuple) else \
+            ((), dict(c))
+        first = next((v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor) and v.ndim > 0), None)
+        if first is None:
+            raise ValueError(f"calibration input {call} has no batched tensor (each input needs at least one tensor "
+                             "whose first dimension is the batch)")
+        b = first.shape[0]
+
+        def row(v, r, b=b):
+            return v[r:r + 1] if isinstance(v, torch.Tensor) and v.ndim > 0 and v.shape[0] == b else v
+
+        for r in range(b):
+            a_r = tuple(row(v, r) for v in args)
+            k_r = {k: row(v, r) for k, v in kwargs.items()}
+            t = k_r.get("timestep", a_r[1] if len(a_r) > 1 else None)
+            if isinstance(t, torch.Tensor):
+                t = float(t.flatten()[0]) if t.numel() else None
+            elif isinstance(t, (int, float)) and not isinstance(t, bool):
+                t = float(t)
+            else:
+                t = None
+            items.append(CalibItem(a_r, k_r, None, t, call, r))
+    return items
 
 
 def _batches(items: Sequence[CalibItem], batch_size: int, device: torch.device):
@@ -70,8 +99,8 @@ def calibrate_static_quantizers(model: nn.Module, items: Sequence[CalibItem], ba
     if not layers:
         return 0
     if not items:
-        raise ValueError("static activation quantizers need calibration data: pass calib=... (a CalibrationSet or a "
-                         "list of forward-kwargs dicts)")
+        raise ValueError("static activation quantizers need calibration data: pass calib= a CalibrationSet, or a "
+                         "list of model inputs (tensors, tuples of positional inputs or dicts of keyword inputs)")
     seen: dict[QuantModule, list[torch.Tensor]] = {m: [] for m in layers}
     state = {m: (m.quant_input, m.quant_weight) for m in model.modules() if isinstance(m, QuantModule)}
     for m in state:
@@ -102,21 +131,43 @@ def calibrate_static_quantizers(model: nn.Module, items: Sequence[CalibItem], ba
 
 
 @torch.no_grad()
-def activation_channel_absmax(model: nn.Module, items: Sequence[CalibItem], momentum: float = 0.95,
+def activation_channel_absmax(model: nn.Module, items: Sequence[CalibItem], momentum: float | None = None,
                               batch_size: int = 4) -> dict[QuantModule, torch.Tensor]:
-    """Per input channel of every quantized layer: an EMA (``momentum``) over calibration batches of
-    ``mean_batch(max_tokens |X_:,j|)`` — ViDiT-Q's ``momentum_act_max`` statistic (conv: max over batch and space)."""
+    """Per input channel of every quantized layer, the activation magnitude that channel balancing divides by.
+
+    Default (``momentum=None``), independent of the order of ``items``: linears with token inputs ``[B, ..., C]``
+    get the mean over all calibration samples of each sample's ``max_tokens |X_:,j|`` (every sample weighs the same;
+    summed in float64, so a shuffled calibration set gives the same float32 statistic), 2-D inputs and convolutions
+    the max over everything (exact).
+
+    ``momentum=0.95`` reproduces the official ViDiT-Q code's ``momentum_act_max`` (also inherited by Q-VDiT): an EMA
+    over calibration batches of ``mean_batch(max_tokens |X_:,j|)`` started at the first batch. It depends on the
+    order: after ``n`` batches the first holds ``momentum^(n−1)`` of the weight (0.70 for 8 batches), so a set ordered
+    by timestep is dominated by its earliest steps. The methods expose it as ``act_momentum=0.95``."""
+    if momentum is not None and not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must be None (order-free) or in [0, 1), got {momentum!r}")
     layers = [m for m in model.modules() if isinstance(m, QuantModule)]
     stats: dict[QuantModule, torch.Tensor] = {}
+    sums: dict[QuantModule, list] = {}  # order-free mean: [float64 sum of per-sample maxima, samples]
 
     def hook(mod, args):
         x = args[0].detach().float().abs()
+        per_sample = mod.weight.ndim == 2 and x.ndim > 2
         if mod.weight.ndim == 2:
-            cur = x.flatten(1, -2).amax(1).mean(0) if x.ndim > 2 else x.amax(0)
+            cur = x.flatten(1, -2).amax(1) if per_sample else x.amax(0)
         else:
             cur = x.transpose(0, 1).flatten(1).amax(1)
-        prev = stats.get(mod)
-        stats[mod] = cur if prev is None else momentum * prev + (1 - momentum) * cur
+        if momentum is not None:
+            cur = cur.mean(0) if per_sample else cur
+            prev = stats.get(mod)
+            stats[mod] = cur if prev is None else momentum * prev + (1 - momentum) * cur
+        elif per_sample:
+            acc = sums.setdefault(mod, [0.0, 0])
+            acc[0] = acc[0] + cur.double().sum(0)
+            acc[1] += cur.shape[0]
+        else:
+            prev = stats.get(mod)
+            stats[mod] = cur if prev is None else torch.maximum(prev, cur)
 
     state = {m: (m.quant_input, m.quant_weight) for m in layers}
     for m in layers:
@@ -131,6 +182,8 @@ def activation_channel_absmax(model: nn.Module, items: Sequence[CalibItem], mome
             h.remove()
         for m, (qi, qw) in state.items():
             m.quant_input, m.quant_weight = qi, qw
+    for mod, (total, n) in sums.items():
+        stats[mod] = (total / n).float()
     return stats
 
 

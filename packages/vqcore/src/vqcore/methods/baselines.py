@@ -3,7 +3,9 @@
 - ``rtn`` — round-to-nearest: min-max ranges, no learning; static activation ranges (if any) from calibration data.
 - ``vidit-q`` — ViDiT-Q-style for video DiTs (Zhao et al., arXiv 2406.02540; old code ``A-suozhang/ViDiT-Q``):
   per-channel min-max weights, dynamic per-token asymmetric activations, SmoothQuant-style channel balancing with
-  ViDiT-Q's ``momentum_act_max`` statistic (EMA 0.95) and α = 0.11 when activations are ≤ 6 bit or weights ≤ 4 bit
+  the mean over calibration samples of each sample's per-channel token max (order-free; ``act_momentum=0.95`` gives
+  the official code's ``momentum_act_max`` EMA, which depends on the order of the calibration set) and α = 0.11
+  when activations are ≤ 6 bit or weights ≤ 4 bit
   (its W4A8 plan), and Q-VDiT's W8A8 MLPs at those bit-widths. ``timeranges=[[0, 500], [501, 1000]]`` reproduces
   the timestep-aware plan (one smoothing vector and one weight range per timestep range, :mod:`.timerange`); the
   default is one range for all timesteps.
@@ -73,17 +75,17 @@ class ViDiTQ(Method):
                        act=QuantSpec(granularity="per_token", init="minmax"))
 
     def run(self, qmodel, fp_model, config, calib, alpha: float | None = None, timeranges=None,
-            **options) -> dict[str, Any]:
+            act_momentum: float | None = None, **options) -> dict[str, Any]:
         items = root_items(calib)
         if alpha is None:
             alpha = 0.11 if (config.w_bits <= 4 or (config.a_bits or 8) <= 6) else 0.0
         if timeranges is not None:
-            return self._run_timeranges(qmodel, items, alpha, check_timeranges(timeranges))
+            return self._run_timeranges(qmodel, items, alpha, check_timeranges(timeranges), act_momentum)
         smoothed = 0
         if alpha > 0:
             if not items:
                 raise ValueError("vidit-q channel balancing needs calibration data (calib=...)")
-            smoothed = apply_smoothing(activation_channel_absmax(qmodel, items, momentum=0.95), alpha)
+            smoothed = apply_smoothing(activation_channel_absmax(qmodel, items, momentum=act_momentum), alpha)
         n_act = calibrate_static_quantizers(qmodel, items)
         n_w = init_weight_quantizers(qmodel)
         return {"smoothing_alpha": alpha, "smoothed_layers": smoothed, "weight_quantizers": n_w,
@@ -91,7 +93,7 @@ class ViDiTQ(Method):
 
 
     @staticmethod
-    def _run_timeranges(qmodel, items, alpha: float, ranges) -> dict[str, Any]:
+    def _run_timeranges(qmodel, items, alpha: float, ranges, act_momentum: float | None = None) -> dict[str, Any]:
         if not items or any(i.timestep is None for i in items):
             raise ValueError("vidit-q timeranges need calibration items with timesteps (vqcore.calib.Capture)")
         per_range = [[i for i in items if lo <= i.timestep <= hi] for lo, hi in ranges]
@@ -106,7 +108,7 @@ class ViDiTQ(Method):
         switch = None
         for r, its in enumerate(per_range):
             if alpha > 0:
-                apply_smoothing(activation_channel_absmax(qmodel, its, momentum=0.95), alpha)
+                apply_smoothing(activation_channel_absmax(qmodel, its, momentum=act_momentum), alpha)
             for m in layers.values():
                 m.weight_quantizer.initialized = False
             init_weight_quantizers(qmodel)

@@ -295,7 +295,8 @@ class QVDiT(Method):
             alpha: float | None = None, lr_weight_scale: float = 1e-6, lr_adapters: float = 1e-5,
             lr_scale: float | None = None, lora_rank: int = 32, side_rank: int = 1, frame_mask: bool = True,
             frames: int | None = None, calib_steps: int | None = None, layout: str = "auto", seed: int = 0,
-            checkpoint=None, progress: bool = True, **options) -> dict[str, Any]:
+            checkpoint=None, progress: bool = True, act_momentum: float | None = None,
+            **options) -> dict[str, Any]:
         if options:
             raise TypeError(f"q-vdit got unknown options {sorted(options)}")
         if iters is not None and (not isinstance(iters, int) or iters < 0):
@@ -310,7 +311,8 @@ class QVDiT(Method):
         torch.manual_seed(seed)
         # 1. smoothing (statistics on the FP model: quantization is off while observing)
         alpha = official["alpha"] if alpha is None else float(alpha)
-        smoothed = apply_smoothing(activation_channel_absmax(qmodel, items, momentum=0.95), alpha) if alpha > 0 else 0
+        absmax = activation_channel_absmax(qmodel, items, momentum=act_momentum) if alpha > 0 else {}
+        smoothed = apply_smoothing(absmax, alpha) if alpha > 0 else 0
         # 2. FP targets: the captured outputs, or the model itself with quantization off
         items = self._with_fp_outputs(qmodel, items)
         # 3. weight ranges (Q-VDiT's per-channel clipping grid), then the TQE terms (zero-initialised)

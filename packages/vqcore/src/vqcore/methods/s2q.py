@@ -379,7 +379,7 @@ class S2QVDiT(Method):
             salience_blocks: str | Sequence[str] = "all", distill: str = "sparse", keep: float = 0.75,
             lora_rank: int = 4, lrs: dict[str, float] | None = None, alpha: float | None = None,
             blocks: list[str] | None = None, seed: int = 0, checkpoint=None, progress: bool = True,
-            **options) -> dict[str, Any]:
+            act_momentum: float | None = None, **options) -> dict[str, Any]:
         if not isinstance(calib, CalibrationSet):
             raise ValueError("s2q-vdit selects calibration data and reconstructs blocks: pass a CalibrationSet "
                              "captured with targets='blocks' (vqcore.calib.Capture)")
@@ -395,7 +395,8 @@ class S2QVDiT(Method):
         roots = subset[ROOT]
         if alpha is None:
             alpha = 0.11 if (config.w_bits <= 4 or (config.a_bits or 8) <= 6) else 0.0
-        smoothed = apply_smoothing(activation_channel_absmax(qmodel, roots, momentum=0.95), alpha) if alpha else 0
+        absmax = activation_channel_absmax(qmodel, roots, momentum=act_momentum) if alpha else {}
+        smoothed = apply_smoothing(absmax, alpha) if alpha else 0
         calibrate_static_quantizers(qmodel, roots)
         _init_weight_quantizers(qmodel)
         blocks = blocks or [b for b in find_blocks(qmodel) if b in subset.items and subset.items[b]]
