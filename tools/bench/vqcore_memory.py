@@ -6,7 +6,11 @@ blocks, 30 heads × 64, text width 4096) directly in bf16 (random init, no downl
 (``--calib`` calls of batch 1: ``--frames`` latent frames of ``--size``² latents and 16 text tokens), then quantize in
 place. Reported: the model's bytes, the calibration store's bytes, process RSS after building (``rss_model``), and the
 peak RSS growth during ``quantize`` above it (``commons.profiling.PeakMemory``, sampled RSS). The issue's target is
-peak (model + quantize) ≤ 1.3 × model bytes + calibration store.
+peak (model + quantize) ≤ 1.3 × model bytes + calibration store. Each method runs twice: with glibc's default
+allocator settings, whose dynamic mmap threshold keeps the per-layer float32 temporaries of the range search in the
+heap after they are freed (RSS grows with the number of layers although the live bytes do not: after
+``malloc_trim`` the growth is ~3 MiB), and with ``MALLOC_MMAP_THRESHOLD_=1048576`` (large temporaries are mmapped
+and returned to the system when freed).
 
     python tools/bench/vqcore_memory.py                 # rtn, vidit-q, q-vdit (q-vdit: iters=1); minutes on CPU
     python tools/bench/vqcore_memory.py --layers 4      # the same width, 4 of the 30 blocks (quick)
@@ -78,13 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(json.dumps(one(args.one, args.layers, args.calib, args.frames, args.size)))
         return 0
+    import os
+
     rows = []
+    allocators = {"glibc default": {}, "MALLOC_MMAP_THRESHOLD_=1MiB": {"MALLOC_MMAP_THRESHOLD_": str(2**20)}}
     for m in args.methods:
-        cmd = [sys.executable, __file__, "--one", m, "--layers", str(args.layers), "--calib", str(args.calib),
-               "--frames", str(args.frames), "--size", str(args.size)]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-        rows.append(json.loads(out))
-        print(rows[-1], flush=True)
+        for alloc, env in allocators.items():
+            cmd = [sys.executable, __file__, "--one", m, "--layers", str(args.layers), "--calib", str(args.calib),
+                   "--frames", str(args.frames), "--size", str(args.size)]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, **env})
+            rows.append({**json.loads(out.stdout.strip().splitlines()[-1]), "allocator": alloc})
+            print(rows[-1], flush=True)
     if not args.no_write:
         from commons.results import write_results
 

@@ -82,7 +82,7 @@ def test_tqe_reduces_held_out_output_error_of_a_layer():
     Versus the same layer without TQE and the same training (weight Δ learned, same steps and optimiser), the rank-1
     estimator lowers the held-out error clearly; the full TQE (rank-32 LoRA inside the quantizer + rank-1) lowers it
     versus the plain quantized layer. Measured, not asserted: the in-quantizer LoRA alone did *not* beat Δ-only
-    training at the single-layer level (STE rounding flips; see the README's Q-VDiT section)."""
+    training at the single-layer level (STE rounding flips; see docs/q-vdit.md)."""
     fp = nn.Linear(64, 48)
     torch.manual_seed(0)
     fp.weight.data = torch.randn(48, 64) * 0.1
