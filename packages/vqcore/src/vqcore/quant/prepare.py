@@ -8,9 +8,11 @@ Patterns are ``fnmatch`` globs over qualified module names (``transformer_blocks
 
 Presets reproduce the mixed-precision allocations the papers state (every benchmark row says which it used):
 
-- ``"dit"`` (ViDiT-Q / Q-VDiT on video DiTs): quantize linears only; embedders, time/condition projections and the
-  final layer stay FP; with ``w_bits ≤ 4`` or ``a_bits ≤ 6`` the MLP linears stay W8A8 (Q-VDiT's
-  ``weight_{3,4}_mp.yaml`` / ``act_6_mp.yaml``).
+- ``"dit"`` (ViDiT-Q / Q-VDiT on video DiTs): quantize linears only; embedders, time/condition projections,
+  adaLN/modulation linears and the final layer stay FP; with ``w_bits ≤ 4`` or ``a_bits ≤ 6`` the MLP linears stay
+  W8A8 (Q-VDiT's ``weight_{3,4}_mp.yaml`` / ``act_6_mp.yaml``). Layers are chosen by their role in the block
+  (:mod:`vqcore.quant.roles`, e.g. Flux/HunyuanVideo single-stream ``proj_mlp``/``proj_out`` are MLP linears, Wan's
+  ``ffn`` and MMDiT ``ff_context`` too); the name patterns below are the fallback for unrecognised models.
 - ``"unet"`` (Q-Diffusion / EfficientDM / MPQ-DM on UNets): convs and linears except ``skip``/``op`` modules (shortcut
   1×1 convs and downsamplers), time embedding FP, first three and last layers W8A8.
 """
@@ -57,6 +59,10 @@ class QuantConfig:
         attention_bits: ``None`` (default) keeps the attention products ``Q·Kᵀ`` and ``attn·V`` in floating point as
             the official video code does; ``b`` fake-quantizes both operands of both products per token at ``b``
             bits (newer ViDiT-Q), see :mod:`vqcore.quant.attention`.
+        roles: choose linears by their role in the block (:mod:`vqcore.quant.roles`) instead of by name: linears
+            whose role is in ``fp_roles`` stay floating point, ``role_overrides`` ``[(role, w_bits, a_bits)]`` set
+            bits per role; ``keep_fp`` and ``overrides`` (name patterns) are then only the fallback for a model
+            whose blocks are not recognised (a warning says so). ``exclude``/``include`` always apply.
     """
 
     w_bits: int = 8
@@ -70,6 +76,9 @@ class QuantConfig:
     quantize_conv: bool = False
     first_last_8bit: int = 0
     attention_bits: int | None = None
+    roles: bool = False
+    fp_roles: tuple[str, ...] = ()
+    role_overrides: tuple[tuple[str, int, int | None], ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.w_bits, int) or not 2 <= self.w_bits <= 8:
@@ -92,6 +101,13 @@ class QuantConfig:
                                                 or not 2 <= self.attention_bits <= 8):
             raise ValueError(f"attention_bits must be an int in [2, 8] or None, got {self.attention_bits!r}")
         self.overrides = tuple((str(p), int(w), None if a is None else int(a)) for p, w, a in self.overrides)
+        from .roles import ROLES
+
+        self.fp_roles = tuple(self.fp_roles)
+        self.role_overrides = tuple((str(r), int(w), None if a is None else int(a)) for r, w, a in self.role_overrides)
+        unknown = sorted({*self.fp_roles, *(r for r, _, _ in self.role_overrides)} - set(ROLES))
+        if unknown:
+            raise ValueError(f"unknown layer roles {unknown}; roles are {ROLES}")
         for p, w, a in self.overrides:
             if not 2 <= w <= 8 or (a is not None and not 2 <= a <= 8):
                 raise ValueError(f"override {p!r}: bits must be in [2, 8], got W{w}A{a}")
@@ -99,6 +115,7 @@ class QuantConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["overrides"] = [list(o) for o in self.overrides]
+        d["role_overrides"] = [list(o) for o in self.role_overrides]
         return d
 
     @classmethod
@@ -106,6 +123,8 @@ class QuantConfig:
         d = dict(d)
         d["weight"], d["act"] = QuantSpec(**d["weight"]), QuantSpec(**d["act"])
         d["overrides"] = tuple(tuple(o) for o in d.get("overrides", ()))
+        d["role_overrides"] = tuple(tuple(o) for o in d.get("role_overrides", ()))
+        d["fp_roles"] = tuple(d.get("fp_roles", ()))
         for key in ("include", "exclude", "keep_fp"):
             d[key] = tuple(d.get(key, ()))
         return cls(**d)
@@ -114,8 +133,11 @@ class QuantConfig:
 def preset(kind: str, w_bits: int, a_bits: int | None, **changes) -> QuantConfig:
     """The papers' allocations (see module docstring): ``"dit"`` or ``"unet"``."""
     if kind == "dit":
-        overrides = tuple((p, 8, 8) for p in DIT_MLP) if (w_bits <= 4 or (a_bits or 8) <= 6) else ()
-        cfg = QuantConfig(w_bits=w_bits, a_bits=a_bits, keep_fp=DIT_KEEP_FP, overrides=overrides,
+        low = w_bits <= 4 or (a_bits or 8) <= 6
+        overrides = tuple((p, 8, 8) for p in DIT_MLP) if low else ()
+        cfg = QuantConfig(w_bits=w_bits, a_bits=a_bits, keep_fp=DIT_KEEP_FP, overrides=overrides, roles=True,
+                          fp_roles=("embedder", "final", "modulation"),
+                          role_overrides=(("mlp_in", 8, 8), ("mlp_out", 8, 8)) if low else (),
                           weight=QuantSpec(granularity="per_channel", init="minmax"),
                           act=QuantSpec(granularity="per_token"))
     elif kind == "unet":
@@ -133,6 +155,7 @@ class LayerPlan:
     kind: str
     w_bits: int
     a_bits: int | None
+    role: str | None = None
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:
@@ -141,24 +164,50 @@ def _matches(name: str, patterns: Sequence[str]) -> bool:
 
 def plan_layers(model: nn.Module, config: QuantConfig) -> list[LayerPlan]:
     """Which layers ``prepare`` quantizes, and at which bits (nothing is changed)."""
+    roles = None
+    if config.roles:
+        from .roles import linear_roles
+
+        roles = linear_roles(model)
+        if roles is None:
+            logger.warning("%s has no recognised block list (transformer_blocks, single_transformer_blocks, blocks, "
+                           "down_blocks/up_blocks): its layers are chosen by name patterns (keep_fp/overrides) only",
+                           type(model).__name__)
+        else:
+            other = sorted(n for n, r in roles.items() if r == "other")
+            if other:
+                logger.warning("%d linears inside the blocks of %s have no recognised role (quantized at the default "
+                               "bits): %s", len(other), type(model).__name__, ", ".join(other[:8]))
     kinds: list[tuple[str, nn.Module]] = []
     for name, mod in model.named_modules():
         if isinstance(mod, QuantModule):
             continue
         layer_type = isinstance(mod, nn.Linear) or (config.quantize_conv and isinstance(mod, (nn.Conv2d, nn.Conv3d)))
-        wanted = _matches(name, config.include) and not _matches(name, (*config.exclude, *config.keep_fp))
+        role = roles.get(name) if roles is not None else None
+        if role is not None:
+            wanted = (_matches(name, config.include) and not _matches(name, config.exclude)
+                      and role not in config.fp_roles)
+        else:
+            wanted = _matches(name, config.include) and not _matches(name, (*config.exclude, *config.keep_fp))
         if layer_type and wanted:
             kinds.append((name, mod))
     plans = []
     for i, (name, mod) in enumerate(kinds):
         w, a = config.w_bits, config.a_bits
-        for pattern, ow, oa in config.overrides:
-            if fnmatch.fnmatchcase(name, pattern):
-                w, a = ow, oa
-                break
+        role = roles.get(name) if roles is not None else None
+        if role is not None:
+            for r, ow, oa in config.role_overrides:
+                if r == role:
+                    w, a = ow, oa
+                    break
+        else:
+            for pattern, ow, oa in config.overrides:
+                if fnmatch.fnmatchcase(name, pattern):
+                    w, a = ow, oa
+                    break
         if config.first_last_8bit and (i < config.first_last_8bit or i == len(kinds) - 1):
             w, a = 8, 8 if a is not None else None
-        plans.append(LayerPlan(name, type(mod).__name__, w, a))
+        plans.append(LayerPlan(name, type(mod).__name__, w, a, role))
     return plans
 
 
