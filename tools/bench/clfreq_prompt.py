@@ -1,18 +1,22 @@
 #!/usr/bin/env python3
-"""PrePrompt vs L2P vs sequential fine-tuning on one frozen ViT, same seeds, one run.
+"""PrePrompt vs L2P, DualPrompt, CODA-Prompt and sequential fine-tuning on one frozen ViT, same seeds.
 
-Default benchmark: Split Digits (scikit-learn digits at 32×32, 5 tasks × 2 classes) on the shipped
-``vit-fractal-tiny32`` backbone (pre-trained by this project on formula-driven fractal images — NOT ImageNet-21k, so
-absolute numbers are far below the paper's). ``--cifar100-root`` runs Split CIFAR-100 (10 × 10) instead, with any
-backbone (``--backbone vit_base_patch16_224.augreg_in21k --hub`` with hub access, or a weights file).
+Benchmarks: Split Digits (scikit-learn digits at 32×32, 5 tasks × 2 classes) and, with ``--full``, Split Fractals
+(commons.data.fractal_classes: 100 classes, 10 tasks × 10, 32×32) on the shipped ``vit-fractal-tiny32`` backbone
+(pre-trained by this project on formula-driven fractal images — NOT ImageNet-21k, so absolute numbers are far below
+the papers'; its pre-training classes are disjoint from Split Fractals' but of the same family). ``--cifar100-root``
+runs Split CIFAR-100 (10 × 10) with any backbone (``--backbone vit_base_patch16_224.augreg_in21k --hub``).
 
-Rows: sequential linear head (lower bound), L2P, PrePrompt without feature translation (ablation), PrePrompt, and a
-joint linear probe (non-incremental reference). Columns: final average accuracy (mean ± std over seeds), average
-incremental accuracy, forgetting, accuracy on old vs new classes after the last task (the recency bias feature
-translation targets), task-id accuracy of PrePrompt's prompt prediction, training time.
+Rows: sequential linear head (lower bound), L2P, DualPrompt, CODA-Prompt, PrePrompt without feature translation
+(ablation), PrePrompt with the official head/route-net rates (ablation of the budget scaling), PrePrompt, and a joint
+linear probe (non-incremental reference). Columns: final average accuracy (mean ± std over seeds), average
+incremental accuracy, forgetting (mammoth), old vs new classes after the last task, task-id accuracy (PrePrompt's
+route net, DualPrompt's key match), training time. Every method runs the same epochs per task at batch 24, so the
+same number of steps (CODA-Prompt keeps its official lr 0.001 and cosine; at its official batch 128 Split Digits gives
+it 2 steps per epoch and it stays at chance). Results: ``results/clfreq/prompt_<quick|full>.json``.
 
-    python tools/bench/clfreq_prompt.py --quick          # a few CPU minutes
-    python tools/bench/clfreq_prompt.py --epochs 20 --seeds 0 1 2
+    python tools/bench/clfreq_prompt.py --quick                          # CPU, Split Digits, 5 epochs, 3 seeds
+    python tools/bench/clfreq_prompt.py --full --device cuda --out $OUT  # one H100: Split Digits + Split Fractals
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ for pkg in ("commons", "clfreq"):
 from clfreq.prompt import (  # noqa: E402
     L2P,
     SHIPPED_BACKBONES,
+    CODAPrompt,
+    CODAPromptConfig,
+    DualPrompt,
+    DualPromptConfig,
     JointLinearProbe,
     L2PConfig,
     PrePrompt,
@@ -43,9 +51,10 @@ from clfreq.prompt import (  # noqa: E402
     load_pretrained_vit,
     run_stream,
     split_digits_tasks,
+    split_fractals_tasks,
 )
 from commons.device import seed_everything  # noqa: E402
-from commons.reporting import markdown_table, save_line_plot  # noqa: E402
+from commons.reporting import markdown_table  # noqa: E402
 
 
 def methods(epochs: int, num_tasks: int, num_classes: int, device: str):
@@ -53,8 +62,15 @@ def methods(epochs: int, num_tasks: int, num_classes: int, device: str):
         "Sequential FT (linear head)": lambda b, s: SequentialLinear(b, num_classes, epochs=epochs, seed=s,
                                                                      device=device),
         "L2P": lambda b, s: L2P(b, num_classes, L2PConfig(epochs=epochs, seed=s), device=device),
+        "DualPrompt": lambda b, s: DualPrompt(b, num_classes, num_tasks, DualPromptConfig(epochs=epochs, seed=s),
+                                              device=device),
+        "CODA-Prompt": lambda b, s: CODAPrompt(b, num_classes, num_tasks,
+                                               CODAPromptConfig(epochs=epochs, batch_size=24, seed=s), device=device),
         "PrePrompt w/o feature translation": lambda b, s: PrePrompt(
             b, num_classes, num_tasks, PrePromptConfig(epochs=epochs, seed=s, feature_translation=False),
+            device=device),
+        "PrePrompt, official head/route lr": lambda b, s: PrePrompt(
+            b, num_classes, num_tasks, PrePromptConfig(epochs=epochs, seed=s, budget_lr_scaling=False),
             device=device),
         "PrePrompt": lambda b, s: PrePrompt(b, num_classes, num_tasks, PrePromptConfig(epochs=epochs, seed=s),
                                             device=device),
@@ -71,75 +87,81 @@ def fmt(values: list[float]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="5 epochs, 3 seeds (a few CPU minutes)")
-    parser.add_argument("--epochs", type=int, default=20)
+    from commons.results import write_results
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--quick", action="store_true", help="CPU: Split Digits, 5 epochs, 3 seeds")
+    parser.add_argument("--full", action="store_true", help="GPU: Split Digits and Split Fractals, 5 epochs, 3 seeds")
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=None, help="row names to run (default: all)")
     parser.add_argument("--backbone", default="vit-fractal-tiny32")
     parser.add_argument("--hub", action="store_true", help="load --backbone from the timm hub")
     parser.add_argument("--cifar100-root", type=Path, default=None)
     parser.add_argument("--classes-per-task", type=int, default=2, help="Split Digits: 2 (5 tasks) or 5 (2 tasks)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "clfreq_prompt")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the JSON (under clfreq/), table, plot")
     args = parser.parse_args()
-    if args.quick:
-        args.epochs = 5
+    if args.quick == args.full:
+        parser.error("pass exactly one of --quick or --full")
     if len(args.seeds) < 1:
         parser.error("--seeds needs at least one seed")
-
+    if args.classes_per_task not in (1, 2, 5):
+        parser.error("--classes-per-task must divide 10 into at least 2 tasks: 1, 2 or 5")
+    name = "prompt_quick" if args.quick else "prompt_full"
+    benches = {f"split-digits-{10 // args.classes_per_task}x{args.classes_per_task}":
+               lambda: (*split_digits_tasks(classes_per_task=args.classes_per_task), 10)}
+    if args.full:
+        benches["split-fractals-10x10"] = lambda: (*split_fractals_tasks(), 100)
     if args.cifar100_root is not None:
-        backbone0 = load_pretrained_vit(args.backbone, pretrained=args.hub)
-        train, test = cifar100_tasks(args.cifar100_root, image_size=backbone0.patch_embed.img_size[0])
-        bench_name, num_classes = "Split CIFAR-100 (10x10)", 100
-    else:
-        if args.classes_per_task not in (1, 2, 5):
-            parser.error("--classes-per-task must divide 10 into at least 2 tasks: 1, 2 or 5")
-        train, test = split_digits_tasks(classes_per_task=args.classes_per_task)
-        bench_name = f"Split Digits ({10 // args.classes_per_task}x{args.classes_per_task}, 32x32)"
-        num_classes = 10
-    num_tasks = len(train)
-    table = methods(args.epochs, num_tasks, num_classes, args.device)
-    results: dict[str, list[dict]] = {name: [] for name in table}
-    for seed in args.seeds:
-        for name, make in table.items():
-            seed_everything(seed)
-            backbone = load_pretrained_vit(args.backbone, pretrained=args.hub)
-            start = time.perf_counter()
-            res = run_stream(make(backbone, seed), train, test)
-            print(f"seed {seed} {name:38s} final {res.final_accuracy:.3f} forgetting {res.forgetting:.3f} "
-                  f"({time.perf_counter() - start:.0f} s)", flush=True)
-            results[name].append(res.as_dict() | {"per_task": res.per_task})
-
-    rows = []
-    for name, runs in results.items():
-        rows.append({
-            "method": name,
-            "final acc %": fmt([r["final_accuracy"] for r in runs]),
-            "avg incremental acc %": fmt([r["average_incremental_accuracy"] for r in runs]),
-            "forgetting %": fmt([r["forgetting"] for r in runs]),
-            "old-class acc %": fmt([r["old_accuracy"] for r in runs]),
-            "new-class acc %": fmt([r["new_accuracy"] for r in runs]),
-            "task-id acc %": fmt([r["task_id_accuracy"] for r in runs]),
-            "train s": f"{np.mean([r['train_seconds'] for r in runs]):.0f}",
-        })
-    machine = f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads, {args.device}"
-    provenance = ("pre-trained by this project on FractalDB-style formula-driven images (no natural images, no "
-                  "digits) by tools/clfreq_pretrain_vit.py; NOT an ImageNet-21k model, so absolute accuracies are far "
-                  "below the paper's" if args.backbone in SHIPPED_BACKBONES else
+        size = load_pretrained_vit(args.backbone, pretrained=args.hub).patch_embed.img_size[0]
+        benches["split-cifar100-10x10"] = lambda: (*cifar100_tasks(args.cifar100_root, image_size=size), 100)
+    rows, extra, start = [], {}, time.perf_counter()
+    for bench_name, make in benches.items():
+        train, test, num_classes = make()
+        num_tasks = len(train)
+        table = methods(args.epochs, num_tasks, num_classes, args.device)
+        if args.methods:
+            table = {k: v for k, v in table.items() if k in args.methods}
+        results: dict[str, list[dict]] = {n: [] for n in table}
+        for seed in args.seeds:
+            for mname, build in table.items():
+                seed_everything(seed)
+                backbone = load_pretrained_vit(args.backbone, pretrained=args.hub)
+                t0 = time.perf_counter()
+                res = run_stream(build(backbone, seed), train, test)
+                print(f"{bench_name} seed {seed} {mname:38s} final {res.final_accuracy:.3f} task-id "
+                      f"{res.task_id_accuracy} ({time.perf_counter() - t0:.0f} s)", flush=True)
+                results[mname].append(res.as_dict() | {"per_task": res.per_task})
+        for mname, runs in results.items():
+            rows.append({
+                "table": bench_name, "method": mname,
+                "final acc %": fmt([r["final_accuracy"] for r in runs]),
+                "avg incremental acc %": fmt([r["average_incremental_accuracy"] for r in runs]),
+                "forgetting %": fmt([r["forgetting"] for r in runs]),
+                "old acc %": fmt([r["old_accuracy"] for r in runs]),
+                "new acc %": fmt([r["new_accuracy"] for r in runs]),
+                "task-id acc %": fmt([r["task_id_accuracy"] for r in runs]),
+                "train s": round(float(np.mean([r["train_seconds"] for r in runs])), 1),
+            })
+            extra[f"{bench_name}/{mname}"] = [r["final_accuracy"] for r in runs]
+    provenance = ("shipped vit-fractal-tiny32, pre-trained by this project on FractalDB-style images (no natural "
+                  "images, no digits); NOT an ImageNet-21k model" if args.backbone in SHIPPED_BACKBONES else
                   "hub weights" if args.hub else "weights from a local file")
-    header = (f"{bench_name}, backbone `{args.backbone}` ({provenance}), {args.epochs} epochs per task, "
-              f"seeds {args.seeds}, {time.strftime('%Y-%m-%d')}, {machine}")
-    md = f"{header}\n\n{markdown_table(rows)}\n"
-    print("\n" + md)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.md").write_text(md)
-    (args.out / "results.json").write_text(json.dumps({"setting": header, "results": results}, indent=2) + "\n")
-    series = {name: (list(range(1, num_tasks + 1)),
-                     list(np.mean([[t["average_accuracy"] for t in r["per_task"]] for r in runs], axis=0)))
-              for name, runs in results.items()}
-    save_line_plot(args.out / "accuracy_over_tasks.png", series, "tasks seen", "average accuracy (class-IL)",
-                   bench_name)
-    print(f"wrote {args.out}/results.md, results.json, accuracy_over_tasks.png")
+    settings = {"mode": "quick (CPU)" if args.quick else "full", "epochs_per_task": args.epochs, "seeds": args.seeds,
+                "backbone": args.backbone, "backbone_provenance": provenance, "device": args.device,
+                "benchmarks": list(benches), "batch": "24 for every method (CODA-Prompt official: 128)",
+                "wall_seconds": round(time.perf_counter() - start, 1), "command": " ".join(sys.argv),
+                "machine_threads": torch.get_num_threads(), "platform": platform.machine()}
+    path = write_results("clfreq", name, rows, settings, extra={"final_accuracy_per_seed": extra},
+                         root=(args.out if (args.out and args.full) else None))
+    md = "\n\n".join(f"### {t}\n\n" + markdown_table([{k: v for k, v in r.items() if k != "table"} for r in rows
+                                                       if r["table"] == t]) for t in benches)
+    print(md)
+    if args.out:
+        (args.out / f"{name}.md").write_text(md + "\n")
+        (args.out / f"{name}_runs.json").write_text(json.dumps(extra, indent=1) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
