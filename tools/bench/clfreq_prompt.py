@@ -16,7 +16,7 @@ same number of steps (CODA-Prompt keeps its official lr 0.001 and cosine; at its
 it 2 steps per epoch and it stays at chance). Results: ``results/clfreq/prompt_<quick|full>.json``.
 
     python tools/bench/clfreq_prompt.py --quick                          # CPU, Split Digits, 5 epochs, 3 seeds
-    python tools/bench/clfreq_prompt.py --full --device cuda --out $OUT  # one H100: Split Digits + Split Fractals
+    python tools/bench/clfreq_prompt.py --full --device cuda --jobs 8 --out $OUT  # one H100: both benchmarks
 """
 
 from __future__ import annotations
@@ -79,6 +79,37 @@ def methods(epochs: int, num_tasks: int, num_classes: int, device: str):
     }
 
 
+_TASKS: dict = {}
+
+
+def _tasks(job: dict):
+    """``(train, test, num_classes)`` of a benchmark name, built once per process."""
+    key = job["bench"]
+    if key not in _TASKS:
+        if key.startswith("split-digits"):
+            _TASKS[key] = (*split_digits_tasks(classes_per_task=job["cpt"]), 10)
+        elif key.startswith("split-fractals"):
+            _TASKS[key] = (*split_fractals_tasks(), 100)
+        else:
+            size = load_pretrained_vit(job["backbone"], pretrained=job["hub"]).patch_embed.img_size[0]
+            _TASKS[key] = (*cifar100_tasks(job["cifar100_root"], image_size=size), 100)
+    return _TASKS[key]
+
+
+def run_job(job: dict) -> dict:
+    """One (benchmark, method, seed) stream; module-level so worker processes can run it."""
+    torch.set_num_threads(job["threads"])
+    train, test, num_classes = _tasks(job)
+    build = methods(job["epochs"], len(train), num_classes, job["device"])[job["method"]]
+    seed_everything(job["seed"])
+    backbone = load_pretrained_vit(job["backbone"], pretrained=job["hub"])
+    t0 = time.perf_counter()
+    res = run_stream(build(backbone, job["seed"]), train, test)
+    print(f"{job['bench']} seed {job['seed']} {job['method']:38s} final {res.final_accuracy:.3f} task-id "
+          f"{res.task_id_accuracy} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return res.as_dict() | {"per_task": res.per_task}
+
+
 def fmt(values: list[float]) -> str:
     arr = np.asarray([v for v in values if v is not None], dtype=float)
     if arr.size == 0:
@@ -100,6 +131,7 @@ def main() -> None:
     parser.add_argument("--cifar100-root", type=Path, default=None)
     parser.add_argument("--classes-per-task", type=int, default=2, help="Split Digits: 2 (5 tasks) or 5 (2 tasks)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes (GPU: they share the card)")
     parser.add_argument("--out", type=Path, default=None, help="folder for the JSON (under clfreq/), table, plot")
     args = parser.parse_args()
     if args.quick == args.full:
@@ -109,30 +141,31 @@ def main() -> None:
     if args.classes_per_task not in (1, 2, 5):
         parser.error("--classes-per-task must divide 10 into at least 2 tasks: 1, 2 or 5")
     name = "prompt_quick" if args.quick else "prompt_full"
-    benches = {f"split-digits-{10 // args.classes_per_task}x{args.classes_per_task}":
-               lambda: (*split_digits_tasks(classes_per_task=args.classes_per_task), 10)}
+    benches = [f"split-digits-{10 // args.classes_per_task}x{args.classes_per_task}"]
     if args.full:
-        benches["split-fractals-10x10"] = lambda: (*split_fractals_tasks(), 100)
+        benches.append("split-fractals-10x10")
     if args.cifar100_root is not None:
-        size = load_pretrained_vit(args.backbone, pretrained=args.hub).patch_embed.img_size[0]
-        benches["split-cifar100-10x10"] = lambda: (*cifar100_tasks(args.cifar100_root, image_size=size), 100)
+        benches.append("split-cifar100-10x10")
+    names = list(methods(1, 1, 1, "cpu"))
+    chosen = [n for n in names if not args.methods or n in args.methods]
+    jobs = [{"bench": b, "method": m, "seed": seed, "epochs": args.epochs, "device": args.device,
+             "backbone": args.backbone, "hub": args.hub, "cpt": args.classes_per_task,
+             "cifar100_root": args.cifar100_root, "threads": max(1, torch.get_num_threads() // max(args.jobs, 1))}
+            for b in benches for seed in args.seeds for m in chosen]
     rows, extra, start = [], {}, time.perf_counter()
-    for bench_name, make in benches.items():
-        train, test, num_classes = make()
-        num_tasks = len(train)
-        table = methods(args.epochs, num_tasks, num_classes, args.device)
-        if args.methods:
-            table = {k: v for k, v in table.items() if k in args.methods}
-        results: dict[str, list[dict]] = {n: [] for n in table}
-        for seed in args.seeds:
-            for mname, build in table.items():
-                seed_everything(seed)
-                backbone = load_pretrained_vit(args.backbone, pretrained=args.hub)
-                t0 = time.perf_counter()
-                res = run_stream(build(backbone, seed), train, test)
-                print(f"{bench_name} seed {seed} {mname:38s} final {res.final_accuracy:.3f} task-id "
-                      f"{res.task_id_accuracy} ({time.perf_counter() - t0:.0f} s)", flush=True)
-                results[mname].append(res.as_dict() | {"per_task": res.per_task})
+    if args.jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+            done = list(pool.map(run_job, jobs))
+    else:
+        done = [run_job(j) for j in jobs]
+    for bench_name in benches:
+        results: dict[str, list[dict]] = {n: [] for n in chosen}
+        for job, res in zip(jobs, done):
+            if job["bench"] == bench_name:
+                results[job["method"]].append(res)
         for mname, runs in results.items():
             rows.append({
                 "table": bench_name, "method": mname,
