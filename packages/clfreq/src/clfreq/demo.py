@@ -26,6 +26,7 @@ def run(out_dir: Path) -> DemoSection:
         res = run_stream(make(load_pretrained_vit()), train, test)
         rows.append({"method": name, "final acc %": 100 * res.final_accuracy, "forgetting %": 100 * res.forgetting,
                      "old / new acc %": f"{100 * res.old_accuracy:.1f} / {100 * res.new_accuracy:.1f}",
+                     "task-id acc %": "—" if res.task_id_accuracy is None else f"{100 * res.task_id_accuracy:.1f}",
                      "train s": res.train_seconds})
         series[name] = (list(range(1, len(train) + 1)), [t["average_accuracy"] for t in res.per_task])
     plot = save_line_plot(out_dir / "clfreq_prompt_accuracy.png", series, "tasks seen", "average accuracy",
@@ -40,19 +41,20 @@ def run(out_dir: Path) -> DemoSection:
 
 
 def _rehearsal(out_dir: Path) -> tuple[str, Path]:
-    """DER++ alone / +CLFD / +FDINet on Split Digits 16x16, 2 epochs per task, nf 8, buffer 50, seed 0."""
+    """DER++ alone / +CLFD / +FDINet on Split Digits 16x16, 3 epochs per task (CLFD's selection needs >= 3), nf 8,
+    buffer 50, seed 0."""
     from .rehearsal import create_method, split_digits, train_continual
 
     bench = split_digits()
     rows, series = [], {}
     for plugin in (None, "clfd", "fdinet"):
-        r = train_continual(create_method("der++", plugin=plugin, nf=8, buffer_size=50), bench, epochs=2, seed=0)
+        r = train_continual(create_method("der++", plugin=plugin, nf=8, buffer_size=50), bench, epochs=3, seed=0)
         rows.append({"method": r["method"], "Class-IL %": 100 * r["class_il"], "Task-IL %": 100 * r["task_il"],
                      "forgetting %": 100 * r["forgetting"], "train s": r["train_seconds"],
                      "backbone params": r["backbone_params"]})
         series[r["method"]] = (list(range(1, bench.num_tasks + 1)), r["per_task_class_il"])
     plot = save_line_plot(out_dir / "clfreq_rehearsal_accuracy.png", series, "tasks seen", "average Class-IL accuracy",
-                          "Split Digits 5x2 (16x16), 2 epochs/task")
+                          "Split Digits 5x2 (16x16), 3 epochs/task")
     md = ("Rehearsal: DER++ (lr 0.03, alpha 0.1, beta 0.5, buffer 50) alone, with CLFD and with the FDINet-style net, "
           "ResNet-18 nf 8, seed 0:\n\n" + markdown_table(rows))
     return md, plot
