@@ -129,6 +129,26 @@ class _SingleProcessState:
         self.mixed_precision = mixed_precision
 
 
+class _GlobalRNGRandomSampler(torch.utils.data.RandomSampler):
+    """A ``RandomSampler`` whose every pass seeds its generator from the global torch RNG, as an unseeded
+    ``RandomSampler`` does in one process.
+
+    ``accelerate`` gives an unseeded ``RandomSampler`` of a sharded loader one generator, seeded once at ``prepare``
+    and advanced pass after pass, so a training loop that reseeds torch per epoch (for resumable runs) does not
+    control the data order under several processes: a run resumed at epoch ``e`` replays epoch 0's order. With
+    this sampler the order of a pass is the one a single process would draw from the same global RNG state (equal on
+    every rank after ``seed_everything``; accelerate also synchronises the generator from rank 0 first).
+    """
+
+    def __init__(self, sampler: torch.utils.data.RandomSampler):
+        super().__init__(sampler.data_source, replacement=sampler.replacement, num_samples=sampler._num_samples,
+                         generator=torch.Generator())
+
+    def __iter__(self) -> Iterator[int]:
+        self.generator.manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
+        yield from super().__iter__()
+
+
 class TrainingBackend:
     """One object every training loop talks to, single-process or under ``accelerate launch``.
 
@@ -199,8 +219,19 @@ class TrainingBackend:
         return self._accelerator.process_index if self._accelerator is not None else 0
 
     def prepare(self, *objects: Any) -> Any:
-        """Move models to the device and wrap models/optimisers/loaders for distributed runs."""
+        """Move models to the device and wrap models/optimisers/loaders for distributed runs.
+
+        Under several processes, the unseeded ``RandomSampler`` of a shuffled ``DataLoader`` is replaced by one that
+        seeds every pass from the global torch RNG (:class:`_GlobalRNGRandomSampler`), so that the data order, and
+        with it a resumed run, is the one the same code draws in a single process.
+        """
         if self._accelerator is not None:
+            if self._accelerator.num_processes > 1:
+                for o in objects:  # shuffled loaders: the data order follows the global RNG, as in one process
+                    bs = getattr(o, "batch_sampler", None) if isinstance(o, torch.utils.data.DataLoader) else None
+                    smp = getattr(bs, "sampler", None)
+                    if type(smp) is torch.utils.data.RandomSampler and smp.generator is None:
+                        bs.sampler = _GlobalRNGRandomSampler(smp)
             out = self._accelerator.prepare(*objects)
         else:
             out = tuple(o.to(self.device) if isinstance(o, torch.nn.Module) else o for o in objects)
