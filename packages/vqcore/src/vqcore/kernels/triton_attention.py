@@ -38,12 +38,14 @@ def _attn_tile(
         kt = tl.load(k_base + n.to(tl.int64)[None, :] * stride_kn + offs_d[:, None])  # [D, BLOCK_N]
         ks = tl.load(ks_row + n)
         v = tl.load(v_base + n.to(tl.int64)[:, None] * stride_vn + offs_d[None, :])
-    s = tl.dot(q, kt, out_dtype=tl.int32).to(tl.float32) * qs[:, None] * ks[None, :]
+    # scores s = (Q_int·K_intᵀ)·qs·ks; qs > 0 per row, so max_j s = qs·max_j(t) with t = dot·ks, and the exponent
+    # t·qs − m is one FMA per element (one multiply fewer than forming s)
+    t = tl.dot(q, kt, out_dtype=tl.int32).to(tl.float32) * ks[None, :]
     if MASK:
-        s = tl.where(nmask[None, :], s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        t = tl.where(nmask[None, :], t, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(t, axis=1) * qs)
     alpha = tl.math.exp2(m_i - m_new)
-    p = tl.math.exp2(s - m_new[:, None])
+    p = tl.math.exp2(t * qs[:, None] - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, axis=1)
     if DOT_F32:  # fp32 values (IEEE, not tf32), or the interpreter's bf16 (not emulated): same P rounding
         pv = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), input_precision="ieee", out_dtype=tl.float32)
