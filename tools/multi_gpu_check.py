@@ -23,17 +23,17 @@ Equality (what is compared and why the tolerances are what they are):
 * **Replicas**: after training, the parameters of every rank must agree (all-reduced gradients, same optimiser
   state): max over ranks of the relative difference of three parameter checksums ≤ ``1e-6`` (they are bit-equal
   when the all-reduce result is the same on every rank, as NCCL's ring and gloo give).
-* **N vs 1 device**: ``rel_param_dist = ||θ_N − θ_1|| / ||θ_1 − θ_0||``, the part of the training displacement on
-  which the two runs disagree. In exact arithmetic it is 0 for walmafa (LayerNorm nets, per-sample-mean loss,
-  gradients averaged over processes = mean over the global batch, identical batches by construction, constant
-  learning rate in this check). In fp32 (TF32 off) the batch mean is summed in another order, a relative change of
-  ~``log2(G)·2^-24`` per gradient that Adam's normalisation can amplify for near-zero gradient coordinates; over the
-  few tens of steps run here that stays orders of magnitude below ``1e-2``, the gate used. The nets of streamdsgn,
-  clfreq (ResNet) and kdrl (MLP students) contain BatchNorm without SyncBatchNorm, so under data parallelism each
-  process normalises with the statistics of its own ``G/N`` samples: the N-device run is a different (standard DDP)
-  algorithm, and for them the distance and the loss difference are reported, not gated (gate: finite, and the
-  final held-out metric within ``0.1`` absolute of the 1-device one as a sanity bound). clfreq's reservoir is also
-  sharded per process by design (see ``clfreq.rehearsal.distributed``).
+* **N vs 1 device**: all four nets contain BatchNorm (WalMaFa's conv+BN stems, the StreamDSGN backbone, clfreq's
+  ResNet, kdrl's MLP students) and the packages do not use SyncBatchNorm, so under data parallelism each process
+  normalises with the statistics of its own ``G/N`` samples and the running statistics follow rank 0's shard: the
+  N-device run is the standard-DDP algorithm, not the 1-device one, even with identical batches, gradients
+  averaged over the global batch and TF32 off. The parameters therefore cannot be compared for equality;
+  ``rel_param_dist = ||θ_N − θ_1|| / ||θ_1 − θ_0||`` (the part of the training displacement on which the two runs
+  disagree) is reported, not gated. What is gated is the final held-out metric, within a band that is a sanity
+  bound, not an equality: at ``--size gpu`` PSNR within 0.5 dB (walmafa), accuracy within 0.05 (clfreq Class-IL,
+  kdrl train top-1), final epoch loss within 10 % relative (streamdsgn); looser at ``--size tiny`` (``TOL_METRIC``).
+  clfreq's reservoir is also sharded per process by design
+  (``clfreq.rehearsal.distributed``). Exact N-vs-1 equality needs SyncBatchNorm (CUDA only), not offered yet.
 * **Resume**: the run interrupted after half of its steps (epochs) and resumed from ``state.pt`` must end with the
   uninterrupted run's parameters: ``rel_param_dist ≤ 1e-6`` (same kernels, same order; only fp32 re-association in
   a different process could change a bit).
@@ -62,10 +62,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("walmafa", "streamdsgn", "clfreq", "kdrl")
-BN_PACKAGES = {"streamdsgn", "clfreq", "kdrl"}  # nets with BatchNorm (no SyncBatchNorm): N-vs-1 not gated
 TOL_REPLICA = 1e-6
-TOL_N_VS_1 = 1e-2
-TOL_METRIC_BN = 0.1
+# N vs 1 device: BatchNorm without SyncBatchNorm makes them different algorithms, so a band on the final metric:
+# (kind, tolerance) with kind "abs" (absolute difference) or "rel" (relative to the 1-device value)
+# per job size: the tiny CPU jobs make a handful of steps on a few dozen test samples (one sample of clfreq's tiny
+# test set is 0.007 of Class-IL accuracy), so their bands only catch a broken run
+TOL_METRIC = {
+    "gpu": {"walmafa": ("abs", 0.5), "streamdsgn": ("rel", 0.1), "clfreq": ("abs", 0.05), "kdrl": ("abs", 0.05)},
+    "tiny": {"walmafa": ("abs", 0.5), "streamdsgn": ("rel", 0.2), "clfreq": ("abs", 0.25), "kdrl": ("abs", 0.1)},
+}
 TOL_RESUME = 1e-6
 NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
@@ -83,6 +88,11 @@ def _flat(module):
     import torch
 
     return torch.cat([p.detach().double().flatten().cpu() for p in module.parameters()])
+
+
+def _dev(backend) -> str:
+    """The backend's device as the package APIs take it (accelerate reports ``cpu:0`` on CPU processes)."""
+    return "cpu" if backend.device.type == "cpu" else str(backend.device)
 
 
 class _Pairs:
@@ -107,7 +117,7 @@ def _walmafa(backend, size, world, run_dir, phase):
     from walmafa import Enhancer, TrainConfig, evaluate_pairs
 
     s = SIZES[size]["walmafa"]
-    dev = str(backend.device)
+    dev = _dev(backend)
     kw = {"dim": 8, "num_blocks": (1, 1, 1), "d_state": 4} if size == "tiny" else {}
     patch = 32 if size == "tiny" else 128
     train, test = _Pairs(16, patch, 0), _Pairs(2, patch, 1)
@@ -137,7 +147,7 @@ def _streamdsgn(backend, size, world, run_dir, phase, data_root):
     ds = KittiTrackingStream(data_root, split="all", clip_len=6)
     kw = ({"base_width": 8, "up_dims": (8, 4), "slice_channels": 4, "volume_channels": 4, "num_planes": 12,
            "van_stem": 12, "van_dim": 16, "bev_out": 16, "head_channels": 16} if size == "tiny" else {})
-    det = StreamDSGN("tiny", device=str(backend.device), seed=0, **kw)
+    det = StreamDSGN("tiny", device=_dev(backend), seed=0, **kw)
     theta0 = _flat(det.model)
     epochs = 1 if phase == "warmup" else s["epochs"]
     cfg = TrainConfig(epochs=epochs, batch_size=s["batch"] // world, samples_per_epoch=s["samples"], log_every=1,
@@ -145,7 +155,7 @@ def _streamdsgn(backend, size, world, run_dir, phase, data_root):
     if phase == "resume":
         det.fit(ds, cfg, run_dir=run_dir, progress=False, backend=backend, stop_after=epochs // 2)
         backend.wait()
-        det = StreamDSGN("tiny", device=str(backend.device), seed=7, **kw)
+        det = StreamDSGN("tiny", device=_dev(backend), seed=7, **kw)
         hist = det.fit(ds, cfg, run_dir=run_dir, resume=True, progress=False, backend=backend)
     else:
         hist = det.fit(ds, cfg, run_dir=run_dir, progress=False, backend=backend)
@@ -374,6 +384,8 @@ def check(args) -> dict:
                 row["value_diff_vs_1"] = f["metric"] - one["full"]["metric"]
             if world > 1 and "resume" in r:
                 row["resume_rel_param_dist"] = _rel_dist(work, pkg, f"w{world}_resume", f"w{world}_full")
+            if not math.isfinite(row["loss"]):  # clfreq's train_continual reports no training loss
+                del row["loss"]
             runs.append(row)
         if many is not None:
             checks.append({"table": "checks", "package": pkg, "check": "replicas identical", "value":
@@ -384,16 +396,12 @@ def check(args) -> dict:
                 checks.append({"table": "checks", "package": pkg, "check": "resumed == uninterrupted", "value": v,
                                "tolerance": TOL_RESUME, "ok": str(v <= TOL_RESUME)})
         if one is not None and many is not None:
-            v = _rel_dist(work, pkg, f"w{args.gpus}_full", "w1_full")
-            if pkg in BN_PACKAGES:
-                dv = abs(many["full"]["metric"] - one["full"]["metric"])
-                checks.append({"table": "checks", "package": pkg, "check": "N vs 1: params (BatchNorm, reported)",
-                               "value": v, "tolerance": float("inf"), "ok": str(math.isfinite(v))})
-                checks.append({"table": "checks", "package": pkg, "check": f"N vs 1: {one['full']['metric_name']}",
-                               "value": dv, "tolerance": TOL_METRIC_BN, "ok": str(dv <= TOL_METRIC_BN)})
-            else:
-                checks.append({"table": "checks", "package": pkg, "check": "N vs 1: params", "value": v,
-                               "tolerance": TOL_N_VS_1, "ok": str(v <= TOL_N_VS_1)})
+            kind, tol = TOL_METRIC[args.size][pkg]
+            m1, mn = one["full"]["metric"], many["full"]["metric"]
+            dv = abs(mn - m1) / (abs(m1) if kind == "rel" else 1.0)
+            checks.append({"table": "checks", "package": pkg,
+                           "check": f"N vs 1: {one['full']['metric_name']} ({kind} diff)", "value": dv,
+                           "tolerance": tol, "ok": str(dv <= tol)})
         else:
             checks.append({"table": "checks", "package": pkg, "check": "launched", "value": float("nan"),
                            "tolerance": float("nan"), "ok": "False"})
@@ -404,8 +412,7 @@ def check(args) -> dict:
     settings = {"gpus": args.gpus, "device": args.device, "size": args.size, "sizes": SIZES[args.size],
                 "packages": list(args.packages), "budget_s": args.budget_s, "env": NO_MULTICAST,
                 "tf32": False, "launcher": "torch.distributed.run + commons.device.TrainingBackend (accelerate)",
-                "tolerances": {"replica": TOL_REPLICA, "n_vs_1_params": TOL_N_VS_1, "bn_metric": TOL_METRIC_BN,
-                               "resume": TOL_RESUME}}
+                "tolerances": {"replica": TOL_REPLICA, "n_vs_1_metric": TOL_METRIC[args.size], "resume": TOL_RESUME}}
     write_results("multi_gpu", "multi_gpu", rows=runs + checks, settings=settings, root=args.out)
     return {"runs": runs, "checks": checks}
 

@@ -46,7 +46,8 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     instead of failing later inside a kernel.
     """
     if isinstance(spec, torch.device):
-        spec = str(spec)
+        # accelerate's device under torchrun on CPU is torch.device("cpu", 0): one CPU device, whatever the index
+        spec = "cpu" if spec.type == "cpu" else str(spec)
     if not isinstance(spec, str):
         raise TypeError(f"device must be a str or torch.device, got {type(spec).__name__}")
     spec = spec.strip().lower()
