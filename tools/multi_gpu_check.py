@@ -72,6 +72,7 @@ TOL_METRIC = {
     "tiny": {"walmafa": ("abs", 0.5), "streamdsgn": ("rel", 0.2), "clfreq": ("abs", 0.25), "kdrl": ("abs", 0.1)},
 }
 TOL_RESUME = 1e-6
+DIGITS_NPZ = ROOT / ".cache" / "multi_gpu_digits.npz"
 NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
 # global batch, optimiser steps (walmafa) or epochs (others) per size; the per-process batch is global // world
@@ -163,9 +164,29 @@ def _streamdsgn(backend, size, world, run_dir, phase, data_root):
     return det.model, theta0, hist["epoch_loss"][-1], hist["epoch_loss"][-1], "epoch_loss", samples
 
 
+def _digits_from_cache() -> None:
+    """Without scikit-learn (GPU host), read the digits arrays from ``DIGITS_NPZ`` (``--save-digits`` writes it)."""
+    import numpy as np
+
+    import commons.data
+
+    try:
+        import sklearn  # noqa: F401
+        return
+    except ImportError:
+        pass
+    if not DIGITS_NPZ.exists():
+        raise SystemExit(f"clfreq needs scikit-learn's digits or {DIGITS_NPZ}: run `python {Path(__file__).name} "
+                         "--save-digits` where scikit-learn is installed and carry the file")
+    with np.load(DIGITS_NPZ) as f:
+        arrays = (f["images"], f["labels"])
+    commons.data.load_digits_arrays = lambda: arrays
+
+
 def _clfreq(backend, size, world, run_dir, phase):
     from clfreq import create_method, split_digits, train_continual
 
+    _digits_from_cache()
     s = SIZES[size]["clfreq"]
     bench = split_digits(image_size=8 if size == "tiny" else 16)
     if size == "tiny":
@@ -341,11 +362,13 @@ def _rel_dist(work: Path, pkg: str, a: str, b: str) -> float:
     return float((ta["theta"] - tb["theta"]).norm() / ref.norm().clamp_min(1e-30))
 
 
-def _render_stereo(work: Path) -> None:
+def _render_stereo(work: Path, size: str) -> None:
     from commons.data.synthetic_stereo import render_kitti_tracking
 
     if not (work / "stereo").exists():
-        render_kitti_tracking(work / "stereo", num_sequences=1, frames_per_sequence=12, image_size=(96, 320), seed=0)
+        seqs, frames = (1, 12) if size == "tiny" else (2, 40)
+        render_kitti_tracking(work / "stereo", num_sequences=seqs, frames_per_sequence=frames, image_size=(96, 320),
+                              seed=0)
 
 
 def check(args) -> dict:
@@ -360,7 +383,7 @@ def check(args) -> dict:
     runs, checks = [], []
     for i, pkg in enumerate(args.packages):
         if pkg == "streamdsgn":
-            _render_stereo(work)
+            _render_stereo(work, args.size)
         res = {}
         for world in (1, args.gpus):
             left = deadline - time.monotonic()
@@ -425,11 +448,13 @@ def _parse(argv=None):
     p.add_argument("--packages", default=",".join(PACKAGES), help="comma-separated subset of " + ",".join(PACKAGES))
     p.add_argument("--size", choices=tuple(SIZES), default=None, help="job sizes (default: gpu on cuda, tiny on cpu)")
     p.add_argument("--budget-s", type=float, default=480.0, help="wall-clock budget for all launches (s)")
+    p.add_argument("--save-digits", action="store_true",
+                   help=f"write scikit-learn's digits to {DIGITS_NPZ.relative_to(ROOT)} (for a host without it)")
     p.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker", choices=PACKAGES, default=None, help=argparse.SUPPRESS)
     p.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.worker is None:
+    if args.worker is None and not args.save_digits:
         if args.out is None:
             p.error("--out is required")
         if args.gpus < 2:
@@ -452,6 +477,17 @@ def _parse(argv=None):
 
 def main(argv=None) -> int:
     args = _parse(argv)
+    if args.save_digits:
+        import numpy as np
+
+        sys.path[:0] = [str(ROOT / "packages" / "commons" / "src")]
+        from commons.data import load_digits_arrays
+
+        images, labels = load_digits_arrays()
+        DIGITS_NPZ.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(DIGITS_NPZ, images=images, labels=labels)
+        print(f"wrote {DIGITS_NPZ}")
+        return 0
     if args.worker is not None:
         _worker(args)
         return 0
