@@ -76,30 +76,46 @@ def _fit_layer(fp, train, y_train, tqe: dict | None, lrs: dict, steps=300):
     return box
 
 
-def test_tqe_reduces_held_out_output_error_of_a_layer():
-    """Train on calibration rows, measure on held-out rows (W3A8, inputs with a mean and outlier channels).
-
-    Versus the same layer without TQE and the same training (weight Δ learned, same steps and optimiser), the rank-1
-    estimator lowers the held-out error clearly; the full TQE (rank-32 LoRA inside the quantizer + rank-1) lowers it
-    versus the plain quantized layer. Measured, not asserted: the in-quantizer LoRA alone did *not* beat Δ-only
-    training at the single-layer level (STE rounding flips; see docs/q-vdit.md)."""
+def _held_out_errors(seed: int) -> dict[str, tuple[float, float]]:
+    """(held-out, train) output MSE of one W3A8 layer after Δ-only training and after each TQE variant, all with the
+    same 300 AdamW steps, batch, cosine schedule and weight-Δ lr (1e-4); adapters at 10× the Δ lr, the official
+    ratio (1e-5 vs 1e-6). Inputs have a mean and outlier channels; train and held-out rows are independent."""
     fp = nn.Linear(64, 48)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     fp.weight.data = torch.randn(48, 64) * 0.1
-    train, held = _inputs(512, seed=1), _inputs(512, seed=2)
+    train, held = _inputs(512, seed=1 + 10 * seed), _inputs(512, seed=2 + 10 * seed)
     with torch.no_grad():
         y_train, y_held = fp(train), fp(held)
 
-    def held_err(box):
+    def errs(box):
         with torch.no_grad():
-            return float((box(held) - y_held).pow(2).mean())
+            return float((box(held) - y_held).pow(2).mean()), float((box(train) - y_train).pow(2).mean())
 
-    untrained = held_err(_fit_layer(fp, train, y_train, None, {"weight_scale": 1e-4}, steps=0))
-    plain = held_err(_fit_layer(fp, train, y_train, None, {"weight_scale": 1e-4}))
-    rank1 = held_err(_fit_layer(fp, train, y_train, {"lora_rank": 0}, {"weight_scale": 1e-4, "adapters": 1e-3}))
-    full = held_err(_fit_layer(fp, train, y_train, {}, {"weight_scale": 1e-4, "adapters": 1e-4}))
-    assert rank1 < 0.9 * plain, (plain, rank1)
-    assert full < 0.95 * untrained, (untrained, full)
+    lrs = {"weight_scale": 1e-4, "adapters": 1e-3}
+    return {"untrained": errs(_fit_layer(fp, train, y_train, None, {"weight_scale": 1e-4}, steps=0)),
+            "delta_only": errs(_fit_layer(fp, train, y_train, None, {"weight_scale": 1e-4})),
+            "rank1": errs(_fit_layer(fp, train, y_train, {"lora_rank": 0}, lrs)),
+            "full": errs(_fit_layer(fp, train, y_train, {}, lrs))}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tqe_against_delta_only_training_on_held_out_rows(seed):
+    """TQE versus training the weight step Δ alone, same budget, held-out rows (issue 20 item 2).
+
+    Measured (docs/q-vdit.md, "Does TQE help?"): the rank-1 estimator outside the quantizer beats Δ-only training
+    clearly on every seed (held-out MSE 0.048/0.053/0.051 vs 0.061/0.064/0.061); the full TQE (rank-32 LoRA *inside*
+    the 3-bit quantizer + rank-1) does not: 0.072/0.071/0.071, worse than Δ-only, and worse on the *training* rows
+    too, so it is an optimisation failure, not over-fitting: through the straight-through estimator the LoRA keeps
+    flipping integer codes (1.2 % of codes per step over the last 100 steps, vs 0.01 % for Δ-only). The test pins
+    both relations, so a change that makes the in-quantizer LoRA help (or the rank-1 term stop helping) shows here."""
+    e = _held_out_errors(seed)
+    held = {k: v[0] for k, v in e.items()}
+    assert held["delta_only"] < 0.95 * held["untrained"], held  # Δ training itself works
+    assert held["rank1"] < 0.9 * held["delta_only"], held
+    # the in-quantizer LoRA costs more than the rank-1 term gains: full TQE is not better than Δ-only ...
+    assert held["full"] > held["delta_only"], held
+    # ... on the training rows as well (optimisation, not generalisation)
+    assert e["full"][1] > e["delta_only"][1], e
 
 
 def test_gradients_reach_only_the_tqe_parameters_and_weight_step():
