@@ -377,7 +377,12 @@ def check(args) -> dict:
 
     outdir = args.out / "multi_gpu"
     outdir.mkdir(parents=True, exist_ok=True)
-    work = args.out / "multi_gpu_work" if args.work is None else args.work
+    if args.work is None:  # run folders, parameter snapshots and the stereo set stay out of --out (kept small)
+        import tempfile
+
+        work = Path(tempfile.mkdtemp(prefix="multi_gpu_check_"))
+    else:
+        work = args.work
     work.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + args.budget_s
     runs, checks = [], []
@@ -437,6 +442,10 @@ def check(args) -> dict:
                 "tf32": False, "launcher": "torch.distributed.run + commons.device.TrainingBackend (accelerate)",
                 "tolerances": {"replica": TOL_REPLICA, "n_vs_1_metric": TOL_METRIC[args.size], "resume": TOL_RESUME}}
     write_results("multi_gpu", "multi_gpu", rows=runs + checks, settings=settings, root=args.out)
+    if args.work is None:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
     return {"runs": runs, "checks": checks}
 
 
@@ -450,7 +459,7 @@ def _parse(argv=None):
     p.add_argument("--budget-s", type=float, default=480.0, help="wall-clock budget for all launches (s)")
     p.add_argument("--save-digits", action="store_true",
                    help=f"write scikit-learn's digits to {DIGITS_NPZ.relative_to(ROOT)} (for a host without it)")
-    p.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new temporary folder)")
     p.add_argument("--worker", choices=PACKAGES, default=None, help=argparse.SUPPRESS)
     p.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
