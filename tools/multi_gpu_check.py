@@ -7,10 +7,12 @@ through :class:`commons.device.TrainingBackend` (accelerate), exactly as the pac
 folder. Written under ``--out``:
 
 * ``<out>/multi_gpu/multi_gpu.json`` (through :func:`commons.results.write_results`): one row per package and world
-  size, ``table=runs`` — final training loss, held-out metric, samples/s, scaling against 1 device, peak memory per
+  size, ``table=runs`` — final training loss, final metric (walmafa: held-out PSNR; clfreq: Class-IL test accuracy;
+  kdrl: train top-1; streamdsgn: last epoch's loss), samples/s, scaling against 1 device, peak memory per
   device (max over ranks), the spread between replicas, the distance between the N- and 1-device parameters, and the
   resumed run's distance to the uninterrupted one; ``table=checks`` — each check with its tolerance and verdict.
-* ``<out>/multi_gpu/log_<pkg>_w<N>.txt``: the launcher's output of every launch (kept only when it failed).
+* ``<out>/multi_gpu/log_<pkg>_w<N>.txt``: the launcher's output of a launch that failed or ran out of its share of
+  ``--budget-s`` (the budget is split over the launches still to run; a launch past its share is stopped).
 
 Usage (GPU host with N cards; CPU test mode with gloo)::
 
