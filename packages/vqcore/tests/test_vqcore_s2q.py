@@ -90,11 +90,65 @@ def test_product_needs_both_saliences():
     calib = constructed_pool(jump=(0, 2), loud=(2, 0))
     scores = salience_scores(calib)
     prod = (scores["diff"] / scores["diff"].max()) * (scores["quant"] / scores["quant"].max())
-    sub, info = select_calibration(calib, k=2)
+    sub, info = select_calibration(calib, k=2, stratify=False)  # the plain global Top-K of the product
     kept = {(i.call_index, i.sample_index) for i in sub[ROOT]}
     best = {scores["keys"][i] for i in prod.argsort(descending=True)[:2].tolist()}
     assert kept == best
     assert info["score_kept_mean"] > info["score_pool_mean"]
+
+
+def shrinking_pool(samples=4, steps=8, seed=0):
+    """Trajectories whose x_t shrinks towards the end (as a denoised latent's noise does): the relative change
+    ‖x_t − x_{t−1}‖² / ‖x_t‖² grows with the step, so a global Top-K keeps only the last (low-noise) timesteps."""
+    g = torch.Generator().manual_seed(seed)
+    roots, block = [], []
+    for s in range(samples):
+        x = torch.randn(1, 2, 4, 4, generator=g)
+        for k in range(steps):
+            t = 1000 - 125 * k
+            xk = x * (1.0 - 0.11 * k) + 0.01 * torch.randn(1, 2, 4, 4, generator=g)
+            roots.append(CalibItem((xk, torch.tensor([t])), {}, None, t, k, s))
+            h = torch.randn(1, 6, 8, generator=g)
+            block.append(CalibItem((h,), {}, h.clone(), t, k, s))
+    return CalibrationSet({ROOT: roots, "blocks.0": block})
+
+
+def test_salient_selection_covers_the_timestep_range():
+    """Issue 20: the global Top-K collapses onto the low-noise end; the stratified Top-K keeps one candidate per
+    timestep group, and within each group the one with the highest salience."""
+    calib = shrinking_pool()
+    ts = sorted({it.timestep for it in calib[ROOT]})
+    _, flat = select_calibration(calib, k=8, stratify=False)
+    assert set(flat["kept_timesteps"]) <= set(ts[:3])  # the collapse the stratification prevents
+    sub, info = select_calibration(calib, k=8)
+    assert info["kept_timesteps"] == ts and info["stratify"] is True
+    scores = salience_scores(calib)
+    prod = (scores["diff"] / scores["diff"].max()) * (scores["quant"] / scores["quant"].max())
+    for item in sub[ROOT]:
+        same_t = [i for i, it in enumerate(calib[ROOT]) if it.timestep == item.timestep]
+        best = max(same_t, key=lambda i: float(prod[i]))
+        assert scores["keys"][best] == (item.call_index, item.sample_index)
+    # fewer candidates than timesteps: contiguous groups, one pick each, still spanning the range
+    _, info4 = select_calibration(calib, k=4)
+    kept = info4["kept_timesteps"]
+    assert len(kept) == 4 and [sum(t in grp for t in kept) for grp in (ts[0:2], ts[2:4], ts[4:6], ts[6:8])] == [1] * 4
+    # more candidates than timesteps: every timestep twice
+    sub16, _ = select_calibration(calib, k=16)
+    counts = [sum(it.timestep == t for it in sub16[ROOT]) for t in ts]
+    assert counts == [2] * 8
+
+
+def test_smoothing_statistics_come_from_the_whole_calibration_set(cog):
+    """Issue 20: the selected subset only decides what the blocks train on. With no training (iters=0, LoRA B = 0)
+    a 2-candidate subset and the whole set give the same smoothed model, bit for bit."""
+    model, calib = cog
+    opts = dict(w_bits=4, a_bits=6, calib=calib, iters=0, progress=False)
+    small = vqcore.quantize(model, "s2q-vdit", calib_size=2, **opts)
+    whole = vqcore.quantize(model, "s2q-vdit", select="all", **opts)
+    assert small.vqcore_report.details["kept"] == 2 and small.vqcore_report.details["smoothed_layers"] > 0
+    x = cog_inputs(seed=3)
+    with torch.no_grad():
+        assert torch.equal(small(**x).sample, whole(**x).sample)
 
 
 def test_selection_is_deterministic_and_random_control_is_seeded(cog):

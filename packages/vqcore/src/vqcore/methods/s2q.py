@@ -17,6 +17,17 @@ overview figure and equations are the spec; every choice they leave open is name
      picks blocks; ``"first"`` uses the first block only).
    * ``C = norm(C_diff) · norm(C_quant)``, Top-K. *Choice*: ``normalize="max"`` (divide by the pool maximum; also
      ``"minmax"``, ``"rank"``). The budget is ``calib_size`` candidates (default half the pool).
+   * **Stratified by timestep** (``stratify=True``, default; *choice*, issue 20): a global Top-K collapsed onto a
+     few low-noise timesteps on the zoo DiT (``‖x_t − x_{t−1}‖² / ‖x_t‖²`` is largest where ``x_t`` is small, at the
+     end of sampling), so the calibration set lost the high-noise half of the trajectory. The distinct timesteps
+     are split into ``G = min(K, #timesteps)`` contiguous groups of (nearly) equal size, and the Top-K is taken
+     round-robin over the groups: each group's best candidate first, then each group's second best, … (a round
+     that cannot be completed goes to the groups with the higher scores). So every part of the timestep range is
+     represented — as the evenly spaced timesteps of the authors' Q-VDiT calibration (``get_quant_calib_data``) —
+     while the salience still decides *which* samples of each part are kept. ``stratify=False`` is the paper's
+     plain global Top-K (the ablation's control).
+   * Channel-balancing (smoothing) statistics and static activation ranges come from the **whole** captured set,
+     not the selected subset (the subset only decides what the blocks are trained on).
 
    ``select="random"`` draws the same number of candidates uniformly (the ablation's control); ``"all"`` keeps the
    pool. Every captured item (model and blocks) of a kept candidate goes into the calibration subset.
@@ -158,12 +169,37 @@ def salience_scores(calib: CalibrationSet, salience_blocks: str | Sequence[str] 
     return {"keys": keys, "diff": diff, "quant": quant / len(names)}
 
 
+def _stratified_top_k(score: torch.Tensor, timesteps: Sequence[Any], k: int) -> list[int]:
+    """Top-``k`` of ``score``, round-robin over ``min(k, #timesteps)`` contiguous timestep groups (module docstring).
+
+    Candidates without a timestep form one group of their own. Ties break by pool order (deterministic)."""
+    distinct = sorted({t for t in timesteps if t is not None}, key=float)
+    n_groups = min(k, len(distinct)) if distinct else 1
+    group_of_t: dict[Any, int] = {}
+    for g, chunk in enumerate(torch.arange(len(distinct)).tensor_split(max(n_groups, 1))):
+        for i in chunk.tolist():
+            group_of_t[distinct[i]] = g
+    groups: dict[int, list[int]] = {}
+    for i, t in enumerate(timesteps):
+        groups.setdefault(group_of_t.get(t, -1), []).append(i)
+    ranked = [sorted(m, key=lambda i: (-float(score[i]), i)) for _, m in sorted(groups.items())]
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < k:
+        layer = sorted((r[depth] for r in ranked if depth < len(r)), key=lambda i: (-float(score[i]), i))
+        chosen.extend(layer[:k - len(chosen)])
+        depth += 1
+    return chosen
+
+
 def select_calibration(calib: CalibrationSet, k: int | None = None, select: str = "salient", normalize: str = "max",
-                       seed: int = 0, salience_blocks: str | Sequence[str] = "all"
+                       seed: int = 0, salience_blocks: str | Sequence[str] = "all", stratify: bool = True
                        ) -> tuple[CalibrationSet, dict[str, Any]]:
     """Keep ``k`` candidates (default: half the pool) by salience, at random, or all; returns the subset and a report.
 
-    Deterministic: salient selection breaks ties by pool order, random selection is seeded.
+    ``stratify`` (salient selection only): take the Top-K round-robin over timestep groups so the subset covers the
+    timestep range (module docstring); ``False`` is the plain global Top-K. Deterministic: salient selection breaks
+    ties by pool order, random selection is seeded.
     """
     if select not in SELECT_MODES:
         raise ValueError(f"select must be one of {SELECT_MODES}, got {select!r}")
@@ -182,9 +218,12 @@ def select_calibration(calib: CalibrationSet, k: int | None = None, select: str 
     else:
         idx, score = select_salient(scores["diff"], scores["quant"], k, normalize)
         chosen = idx.tolist()
+        if stratify:
+            chosen = _stratified_top_k(score, [it.timestep for it in calib[ROOT]], k)
     keep = {scores["keys"][i] for i in chosen}
     subset = CalibrationSet({name: [it for it in items if _key(it) in keep] for name, items in calib.items.items()})
     info = {"select": select, "pool": n, "kept": len(keep), "normalize": normalize,
+            "stratify": bool(stratify) if select == "salient" else None,
             "kept_keys": sorted(keep),
             "kept_timesteps": sorted({it.timestep for it in subset[ROOT] if it.timestep is not None})}
     if score is not None:
@@ -376,7 +415,8 @@ class S2QVDiT(Method):
 
     def run(self, qmodel, fp_model, config, calib, iters: int = 200, batch_size: int = 4,
             calib_size: int | None = None, select: str = "salient", normalize: str = "max",
-            salience_blocks: str | Sequence[str] = "all", distill: str = "sparse", keep: float = 0.75,
+            salience_blocks: str | Sequence[str] = "all", stratify: bool = True, distill: str = "sparse",
+            keep: float = 0.75,
             lora_rank: int = 4, lrs: dict[str, float] | None = None, alpha: float | None = None,
             blocks: list[str] | None = None, seed: int = 0, checkpoint=None, progress: bool = True,
             act_momentum: float | None = None, **options) -> dict[str, Any]:
@@ -391,13 +431,13 @@ class S2QVDiT(Method):
             raise ValueError(f"lora_rank must be a non-negative int, got {lora_rank!r}")
         if fp_model is None:
             raise ValueError("s2q-vdit needs the full-precision teacher (fp_model)")
-        subset, sel = select_calibration(calib, calib_size, select, normalize, seed, salience_blocks)
-        roots = subset[ROOT]
+        subset, sel = select_calibration(calib, calib_size, select, normalize, seed, salience_blocks, stratify)
+        all_roots = calib[ROOT]  # smoothing statistics and static ranges: the whole captured set (module docstring)
         if alpha is None:
             alpha = 0.11 if (config.w_bits <= 4 or (config.a_bits or 8) <= 6) else 0.0
-        absmax = activation_channel_absmax(qmodel, roots, momentum=act_momentum) if alpha else {}
+        absmax = activation_channel_absmax(qmodel, all_roots, momentum=act_momentum) if alpha else {}
         smoothed = apply_smoothing(absmax, alpha) if alpha else 0
-        calibrate_static_quantizers(qmodel, roots)
+        calibrate_static_quantizers(qmodel, all_roots)
         _init_weight_quantizers(qmodel)
         blocks = blocks or [b for b in find_blocks(qmodel) if b in subset.items and subset.items[b]]
         if not blocks:
