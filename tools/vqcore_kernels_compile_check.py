@@ -282,19 +282,20 @@ WEIGHTS = [(False, 0), (False, 128), (True, 0), (True, 64), (True, 128)]
 
 def policies(tk) -> dict[str, dict]:
     """Every dispatch the POLICY switches select (read from :data:`POLICY`'s keys, so a new switch fails loudly)."""
-    known = {"tma", "w4_unpack_min_m", "autotune", "tma_group"}
+    known = {"tma", "tma_min_m", "w4_unpack_min_m", "autotune", "tma_group"}
     if set(tk.POLICY) != known:
         raise RuntimeError(f"POLICY has keys {sorted(tk.POLICY)}; this script knows {sorted(known)}: update it")
     # (vqcore.kernels.WEIGHT_ONLY_MAX_M is decided in QLinearInt, CUDA tensors only: its kernel is enumerated directly)
-    off = {"tma": False, "tma_group": False, "w4_unpack_min_m": 1 << 62}
+    off = {"tma": False, "tma_min_m": 0, "tma_group": False, "w4_unpack_min_m": 1 << 62}
     return {
-        "autotune": {**off, "autotune": True},  # the default: autotuned pointer kernel, W4 unpacked in the K loop
+        "autotune": {**off, "autotune": True},  # the autotuned pointer kernel, W4 unpacked in the K loop (M < 4096)
         "fixed": {**off, "autotune": False},  # VQCORE_AUTOTUNE=0: PTR_TILES
         "tma": {**off, "autotune": False, "tma": True},
         "tma+group": {**off, "autotune": False, "tma": True, "tma_group": True},
         "unpack": {**off, "autotune": True, "w4_unpack_min_m": 256},
         "unpack+fixed": {**off, "autotune": False, "w4_unpack_min_m": 256},
-        "unpack+tma": {"autotune": False, "tma": True, "tma_group": True, "w4_unpack_min_m": 256},
+        "unpack+tma": {"autotune": False, "tma": True, "tma_min_m": 0, "tma_group": True, "w4_unpack_min_m": 256},
+        "shipped": {"autotune": True, "tma": True, "tma_min_m": 4096, "tma_group": True, "w4_unpack_min_m": 4096},
     }
 
 
@@ -407,6 +408,7 @@ def enumerate_calls(subset: str, tk) -> list[tuple[str, Any]]:
         gemm(Gemm(m, k, n, group=group, config=_p({"PATH": "tma", "PAIR": pair, "BLOCK_K": bk})))
     calls += layer_calls(tk, quick=False, policy=pol["autotune"])
     calls += layer_calls(tk, quick=False, policy=pol["unpack+tma"])
+    calls += layer_calls(tk, quick=False, policy=pol["shipped"])  # the shipped default (TMA + unpack at M >= 4096)
     return calls
 
 

@@ -623,7 +623,7 @@ class _Policy:
             tk.POLICY.update(self.old)
 
 
-NEW_POLICY = {"tma": True, "w4_unpack_min_m": 256, "autotune": False}  # the opt-in paths (TMA kernel, W4 unpack)
+NEW_POLICY = {"tma": True, "tma_min_m": 0, "w4_unpack_min_m": 256, "autotune": False}  # TMA + W4 unpack everywhere
 
 
 def block_table(args, device, cuda: bool, deadline: float = float("inf"), sink=None) -> list[dict]:
@@ -1092,7 +1092,7 @@ def main(argv: list[str] | None = None) -> int:
                               rows=gemm)  # fmt: skip
     sink(gemm, block, step, attn_rows)
     md = _md(gemm, block, meta, step, attn_rows)
-    if args.no_plot:
+    if args.no_plot or not gemm:
         print(md)
         return 0
     try:

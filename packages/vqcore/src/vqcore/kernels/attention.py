@@ -66,7 +66,7 @@ def quantize_qk(
     if q.is_cuda and q.stride(-1) == 1 and k.stride(-1) == 1 and not _compiling():  # one Triton pass per tensor
         from . import triton_attention as ta
 
-        mean = k.float().mean(dim=2).reshape(b * h, d).contiguous() if smooth_k else None
+        mean = k.mean(dim=2, dtype=torch.float32).reshape(b * h, d).contiguous() if smooth_k else None  # no fp32 K
         qc, qs = ta.block_quant(q, q_block, None, scale * LOG2E)
         kc, ks = ta.block_quant(k, k_block, mean, 1.0)
         return qc, qs, kc, ks

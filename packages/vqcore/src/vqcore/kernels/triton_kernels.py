@@ -22,9 +22,9 @@ Numerics are those of :mod:`vqcore.kernels.reference` (read its docstring). Desi
   into the epilogue; its down-projection ``t = x·downᵀ`` is a thin GEMM done outside.
 * Divisions in the quantizer are IEEE round-to-nearest (``tl.math.div_rn``, not Triton's default approximate fp32
   division), so the GPU codes equal those of PyTorch bit for bit.
-* Besides this pointer-based GEMM (the default, measured on an H100) there is a persistent TMA GEMM
-  (``_int_gemm_tma_kernel``) and a W4 → int8 unpack kernel for an unpack-then-int8-GEMM path at large M; both are
-  opt-in through :data:`POLICY` until they have been run on a GPU (they pass the interpreter tests).
+* Besides this pointer-based GEMM (the default below 4096 tokens) there is a persistent TMA GEMM
+  (``_int_gemm_tma_kernel``) and a W4 → int8 unpack kernel for an unpack-then-int8-GEMM path; both are the default
+  at M ≥ 4096, where an H100 measured them faster (:data:`POLICY`).
 * Rounding to nearest-even in the quantizer uses the float32 magic-number trick ``(v + 1.5·2^23) − 1.5·2^23``
   (valid for ``|v| < 2^22``; here ``|v| ≤ 255``), which behaves identically on the GPU and in the interpreter.
 """
@@ -538,34 +538,34 @@ _INTERP_TILE = {"BLOCK_M": 16, "BLOCK_N": 32, "GROUP_M": 2, "SWAP": 0}
 _INTERP_TMA = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, "PROGRAMS": 3}
 
 #: Dispatch policy of :func:`int_linear` (module-level so the benchmark can compare paths in one process). The defaults
-#: are the paths measured on an H100 (README): the pointer kernel, autotuned, W4 unpacked inside its K loop. The newer
-#: paths are opt-in until they have been run on a GPU (they pass the interpreter tests and compile for sm_90):
-#: ``tma`` (``VQCORE_TMA=1``) — per-channel int8 GEMMs use the persistent TMA kernel on sm_90+ when K % 16 == 0;
-#: ``tma_group`` (``VQCORE_TMA_GROUP=1``) — per-group int8 GEMMs (groups of a multiple of 128) use it too;
-#: ``w4_unpack_min_m`` (``VQCORE_W4_UNPACK_MIN_M=256``) — W4 weights (per channel or groups of a multiple of 128) are
-#: unpacked to a transient int8 copy and run through the int8 GEMM when M ≥ this;
+#: are the paths measured fastest on an H100 (2026-12-07, docs/kernels.md): at M ≥ 4096 the persistent TMA kernel
+#: (W8A8 GEMM 1.60× bf16 median over the six video-DiT shapes, vs 1.31× for the autotuned pointer kernel) and W4
+#: weights unpacked to a transient int8 copy first (W4A8 1.61× vs 0.84× with the unpack inside the K loop; per-group
+#: g128 0.75× vs 0.42×); below 4096 tokens (not measured with TMA) the autotuned pointer kernel.
+#: ``tma`` (``VQCORE_TMA=0`` turns it off) and ``tma_min_m`` (``VQCORE_TMA_MIN_M``, 4096) — per-channel int8 GEMMs
+#: with M ≥ tma_min_m use the persistent TMA kernel on sm_90+ when K % 16 == 0;
+#: ``tma_group`` (``VQCORE_TMA_GROUP=0`` turns it off) — per-group int8 GEMMs (groups of a multiple of 128) too;
+#: ``w4_unpack_min_m`` (``VQCORE_W4_UNPACK_MIN_M``, 4096) — W4 weights (per channel or groups of a multiple of 128)
+#: are unpacked to a transient int8 copy and run through the int8 GEMM when M ≥ this;
 #: ``autotune`` (``VQCORE_AUTOTUNE=0`` turns it off) — autotune the pointer kernel over :func:`_hopper_configs`
 #: instead of using the fixed table ``PTR_TILES``.
 POLICY = {
-    "tma": os.environ.get("VQCORE_TMA", "0") == "1",
-    "w4_unpack_min_m": int(os.environ.get("VQCORE_W4_UNPACK_MIN_M", str(1 << 62))),
+    "tma": os.environ.get("VQCORE_TMA", "1") == "1",
+    "tma_min_m": int(os.environ.get("VQCORE_TMA_MIN_M", "4096")),
+    "w4_unpack_min_m": int(os.environ.get("VQCORE_W4_UNPACK_MIN_M", "4096")),
     "autotune": os.environ.get("VQCORE_AUTOTUNE", "1") == "1",
-    "tma_group": os.environ.get("VQCORE_TMA_GROUP", "0") == "1",
+    "tma_group": os.environ.get("VQCORE_TMA_GROUP", "1") == "1",
 }
-#: Fixed tiles (from the autotuner's choices on an H100, see the README's kernel section): ``(M ≥ 4096, M ≥ 256)``.
+#: Fixed TMA tiles by M class (``large``: M ≥ 4096 — the best tiles of the H100 run: 128×256, 3 stages, flattened
+#: tile/K loop and TMA store, 0.472 / 0.451 ms on CogVideoX fc1 / fc2 vs 0.516 / 0.481 ms for the former 4-stage
+#: entry; ``group``: 128×128, 4 stages, no PAIR — 0.96–1.13 ms on the g128 shapes where PAIR took 1.94–1.99 ms).
 TMA_TILES = {
-    "large": {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "GROUP_M": 8, "num_warps": 8, "num_stages": 4},
+    "large": {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "GROUP_M": 8, "num_warps": 8, "num_stages": 3,
+              "FLATTEN": True, "STORE_DESC": True},  # fmt: skip
     "small": {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8, "num_warps": 8, "num_stages": 4},
     "tiny": {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8, "num_warps": 4, "num_stages": 4},
-    "group": {
-        "BLOCK_M": 128,
-        "BLOCK_N": 128,
-        "BLOCK_K": 128,
-        "GROUP_M": 8,
-        "num_warps": 8,
-        "num_stages": 3,
-        "PAIR": True,
-    },
+    "group": {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8, "num_warps": 8, "num_stages": 4,
+              "PAIR": False},  # fmt: skip
 }
 PTR_TILES = {
     ("large", False, 0): {"BLOCK_M": 128, "BLOCK_N": 256, "SWAP": 0, "num_warps": 8, "num_stages": 4},
@@ -701,7 +701,7 @@ def int_linear(
     flags = {"HAS_ZP": x_zp is not None, "HAS_WZP": w_zp is not None, "HAS_BIAS": bias is not None, "HAS_LR": has_lr,
              "RP": rp}  # fmt: skip
     if path is None:
-        use_tma = POLICY["tma"] and not INTERPRET
+        use_tma = POLICY["tma"] and m >= POLICY["tma_min_m"] and not INTERPRET
         grouped_ok = group_size == 0 or (POLICY["tma_group"] and group_size % CHUNK == 0)
         path = "tma" if use_tma and not w4 and grouped_ok and _tma_ok(xq, w, k) else "ptr"
     size = _size_class(m)
