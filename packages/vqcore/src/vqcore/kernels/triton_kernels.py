@@ -711,6 +711,9 @@ def int_linear(
         if w4:
             raise ValueError("the TMA kernel runs int8 weights only (W4: unpack first, UNPACK=True)")
         tile = dict(_INTERP_TMA if INTERPRET else TMA_TILES[size if not group_size else "group"])
+        if "num_stages" in cfg:  # an explicit pipeline depth is an explicit tile: the table's hints do not apply
+            for hint in ("FLATTEN", "STORE_DESC", "PAIR"):
+                tile.pop(hint, None)
         tile.update(cfg)
         if group_size % tile["BLOCK_K"]:
             raise ValueError(f"the TMA kernel needs group_size % BLOCK_K == 0, got {group_size} and {tile['BLOCK_K']}")
