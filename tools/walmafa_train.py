@@ -232,8 +232,12 @@ def _try_capture(name: str, trainer: Trainer, batches, lr: float, use_graph: boo
 
 
 def train_one(name: str, trainer: Trainer, batches, args, device, steps: int, warmup: int, deadline: float,
-              curve_at: set[int], curve_set, log: dict, use_graph: bool) -> int:
-    """Train ``steps`` iterations (or until ``deadline``) on the seeded batch stream; fills ``log``."""
+              curve_at: set[int], curve_set, log: dict, use_graph: bool, replan=None, replan_after: int = 20) -> int:
+    """Train ``steps`` iterations (or until ``deadline``) on the seeded batch stream; fills ``log``.
+
+    ``replan(seconds_per_step, done) -> (steps, deadline, curve_at)``: called once, after ``replan_after`` real steps,
+    with their measured speed, so the step count (and with it the cosine schedule, still in its warm-up) fits the
+    budget even when the calibration misjudged the step time."""
     log.update(step=[], loss=[], grad_norm=[], lr=[], heldout_step=[], heldout_psnr=[], seconds=[])
     t_start = time.perf_counter()
     first = _try_capture(name, trainer, batches, _lr_at(0, steps, warmup, args.lr, args.lr_min), use_graph)
@@ -242,17 +246,40 @@ def train_one(name: str, trainer: Trainer, batches, args, device, steps: int, wa
     acc, accn, gn_max = torch.zeros((), device=device), 0, torch.zeros((), device=device)
     every = max(1, steps // 100)
     done = first
-    for step in range(first, steps):
+    t_mark, s_mark, next_replan = None, None, first + 1 + replan_after
+    step = first
+    log["replanned"] = []
+    while step < steps:
+        if replan is not None and step == first + 1:
+            _sync(device)
+            t_mark, s_mark = time.perf_counter(), step
+        if replan is not None and t_mark is not None and step == next_replan:
+            # measured speed since the last mark (curve evaluations excluded) -> a step count that fits the budget;
+            # repeated every 10 % of the steps up to 80 %, so a drifting speed still ends with a finished schedule
+            _sync(device)
+            per_step = (time.perf_counter() - t_mark) / (step - s_mark)
+            new_steps, deadline, curve_at = replan(per_step, step)
+            new_steps = max(step + 1, new_steps)
+            log["replanned"].append({"at_step": step, "measured_step_s": per_step, "steps": new_steps})
+            if new_steps != steps:
+                print(f"[{name}] measured {per_step * 1e3:.1f} ms/step: {steps} -> {new_steps} steps", flush=True)
+            steps = new_steps
+            every = max(1, steps // 100)
+            next_replan = step + max(replan_after, steps // 10)
+            if next_replan > 0.8 * steps:
+                replan = None
+            t_mark, s_mark = time.perf_counter(), step
         if time.perf_counter() > deadline:
             print(f"[{name}] time guard: stopped after {step} of {steps} steps", flush=True)
             break
         low, high = next(batches)
         lr = _lr_at(step, steps, warmup, args.lr, args.lr_min)
         loss, gn = trainer.step(low, high, lr)
+        step += 1
         acc += loss
         gn_max = torch.maximum(gn_max, gn)
         accn += 1
-        done = step + 1
+        done = step
         if done % every == 0 or done == steps:
             log["step"].append(done)
             log["loss"].append(float(acc) / accn)
@@ -264,7 +291,10 @@ def train_one(name: str, trainer: Trainer, batches, args, device, steps: int, wa
             accn = 0
         if done in curve_at:
             log["heldout_step"].append(done)
+            t_eval = time.perf_counter()
             log["heldout_psnr"].append(_curve_eval(trainer.model, curve_set))
+            if t_mark is not None:  # keep evaluation time out of the measured step speed
+                t_mark += time.perf_counter() - t_eval
             print(f"[{name}] step {done}/{steps} loss {log['loss'][-1]:.4f} held-out PSNR "
                   f"{log['heldout_psnr'][-1]:.2f} dB  ({time.perf_counter() - T0:.0f} s)", flush=True)
     _sync(device)
@@ -306,6 +336,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-size", type=int, default=400, help="short side of the held-out images")
     p.add_argument("--eval-variants", type=int, default=4, help="degradations per held-out photo")
     p.add_argument("--curve-points", type=int, default=8, help="held-out evaluations during training")
+    p.add_argument("--replan-after", type=int, default=20,
+                   help="re-plan the step count from the speed of this many real WalMaFa steps")
     p.add_argument("--lol", default=None, help="train/evaluate on a LOL-style folder instead of the synthetic pairs")
     p.add_argument("--lol-subset", choices=["real", "synthetic"], default=None, help="LOL-v2 subset")
     return p
@@ -413,8 +445,25 @@ def run(argv: list[str] | None = None) -> dict:
     wal_log: dict = {}
     unet_time = steps * t_unet * 1.2 + len(curve_at) * len(curve_set) * t_unet_img
     wal_deadline = budget_end - reserve - unet_time
+
+    def replan(per_step: float, done_now: int):
+        """Steps that fit the budget at the measured speed (U-Net time and the curve evaluations included)."""
+        # WalMaFa finishes its remaining n - done steps, then the U-Net makes all n:
+        # now + (n - done)·per_step + n·1.2·t_unet = budget_end - reserve - curve evaluations
+        curve_cost = args.curve_points * len(curve_set) * per_img * 1.5
+        left_now = budget_end - reserve - time.perf_counter() - curve_cost
+        n = max(1, int((left_now + done_now * per_step) / (per_step + t_unet * 1.2)))
+        if args.steps:  # a fixed step count is kept
+            n = steps
+        new_curve = {max(1, round(n * (i + 1) / args.curve_points)) for i in range(args.curve_points)}
+        curve_at.clear()
+        curve_at.update(new_curve)
+        deadline = budget_end - reserve - (n * t_unet * 1.2 + len(new_curve) * len(curve_set) * t_unet_img)
+        return n, deadline, curve_at
+
     done = train_one("walmafa", wal, _batches(data, args, device, args.seed), args, device, steps, warmup,
-                     wal_deadline, curve_at, curve_set, wal_log, use_graph)
+                     wal_deadline, curve_at, curve_set, wal_log, use_graph, replan=replan,
+                     replan_after=args.replan_after)
     wal.model.eval()
     _set_chunk(wal.model, 64)  # the package default for inference; the weights do not depend on it
     wal_sha = _save_weights(wal.model, out / "walmafa.safetensors")
@@ -481,7 +530,8 @@ def run(argv: list[str] | None = None) -> dict:
                               f"'train', {args.lol_subset!r})", "train_photos": len(data.names),
                      "heldout": f"PairedFolderDataset({args.lol!r}, 'test', {args.lol_subset!r})",
                      "heldout_photos": [str(n) for n in test.names]}
-    recipe = {"steps": done, "planned_steps": steps, "batch_size": args.batch_size, "crop": args.crop,
+    recipe = {"steps": done, "planned_steps": (wal_log.get("replanned") or [{"steps": steps}])[-1]["steps"],
+              "calibrated_steps": steps, "batch_size": args.batch_size, "crop": args.crop,
               "lr": args.lr, "lr_min": args.lr_min, "warmup_steps": warmup, "schedule": "linear warm-up + cosine",
               "optimizer": "Adam betas (0.9, 0.999) eps 5e-5", "loss": "0.95*(L1 + 1-SSIM) + 0.05*TV (released)",
               "grad_clip": args.grad_clip or None, "seed": args.seed, "budget_s": args.budget_s,

@@ -23,6 +23,7 @@ import argparse
 import datetime as dt
 import json
 import platform
+import re
 import shlex
 import shutil
 import sys
@@ -126,7 +127,28 @@ def _time_cuda(fn, x: torch.Tensor, repeats: int = 10, warmup: int = 3) -> float
     return (time.perf_counter() - t0) / repeats * 1000
 
 
-def _scan_share(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> tuple[float | None, float, str]:
+def _ms(text: str) -> float:
+    """``'7.331ms'`` / ``'930.814us'`` / ``'1.2s'`` → milliseconds."""
+    m = re.fullmatch(r"([0-9.]+)(us|ms|s)", text.strip())
+    if not m:
+        raise ValueError(f"not a profiler time: {text!r}")
+    return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+
+
+def profile_times(table: str) -> tuple[float | None, float | None]:
+    """(device ms inside the ``walmafa.selective_scan`` ranges, total device ms) read from a profiler table
+    (``key_averages().table()``): the range's "CUDA total" column and the "Self CUDA time total" footer, which counts
+    every kernel once."""
+    total = re.search(r"Self (?:CUDA|XPU|device) time total:\s*([0-9.]+(?:us|ms|s))", table)
+    scan = None
+    for line in table.splitlines():
+        cells = re.split(r"\s{2,}", line.strip())
+        if cells and cells[0] == "walmafa.selective_scan" and len(cells) >= 11:
+            scan = _ms(cells[8])
+    return scan, (_ms(total.group(1)) if total else None)
+
+
+def _scan_share(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> tuple[float | None, float | None, str]:
     """(device ms of the scans, device ms of all kernels, profile table) for one forward."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -138,13 +160,6 @@ def _scan_share(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> 
             model(x)
             torch.cuda.synchronize()
     events = prof.key_averages()
-
-    def dev_time(e):
-        return getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
-
-    scan = [e for e in events if e.key == "walmafa.selective_scan"]
-    # every kernel's time is the self device time of exactly one operator (or of the kernel event itself)
-    kernels = sum(getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0) for e in events)
     table = ""
     for key in ("device_time_total", "cuda_time_total", "cpu_time_total"):
         try:
@@ -152,7 +167,27 @@ def _scan_share(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> 
             break
         except (AttributeError, KeyError, ValueError, RuntimeError):
             continue
-    return (dev_time(scan[0]) / 1000 if scan else None), kernels / 1000, table
+    scan_ms, total_ms = profile_times(table)
+    return scan_ms, total_ms, table
+
+
+def fix_gpu_json(folder: Path) -> Path:
+    """Re-derive the scan / total device times of ``folder/walmafa/walmafa_gpu.json`` from the profile tables the
+    same run saved beside it (``gpu_profile_<scan>_<precision>.txt``). Runs before this fix summed every profiler
+    row's self device time, which counts a kernel both under its operator and as its own row, and missed the Triton
+    kernel's range."""
+    path = folder / "walmafa" / "walmafa_gpu.json"
+    data = json.loads(path.read_text())
+    for row in data["rows"]:
+        table = folder / f"gpu_profile_{row.get('scan')}_{row.get('precision')}.txt"
+        if table.exists():
+            scan_ms, total_ms = profile_times(table.read_text())
+            row["scan_device_ms"], row["device_ms"] = scan_ms, total_ms
+            row["scan_share"] = scan_ms / total_ms if scan_ms is not None and total_ms else None
+    data["settings"]["device_times"] = ("scan and total device ms re-derived from the run's saved profile tables "
+                                        "(range 'CUDA total' and 'Self CUDA time total')")
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return path
 
 
 def gpu_profile(args) -> None:
@@ -277,6 +312,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gpu-profile", action="store_true", help="GPU latency per scan (one GPU, ~2 min)")
+    p.add_argument("--fix-gpu-json", default=None, metavar="DIR",
+                   help="re-derive the device times of DIR/walmafa/walmafa_gpu.json from DIR's saved profile tables")
     p.add_argument("--full", action="store_true", help="GPU: WalMaFa vs U-Net at an equal budget, several seeds")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--budget-s", type=float, default=150, help="--full: seconds per seed (both models)")
@@ -284,6 +321,9 @@ def main() -> None:
     args = p.parse_args()
     if args.gpu_profile:
         gpu_profile(args)
+        return
+    if args.fix_gpu_json:
+        print(fix_gpu_json(Path(args.fix_gpu_json)))
         return
     if args.full:
         if args.device == "cpu" and torch.cuda.is_available():
