@@ -271,6 +271,9 @@ def test_s2q_vdit_is_registered_trains_blocks_and_round_trips(cog, tmp_path):
     rep = q.vqcore_report
     assert rep.details["kept"] == 6 and rep.details["distill"] == "sparse" and rep.details["lora_adapters"] > 0
     assert 0 < rep.details["zero_weight_fraction"] < 1
+    # budget rule (issue 20): the official lr x 10 000 iterations spread over 40 -> capped at x40
+    assert rep.details["lr_scale"] == 40.0
+    assert rep.details["lrs"] == pytest.approx({"weight_scale": 4e-5, "adapters": 4e-4}, rel=1e-12)
     assert block_error(q, calib) < block_error(q0, calib)  # the token-weighted loss trains the block
     vqcore.save(q, tmp_path / "q")
     fresh = tiny_cogvideox()
@@ -280,6 +283,20 @@ def test_s2q_vdit_is_registered_trains_blocks_and_round_trips(cog, tmp_path):
     with torch.no_grad():
         assert torch.allclose(loaded(**x).sample, q(**x).sample, atol=1e-6)
     assert any(isinstance(m.weight_adapter, QuantLoRA) for m in quantized_layers(loaded).values())
+
+
+def test_lr_budget_rule():
+    """lr x steps of the official run, capped at x100 and at xsteps (vqcore.methods.budget)."""
+    from vqcore.methods.budget import lr_budget_scale
+
+    assert lr_budget_scale(10000, 100) == 100.0  # exactly the official lr x steps
+    assert lr_budget_scale(10000, 200) == 50.0
+    assert lr_budget_scale(10000, 1000) == 10.0
+    assert lr_budget_scale(50000, 200) == 100.0  # cap (x250 would be needed)
+    assert lr_budget_scale(16000, 20) == 20.0  # short runs: at most x steps
+    assert lr_budget_scale(100, 1000) == 0.1  # longer than official: the rates shrink
+    with pytest.raises(ValueError, match="official_steps"):
+        lr_budget_scale(0, 10)
 
 
 @pytest.mark.parametrize("distill", ["plain", "token"])

@@ -35,6 +35,14 @@ Pipeline (``method="mpq-dm"``):
    number of rollouts (default 50), each of ``num_steps`` denoising steps (default: the number of distinct timesteps in
    the calibration set, i.e. the sampling schedule it was captured with), so there are ``iters × num_steps``
    optimiser steps. Rule used in the benchmark: the benchmark's ``iters`` rollouts (10 quick / 300 full).
+   **Budget** (issue 20): official **800 rollouts × 20 steps = 16 000 AdamW steps, LoRA lr avgΔ/2500, weight Δ lr
+   1e-6, activation tables 5e-4**, linear decay. Ours: ``iters × num_steps`` steps (default 50 × the calibration
+   schedule's steps, e.g. 1 000 at 20 steps) with the LoRA and weight-Δ rates multiplied by
+   :func:`vqcore.methods.budget.lr_budget_scale` ``(16 000, iters × num_steps)`` (×16 at 1 000 steps, ×80 at the
+   quick benchmark's 80, ×100 cap), so ``lr × steps`` per parameter matches the official run (``lr_scale`` overrides;
+   1.0 = the code's rates; explicit ``lrs`` entries are used as given). The activation tables keep their relative
+   rate (5e-2 × initial Δ per step, above): the code's absolute 5e-4 × 800 updates per row would move a 0.002–0.007
+   step by far more than itself, which is what collapsed them.
 4. **TRD** (paper §3.3): spatial relation maps of L2-normalised features of the last block
    (``output_blocks[-1]`` in the code; here the last block of :func:`vqcore.calib.find_blocks`, e.g. ``up_blocks[-1]``
    or the last transformer block — tokens ``[B, N, C]`` are read as ``[B, C, N, 1]``), row softmax,
@@ -70,6 +78,7 @@ from ..quant.prepare import preset
 from ..quant.quantizer import QuantSpec, UniformQuantizer
 from ..recon.engine import LossTerm, ReconConfig, first_tensor, optimize
 from .base import Method, register_method
+from .budget import lr_budget_scale
 from .mpqdm_layers import MPQLayout, MPQLoRA, OMQQuantizer
 from .timerange import attach_step_tables
 
@@ -79,6 +88,7 @@ logger = logging.getLogger(__name__)
 
 ACT_LR_CODE = 5e-4  # train_ourdm.py: absolute lr of the per-step activation (Δ, zp) tables
 ACT_LR_RELATIVE = 5e-2  # default with act_lr="relative": lr = this × the table's initial mean Δ
+OFFICIAL_STEPS = 16000  # train_ourdm.py: 800 rollouts (NUM_EPOCHS) × 20 DDIM steps, one AdamW step per DDIM step
 
 
 # -- OMQ ------------------------------------------------------------------------------------------------------------
@@ -303,7 +313,7 @@ class MPQDM(Method):
             alpha: float = 0.5, k_fractions=(0.0, 0.1), lora_rank: int = 32, lrs: dict | None = None,
             search_items: int = 32, scheduler=None, trd_module: str | None = None, seed: int = 0, checkpoint=None,
             progress: bool = True, act_lr: str = "relative", lazy_rows: bool = True, weight_init: str = "mse",
-            checkpoint_every: int = 100, **options) -> dict[str, Any]:
+            checkpoint_every: int = 100, lr_scale: float | None = None, **options) -> dict[str, Any]:
         if options:
             raise TypeError(f"mpq-dm got unknown options {sorted(options)}")
         if not isinstance(iters, int) or iters < 0:
@@ -321,10 +331,14 @@ class MPQDM(Method):
             raise ValueError(f"checkpoint_every must be a positive int (optimiser steps), got {checkpoint_every!r}")
         if act_lr not in ("relative", "absolute"):
             raise ValueError(f"act_lr must be 'relative' or 'absolute', got {act_lr!r}")
-        act_default = ACT_LR_RELATIVE if act_lr == "relative" else ACT_LR_CODE
-        lrs = {"lora": 1 / 2500, "weight_scale": 1e-6, "act_scale": act_default, **(lrs or {})}
+        if lr_scale is not None and not float(lr_scale) > 0:
+            raise ValueError(f"lr_scale must be > 0 or None, got {lr_scale!r}")
         ts = sorted({i.timestep for i in items if i.timestep is not None}, reverse=True)
         num_steps = num_steps or (len(ts) if len(ts) >= 2 else 20)
+        # budget (module docstring, "Budget"): official LoRA / weight-Δ rates × the factor restoring lr × steps
+        scale = lr_budget_scale(OFFICIAL_STEPS, iters * num_steps) if lr_scale is None else float(lr_scale)
+        act_default = ACT_LR_RELATIVE if act_lr == "relative" else ACT_LR_CODE
+        lrs = {"lora": scale / 2500, "weight_scale": scale * 1e-6, "act_scale": act_default, **(lrs or {})}
         device = next(qmodel.parameters()).device
 
         plans = list(getattr(qmodel, "vqcore_plan", []))
@@ -387,7 +401,10 @@ class MPQDM(Method):
             p.requires_grad_(False)
         ks = [v.get("k", 0) for v in omq_info.values()]
         return {"omq": omq, "trd": trd, "trd_grad": trd_grad, "rollouts": iters, "num_steps": num_steps,
-                "optimizer_steps": iters * num_steps, "omq_layers": len(main), "special_w8a8_layers": sorted(special),
+                "optimizer_steps": iters * num_steps, "lr_scale": scale,
+                "official": {"optimizer_steps": OFFICIAL_STEPS, "lrs": {"lora": "avgΔ/2500", "weight_scale": 1e-6,
+                                                                        "act_scale": ACT_LR_CODE}},
+                "omq_layers": len(main), "special_w8a8_layers": sorted(special),
                 "layers_with_k>0": sum(k > 0 for k in ks), "trd_module": trd_name,
                 "final_loss": losses[-1] if losses else None, "act_lr": act_lr, "lazy_rows": lazy_rows,
                 "trained_rows": [[k, trained_rows[k]] for k in sorted(trained_rows)],

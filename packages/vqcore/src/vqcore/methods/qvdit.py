@@ -77,6 +77,7 @@ from ..quant.quantizer import QuantSpec
 from ..recon.engine import LossTerm, MSETerm, ReconConfig, _to, first_tensor, output_distillation
 from .base import Method, register_method
 from .baselines import init_weight_quantizers
+from .budget import lr_budget_scale
 
 __all__ = ["LoRAWeightAdapter", "FrameMaskedRank1", "TMDTerm", "QVDiT", "attach_tqe", "official_settings",
            "TEMPORAL_PATTERNS"]
@@ -327,8 +328,7 @@ class QVDiT(Method):
         if iters is None:
             iters = min(official["iters"], math.ceil(official["passes"] * len(items) / batch_size))
         # budget rule (module docstring); below 100 iterations the factor is also capped at the iteration count
-        scale = (min(official["iters"] / max(iters, 1), 100.0, float(max(iters, 1))) if lr_scale is None
-                 else float(lr_scale))
+        scale = lr_budget_scale(official["iters"], iters) if lr_scale is None else float(lr_scale)
         lrs = {"weight_scale": lr_weight_scale * scale}
         if tqe:
             lrs["adapters"] = lr_adapters * scale
@@ -336,7 +336,8 @@ class QVDiT(Method):
                           seed=seed, checkpoint=checkpoint, progress=progress)
         terms = [TMDTerm(lam, tmd_mode, layout)] if use_tmd else [MSETerm()]
         losses = output_distillation(qmodel, items, cfg, terms)
-        return {"official": official, "smoothing_alpha": alpha, "smoothed_layers": smoothed, "weight_quantizers": n_w,
+        return {"official": official, "lr_scale": scale,
+                "smoothing_alpha": alpha, "smoothed_layers": smoothed, "weight_quantizers": n_w,
                 **tqe_info, "tmd": use_tmd, "tmd_mode": tmd_mode if use_tmd else None, "lambda": lam if use_tmd else 0,
                 "iters": iters, "lrs": lrs, "calibration_items_used": len(items),
                 "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}
