@@ -83,11 +83,11 @@ def machine_info() -> dict[str, object]:
             info["gpu"] = None
     except ImportError:
         pass
-    try:
-        import triton
+    try:  # Triton is torch's optional GPU compiler: read its version without importing it
+        import importlib.metadata
 
-        info["triton"] = triton.__version__
-    except ImportError:
+        info["triton"] = importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:
         pass
     return info
 
