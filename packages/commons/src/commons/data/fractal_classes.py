@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .fractals import _sigma_factor, render_ifs
+from .fractals import draw_ifs_classes
 
 __all__ = ["FractalClasses", "fractal_classes", "sample_class_ifs", "render_instances"]
 
@@ -57,19 +57,8 @@ def sample_class_ifs(num_classes: int, seed: int = 0, sigma_range: tuple[float, 
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    lo, hi = sigma_range
-    if not 0 < lo < hi:
-        raise ValueError(f"sigma_range must be (low, high) with 0 < low < high, got {sigma_range}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, _CLASS_STREAM]))
-    classes: list[np.ndarray] = []
-    for _ in range(max_tries):
-        n_maps = int(rng.integers(2, 5))
-        maps = rng.uniform(-1.0, 1.0, size=(n_maps, 2, 3))
-        if lo <= _sigma_factor(maps) <= hi and (render_ifs(maps, 32, 1500, rng) > 0).mean() >= min_fill:
-            classes.append(maps)
-            if len(classes) == num_classes:
-                return classes
-    raise RuntimeError(f"found only {len(classes)} IFS within sigma_range={sigma_range} in {max_tries} tries")
+    return draw_ifs_classes(rng, num_classes, sigma_range, min_fill, max_tries)
 
 
 def render_instances(maps: np.ndarray, size: int, num_points: int, rng: np.random.Generator) -> np.ndarray:

@@ -38,10 +38,15 @@ def sample_ifs_classes(num_classes: int, seed: int = 0, sigma_range: tuple[float
     """
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    return draw_ifs_classes(np.random.default_rng(seed), num_classes, sigma_range, min_fill, max_tries)
+
+
+def draw_ifs_classes(rng: np.random.Generator, num_classes: int, sigma_range: tuple[float, float] = (3.5, 4.5),
+                     min_fill: float = 0.04, max_tries: int = 100_000) -> list[np.ndarray]:
+    """The rejection sampler behind :func:`sample_ifs_classes`, drawing from ``rng`` (see there for the filters)."""
     lo, hi = sigma_range
     if not 0 < lo < hi:
         raise ValueError(f"sigma_range must be (low, high) with 0 < low < high, got {sigma_range}")
-    rng = np.random.default_rng(seed)
     classes: list[np.ndarray] = []
     for _ in range(max_tries):
         n_maps = int(rng.integers(2, 5))
