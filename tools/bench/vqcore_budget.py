@@ -61,12 +61,13 @@ def _movement(before: dict, after: dict) -> dict:
 
 
 def measure(method: str, model, w: int, a: int, calib, iters: int, short: int, official_steps: int, steps_of,
-            **opts) -> list:
-    """The default run at ``iters``, the official-rate run at ``short`` iterations (extrapolated), one row each."""
+            budget_opts: dict | None = None, **opts) -> list:
+    """The budget-rule run at ``iters`` (``budget_opts`` selects the rule where it is not the method's default), the
+    official-rate run at ``short`` iterations (extrapolated), one row each."""
     base = vqcore.quantize(model, method, w_bits=w, a_bits=a, calib=calib, iters=0, progress=False, **opts)
     before = _snapshot(base)
     rows = []
-    for label, n, extra in (("default", iters, {}), ("official_lr", short, {"lr_scale": 1.0})):
+    for label, n, extra in (("default", iters, budget_opts or {}), ("official_lr", short, {"lr_scale": 1.0})):
         t0 = time.perf_counter()
         q = vqcore.quantize(model, method, w_bits=w, a_bits=a, calib=calib, iters=n, progress=False, **opts, **extra)
         sec = time.perf_counter() - t0
@@ -99,7 +100,8 @@ def main(argv=None) -> int:
     unet = load("digits-unet")
     ucalib = _calibration(unet, torch.tensor([1, 4]), 8, 1.0, 50_000, 2**28)
     rows += measure("mpq-dm", unet, 4, 8, ucalib, args.rollouts, max(args.short // 4, 1), 16000,
-                    lambda d: d["optimizer_steps"], batch_size=2, search_items=4, trd=False)
+                    lambda d: d["optimizer_steps"], budget_opts={"lr_scale": "budget"},  # not mpq-dm's default
+                    batch_size=2, search_items=4, trd=False)
     for r in rows:
         print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
     kw = {"root": args.out} if args.out else {}

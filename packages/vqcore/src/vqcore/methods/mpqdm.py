@@ -37,10 +37,12 @@ Pipeline (``method="mpq-dm"``):
    optimiser steps. Rule used in the benchmark: the benchmark's ``iters`` rollouts (10 quick / 300 full).
    **Budget** (issue 20): official **800 rollouts × 20 steps = 16 000 AdamW steps, LoRA lr avgΔ/2500, weight Δ lr
    1e-6, activation tables 5e-4**, linear decay. Ours: ``iters × num_steps`` steps (default 50 × the calibration
-   schedule's steps, e.g. 1 000 at 20 steps) with the LoRA and weight-Δ rates multiplied by
-   :func:`vqcore.methods.budget.lr_budget_scale` ``(16 000, iters × num_steps)`` (×16 at 1 000 steps, ×80 at the
-   quick benchmark's 80, ×100 cap), so ``lr × steps`` per parameter matches the official run (``lr_scale`` overrides;
-   1.0 = the code's rates; explicit ``lrs`` entries are used as given). The activation tables keep their relative
+   schedule's steps, e.g. 1 000 at 20 steps) at the code's per-step LoRA and weight-Δ rates (``lr_scale=1``).
+   ``lr_scale="budget"`` multiplies them by :func:`vqcore.methods.budget.lr_budget_scale` ``(16 000, iters ×
+   num_steps)`` (×16 at 1 000 steps, ×80 at the quick benchmark's 80, ×100 cap) so that ``lr × steps`` per parameter
+   matches the official run — but on the zoo UNet that collapsed even W8A8 (quick benchmark, 2026-12-07: PSNR to the
+   FP samples 36.4 → 17.4 dB, fid-like 3.9 → 47), so it is not the default; explicit ``lrs`` entries are used as
+   given. The activation tables keep their relative
    rate (5e-2 × initial Δ per step, above): the code's absolute 5e-4 × 800 updates per row would move a 0.002–0.007
    step by far more than itself, which is what collapsed them.
 4. **TRD** (paper §3.3): spatial relation maps of L2-normalised features of the last block
@@ -313,7 +315,7 @@ class MPQDM(Method):
             alpha: float = 0.5, k_fractions=(0.0, 0.1), lora_rank: int = 32, lrs: dict | None = None,
             search_items: int = 32, scheduler=None, trd_module: str | None = None, seed: int = 0, checkpoint=None,
             progress: bool = True, act_lr: str = "relative", lazy_rows: bool = True, weight_init: str = "mse",
-            checkpoint_every: int = 100, lr_scale: float | None = None, **options) -> dict[str, Any]:
+            checkpoint_every: int = 100, lr_scale: float | str = 1.0, **options) -> dict[str, Any]:
         if options:
             raise TypeError(f"mpq-dm got unknown options {sorted(options)}")
         if not isinstance(iters, int) or iters < 0:
@@ -331,12 +333,12 @@ class MPQDM(Method):
             raise ValueError(f"checkpoint_every must be a positive int (optimiser steps), got {checkpoint_every!r}")
         if act_lr not in ("relative", "absolute"):
             raise ValueError(f"act_lr must be 'relative' or 'absolute', got {act_lr!r}")
-        if lr_scale is not None and not float(lr_scale) > 0:
-            raise ValueError(f"lr_scale must be > 0 or None, got {lr_scale!r}")
+        if lr_scale != "budget" and (isinstance(lr_scale, (str, bool)) or not float(lr_scale) > 0):
+            raise ValueError(f"lr_scale must be a number > 0 or 'budget', got {lr_scale!r}")
         ts = sorted({i.timestep for i in items if i.timestep is not None}, reverse=True)
         num_steps = num_steps or (len(ts) if len(ts) >= 2 else 20)
         # budget (module docstring, "Budget"): official LoRA / weight-Δ rates × the factor restoring lr × steps
-        scale = lr_budget_scale(OFFICIAL_STEPS, iters * num_steps) if lr_scale is None else float(lr_scale)
+        scale = lr_budget_scale(OFFICIAL_STEPS, iters * num_steps) if lr_scale == "budget" else float(lr_scale)
         act_default = ACT_LR_RELATIVE if act_lr == "relative" else ACT_LR_CODE
         lrs = {"lora": scale / 2500, "weight_scale": scale * 1e-6, "act_scale": act_default, **(lrs or {})}
         device = next(qmodel.parameters()).device
