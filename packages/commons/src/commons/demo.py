@@ -19,19 +19,24 @@ def run(out_dir: Path) -> DemoSection:
 
     digits = DigitsDataset(image_size=32)
     order = [int(np.flatnonzero(digits.targets.numpy() == c)[k]) for k in range(3) for c in range(10)]
-    digits_png = save_image_grid([digits[i][0] for i in order], out_dir / "commons_digits.png", nrow=10, scale=2)
+    digits_png = save_image_grid([digits[i][0] for i in order], out_dir / "commons_digits.png", nrow=10, scale=2,
+                                 col_labels=[str(c) for c in range(10)])
 
     photos = sample_photos()
     thumbs = []
     for img in photos.values():
         t = torch.from_numpy(img).permute(2, 0, 1).float().div(255).unsqueeze(0)
         thumbs.append(torch.nn.functional.interpolate(t, size=(96, 128), mode="area")[0])
-    photos_png = save_image_grid(thumbs, out_dir / "commons_photos.png", nrow=4)
+    rows_of_photos = -(-len(thumbs) // 4)
+    names = list(photos) + [""] * (4 * rows_of_photos - len(thumbs))
+    photos_png = save_image_grid(thumbs, out_dir / "commons_photos.png", nrow=4, row_labels=[
+        ", ".join(n for n in names[4 * r:4 * r + 4] if n) for r in range(rows_of_photos)])
 
     left, right, disp = stereo_pair()
     d = np.where(np.isfinite(disp), disp, 0.0)
     d = (d / max(d.max(), 1e-6))[..., None].repeat(3, axis=2)
-    stereo_png = save_image_grid([left, right, (d * 255).astype(np.uint8)], out_dir / "commons_stereo.png", nrow=3)
+    stereo_png = save_image_grid([left, right, (d * 255).astype(np.uint8)], out_dir / "commons_stereo.png", nrow=3,
+                                 col_labels=["left", "right", "ground-truth disparity"])
 
     # Metric sanity: fidelity must fall as noise grows; Fréchet distance must grow with a mean shift.
     photo = torch.from_numpy(photos["astronaut"]).permute(2, 0, 1).float().div(255)
