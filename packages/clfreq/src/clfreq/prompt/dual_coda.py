@@ -62,8 +62,22 @@ def _clip_layers(layers, depth: int, what: str) -> list[int]:
     return kept
 
 
+def _check_num_tasks(num_tasks) -> None:
+    if not isinstance(num_tasks, int) or num_tasks < 1:
+        raise ValueError(f"num_tasks must be a positive int, got {num_tasks!r}")
+
+
 class _FrozenQueryLearner(IncrementalLearner):
     """Shared parts: the frozen ViT with prefix layers, a linear head, prompt-free queries, per-sample prediction."""
+
+    num_tasks: int
+
+    def _begin_task(self, task: TaskData) -> int:
+        """Check the task id against ``num_tasks``, register the task's classes, return the id."""
+        if task.task_id >= self.num_tasks:
+            raise ValueError(f"task_id {task.task_id} exceeds num_tasks={self.num_tasks}")
+        self._register_task(task)
+        return task.task_id
 
     def _setup(self, backbone: nn.Module, layers: list[int], seed: int, device) -> None:
         self.vit = PromptedViT(backbone, layers)
@@ -126,8 +140,7 @@ class DualPrompt(_FrozenQueryLearner):
                  device: str | torch.device = "cpu"):
         super().__init__(num_classes)
         self.config = cfg = config or DualPromptConfig()
-        if not isinstance(num_tasks, int) or num_tasks < 1:
-            raise ValueError(f"num_tasks must be a positive int, got {num_tasks!r}")
+        _check_num_tasks(num_tasks)
         depth = len(backbone.blocks)
         g = _clip_layers(cfg.g_prompt_layers, depth, "g_prompt_layers")
         e = _clip_layers(cfg.e_prompt_layers, depth, "e_prompt_layers")
@@ -165,10 +178,7 @@ class DualPrompt(_FrozenQueryLearner):
         return torch.stack(slots), pull
 
     def fit_task(self, task: TaskData, progress: bool = False) -> dict[str, float]:
-        cfg, t = self.config, task.task_id
-        if t >= self.num_tasks:
-            raise ValueError(f"task_id {t} exceeds num_tasks={self.num_tasks}")
-        self._register_task(task)
+        cfg, t = self.config, self._begin_task(task)
         start = time.perf_counter()
         if t > 0:  # shared_prompt_pool: the new E-prompt starts from the previous one (keys are not shared)
             with torch.no_grad():
@@ -259,8 +269,7 @@ class CODAPrompt(_FrozenQueryLearner):
                  device: str | torch.device = "cpu"):
         super().__init__(num_classes)
         self.config = cfg = config or CODAPromptConfig()
-        if not isinstance(num_tasks, int) or num_tasks < 1:
-            raise ValueError(f"num_tasks must be a positive int, got {num_tasks!r}")
+        _check_num_tasks(num_tasks)
         if cfg.pool_size % num_tasks:
             raise ValueError(f"pool_size ({cfg.pool_size}) must be divisible by num_tasks ({num_tasks})")
         layers = _clip_layers(cfg.prompt_layers, len(backbone.blocks), "prompt_layers")
@@ -313,10 +322,7 @@ class CODAPrompt(_FrozenQueryLearner):
         return len({self.class_to_task[c] for c in self.seen_classes})
 
     def fit_task(self, task: TaskData, progress: bool = False) -> dict[str, float]:
-        cfg, t = self.config, task.task_id
-        if t >= self.num_tasks:
-            raise ValueError(f"task_id {t} exceeds num_tasks={self.num_tasks}")
-        self._register_task(task)
+        cfg, t = self.config, self._begin_task(task)
         start = time.perf_counter()
         if t > 0:
             self._new_components(t)
