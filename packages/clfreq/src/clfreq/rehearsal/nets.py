@@ -150,7 +150,7 @@ class CLFDNet(nn.Module):
             h = h * (u[None, :] < self.select_probs[y])
         h = kwta(h, self.kwta_keep)
         if self.training and y is not None:
-            self.select_counts.index_add_(0, y, (h != 0).float().detach())
+            self.select_counts.index_add_(0, y, (h != 0).to(self.select_counts.dtype).detach())
         return self.classifier(h)
 
     def forward(self, x):
