@@ -215,3 +215,4 @@ def test_every_strategy_weights_a_confident_right_and_a_vaguer_wrong_teacher_by_
     assert max(seen["aekd"][-1]) <= 0.6 + 1e-6 and sum(seen["aekd"][-1]) == pytest.approx(1.0, abs=1e-5)
     for name in ("mtkd_rl", "mtkd_rl_dynamic"):  # warm-up: all ones; then fused distributions
         assert seen[name][0] == pytest.approx([1.0, 1.0]) and sum(seen[name][1]) == pytest.approx(1.0, abs=1e-5)
+    assert all(sum(w) == pytest.approx(1.0, abs=1e-5) for w in seen["mmkd"])  # softmax over teachers from epoch 0

@@ -108,7 +108,12 @@ def test_cli_flags_reach_the_config_and_the_strategy(tmp_path, capsys, monkeypat
     assert main([*base, "--strategy", "mtkd_rl", "--agent-step", "3", "--agent-lr", "0.2"]) == 0
     state = load_training_state(tmp_path / "mtkd_rl_seed0" / "state.pt")
     assert "agent_step=3" in state["strategy_spec"] and "lr=0.2" in state["strategy_spec"]
+    assert main([*base, "--strategy", "mmkd", "--meta-lr", "0.01", "--meta-freq", "3"]) == 0
+    state = load_training_state(tmp_path / "mmkd_seed0" / "state.pt")
+    assert "meta_lr=0.01" in state["strategy_spec"] and "meta_freq=3" in state["strategy_spec"]
     capsys.readouterr()
+    with pytest.raises(SystemExit, match="--meta-lr does not apply"):
+        main([*base, "--strategy", "aver", "--meta-lr", "0.1"])
     with pytest.raises(SystemExit, match="--agent-step does not apply"):
         main([*base, "--strategy", "aver", "--agent-step", "3"])
     assert main([*base, "--strategy", "aekd", "--aekd-cap", "-1"]) == 2

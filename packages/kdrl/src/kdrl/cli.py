@@ -10,6 +10,7 @@ Examples::
     kdrl train --strategy aver --epochs 10
     kdrl train --data cifar100 --data-root ~/data --download --teachers resnet32x4,resnet56 --student resnet8x4
     kdrl train --strategy aekd --aekd-cap 0.6 --beta 5 -T 4
+    kdrl train --strategy mmkd --meta-lr 1e-3 --meta-freq 5
     kdrl train --resume                          # refuses a run saved with other settings unless --force
     accelerate launch -m kdrl.cli train --data cifar100 --data-root ~/data   # several GPUs
 """
@@ -57,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--agent-step", type=int, default=None,
                    help="mtkd_rl*: replay the agent's buffer every this many batches and at epoch end (official: 1000)")
     t.add_argument("--agent-lr", type=float, default=None, help="mtkd_rl*: agent SGD learning rate (official: 0.1)")
+    t.add_argument("--meta-lr", type=float, default=None, help="mmkd: Adam lr of the weight networks (official 1e-3)")
+    t.add_argument("--meta-freq", type=int, default=None,
+                   help="mmkd: a meta step every this many batches and at the last one (official 5)")
     t.add_argument("--aekd-cap", type=float, default=None,
                    help="aekd: the cap C on every teacher weight (official -C 0.6; nu = 1/(C M))")
     t.add_argument("--resume", action="store_true", help="continue from <out>/<strategy>_seed<seed>/state.pt "
@@ -96,7 +100,9 @@ def _strategy_kwargs(args) -> dict:
     mtkd = args.strategy.startswith("mtkd_rl")
     for flag, value, key, ok in (("--agent-step", args.agent_step, "agent_step", mtkd),
                                  ("--agent-lr", args.agent_lr, "lr", mtkd),
-                                 ("--aekd-cap", args.aekd_cap, "C", args.strategy == "aekd")):
+                                 ("--aekd-cap", args.aekd_cap, "C", args.strategy == "aekd"),
+                                 ("--meta-lr", args.meta_lr, "meta_lr", args.strategy == "mmkd"),
+                                 ("--meta-freq", args.meta_freq, "meta_freq", args.strategy == "mmkd")):
         if value is None:
             continue
         if not ok:

@@ -28,7 +28,7 @@ from .adapters import build_adaptors
 from .config import DistillConfig
 from .features import as_feature_classifier
 from .losses import cosine_per_sample, feature_mse_per_sample, kd_kl_per_sample, teacher_cross_entropy
-from .strategies import DistillContext, WeightingStrategy, create_strategy
+from .strategies import DistillContext, StudentStep, WeightingStrategy, create_strategy
 from .teachers import TeacherPool, resolve_model
 from .training import evaluate_classifier, make_sgd
 
@@ -125,7 +125,7 @@ class MultiTeacherDistiller:
 
     # ------------------------------------------------------------------ one step
     def _context(self, epoch: int, y: torch.Tensor, logits: torch.Tensor, adapted: list[torch.Tensor],
-                 t_outs) -> tuple[DistillContext, torch.Tensor, torch.Tensor]:
+                 t_outs, fmap: torch.Tensor | None = None) -> tuple[DistillContext, torch.Tensor, torch.Tensor]:
         T = self.config.temperature
         kd = torch.stack([kd_kl_per_sample(logits, t.logits, T) for t in t_outs], dim=1)  # with grad
         feat = torch.stack([feature_mse_per_sample(a, t.feature_map) for a, t in zip(adapted, t_outs)], dim=1)
@@ -136,6 +136,7 @@ class MultiTeacherDistiller:
             teacher_embeddings=t_emb, student_embeddings=s_emb, kd=kd.detach(), feat=feat.detach(),
             teacher_ce=torch.stack([teacher_cross_entropy(t.logits, y) for t in t_outs], dim=1),
             cosine=torch.stack([cosine_per_sample(s, t) for s, t in zip(s_emb, t_emb)], dim=1), temperature=T,
+            teacher_maps=[t.feature_map for t in t_outs], student_map=None if fmap is None else fmap.detach(),
         )
         if self.strategy.needs_teacher_heads:  # CA-MKD: each teacher's head reads the adapted student map
             head_ce = torch.stack([teacher_cross_entropy(self.teachers.teacher(m).head(a), y)
@@ -165,6 +166,12 @@ class MultiTeacherDistiller:
             raise TypeError(f"train_loader must be a torch DataLoader, got {type(train_loader).__name__}")
         cfg = self.config
         seed_everything(cfg.seed)
+        full_batch = int(train_loader.batch_size or 0)
+        if self.strategy.fixed_batch_size:
+            if full_batch < 2:
+                raise ValueError(f"strategy {self.strategy.name!r} needs a train_loader with a fixed batch_size >= 2, "
+                                 f"got batch_size={train_loader.batch_size!r}")
+            self.strategy.batch_size = full_batch
         if self.model is None:
             first = next(iter(train_loader))
             if not isinstance(first, (tuple, list)) or len(first) < 2:
@@ -206,13 +213,16 @@ class MultiTeacherDistiller:
             sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "feat": 0.0, "correct": 0.0, "n": 0.0}
             w_l_sum = torch.zeros(M)
             w_f_sum = torch.zeros(M)
-            for x, y in loader:
+            num_batches = len(loader)
+            for batch_index, (x, y) in enumerate(loader):
+                if self.strategy.fixed_batch_size and x.shape[0] < full_batch:
+                    continue  # official MMKD: `if opt.batch_size > input.size(0): continue`
                 x, y = x.to(device), y.to(device)
-                logits, _fmap, adapted = model(x)
+                logits, fmap, adapted = model(x)
                 ce = F.cross_entropy(logits.float(), y, reduction="none")
                 if self.strategy.uses_teachers:
                     t_outs = self.teachers(x)
-                    ctx, kd, feat = self._context(epoch, y, logits, adapted, t_outs)
+                    ctx, kd, feat = self._context(epoch, y, logits, adapted, t_outs, fmap)
                     ts = time.perf_counter()
                     w_l, w_f = self.strategy.weights(ctx)
                     strat_s += time.perf_counter() - ts
@@ -232,6 +242,10 @@ class MultiTeacherDistiller:
                     ts = time.perf_counter()
                     w_f = w_f.detach()
                     self.strategy.observe(ctx, w_l, w_f, per_sample.detach())
+                    self.strategy.after_step(StudentStep(
+                        context=ctx, inputs=x, targets=y, model=backend.unwrap(model),
+                        optimizer=getattr(opt, "optimizer", opt), teachers=self.teachers, config=cfg,
+                        batch_index=batch_index, num_batches=num_batches))
                     strat_s += time.perf_counter() - ts
                     w_l_sum += w_l.sum(0).cpu()
                     w_f_sum += w_f.sum(0).cpu()

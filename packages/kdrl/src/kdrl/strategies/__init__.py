@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import DistillContext, WeightingStrategy
+from .base import DistillContext, StudentStep, WeightingStrategy
+from .mmkd import MMKD, FeatureWeightNet, HardBuffer, LogitsWeightNet
 from .mtkd_rl import MTKDRL, TeacherWeightingAgent, build_state, standardized_reward
 from .simple import Average, ConfidenceAware, EntropyBased, GradientSpace, NoKD, confidence_weights
 
-__all__ = ["DistillContext", "WeightingStrategy", "MTKDRL", "TeacherWeightingAgent", "build_state",
+__all__ = ["DistillContext", "StudentStep", "WeightingStrategy", "MMKD", "LogitsWeightNet", "FeatureWeightNet",
+           "HardBuffer", "MTKDRL", "TeacherWeightingAgent", "build_state",
            "standardized_reward", "Average", "ConfidenceAware", "EntropyBased", "GradientSpace", "NoKD",
            "confidence_weights", "create_strategy", "list_strategies"]
 
@@ -19,6 +21,7 @@ _STRATEGIES: dict[str, type[WeightingStrategy]] = {
     "ebkd": EntropyBased,
     "aekd": GradientSpace,
     "mtkd_rl": MTKDRL,
+    "mmkd": MMKD,
 }
 
 
@@ -27,8 +30,8 @@ def list_strategies() -> list[str]:
 
 
 def create_strategy(name: str, **kwargs: Any) -> WeightingStrategy:
-    """``"student"`` (no KD), ``"aver"``, ``"camkd"``, ``"ebkd"``, ``"aekd"``, ``"mtkd_rl"``, ``"mtkd_rl_dynamic"``,
-    and the ablation ``"aver_warmup"`` (AVER with MTKD-RL's all-ones first epoch)."""
+    """``"student"`` (no KD), ``"aver"``, ``"camkd"``, ``"ebkd"``, ``"aekd"``, ``"mmkd"``, ``"mtkd_rl"``,
+    ``"mtkd_rl_dynamic"``, and the ablation ``"aver_warmup"`` (AVER with MTKD-RL's all-ones first epoch)."""
     if isinstance(name, WeightingStrategy):
         return name
     if name == "mtkd_rl_dynamic":

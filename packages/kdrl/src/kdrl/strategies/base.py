@@ -7,7 +7,9 @@ matrices (logit KD and feature KD); the student's loss is
 ``L = mean_b [ CE_b + sum_m w^l_{b,m} KL_{b,m} + beta * sum_m w^f_{b,m} F_{b,m} ]``.
 
 After the optimiser step the distiller calls :meth:`WeightingStrategy.observe` with the detached per-sample loss,
-and :meth:`WeightingStrategy.end_epoch` at the end of every epoch: learning strategies (MTKD-RL) train there.
+then :meth:`WeightingStrategy.after_step` with a :class:`StudentStep` (the student, its optimiser, the teachers and
+the batch: MMKD's meta step needs them), and :meth:`WeightingStrategy.end_epoch` at the end of every epoch:
+learning strategies (MTKD-RL) train there.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["DistillContext", "WeightingStrategy"]
+__all__ = ["DistillContext", "StudentStep", "WeightingStrategy"]
 
 
 @dataclass
@@ -39,6 +41,10 @@ class DistillContext:
     # [B, M] CE(teacher m's classifier head on adaptor_m(student map), y); only for strategies with
     # ``needs_teacher_heads`` (CA-MKD). It keeps its gradient when ``differentiable_feature_weights`` is set.
     head_ce: torch.Tensor | None = None
+    # the last-stage maps before pooling (detached): teacher m's [B, C_m, H_m, W_m] and the student's own map
+    # [B, C_s, H_s, W_s] (not adapted); MMKD's feature-weight network reads their Gram matrices
+    teacher_maps: list[torch.Tensor] | None = None
+    student_map: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -47,6 +53,21 @@ class DistillContext:
     @property
     def num_teachers(self) -> int:
         return len(self.teacher_logits)
+
+
+@dataclass
+class StudentStep:
+    """What :meth:`WeightingStrategy.after_step` receives after each student step."""
+
+    context: DistillContext  # the batch's context (student logits from before the step)
+    inputs: torch.Tensor  # [B, ...] on the training device
+    targets: torch.Tensor  # [B]
+    model: Any  # the unwrapped StudentWithAdaptors: model(x) -> (logits, student map, adapted maps)
+    optimizer: torch.optim.Optimizer  # the student's (unwrapped) SGD optimiser
+    teachers: Any  # the TeacherPool: teachers(x) -> one ClassifierOutput per teacher
+    config: Any  # the DistillConfig (kd_weight, feat_weight, temperature)
+    batch_index: int  # index of this batch in the epoch (counting skipped batches)
+    num_batches: int  # len(train loader)
 
 
 class WeightingStrategy:
@@ -59,6 +80,9 @@ class WeightingStrategy:
     needs_teacher_heads: bool = False
     #: the feature weights are not detached: their gradient flows into the student/adaptors (official CA-MKD)
     differentiable_feature_weights: bool = False
+    #: every batch must have the loader's batch size: shorter batches are skipped (MMKD's feature-weight network
+    #: has a B-dependent input; official ``if opt.batch_size > input.size(0): continue``)
+    fixed_batch_size: bool = False
 
     def setup(self, num_teachers: int, teacher_embed_dims: list[int], num_classes: int,
               device: torch.device) -> None:
@@ -73,6 +97,9 @@ class WeightingStrategy:
     def observe(self, ctx: DistillContext, logit_weights: torch.Tensor, feat_weights: torch.Tensor,
                 per_sample_loss: torch.Tensor) -> None:
         """Called after the student's optimiser step with the detached per-sample loss of that step."""
+
+    def after_step(self, step: StudentStep) -> None:
+        """Called after :meth:`observe` with the student, its optimiser and the batch (MMKD's meta update)."""
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         """Called at the end of every epoch; returns scalars to log."""
