@@ -16,7 +16,7 @@ from torch import nn
 
 from clfreq import CLSER, ER, ERACE, CLFDNet, DERpp
 from clfreq.rehearsal import evaluate, kwta
-from clfreq.rehearsal.core import Benchmark
+from clfreq.rehearsal.benchmarks import Benchmark
 
 
 class LogitNet(nn.Module):

@@ -1,5 +1,5 @@
 """Seeded short runs of every rehearsal method alone, with CLFD and with FDINet, against numbers recorded from the
-code *before* the issue-26 split of ``clfreq/rehearsal/core.py`` (commit 8ad874e).
+code *before* the issue-26 split of ``clfreq/rehearsal/core.py`` (commit 0c54b12).
 
 The runs are in float64 on one thread so the recorded numbers carry over to other CPUs: a different CPU (or
 oneDNN/BLAS build) changes the summation order of convolutions and matmuls, i.e. each result moves by a few float64
@@ -77,7 +77,7 @@ def run_reference(name: str, plugin: str | None, dtype: torch.dtype = torch.floa
         torch.set_num_threads(threads)
 
 
-# Recorded with the pre-split code (core.py at commit 8ad874e) on the fingerprint below; do not regenerate them with
+# Recorded with the pre-split code (core.py at commit 0c54b12) on the fingerprint below; do not regenerate them with
 # the code under test.
 RECORDED_ON = '2.14.1+cu130|x86_64|AVX512|AMD EPYC'
 RECORDED: dict = {

@@ -282,3 +282,22 @@ def test_clfd_encoder_frozen_after_task0_and_buffer_holds_its_maps():
     assert ex.shape == (40, 3, 4, 4) and set(tids.tolist()) == {0, 1}
     for e, t in zip(ex, tids.tolist()):
         assert (maps[t] - e).flatten(1).abs().max(1).values.min() < 1e-5
+
+
+def test_plugin_mixin_in_a_class_statement_equals_the_wrapper():
+    from clfreq.rehearsal import ERACE, CLFDMixin
+
+    class CLFDERACE(CLFDMixin, ERACE):
+        pass
+
+    static = CLFDERACE(lr=0.05, nf=4, buffer_size=10, kwta_keep=0.5)
+    wrapped = CLFD(ERACE(lr=0.05, nf=4, buffer_size=10), kwta_keep=0.5)
+    runs = []
+    for m in (static, wrapped):
+        assert m.label == "clfd-er-ace" and isinstance(m, ERACE) and m.buffer_factor == 4 and not m.concat_replay
+        r = train_continual(m, _tiny(split_digits(image_size=8), n_tasks=2, n=40), epochs=2, seed=0)
+        runs.append((m, r))
+    (a, ra), (b, rb) = runs
+    assert ra["cil_matrix"] == rb["cil_matrix"]
+    for x, y in zip(a.net.state_dict().values(), b.net.state_dict().values()):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)  # same process, same operations: bit-identical
