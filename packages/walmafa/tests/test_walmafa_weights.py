@@ -61,13 +61,12 @@ def test_filter_drops_only_unused_released_parameters_and_keeps_the_output():
     kept = checkpoint_filter_fn({"state_dict": {"module." + k: v for k, v in sd.items()}})
     dropped = set(sd) - set(kept)
     assert dropped and all(k in ("coefficient",) or k.startswith(("patch_embed_mask.", "skip_2_1."))
-                           or ".mb.model2." in k for k in dropped)
+                           or ".mb.model2." in k or ".illu.conv2." in k for k in dropped)
+    assert "estimator.conv2.weight" in kept  # the top-level estimator's map is used
     lean = WalMaFa.from_released_state_dict(sd)
-    full = WalMaFa.from_released_state_dict(sd, keep_unused=True)
-    assert set(lean.state_dict()) == set(kept) and not lean.config.keep_unused
-    x = torch.rand(1, 3, 32, 48)
-    with torch.no_grad():  # the dropped parameters never reach the output
-        torch.testing.assert_close(lean.eval()(x), full.eval()(x), atol=0, rtol=0)
+    assert set(lean.state_dict()) == set(kept)
+    with torch.no_grad():  # dropped ones never reach the output: test_shipped_weights_give_the_recorded_output
+        assert torch.isfinite(lean.eval()(torch.rand(1, 3, 32, 48))).all()
 
 
 @pytest.mark.slow
@@ -189,3 +188,25 @@ def test_gt_mean_uses_retinexformers_grey_weights():
     scale = 0.5 / (0.5 + GT_MEAN_GREY[0] * 0.3)
     torch.testing.assert_close(aligned, out * scale, atol=1e-7, rtol=0)
     assert GT_MEAN_GREY == (0.114, 0.587, 0.299)
+
+
+def test_shipped_weights_give_the_recorded_output():
+    """The shipped weights through today's loader give the output recorded before issue 26 removed the parameters
+    the released block builds but never uses (``illu.conv2`` of every WMB, ``keep_unused``); float64 on one thread.
+    Across CPUs the convolutions and scans may sum in another order (a few float64 ulps per operation, ~1e-16
+    relative, through ~100 layers), so the sums get a relative tolerance of 1e-10; on the recording machine the
+    float32 and float64 outputs were verified bit-identical before and after the change."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = Enhancer.pretrained(device="cpu").model.eval().double()
+        x = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(0)).double()
+        with torch.no_grad():
+            y = model(x)
+    finally:
+        torch.set_num_threads(threads)
+    weights = torch.arange(y.numel(), dtype=torch.float64).reshape(y.shape).remainder(7)
+    # recorded with the code of commit c65475e (walmafa before the change), AMD EPYC / torch 2.14.1
+    assert float(y.sum()) == pytest.approx(1839.6054314975806, rel=1e-10)
+    assert float(y.abs().sum()) == pytest.approx(1913.412798650449, rel=1e-10)
+    assert float((y * weights).sum()) == pytest.approx(5507.645957130666, rel=1e-10)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .losses import WalMaFaLoss
-from .models import create_model, list_models
+from .models import WalMaFa, checkpoint_filter_fn, create_model, list_models
 
 logger = logging.getLogger(__name__)
 
@@ -290,7 +290,7 @@ class Enhancer:
             self.model_name = model
             self.model = create_model(model, **model_kwargs)
         elif isinstance(model, nn.Module):
-            from .models import RetinexUNet, WalMaFa
+            from .models import RetinexUNet
 
             # registry names, so that save() / load() round-trip (a WalMaFa's config holds every variant switch)
             known = {WalMaFa: "walmafa", RetinexUNet: "retinex_unet"}
@@ -456,9 +456,6 @@ class Enhancer:
         from commons.io import save_checkpoint
 
         cfg = getattr(module, "config", None)
-        if getattr(cfg, "keep_unused", False):
-            raise ValueError("a WalMaFa built with keep_unused=True does not save in the package layout; load released "
-                             "weights with WalMaFa.from_released_state_dict(..., keep_unused=False)")
         config = {"model": self.model_name, "model_config": cfg.to_dict() if hasattr(cfg, "to_dict") else {}}
         return save_checkpoint(directory, module.state_dict(), config, overwrite=overwrite)
 
@@ -508,6 +505,8 @@ class Enhancer:
             raise ValueError(f"{where} does not name a registered model (model={got!r}; expected one of "
                              f"{list_models()})")
         enh = cls(card["model"], device="cpu", **card.get("model_config", {}))
+        if isinstance(enh.model, WalMaFa):  # weights written before issue 26 still hold unused released parameters
+            state = checkpoint_filter_fn(state)
         enh.model.load_state_dict(state, strict=True)
         return enh
 

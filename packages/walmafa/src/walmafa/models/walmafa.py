@@ -20,12 +20,12 @@ that way) and switches give the paper's version:
   per pixel with its C channels as features (what the paper's "channel-wise Mamba" reads as).
 * The decoder has no WMB at H/8 (the paper figure draws one); the first decoder fusion uses ``skip_1_0`` while
   ``skip_2_1`` is unused; FFAB uses LeakyReLU and 1×1 convs where the figure draws ReLU and a 3×3 conv.
-* Released checkpoints load through :func:`checkpoint_filter_fn`, which drops the parameters the released model
-  defines but never uses (``coefficient``, ``patch_embed_mask``, ``skip_2_1``, a second Mamba ``mb.model2`` with
-  expand 9). ``keep_unused=True`` instead creates them so every released key loads with ``strict=True``; they are
-  frozen (``requires_grad=False``), as is each WMB's ``illu.conv2`` (its map is computed and discarded by the
-  released block, so it is always built, for strict loading, but never used), so multi-GPU training needs no
-  unused-parameter search.
+* Released checkpoints load through :func:`checkpoint_filter_fn` (timm's convention), which drops the parameters
+  the released model defines but never uses: ``coefficient``, ``patch_embed_mask``, ``skip_2_1``, a second Mamba
+  ``mb.model2`` with expand 9, and each WMB's ``illu.conv2`` (the released block computes its map and discards it).
+  This model does not build them, so every parameter gets a gradient (multi-GPU training needs no unused-parameter
+  search). Checkpoints of this package written before issue 26 (which still held ``illu.conv2``) go through the same
+  filter.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import InitVar, asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -69,10 +69,15 @@ class WalMaFaConfig:
     expand: int = 2
     scan: str = "chunked"
     chunk_size: int = 64
-    keep_unused: bool = False
     ffab: bool = True  # ablation switch: False replaces the FFAB latent by the identity (not a released variant)
+    #: accepted (False only) so that model cards written before issue 26 still load; not stored
+    keep_unused: InitVar[bool] = False
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, keep_unused: bool = False) -> None:
+        if keep_unused:
+            raise ValueError("keep_unused=True was removed: the model no longer builds the released checkpoints' "
+                             "unused parameters; load those checkpoints through checkpoint_filter_fn "
+                             "(WalMaFa.from_released_state_dict / load_released_checkpoint)")
         self.num_blocks = tuple(int(b) for b in self.num_blocks)
         if len(self.num_blocks) != 3 or min(self.num_blocks) < 1:
             raise ValueError(f"num_blocks must be three positive ints, got {self.num_blocks!r}")
@@ -145,17 +150,18 @@ class FeedForward(nn.Module):
 
 class IlluminationEstimator(nn.Module):
     """Retinex-style estimator (code ``Illumination_Estimator``): concat channel mean → 1×1 → depthwise 5×5
-    (features) → 1×1 (map). Returns ``(features, map)``."""
+    (features) → 1×1 (map). Returns ``(features, map)``; ``with_map=False`` builds no map conv and returns
+    ``(features, None)`` (the WMB's estimator, whose map the released block discards)."""
 
-    def __init__(self, mid: int, cin: int = 4, cout: int = 3):
+    def __init__(self, mid: int, cin: int = 4, cout: int = 3, with_map: bool = True):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, mid, 1, bias=True)
         self.depth_conv = nn.Conv2d(mid, mid, 5, padding=2, groups=mid, bias=True)
-        self.conv2 = nn.Conv2d(mid, cout, 1, bias=True)
+        self.conv2 = nn.Conv2d(mid, cout, 1, bias=True) if with_map else None
 
-    def forward(self, x: torch.Tensor, need_map: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         fea = self.depth_conv(self.conv1(torch.cat([x, x.mean(dim=1, keepdim=True)], dim=1)))
-        return fea, (self.conv2(fea) if need_map else None)
+        return fea, (self.conv2(fea) if self.conv2 is not None else None)
 
 
 class WaveletMamba(nn.Module):
@@ -165,13 +171,11 @@ class WaveletMamba(nn.Module):
     pixel)."""
 
     def __init__(self, c: int, d_state: int, d_conv: int, expand: int, token_layout: str, scan: str,
-                 chunk_size: int, keep_unused: bool):
+                 chunk_size: int):
         super().__init__()
         self.convb = nn.Sequential(nn.Conv2d(c, 2 * c, 3, 1, 1), nn.ReLU(), nn.Conv2d(2 * c, c, 3, 1, 1))
+        # (the released code also defines a second Mamba with expand=9, ``model2``, and never calls it)
         self.model1 = Mamba(c, d_state=d_state, d_conv=d_conv, expand=expand, scan=scan, chunk_size=chunk_size)
-        if keep_unused:  # released code defines (but never calls) a second Mamba with expand=9
-            self.model2 = Mamba(c, d_state=d_state, d_conv=d_conv, expand=9, scan=scan, chunk_size=chunk_size)
-            self.model2.requires_grad_(False)
         self.smooth = nn.Conv2d(c, c, 3, 1, 1)
         self.ln = nn.LayerNorm(c)
         self.token_layout = token_layout
@@ -202,13 +206,11 @@ class WMB(nn.Module):
         self.norm2 = ChannelLayerNorm(dim, with_bias)
         self.ffn = FeedForward(dim, cfg.ffn_expansion_factor, cfg.bias)
         self.mb = WaveletMamba(dim, cfg.d_state, cfg.d_conv, cfg.expand, cfg.token_layout, cfg.scan,
-                               cfg.chunk_size, cfg.keep_unused)
+                               cfg.chunk_size)
         self.mamba_on = cfg.mamba_on
         if self.mamba_on == "high":
-            self.illu = IlluminationEstimator(dim, cin=dim + 1, cout=dim)
-            # the released block discards the estimator's map, so ``illu.conv2`` never gets a gradient: freeze it
-            # (kept for strict loading) so DistributedDataParallel does not wait for its gradients
-            self.illu.conv2.requires_grad_(False)
+            # the released block computes the estimator's map (``illu.conv2``) and discards it: not built here
+            self.illu = IlluminationEstimator(dim, cin=dim + 1, cout=dim, with_map=False)
         else:
             self.high_conv = nn.Conv2d(dim, dim, 3, 1, 1)
 
@@ -218,7 +220,7 @@ class WMB(nn.Module):
         bands = haar_dwt(x)
         low, high = bands[:n], bands[n:]
         if self.mamba_on == "high":
-            low, _ = self.illu(low, need_map=False)  # the released code computes and discards the map
+            low, _ = self.illu(low)  # features only (the released code computes and discards the map)
             high = self.mb(high)
         else:
             low = self.mb(low)
@@ -358,10 +360,7 @@ class WalMaFa(nn.Module):
         self.skip_3_2 = nn.Conv2d(4 * c, 4 * c, 1, bias=cfg.bias)
         self.skip_1_0 = nn.Conv2d(2 * c, 2 * c, 1, bias=cfg.bias)  # used after the H/2 fusion (released code)
         self.output = nn.Conv2d(c, cfg.out_channels, 3, 1, 1, bias=cfg.bias)
-        if cfg.keep_unused:
-            self.coefficient = nn.Parameter(torch.ones(4, 2, 8 * c), requires_grad=False)
-            self.patch_embed_mask = _Proj(1, c, bias=cfg.bias).requires_grad_(False)
-            self.skip_2_1 = nn.Conv2d(2 * c, 2 * c, 1, bias=cfg.bias).requires_grad_(False)
+        # (the released class also defines ``coefficient``, ``patch_embed_mask`` and ``skip_2_1`` and never uses them)
 
     @staticmethod
     def _fuse(coef: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -386,23 +385,23 @@ class WalMaFa(nn.Module):
         return out + lit if self.config.skip else out
 
     @classmethod
-    def from_released_state_dict(cls, state_dict: dict, keep_unused: bool = False, **config) -> WalMaFa:
+    def from_released_state_dict(cls, state_dict: dict, **config) -> WalMaFa:
         """Build a model from a state dict in the released layout and load it strictly.
 
         Accepts a raw state dict or the released checkpoint dict with a ``"state_dict"`` entry, with or without a
-        ``module.`` prefix. By default the parameters the released model defines but never uses are dropped by
-        :func:`checkpoint_filter_fn` and the model is built without them (``keep_unused=False``), so it saves and
-        reloads like any other ``walmafa`` model; ``keep_unused=True`` keeps them (frozen), matching every key.
-        Configuration fields not given are inferred from the tensors (:func:`released_config_from_state_dict`)."""
+        ``module.`` prefix. The parameters the released model defines but never uses are dropped by
+        :func:`checkpoint_filter_fn`; every other key must match, so the model saves and reloads like any other
+        ``walmafa`` model. Configuration fields not given are inferred from the tensors
+        (:func:`released_config_from_state_dict`)."""
         raw = _unwrap_released(state_dict)
-        cfg = {**released_config_from_state_dict(raw), **config, "keep_unused": bool(keep_unused)}
-        model = cls(WalMaFaConfig(**cfg))
-        model.load_state_dict(raw if keep_unused else checkpoint_filter_fn(raw), strict=True)
+        model = cls(WalMaFaConfig(**{**released_config_from_state_dict(raw), **config}))
+        model.load_state_dict(checkpoint_filter_fn(raw), strict=True)
         return model
 
 
 # parameters the released ``Walmafa`` defines but never uses in ``forward``
-_UNUSED_RELEASED = re.compile(r"^(coefficient|patch_embed_mask\..+|skip_2_1\..+|.+\.mb\.model2\..+)$")
+_UNUSED_RELEASED = re.compile(r"^(coefficient|patch_embed_mask\..+|skip_2_1\..+|.+\.mb\.model2\..+"
+                              r"|.+\.illu\.conv2\..+)$")
 
 
 def _unwrap_released(state_dict: dict) -> dict:
@@ -414,11 +413,12 @@ def _unwrap_released(state_dict: dict) -> dict:
 
 
 def checkpoint_filter_fn(state_dict: dict) -> dict:
-    """Released WalMaFa checkpoint → this package's ``walmafa`` layout (``keep_unused=False``).
+    """Released WalMaFa checkpoint (or one of this package written before issue 26) → this package's layout.
 
     Unwraps a ``{"state_dict": ...}`` checkpoint, strips a ``module.`` (DataParallel) prefix and drops the entries the
-    released model defines but never uses: ``coefficient``, ``patch_embed_mask.*``, ``skip_2_1.*`` and every WMB's
-    expand-9 ``mb.model2.*``. Every other key and tensor is kept unchanged (the names already match)."""
+    released model defines but never uses: ``coefficient``, ``patch_embed_mask.*``, ``skip_2_1.*``, every WMB's
+    expand-9 ``mb.model2.*`` and every WMB's ``illu.conv2.*`` (the map the released block discards; the top-level
+    ``estimator.conv2`` is used and kept). Every other key and tensor is kept unchanged (the names already match)."""
     return {k: v for k, v in _unwrap_released(state_dict).items() if not _UNUSED_RELEASED.match(k)}
 
 
