@@ -108,7 +108,7 @@ def test_training_checkpoints_and_resume_is_exact(tmp_path, data):
 def test_process_shares_of_the_batch_stream():
     """With W processes, step k of process r is global batch start + k·W + r of the single-process stream, every
     process makes the same number of steps, and a resumed stream continues the same batches."""
-    from walmafa.engine import _StepBatches
+    from walmafa.training import _StepBatches
 
     single = list(_StepBatches(7, 3, seed=4, start=0, steps=9))
     assert len(single) == 9 and len({i for b in single for i, _ in b}) == 7  # epochs cover the dataset

@@ -19,22 +19,18 @@ GT-mean brightness alignment unless ``gt_mean=True`` (then :func:`gt_mean_align`
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
-from .losses import WalMaFaLoss
 from .models import WalMaFa, checkpoint_filter_fn, create_model, list_models
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["TrainConfig", "Enhancer", "pad_to_multiple", "enhance_image", "evaluate_pairs", "gt_mean_align",
            "GT_MEAN_GREY"]
@@ -213,62 +209,6 @@ class TrainConfig:
         return self.lr_min + 0.5 * (self.lr - self.lr_min) * (1 + math.cos(math.pi * t))
 
 
-class _Patches(Dataset):
-    """Training view of a pair dataset: item ``(index, epoch)`` → random crop + augmentation drawn from
-    ``numpy.random.default_rng((seed, epoch, index))``."""
-
-    def __init__(self, base: Dataset, patch: int, augment: bool, seed: int):
-        from commons.data.lol import augment_pair, random_crop_pair
-
-        self.base, self.patch, self.augment, self.seed = base, patch, augment, seed
-        self._crop, self._aug = random_crop_pair, augment_pair
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, item):
-        i, epoch = item if isinstance(item, tuple) else (item, 0)
-        low, high = self.base[i]
-        rng = np.random.default_rng((self.seed, epoch, i))
-        low, high = self._crop(low, high, self.patch, rng)
-        if self.augment:
-            low, high = self._aug(low, high, int(rng.integers(0, 8)))
-        return low.contiguous(), high.contiguous()
-
-
-class _StepBatches(Sampler):
-    """Batches of ``(index, epoch)`` for global steps ``start..steps-1`` of one endless stream: epoch ``e`` is the
-    permutation ``default_rng((seed, e))`` of the dataset, so batch ``s`` depends only on ``(seed, s)`` and a
-    resumed run sees exactly the batches the uninterrupted run would have seen.
-
-    With ``world`` processes, one optimiser step consumes ``world`` consecutive global batches: process ``rank``
-    takes batch ``s + rank`` of the step that starts at global batch ``s`` (every process makes the same number of
-    steps; in a last, incomplete step the surplus processes read batches past ``steps`` of the same stream)."""
-
-    def __init__(self, n: int, batch_size: int, seed: int, start: int, steps: int, rank: int = 0, world: int = 1):
-        if not 0 <= rank < world:
-            raise ValueError(f"need 0 <= rank < world, got rank={rank}, world={world}")
-        self.n, self.bs, self.seed, self.start, self.steps = n, batch_size, seed, start, steps
-        self.rank, self.world = rank, world
-
-    def __len__(self) -> int:
-        return max(0, math.ceil((self.steps - self.start) / self.world))
-
-    def __iter__(self):
-        perms: dict[int, np.ndarray] = {}
-        for first in range(self.start, self.steps, self.world):
-            step = first + self.rank
-            batch = []
-            for pos in range(step * self.bs, (step + 1) * self.bs):
-                e, k = divmod(pos, self.n)
-                if e not in perms:
-                    perms.clear()
-                    perms[e] = np.random.default_rng((self.seed, e)).permutation(self.n)
-                batch.append((int(perms[e][k]), e))
-            yield batch
-
-
-
 class Enhancer:
     """A low-light enhancement model with ``fit`` / ``evaluate`` / ``enhance`` / ``save`` / ``load``.
 
@@ -312,10 +252,15 @@ class Enhancer:
         batches). With ``val_set``, PSNR/SSIM on it are computed every ``config.val_every`` steps (0: once, at the
         end) and the best-PSNR weights kept in ``run_dir/best``; the history records them (``val_*``, ``best``) and
         ``run_dir/metrics.jsonl`` gets one line per logged step and validation. ``config.grad_clip`` clips the global
-        gradient norm; ``config.num_workers`` sets the data-loader processes. Returns a history dict."""
+        gradient norm; ``config.num_workers`` sets the data-loader processes. Returns a history dict.
+
+        The loop's phases (resume, step, log / validate / checkpoint, finish) are :class:`walmafa.training.FitLoop`'s
+        methods."""
         from tqdm.auto import tqdm
 
         from commons.device import TrainingBackend, seed_everything
+
+        from .training import FitLoop
 
         config = config or TrainConfig()
         if not isinstance(config, TrainConfig):
@@ -328,97 +273,17 @@ class Enhancer:
             backend = TrainingBackend(mixed_precision=config.mixed_precision, cpu=self.device.type == "cpu",
                                       device=self.device, use_accelerate=None if self.device.type != "cpu" else False)
         run = backend.open_run_dir(run_dir, resume)  # opened once, attached by the others
-        world, rank = backend.num_processes, backend.process_index
-
-        patches = _Patches(train_set, config.patch_size, config.augment, config.seed)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optim = torch.optim.Adam(params, lr=config.lr, betas=config.betas, eps=config.eps)
-        criterion = WalMaFaLoss(config.w_main, config.w_tv)
-        history = {"step": [], "loss": [], "lr": [], "val_psnr": [], "val_ssim": [], "val_step": [], "best": None}
-        step = 0
-        if run is not None and resume:
-            state = run.load_state(map_location="cpu")
-            if state is not None:
-                self.model.load_state_dict(state["model"])
-                optim.load_state_dict(state["optimizer"])
-                step, history = int(state["step"]), state["history"]
-                history.setdefault("val_ssim", [])
-                history.setdefault("best", None)
-                logger.info("resumed from %s at step %d", run.state_path, step)
-        end = config.steps if stop_after is None else min(config.steps, step + int(stop_after))
-        # each process reads its own share of the global batch stream (no loader sharding by accelerate, whose
-        # even-batches padding would break the step count and the schedule)
-        loader = DataLoader(patches, batch_sampler=_StepBatches(len(patches), config.batch_size, config.seed, step,
-                                                                end, rank, world), num_workers=config.num_workers)
-        model, optim = backend.prepare(self.model, optim)
-        model.train()
-
-        def save_state() -> None:
-            if run is not None and backend.is_main_process:
-                run.save_state({"model": backend.unwrap(model).state_dict(), "optimizer": optim.state_dict(),
-                                "step": step, "history": history, "config": asdict(config),
-                                "model_name": self.model_name})
-
-        def crossed(every: int) -> bool:  # did the last step (world global batches) pass a multiple of `every`?
-            return step // every > (step - world) // every
-
-        def log_metrics(**row) -> None:  # one JSON line per logged step / validation in run_dir/metrics.jsonl
-            if run is not None and backend.is_main_process:
-                with open(run.file("metrics.jsonl"), "a", encoding="utf-8") as f:
-                    f.write(json.dumps({"step": step, **row}) + "\n")
-
-        def validate() -> None:
-            """Held-out PSNR/SSIM of the current weights; keeps the best (PSNR) weights in ``run_dir/best``."""
-            if val_set is None or not backend.is_main_process or (history["val_step"] or [None])[-1] == step:
-                return
-            module = backend.unwrap(model)
-            res = evaluate_pairs(module, val_set)
-            history["val_step"].append(step)
-            history["val_psnr"].append(res["psnr"])
-            history["val_ssim"].append(res["ssim"])
-            log_metrics(val_psnr=res["psnr"], val_ssim=res["ssim"])
-            best = history["best"]
-            if best is None or res["psnr"] > best["psnr"]:
-                history["best"] = {"step": step, "psnr": res["psnr"], "ssim": res["ssim"]}
-                if run is not None:
-                    self._save_module(module, run.path / "best")
-            logger.info("step %d: val PSNR %.3f dB, SSIM %.4f (best %.3f dB at step %d)", step, res["psnr"],
-                        res["ssim"], history["best"]["psnr"], history["best"]["step"])
-
-        bar = tqdm(total=config.steps, initial=step, desc=f"train {self.model_name}",
+        loop = FitLoop(self, config, backend, run, val_set)
+        if resume:
+            loop.resume()
+        loader = loop.loader(train_set, stop_after)
+        loop.prepare()
+        bar = tqdm(total=config.steps, initial=loop.step_count, desc=f"train {self.model_name}",
                    disable=not progress or not backend.is_main_process)
         for low, high in loader:
-            for g in optim.param_groups:
-                g["lr"] = config.lr_at(step)
-            low, high = low.to(backend.device), high.to(backend.device)
-            with backend.autocast():
-                pred = model(low)
-            loss = criterion(pred, high)
-            optim.zero_grad(set_to_none=True)
-            backend.backward(loss)
-            if config.grad_clip:
-                backend.clip_grad_norm_(params, config.grad_clip)  # unscales fp16 gradients first
-            backend.step(optim)
-            step += world  # `step` counts global batches
-            if crossed(config.log_every) or step >= config.steps:
-                history["step"].append(step)
-                history["loss"].append(float(loss.detach()))  # this process's batch
-                history["lr"].append(config.lr_at(step - world))
-                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-                log_metrics(loss=history["loss"][-1], lr=history["lr"][-1])
-            if config.val_every and crossed(config.val_every):
-                validate()
-            if crossed(config.checkpoint_every):
-                save_state()
-            bar.update(min(world, config.steps - bar.n))
+            loop.after_step(loop.step(low, high), bar)
         bar.close()
-        self.model = backend.unwrap(model)
-        if step >= config.steps:
-            validate()
-        save_state()
-        backend.wait()
-        if run is not None and backend.is_main_process and step >= config.steps:
-            self.save(run.path / "final", overwrite=True)
+        history = loop.finish()
         if own_backend:
             backend.close()  # under `accelerate launch`: barrier, then tear the process group down
         return history
