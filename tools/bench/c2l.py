@@ -15,6 +15,10 @@ null (``spectral`` = official, ``shift`` = calibrated on autocorrelated rows), a
 then reports mean ± 95 % t-interval over seeds, and the targets of issue 23 (calibrated null, k = 3: valid-lag false
 rejection ≤ 10 %, invalid-lag rejection ≥ 80 %) with the measured values.
 
+``--stage2`` runs the stage-2 benchmark of ``tools/c2l_stage2.py`` (all its arguments; one JSON line per finished
+(env, seed, method) unit under ``--out``, ``--resume-from``, ``--max-seconds``, ``--jobs``, paired differences with
+CIs; ``results/c2l/c2l_stage2.json``). It supersedes ``--part policy``, which stays for the committed linear run.
+
 Part ``policy`` (stage 2; minutes to hours, needs box2d / mujoco and an expert): BC, DoubIL, ResiduIL (lag 1), GAIL
 (``imitation``, skipped with a note if not installed), C2L (simulator) and C2L* (offline) at the identified lag and,
 to separate the stages, at the true lag k−1, on each ``--envs`` task; ≥ 5 seeds, return in the clean env over
@@ -261,6 +265,13 @@ def _run(fn, jobs: list, workers: int) -> list:
 
 
 def main(argv=None) -> int:
+    argv_list = list(sys.argv[1:] if argv is None else argv)
+    if "--stage2" in argv_list:  # stage 2 with per-unit JSON lines, resume, time budget: tools/c2l_stage2.py
+        argv_list.remove("--stage2")
+        sys.path.insert(0, str(REPO / "tools"))
+        from c2l_stage2 import main as stage2_main
+
+        return stage2_main(argv_list)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--part", choices=["identify", "policy"], default="identify")
     p.add_argument("--quick", action="store_true", help="CPU-minutes setting (stage 1 on LunarLander)")

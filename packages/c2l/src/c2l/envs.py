@@ -6,9 +6,11 @@ Environments (``ENVIRONMENTS``):
   Swamy's custom 6-D Box2D copy with fixed terrain and no engine dispersion, so numbers are not comparable). Needs
   ``box2d`` (+ ``pygame``, which gymnasium's box2d package imports). Default expert: gymnasium's built-in
   ``heuristic`` controller (a loaded expert, no training; returns ≈ 250–300).
-* ``"halfcheetah"`` / ``"ant"`` — MuJoCo ``HalfCheetah-v5`` / ``Ant-v5`` (``mujoco`` package). Experts are
-  stable-baselines3 models, loaded (``sb3:path.zip``) or trained and cached (``sb3-train:SAC:1000000``, the RL Zoo
-  recipe of :mod:`c2l.experts`; CPU hours — train once with ``python -m c2l.experts`` and reuse the cache).
+* ``"halfcheetah"`` / ``"ant"`` — MuJoCo ``HalfCheetah-v5`` / ``Ant-v5`` (``mujoco`` package). HalfCheetah's
+  default expert is the one shipped with the package (``"shipped"``: a TD3 actor exported as safetensors + JSON by
+  ``tools/c2l_expert_td3.py``; a clear error names the recipe when none is shipped). Other experts: exported actors
+  (``file:path.safetensors``), stable-baselines3 models (``sb3:path.zip``) or the SB3 zoo recipe trained and cached
+  (``sb3-train:SAC:1000000``, :mod:`c2l.experts`; CPU hours).
 * ``"pendulum"`` — classic-control ``Pendulum-v1`` (SB3 expert as above).
 * ``"linear"`` / ``"nonlinear"`` — :class:`c2l.synthetic.LinearSystemEnv` with its analytic expert.
 
@@ -54,7 +56,7 @@ class EnvSpec:
 
 ENVIRONMENTS: dict[str, EnvSpec] = {
     "lunarlander": EnvSpec("lunarlander", "LunarLander-v3", {"continuous": True}, "heuristic", 1000, "box2d, pygame"),
-    "halfcheetah": EnvSpec("halfcheetah", "HalfCheetah-v5", {}, "sb3-train:SAC:1000000", 1000, "mujoco"),
+    "halfcheetah": EnvSpec("halfcheetah", "HalfCheetah-v5", {}, "shipped", 1000, "mujoco"),
     "ant": EnvSpec("ant", "Ant-v5", {"include_cfrc_ext_in_observation": False}, "sb3-train:SAC:1000000", 1000,
                    "mujoco"),
     "pendulum": EnvSpec("pendulum", "Pendulum-v1", {}, "sb3-train:SAC:20000", 200, ""),
@@ -208,7 +210,9 @@ def make_expert(env_name: str, expert: str | None = None, *, seed: int = 0,
     """Return a deterministic expert ``obs -> action`` (single ``[ds]`` or batch ``[n, ds]``).
 
     ``expert``: ``None`` (the env's default), ``"heuristic"`` (LunarLander's built-in controller), ``"analytic"``
-    (synthetic systems), ``"sb3:<path.zip>"`` (load any SB3 model: SAC, TD3, PPO, A2C, DDPG tried in turn) or
+    (synthetic systems), ``"shipped"`` (the exported expert packaged with c2l for ``env_name``),
+    ``"file:<path.safetensors>"`` (an actor exported by :func:`c2l.experts.export_actor`; no SB3, no pickle),
+    ``"sb3:<path.zip>"`` (load any SB3 model: SAC, TD3, PPO, A2C, DDPG tried in turn) or
     ``"sb3-train:<ALGO>:<steps>"`` (train with the RL Zoo hyper-parameters of :mod:`c2l.experts` and cache under
     ``cache_dir``; reused when present). A failed ``sb3:`` load names why each algorithm class refused the file.
     SB3 zips contain pickled objects: load only files you trust.
@@ -231,6 +235,19 @@ def make_expert(env_name: str, expert: str | None = None, *, seed: int = 0,
 
         _Cont.unwrapped = _Cont
         return _batched(lambda s: np.clip(heuristic(_Cont, s), -1.0, 1.0))
+    if expert.startswith("file:") or expert == "shipped":
+        from .experts import ExportedActor, shipped_expert_path
+
+        path = shipped_expert_path(env_name) if expert == "shipped" else Path(expert[5:])
+        if path is None:
+            raise FileNotFoundError(f"no expert for {env_name!r} is shipped with c2l; train one with "
+                                    f"`python -m c2l.experts --env {env_name}` (SB3 zoo recipe) or "
+                                    "`tools/c2l_expert_td3.py` and pass 'file:<its .safetensors>'")
+        actor = ExportedActor(path)
+        n_obs = make_env(env_name).observation_space.shape[0]
+        if actor.obs_dim != n_obs:
+            raise ValueError(f"expert {path} takes {actor.obs_dim}-D observations, env {env_name!r} has {n_obs}")
+        return actor
     if expert.startswith("sb3:"):
         path = expert[4:]
         if not Path(path).is_file() and not Path(path + ".zip").is_file():
@@ -258,19 +275,19 @@ def make_expert(env_name: str, expert: str | None = None, *, seed: int = 0,
             logger.info("loading cached expert %s", path)
             return _sb3_policy(cls.load(str(path), device="cpu"))
         logger.info("training %s expert on %s for %d steps", algo, env_name, steps)
-        from .experts import zoo_kwargs
+        from .experts import _sb3_kwargs, zoo_kwargs
 
-        kwargs = zoo_kwargs(env_name, algo)  # RL Baselines3 Zoo hyper-parameters (see c2l.experts)
-        if "learning_starts" in kwargs:
-            kwargs["learning_starts"] = min(kwargs["learning_starts"], max(steps // 10, 1))
-        model = cls("MlpPolicy", make_env(env_name), seed=seed, device="cpu", verbose=0, **kwargs)
+        env = make_env(env_name)  # RL Baselines3 Zoo hyper-parameters (see c2l.experts)
+        kwargs = _sb3_kwargs(zoo_kwargs(env_name, algo), env.action_space.shape[0], steps)
+        model = cls("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **kwargs)
         model.learn(total_timesteps=steps, progress_bar=False)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.zip")
         model.save(str(tmp))
         os.replace(tmp, path)
         return _sb3_policy(model)
-    raise ValueError("expert must be 'heuristic', 'analytic', 'sb3:<path>' or 'sb3-train:<ALGO>:<steps>', "
+    raise ValueError("expert must be 'heuristic', 'analytic', 'shipped', 'file:<path.safetensors>', 'sb3:<path>' or "
+                     "'sb3-train:<ALGO>:<steps>', "
                      f"got {expert!r}")
 
 

@@ -57,6 +57,7 @@ class GAILConfig:
     ppo_n_steps: int = 2048
     max_steps: int | None = None
     seed: int = 0
+    verbose: bool = False  # False: imitation's per-round statistics tables are not printed
 
     def __post_init__(self) -> None:
         for n in ("total_timesteps", "n_envs", "demo_batch_size", "gen_replay_buffer_capacity",
@@ -136,7 +137,10 @@ class GAIL:
                   gamma=cfg.ppo_gamma, n_epochs=cfg.ppo_n_epochs, n_steps=max(cfg.ppo_n_steps // cfg.n_envs, 8),
                   seed=cfg.seed, device="cpu", verbose=0)
         reward_net = reward_net_cls(venv.observation_space, venv.action_space, normalize_input_layer=running_norm)
-        self.trainer = gail_cls(demonstrations=demos, demo_batch_size=min(cfg.demo_batch_size, len(demos)),
+        from imitation.util import logger as imit_logger
+
+        quiet = {} if cfg.verbose else {"custom_logger": imit_logger.configure(format_strs=[])}
+        self.trainer = gail_cls(**quiet, demonstrations=demos, demo_batch_size=min(cfg.demo_batch_size, len(demos)),
                                 gen_replay_buffer_capacity=cfg.gen_replay_buffer_capacity,
                                 n_disc_updates_per_round=cfg.n_disc_updates_per_round, venv=venv, gen_algo=gen,
                                 reward_net=reward_net, allow_variable_horizon=True)
