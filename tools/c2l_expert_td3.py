@@ -113,7 +113,7 @@ def train(args) -> dict:
     q1, q2 = mlp([ds + da, *args.net, 1]).to(dev), mlp([ds + da, *args.net, 1]).to(dev)
     actor_t, q1_t, q2_t = copy.deepcopy(actor), copy.deepcopy(q1), copy.deepcopy(q2)
     cuda = dev.type == "cuda"
-    opt_kw = {"fused": True, "capturable": True} if cuda else {}
+    opt_kw = {"capturable": True, "foreach": True} if cuda else {}  # graph-safe Adam (step count on device)
     opt_a = torch.optim.Adam(actor.parameters(), lr=args.lr, **opt_kw)
     opt_q = torch.optim.Adam([*q1.parameters(), *q2.parameters()], lr=args.lr, **opt_kw)
     for prm in [*actor.parameters(), *q1.parameters(), *q2.parameters()]:
