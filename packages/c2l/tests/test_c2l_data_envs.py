@@ -234,6 +234,17 @@ def test_expert_recipe_writes_model_and_card(tmp_path):
     assert experts_main(["--env", "pendulum", "--steps", "120", "--eval-episodes", "1", "--out", str(tmp_path)]) == 0
     card = json.loads((tmp_path / "pendulum_SAC_120_seed0.json").read_text())
     assert card["steps"] == 120 and card["sb3_kwargs"] == {"learning_rate": 1e-3} and np.isfinite(card["return_mean"])
-    # the saved model is what make_expert's cache finds
+    # the saved model is what make_expert's cache finds, and the exported actor acts like it
     expert = make_expert("pendulum", "sb3-train:SAC:120", seed=0, cache_dir=tmp_path)
-    assert expert(np.array([1.0, 0.0, 0.0])).shape == (1,)
+    exported = make_expert("pendulum", f"file:{tmp_path / 'pendulum_SAC.safetensors'}")
+    obs = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, -3.0]])
+    np.testing.assert_allclose(exported(obs), expert(obs), atol=1e-5)
+    assert json.loads((tmp_path / "pendulum_SAC.json").read_text())["steps_run"] == 120
+    # wall-clock budget and best-of-evaluation: TD3 with an evaluation every 100 steps
+    from c2l.experts import train_expert
+
+    card = train_expert("pendulum", tmp_path, algo="TD3", steps=200, eval_episodes=1, eval_every=100,
+                        eval_every_episodes=1)
+    assert [s for s, _, _ in card["eval_curve"]] == [100, 200, 200] and card["steps_run"] == 200
+    kept = [r for s, r, _ in card["eval_curve"] if s == card["kept_weights_of_step"]]
+    assert max(r for _, r, _ in card["eval_curve"]) in kept
