@@ -28,7 +28,6 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +42,7 @@ from .boxes import (
     make_anchors,
     project_boxes_to_image,
 )
-from .data import SupervisedSamples, collate, filter_boxes_in_range, gt_frame
+from .data import collate, filter_boxes_in_range, gt_frame
 from .losses import (
     LossWeights,
     box_regression_loss,
@@ -54,6 +53,7 @@ from .losses import (
     sigmoid_focal_loss,
 )
 from .models import StreamDSGNConfig, StreamDSGNModel
+from .training import FitLoop, TrainConfig, one_cycle
 
 logger = logging.getLogger(__name__)
 
@@ -65,62 +65,6 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "streamdsgn.safetensors"
 #: post-processing fields: not part of the trained weights, so a loaded card takes the current defaults for them
 _POSTPROCESS = ("score_threshold", "nms_iou", "nms_pre", "nms_post", "nms_rotated")
-
-
-def one_cycle(step: int, total: int, lr: float, div_factor: float = 10.0, pct_start: float = 0.4,
-              moms: tuple = (0.95, 0.85)) -> tuple[float, float]:
-    """OpenPCDet ``OneCycle``: ``(lr, beta1)`` at 0-based ``step`` of ``total``."""
-    def cos_anneal(a: float, b: float, pct: float) -> float:
-        return b + (a - b) / 2.0 * (math.cos(math.pi * pct) + 1)
-
-    total = max(1, total)
-    up = max(1, int(total * pct_start))
-    low, final = lr / div_factor, lr / div_factor / 1e4
-    if step < up:
-        pct = step / up
-        return cos_anneal(low, lr, pct), cos_anneal(moms[0], moms[1], pct)
-    pct = min(1.0, (step - up) / max(1, total - up))
-    return cos_anneal(lr, final, pct), cos_anneal(moms[1], moms[0], pct)
-
-
-@dataclass
-class TrainConfig:
-    """Training settings; defaults are the released recipe (B6) except ``epochs`` (20 there)."""
-
-    epochs: int = 20
-    batch_size: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    moms: tuple = (0.95, 0.85)
-    pct_start: float = 0.4
-    div_factor: float = 10.0
-    grad_clip: float = 10.0
-    mixed_precision: str = "no"
-    history_grad: bool = True
-    samples_per_epoch: int | None = None
-    seed: int = 0
-    log_every: int = 10
-    num_workers: int = 0  # DataLoader worker processes decoding, augmenting and collating samples
-    losses: LossWeights = field(default_factory=LossWeights)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.num_workers, int) or self.num_workers < 0:
-            raise ValueError(f"num_workers must be a non-negative int, got {self.num_workers!r}")
-        for name in ("epochs", "batch_size", "log_every"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        if self.samples_per_epoch is not None and (not isinstance(self.samples_per_epoch, int)
-                                                   or self.samples_per_epoch < 1):
-            raise ValueError(f"samples_per_epoch must be None or a positive int, got {self.samples_per_epoch!r}")
-        if not self.lr > 0 or self.weight_decay < 0 or not 0 < self.pct_start < 1 or self.div_factor < 1:
-            raise ValueError("need lr > 0, weight_decay >= 0, 0 < pct_start < 1, div_factor >= 1")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
-        self.moms = tuple(self.moms)
-        if isinstance(self.losses, dict):
-            self.losses = LossWeights(**self.losses)
-
 
 
 def _scene_list(dataset) -> list[str]:
@@ -257,7 +201,8 @@ class StreamDSGN:
         ``transform(sample, rng)`` with a generator seeded by seed, epoch and index) in ``config.num_workers``
         DataLoader workers (:class:`streamdsgn.data.SupervisedSamples`); the sample order does not depend on the
         number of workers.
-        Returns the history (per-step losses, per-epoch means)."""
+        Returns the history (per-step losses, per-epoch means). The loop's phases (resume, epoch, step,
+        checkpoint) are :class:`streamdsgn.training.FitLoop`'s methods."""
         from tqdm.auto import tqdm
 
         from commons.device import TrainingBackend, seed_everything
@@ -274,95 +219,28 @@ class StreamDSGN:
             backend = TrainingBackend(mixed_precision=config.mixed_precision, cpu=self.device.type == "cpu",
                                       device=self.device, use_accelerate=False)
         run = backend.open_run_dir(run_dir, resume)  # opened once, attached by the others
-        per_epoch = min(n, config.samples_per_epoch or n)
-        steps_per_epoch = math.ceil(per_epoch / (config.batch_size * backend.num_processes))
-        total = steps_per_epoch * config.epochs
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        optim = torch.optim.AdamW(params, lr=config.lr / config.div_factor, betas=(config.moms[0], 0.99),
-                                  weight_decay=config.weight_decay)
-        history: dict = {"step": [], "loss": [], "parts": [], "epoch_loss": [], "lr": [], "seconds": 0.0}
-        epoch, step = 0, 0
-        if run is not None and resume:
-            state = run.load_state(map_location="cpu")
-            if state is not None:
-                self.model.load_state_dict(state["model"])
-                optim.load_state_dict(state["optimizer"])
-                epoch, step, history = int(state["epoch"]), int(state["step"]), state["history"]
-                logger.info("resumed from %s after epoch %d", run.state_path, epoch)
-        model, optim = backend.prepare(self.model, optim)
-        end_epoch = config.epochs if stop_after is None else min(config.epochs, epoch + int(stop_after))
-        weights = config.losses
-        t_start = time.perf_counter()
-
-        def save_state() -> None:
-            if run is not None and backend.is_main_process:
-                run.save_state({"model": backend.unwrap(model).state_dict(), "optimizer": optim.state_dict(),
-                                "epoch": epoch, "step": step, "history": history, "train_config": asdict(config),
-                                "model_config": self.config.to_dict()})
-
-        bar = tqdm(total=total, initial=step, desc="train " + ("baseline" if self.config.baseline else "streamdsgn"),
+        loop = FitLoop(self, config, backend, run, n)
+        if resume:
+            loop.resume()
+        loop.prepare()
+        end_epoch = config.epochs if stop_after is None else min(config.epochs, loop.epoch + int(stop_after))
+        bar = tqdm(total=loop.total, initial=loop.step_count,
+                   desc="train " + ("baseline" if self.config.baseline else "streamdsgn"),
                    disable=not progress or not backend.is_main_process)
-        while epoch < end_epoch:
-            model.train()
-            order = np.random.default_rng((config.seed, epoch)).permutation(n)[:per_epoch]
-            # pad by wrapping around (as DistributedSampler) so every process has a full batch at every step
-            order = np.resize(order, steps_per_epoch * config.batch_size * backend.num_processes)
-            order = order[backend.process_index::backend.num_processes]
-            losses_epoch = []
-            view = SupervisedSamples(dataset, "token" if self.config.baseline else "next", transform, config.seed)
-            view.epoch = epoch
-            loader = torch.utils.data.DataLoader(view, batch_size=config.batch_size, sampler=[int(j) for j in order],
-                                                 num_workers=config.num_workers, collate_fn=collate)
-            batches = iter(loader)
-            for s in range(steps_per_epoch):
-                lr, beta1 = one_cycle(step, total, config.lr, config.div_factor, config.pct_start, config.moms)
-                for g in optim.param_groups:
-                    g["lr"], g["betas"] = lr, (beta1, g["betas"][1])
-                step += 1
-                bar.update(1)
-                batch = next(batches)
-                parts = self._train_step(model, optim, backend, batch, config, weights)
-                losses_epoch.append(parts["total"])
-                if step % config.log_every == 0 or s == steps_per_epoch - 1:
-                    history["step"].append(step)
-                    history["loss"].append(parts["total"])
-                    history["parts"].append(parts)
-                    history["lr"].append(lr)
-                    bar.set_postfix(loss=f"{parts['total']:.3f}")
-            epoch += 1
-            history["epoch_loss"].append(float(np.mean(losses_epoch)) if losses_epoch else float("nan"))
-            history["seconds"] = float(history.get("seconds", 0.0)) + time.perf_counter() - t_start
+        while loop.epoch < end_epoch:
             t_start = time.perf_counter()
-            save_state()
-            backend.wait()
+            batches = loop.epoch_batches(dataset, transform)
+            losses = []
+            for s in range(loop.steps_per_epoch):
+                parts, lr = loop.step(batches, bar)
+                losses.append(parts["total"])
+                loop.log(parts, lr, s == loop.steps_per_epoch - 1, bar)
+            loop.end_epoch(losses, time.perf_counter() - t_start)
         bar.close()
-        self.model = backend.unwrap(model)
-        if run is not None and backend.is_main_process and epoch >= config.epochs:
-            self.save(run.path / "final", overwrite=True)
+        history = loop.finish()
         if own_backend:
             backend.close()
         return history
-
-    def _train_step(self, model, optim, backend, batch: dict, config: TrainConfig, weights: LossWeights) -> dict:
-        dev = backend.device
-        tok = batch["frames"]["token"]
-        prev = batch["frames"].get("prev")
-        calib = {k: v.to(dev) for k, v in batch["calib"].items()}
-        fu = batch["fu_baseline"].to(dev)
-        kwargs = {}
-        if not self.config.baseline and prev is not None:
-            kwargs = {"prev_left": prev["left"].to(dev), "prev_right": prev["right"].to(dev),
-                      "prev_valid": prev["valid"].to(dev), "prev_grad": config.history_grad}
-        with backend.autocast():
-            preds = model(tok["left"].to(dev), tok["right"].to(dev), calib, fu,
-                          with_depth=weights.depth > 0 and tok.get("depth") is not None, **kwargs)
-        losses = self.compute_losses(preds, batch, weights)
-        optim.zero_grad(set_to_none=True)
-        backend.backward(losses["total"])
-        if config.grad_clip:
-            backend.clip_grad_norm_(model.parameters(), config.grad_clip)  # unscales fp16 gradients first
-        backend.step(optim)
-        return {k: float(v.detach()) for k, v in losses.items()}
 
     # ------------------------------------------------------------------------------------------------ inference
     def reset(self) -> None:
