@@ -140,3 +140,18 @@ def test_garbage_training_state_is_a_checkpoint_error(tmp_path):
         (tmp_path / f"s{i}.pt").write_bytes(blob)
         with pytest.raises(CheckpointError, match="could not be read"):
             load_training_state(tmp_path / f"s{i}.pt")
+
+
+def test_rundir_restore_loads_model_and_optimizer(tmp_path):
+    run = RunDir(tmp_path, name="exp")
+    fresh = torch.nn.Linear(2, 2)
+    assert run.restore(fresh) is None  # no state yet: nothing loaded
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randn(3, 2)).sum().backward()
+    opt.step()
+    run.save_state({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": 3})
+    opt2 = torch.optim.Adam(fresh.parameters())
+    state = run.restore(fresh, opt2)
+    assert state["step"] == 3 and torch.equal(fresh.weight, model.weight)
+    assert opt2.state_dict()["state"][0]["step"] == opt.state_dict()["state"][0]["step"]

@@ -274,6 +274,17 @@ class RunDir:
     def load_state(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
         return load_training_state(self.state_path, map_location)
 
+    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+        """Load ``state.pt``'s ``"model"`` (and ``"optimizer"``) entries into ``model`` (and ``optimizer``); returns
+        the whole state, for the training loop's own counters, or ``None`` when the folder has no state yet."""
+        state = self.load_state(map_location)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            if optimizer is not None:
+                optimizer.load_state_dict(state["optimizer"])
+        return state
+
     def file(self, name: str) -> Path:
         """Path of a file inside the run folder."""
         return self.path / name

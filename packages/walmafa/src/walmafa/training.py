@@ -95,11 +95,9 @@ class FitLoop:
     # ---------------------------------------------------------------------------------------------- phases
     def resume(self) -> None:
         """Model, optimiser, step and history from ``run_dir/state.pt`` when it exists."""
-        state = self.run.load_state(map_location="cpu") if self.run is not None else None
+        state = self.run.restore(self.model, self.optim) if self.run is not None else None
         if state is None:
             return
-        self.model.load_state_dict(state["model"])
-        self.optim.load_state_dict(state["optimizer"])
         self.step_count, self.history = int(state["step"]), state["history"]
         self.history.setdefault("val_ssim", [])
         self.history.setdefault("best", None)
