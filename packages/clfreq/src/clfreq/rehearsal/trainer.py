@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ import torch
 from .augment import Augment
 from .base import Rehearsal
 from .benchmarks import Benchmark
+
+if TYPE_CHECKING:
+    from commons.metrics import AccuracyMatrix
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +82,8 @@ def _make_augment(bench: Benchmark, augment, seed: int, rank: int):
 class _Progress:
     """What a checkpoint restores besides the method: the next (task, epoch), the matrices and the data order."""
 
-    cil: object
-    til: object
+    cil: AccuracyMatrix
+    til: AccuracyMatrix
     gen: torch.Generator
     task: int = 0
     epoch: int = 1
