@@ -6,13 +6,13 @@ blocks, 30 heads × 64, text width 4096) directly in bf16 (random init, no downl
 (``--calib`` calls of batch 1: ``--frames`` latent frames of ``--size``² latents and 16 text tokens), then quantize in
 place. Reported: the model's bytes, the calibration store's bytes, process RSS after building (``rss_model``), and the
 peak RSS growth during ``quantize`` above it (``commons.profiling.PeakMemory``, sampled RSS). The issue's target is
-peak (model + quantize) ≤ 1.3 × model bytes + calibration store. Each method runs twice: with glibc's default
-allocator settings, whose dynamic mmap threshold keeps the per-layer float32 temporaries of the range search in the
-heap after they are freed (RSS grows with the number of layers although the live bytes do not: after
-``malloc_trim`` the growth is ~3 MiB), and with ``MALLOC_MMAP_THRESHOLD_=1048576`` (large temporaries are mmapped
-and returned to the system when freed).
+peak (model + quantize) ≤ 1.3 × (model bytes + calibration store). Each method runs with glibc's default allocator
+settings and, with ``--allocators default mmap``, also with ``MALLOC_MMAP_THRESHOLD_=1048576`` (every large block
+mmapped and returned to the system when freed) for comparison. ``q-vdit`` trains ``--iters`` steps (default 1; from
+the second step on, AdamW's two moment buffers of the LoRA/rank-1 adapters, 2 × 4 bytes per trainable, are live
+during the backward pass too — ``--iters 2`` measures that steady state).
 
-    python tools/bench/vqcore_memory.py                 # rtn, vidit-q, q-vdit (q-vdit: iters=1); minutes on CPU
+    python tools/bench/vqcore_memory.py                 # rtn, vidit-q, q-vdit; tens of minutes on 2 CPU cores
     python tools/bench/vqcore_memory.py --layers 4      # the same width, 4 of the 30 blocks (quick)
 
 Writes ``results/vqcore/vqcore_memory.json`` through ``commons.results`` (``--no-write`` to skip).
@@ -27,7 +27,7 @@ import sys
 import time
 
 
-def one(method: str, layers: int, calib: int, frames: int, size: int) -> dict:
+def one(method: str, layers: int, calib: int, frames: int, size: int, iters: int = 1) -> dict:
     import torch
     from diffusers import CogVideoXTransformer3DModel
 
@@ -55,7 +55,7 @@ def one(method: str, layers: int, calib: int, frames: int, size: int) -> dict:
                   timestep=torch.tensor([999 - 100 * i]))
     calib_bytes = cap.result.nbytes()
     rss_model = _rss_bytes() - base
-    opts = {"q-vdit": {"iters": 1, "progress": False}}.get(method, {})
+    opts = {"q-vdit": {"iters": iters, "progress": False}}.get(method, {})
     t0 = time.perf_counter()
     with PeakMemory("cpu") as pm:
         q = vqcore.quantize(model, method, w_bits=4, a_bits=8, calib=cap.result, inplace=True, **opts)
@@ -66,7 +66,8 @@ def one(method: str, layers: int, calib: int, frames: int, size: int) -> dict:
             "rss_model_GiB": round(rss_model / 2**30, 3), "quantize_growth_GiB": round(pm.peak_bytes / 2**30, 3),
             "peak_GiB": round(peak / 2**30, 3),
             "peak_over_model_plus_calib": round(peak / (model_bytes + calib_bytes), 3),
-            "quantized_layers": q.vqcore_report.layers, "quantize_s": round(seconds, 1), "build_s": round(build_s, 1)}
+            "quantized_layers": q.vqcore_report.layers, "quantize_s": round(seconds, 1), "build_s": round(build_s, 1),
+            "iters": iters if method == "q-vdit" else 0, "threads": torch.get_num_threads()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,20 +77,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calib", type=int, default=2, help="calibration calls (batch 1 each)")
     ap.add_argument("--frames", type=int, default=2, help="latent frames per calibration call")
     ap.add_argument("--size", type=int, default=16, help="latent height = width")
+    ap.add_argument("--iters", type=int, default=1, help="q-vdit training steps")
+    ap.add_argument("--allocators", nargs="+", default=["default"], choices=["default", "mmap"],
+                    help="glibc default settings and/or MALLOC_MMAP_THRESHOLD_=1048576")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
-        print(json.dumps(one(args.one, args.layers, args.calib, args.frames, args.size)))
+        print(json.dumps(one(args.one, args.layers, args.calib, args.frames, args.size, args.iters)))
         return 0
     import os
 
     rows = []
-    allocators = {"glibc default": {}, "MALLOC_MMAP_THRESHOLD_=1MiB": {"MALLOC_MMAP_THRESHOLD_": str(2**20)}}
+    allocators = {"default": ("glibc default", {}),
+                  "mmap": ("MALLOC_MMAP_THRESHOLD_=1MiB", {"MALLOC_MMAP_THRESHOLD_": str(2**20)})}
     for m in args.methods:
-        for alloc, env in allocators.items():
+        for alloc, env in (allocators[a] for a in args.allocators):
             cmd = [sys.executable, __file__, "--one", m, "--layers", str(args.layers), "--calib", str(args.calib),
-                   "--frames", str(args.frames), "--size", str(args.size)]
+                   "--frames", str(args.frames), "--size", str(args.size), "--iters", str(args.iters)]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, **env})
             rows.append({**json.loads(out.stdout.strip().splitlines()[-1]), "allocator": alloc})
             print(rows[-1], flush=True)
@@ -99,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         write_results("vqcore", "vqcore_memory", rows=rows,
                       settings={"model": "CogVideoXTransformer3DModel, CogVideoX-2B width, random bf16 weights",
                                 "layers": args.layers, "calib_calls": args.calib, "frames": args.frames,
-                                "size": args.size, "device": "cpu", "inplace": True, "w_bits": 4, "a_bits": 8})
+                                "size": args.size, "device": "cpu", "inplace": True, "w_bits": 4, "a_bits": 8,
+                                "q_vdit_iters": args.iters, "allocators": args.allocators,
+                                "omp_num_threads": os.environ.get("OMP_NUM_THREADS")})
     return 0
 
 

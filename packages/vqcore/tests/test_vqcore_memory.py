@@ -95,3 +95,42 @@ def test_teacher_from_the_same_modules_equals_a_deep_copied_teacher(method, monk
     separate = vqcore.quantize(model, method, w_bits=4, a_bits=8, calib=cap.result, **opts)
     with torch.no_grad():
         assert torch.equal(run(shared), run(separate))
+
+
+@pytest.mark.parametrize("init,granularity", [("minmax", "per_channel"), ("grid_lp", "per_channel"),
+                                              ("minmax", "per_group"), ("percentile", "per_channel")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_weight_range_search_gives_the_whole_tensor_codes(init, granularity, dtype, monkeypatch):
+    """``calibrate_weight`` searches row-separable ranges on row chunks of ``W · s`` (no float32 copy of the whole
+    weight): Δ, zp and the integer codes equal the search on the whole smoothed weight, exactly."""
+    import vqcore.quant.quantizer as qz
+    from vqcore.quant import QLinear, QuantSpec
+    from vqcore.quant.quantizer import UniformQuantizer
+
+    torch.manual_seed(0)
+    spec = QuantSpec(bits=4, granularity=granularity, group_size=16 if granularity == "per_group" else 0, init=init)
+    lin = torch.nn.Linear(96, 70).to(dtype)
+    q = QLinear.from_float(lin, spec, None)
+    q.set_smooth_scale(torch.rand(96) + 0.5)
+    ref = UniformQuantizer(spec)
+    xg, dims = ref._reduce_dims(q.effective_weight())
+    ref_scale, ref_zp = ref._search_range(xg, dims)  # the whole tensor at once (the previous code path)
+    monkeypatch.setattr(qz, "CHUNK_ELEMENTS", 96 * 8)  # 9 chunks of 8 rows (the last of 6)
+    assert q.weight_quantizer.row_separable
+    q.calibrate_weight()
+    assert torch.equal(q.weight_quantizer.scale, ref_scale) and torch.equal(q.weight_quantizer.zero_point, ref_zp)
+    ref.scale, ref.zero_point, ref.initialized = ref_scale, ref_zp, True
+    assert torch.equal(q.integer_weight()[0], ref.quantize_codes(q.effective_weight())[0].reshape(70, 96))
+
+
+def test_smoothing_weight_maxima_without_an_abs_copy_equal_the_abs_max():
+    from vqcore.calib.stats import apply_smoothing
+    from vqcore.quant import QLinear, QuantSpec
+
+    torch.manual_seed(0)
+    q = QLinear.from_float(torch.nn.Linear(64, 40).to(torch.bfloat16), QuantSpec(bits=4, granularity="per_channel"),
+                           None)
+    a = torch.rand(64) * 5
+    apply_smoothing({q: a}, 0.11)
+    expected = vqcore.functional.smoothquant_scales(a, q.weight.detach().abs().amax(0), 0.11)
+    assert torch.equal(q.smooth_scale, expected)

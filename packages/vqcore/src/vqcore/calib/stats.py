@@ -193,8 +193,12 @@ def apply_smoothing(absmax: dict[QuantModule, torch.Tensor], alpha: float) -> in
     for mod, a in absmax.items():
         if getattr(mod, "groups", 1) != 1:
             continue
-        w = mod.weight.detach().abs()
-        wmax = w.amax(0) if w.ndim == 2 else w.transpose(0, 1).flatten(1).amax(1)
+        w = mod.weight.detach()  # max|W| per input channel as max(max W, −min W): no |W| copy of the weight
+        if w.ndim == 2:
+            wmax = torch.maximum(w.amax(0), -w.amin(0))
+        else:
+            wt = w.transpose(0, 1).flatten(1)
+            wmax = torch.maximum(wt.amax(1), -wt.amin(1))
         mod.set_smooth_scale(smoothquant_scales(a.to(wmax.device), wmax, alpha))
         count += 1
     return count

@@ -38,11 +38,12 @@ logger = logging.getLogger(__name__)
 
 
 def init_weight_quantizers(model: nn.Module) -> int:
-    """Initialise every weight quantizer from its (smoothed) weight."""
+    """Initialise every weight quantizer from its (smoothed) weight (row chunks: :meth:`QuantModule.calibrate_weight`,
+    no float32 copy of a whole weight)."""
     n = 0
     for m in model.modules():
         if isinstance(m, QuantModule) and m.weight_quantizer is not None and not m.weight_quantizer.initialized:
-            m.weight_quantizer.calibrate(m.effective_weight().detach())
+            m.calibrate_weight()
             n += 1
     return n
 

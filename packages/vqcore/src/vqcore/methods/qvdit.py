@@ -37,6 +37,16 @@ distillation* on cached FP outputs (:func:`vqcore.recon.output_distillation`): A
 batch 4; trainable: weight-quantizer Δ (lr 1e-6) and the TQE adapters + masks (lr 1e-5); zero points, activation
 ranges and model weights frozen.
 
+**Training memory.** Backpropagating through the whole model, plain autograd keeps every layer's float32 fake-quant
+graph (``W·s + BA``, ``W/Δ``, ``q − zp``, ``Ŵ``: several times the bf16 weights) until the backward pass. Here every
+quantized layer keeps only its input and recomputes that graph in the backward pass (``recompute=True``, default;
+:mod:`vqcore.quant.modules`), and with ``grad_checkpointing`` the transformer blocks are activation-checkpointed as
+the official code does (``torch.utils.checkpoint`` on ``blocks[1..26]`` of its 28; here on every block found by
+:func:`vqcore.calib.capture.find_blocks`). Both recompute the same operations, so the gradients — and the trained
+model — are bit-identical to the plain path; the cost is one more layer forward per step (``recompute``) and one more
+block forward per step (``grad_checkpointing``). ``grad_checkpointing="auto"`` (default) turns it on for models of at
+least 10⁸ parameters (every released video DiT; not the tiny test models, whose activations are negligible).
+
 Official settings (configs ``t2v/configs/quant/opensora/w{3a8,4a6,6a6,8a8}_ours.yaml``) and how they are scaled here:
 
 ============  ==========  ===========  ============  =========================================================
@@ -69,6 +79,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..calib.capture import find_blocks
 from ..calib.stats import activation_channel_absmax, apply_smoothing, root_items
 from ..functional import tmd_loss
 from ..quant.modules import LowRankBranch, QLinear, register_module_type
@@ -94,6 +105,16 @@ _OFFICIAL = {  # (w_bits, a_bits) → iterations, TMD on, smoothing α, fraction
 }
 _OFFICIAL_ITEMS = 2000  # 10 prompts × 100 steps × (cond, uncond); 400 at W4A6 (every 5th step)
 _BATCH = 4
+_CHECKPOINT_PARAMS = 10**8  # grad_checkpointing="auto": activation-checkpoint the blocks of models this large
+
+
+def _blocks_or_none(model: nn.Module) -> list[str]:
+    try:
+        return find_blocks(model)
+    except ValueError:
+        logger.warning("q-vdit grad_checkpointing: no block list found in %s; training without it",
+                       type(model).__name__)
+        return []
 
 
 def official_settings(w_bits: int, a_bits: int | None) -> dict[str, Any]:
@@ -278,7 +299,8 @@ class QVDiT(Method):
     ``tmd`` (None = per config: off at W4A6), ``tmd_mode`` (``"per_frame"``/``"code"``), ``lam`` (100), ``alpha``
     (None = per config), ``lr_weight_scale`` / ``lr_adapters`` (1e-6 / 1e-5 before scaling), ``lr_scale``
     (None = budget rule, or a float), ``lora_rank`` (32), ``side_rank`` (1), ``frame_mask`` (True), ``frames``,
-    ``calib_steps`` (None = per config), ``layout`` (``"auto"``), ``seed``, ``checkpoint``, ``progress``.
+    ``calib_steps`` (None = per config), ``layout`` (``"auto"``), ``seed``, ``checkpoint``, ``progress``,
+    ``recompute`` (True) and ``grad_checkpointing`` (``"auto"``, True, False) — training memory, module docstring.
     """
 
     kinds = ("dit",)
@@ -296,10 +318,12 @@ class QVDiT(Method):
             alpha: float | None = None, lr_weight_scale: float = 1e-6, lr_adapters: float = 1e-5,
             lr_scale: float | None = None, lora_rank: int = 32, side_rank: int = 1, frame_mask: bool = True,
             frames: int | None = None, calib_steps: int | None = None, layout: str = "auto", seed: int = 0,
-            checkpoint=None, progress: bool = True, act_momentum: float | None = None,
-            **options) -> dict[str, Any]:
+            checkpoint=None, progress: bool = True, act_momentum: float | None = None, recompute: bool = True,
+            grad_checkpointing: bool | str = "auto", **options) -> dict[str, Any]:
         if options:
             raise TypeError(f"q-vdit got unknown options {sorted(options)}")
+        if grad_checkpointing not in ("auto", True, False):
+            raise ValueError(f"grad_checkpointing must be 'auto', True or False, got {grad_checkpointing!r}")
         if iters is not None and (not isinstance(iters, int) or iters < 0):
             raise ValueError(f"iters must be a non-negative int or None, got {iters!r}")
         if layout not in ("auto", "bcthw", "btchw"):
@@ -333,13 +357,17 @@ class QVDiT(Method):
         if tqe:
             lrs["adapters"] = lr_adapters * scale
         cfg = ReconConfig(iters=iters, batch_size=batch_size, lrs=lrs, weight_decay=0.01, schedule="cosine",
-                          seed=seed, checkpoint=checkpoint, progress=progress)
+                          seed=seed, checkpoint=checkpoint, progress=progress, recompute=bool(recompute))
         terms = [TMDTerm(lam, tmd_mode, layout)] if use_tmd else [MSETerm()]
-        losses = output_distillation(qmodel, items, cfg, terms)
+        if grad_checkpointing == "auto":
+            grad_checkpointing = sum(p.numel() for p in qmodel.parameters()) >= _CHECKPOINT_PARAMS
+        blocks = _blocks_or_none(qmodel) if grad_checkpointing else []
+        losses = output_distillation(qmodel, items, cfg, terms, checkpoint_blocks=blocks)
         return {"official": official, "lr_scale": scale,
                 "smoothing_alpha": alpha, "smoothed_layers": smoothed, "weight_quantizers": n_w,
                 **tqe_info, "tmd": use_tmd, "tmd_mode": tmd_mode if use_tmd else None, "lambda": lam if use_tmd else 0,
-                "iters": iters, "lrs": lrs, "calibration_items_used": len(items),
+                "iters": iters, "lrs": lrs, "calibration_items_used": len(items), "recompute": bool(recompute),
+                "checkpointed_blocks": len(blocks),
                 "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}
 
     @staticmethod

@@ -19,7 +19,20 @@ Contract used by :mod:`vqcore.convert` (integer kernels) and the method recipes:
   with Δ, zp ``[out]`` per channel, ``[out, groups]`` per group or scalar per tensor, such that
   ``(codes − zp) · Δ == quantized_weight()``.
 
-Set ``quant_weight`` / ``quant_input`` to False to run a module in floating point (e.g. to cache FP outputs).
+Set ``quant_weight`` / ``quant_input`` to False to run a module in floating point (e.g. to cache FP outputs). With
+both off and no smoothing, adapter or side branch the layer calls ``F.linear(x, W, b)`` on its own weight — what the
+general path computes, bit for bit, without its float32 copy of ``W``.
+
+Training memory (``recompute``): when a module's forward builds an autograd graph (a trainable quantizer step, adapter
+or side branch, or an input that requires grad) and ``recompute`` is on, the forward runs under
+``torch.utils.checkpoint`` (non-reentrant). Autograd then keeps only the layer's input (in the model's dtype; the
+weight, Δ, zp and adapters are the module's own tensors) instead of the float32 ``W · s + BA``, ``W / Δ``, the clamp
+mask, ``q − zp`` and the rounded ``Ŵ`` (≈ 7× the bf16 weight per layer), and recomputes them layer by layer in the
+backward pass. The backward runs the same operations on the same recomputed values, so the gradients equal the plain
+autograd path's bit for bit (``tests/test_vqcore_recompute.py``); the cost is one more forward of the layer per step.
+The optimisation engine (:func:`vqcore.recon.optimize`) switches it on while it trains (``ReconConfig.recompute``).
+On CPU with glibc, the recomputing layers also return the freed temporaries to the system after their forward and
+before their backward (:mod:`vqcore.quant.heap`: ``malloc_trim``; values are unchanged).
 
 Dtypes: a module of a bf16/fp16 model takes and returns the model's dtype and multiplies in it; the quantizers work in
 float32 (``x.float() / s``, ranges, ``round(· / Δ)``, ``(q − zp)·Δ``; ``W.float() · s``), their Δ / zp, the smoothing
@@ -31,7 +44,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
+from .heap import release_freed_memory
 from .quantizer import QuantSpec, UniformQuantizer
 
 __all__ = ["QLinear", "QConv2d", "QConv3d", "QMatMul", "QuantModule", "LowRankBranch", "register_module_type",
@@ -76,6 +91,10 @@ class LowRankBranch(nn.Module):
         return cls(desc["in_features"], desc["out_features"], desc["rank"], desc["on_quantized_input"])
 
 
+def _release_before_backward(grad: torch.Tensor) -> None:
+    release_freed_memory()  # the previous layer's backward temporaries; returns None: the gradient is unchanged
+
+
 class QuantModule(nn.Module):
     """Shared machinery of the quantized weight layers."""
 
@@ -91,6 +110,28 @@ class QuantModule(nn.Module):
         self.quant_weight = w_spec is not None
         self.quant_input = a_spec is not None
         self.fp_forward = False  # vqcore.quant.full_precision: compute the original float op (the FP teacher)
+        self.recompute = False  # keep only the input for backward; recompute Ŵ, x̂ there (module docstring)
+
+    def _plain(self, x: torch.Tensor) -> bool:
+        """Both quantizers off and nothing that changes the float op: the general forward would compute exactly
+        ``op(x, W, b)`` (``x.float()`` and ``W.float()`` cast back to their own dtype are the same tensors)."""
+        return (not (self.quant_weight and self.weight_quantizer is not None)
+                and not (self.quant_input and self.input_quantizer is not None) and self.smooth_scale is None
+                and self.weight_adapter is None and self.side_branch is None and x.dtype == self.weight.dtype)
+
+    def _recompute_active(self, x: torch.Tensor) -> bool:
+        return self.recompute and torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters()))
+
+    def _run(self, fn, x: torch.Tensor) -> torch.Tensor:
+        if not self._recompute_active(x):
+            return fn(x)
+        y = checkpoint(fn, x, use_reentrant=False)
+        if x.device.type == "cpu":  # glibc keeps the freed temporaries in its heap: give them back (vqcore.quant.heap)
+            release_freed_memory()
+            if y.requires_grad:
+                y.register_hook(_release_before_backward)
+        return y
 
     def set_smooth_scale(self, scale: torch.Tensor | None) -> None:
         """Set the per-input-channel smoothing vector ``s`` (``x / s``, ``W · s``); resets the weight quantizer's
@@ -117,6 +158,30 @@ class QuantModule(nn.Module):
         if self.weight_adapter is not None:
             w = w + self.weight_adapter().float().reshape(w.shape)
         return w
+
+    def effective_weight_rows(self, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` (output channels) of :meth:`effective_weight`, equal to its slice element for element,
+        computed without the whole float32 tensor (the weight adapter's product, if any, is computed whole)."""
+        w = self.weight[start:stop].float()
+        if self.smooth_scale is not None:
+            w = w * self.smooth_scale.float().view(self._scale_shape())
+        if self.weight_adapter is not None:
+            w = w + self.weight_adapter().float().reshape(self.weight.shape)[start:stop]
+        return w
+
+    @torch.no_grad()
+    def calibrate_weight(self, timestep: int | None = None) -> None:
+        """``weight_quantizer.calibrate(effective_weight())`` — the same Δ, zp — searching row-separable ranges on
+        row chunks of the smoothed weight, so no float32 copy of the whole weight is made (subclassed quantizers with
+        their own ``calibrate``, e.g. MPQ-DM's OMQ, get the whole tensor)."""
+        wq = self.weight_quantizer
+        if wq is None:
+            raise RuntimeError("this layer has no weight quantizer")
+        if type(wq).calibrate is not UniformQuantizer.calibrate or self.weight_adapter is not None:
+            wq.calibrate(self.effective_weight().detach(), timestep)
+            return
+        wq.calibrate_rows(self.effective_weight_rows, self.weight.shape[0], self.weight[0].numel(),
+                          self.weight.device, timestep)
 
     def quantized_weight(self) -> torch.Tensor:
         w = self.effective_weight()
@@ -182,8 +247,11 @@ class QLinear(QuantModule):
         return mod
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fp_forward:
+        if self.fp_forward or self._plain(x):
             return F.linear(x, self.weight, self.bias)
+        return self._run(self._quant_forward, x)
+
+    def _quant_forward(self, x: torch.Tensor) -> torch.Tensor:
         x_in, x_hat = self._quantize_input(x, (-1,))
         y = F.linear(x_hat, self.quantized_weight().to(x.dtype), self.bias)
         side = self._side(x_in, x_hat, y.dtype)
@@ -211,8 +279,11 @@ class _QConvNd(QuantModule):
         return cls(conv, w_spec, a_spec)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fp_forward:
+        if self.fp_forward or self._plain(x):
             return self._conv(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return self._run(self._quant_forward, x)
+
+    def _quant_forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.smooth_scale is not None and self.groups != 1:
             raise ValueError("smoothing scales are only supported for convolutions with groups=1")
         x_in, x_hat = self._quantize_input(x, (1, -1, *([1] * (x.ndim - 2))))

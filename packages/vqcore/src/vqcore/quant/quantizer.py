@@ -27,6 +27,7 @@ selects the row used by the next forward.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -39,6 +40,9 @@ __all__ = ["QuantSpec", "UniformQuantizer", "round_ste", "GRANULARITIES", "INIT_
 GRANULARITIES = ("per_tensor", "per_channel", "per_group", "per_token", "per_token_shared")
 INIT_METHODS = ("minmax", "percentile", "mse", "grid_lp")
 _DYNAMIC = ("per_token", "per_token_shared")
+#: elements per chunk of a row-separable range search (2 MiB of float32): bounded temporaries, and the chunk's ~10
+#: passes per candidate run in cache (the 49-candidate grid_lp search is several times faster than on whole tensors)
+CHUNK_ELEMENTS = 2**19
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -214,19 +218,64 @@ class UniformQuantizer(nn.Module):
                 best_zp = torch.where(better, zp, best_zp)
         return best_scale, best_zp
 
+    @property
+    def row_separable(self) -> bool:
+        """The range search of each output row (dim 0) depends on that row only, and gives the same bits whether the
+        rows are searched together or in chunks: ``per_channel``/``per_group`` with ``minmax`` (exact min/max),
+        ``grid_lp`` (exact element-wise ops, each row summed by itself) or ``percentile`` (per-row sort). ``mse``
+        is left whole: its ``|e|^2.4`` uses ``exp``/``log``, whose vectorised and scalar-tail results may differ in
+        the last bit, so a different split of the tensor could move a near-tie."""
+        return (self.spec.granularity in ("per_channel", "per_group")
+                and self.spec.init in ("minmax", "grid_lp", "percentile"))
+
+    def _search_rows(self, rows: Callable[[int, int], torch.Tensor], n_rows: int, row_numel: int,
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Δ, zp) of ``rows(0, n_rows)`` searched ``CHUNK_ELEMENTS`` at a time (:attr:`row_separable`)."""
+        step = max(1, CHUNK_ELEMENTS // max(row_numel, 1))
+        scales, zps = [], []
+        for start in range(0, n_rows, step):
+            xg, dims = self._reduce_dims(rows(start, min(start + step, n_rows)).detach().float())
+            scale, zp = self._search_range(xg, dims)
+            scales.append(scale)
+            zps.append(zp)
+        return torch.cat(scales), torch.cat(zps)
+
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor, timestep: int | None = None) -> None:
         """Initialise Δ, zp from ``x`` (static quantizers). With a per-timestep table, fill row ``timestep`` (or every
-        row when ``timestep`` is None)."""
+        row when ``timestep`` is None). Row-separable searches (:attr:`row_separable`) run on chunks of
+        ``CHUNK_ELEMENTS`` elements of ``x`` (the same Δ, zp, with float32 temporaries of a few MiB instead of
+        several copies of the whole tensor)."""
         if self.spec.dynamic:
             return
-        xg, dims = self._reduce_dims(x.detach().float())
-        scale, zp = self._search_range(xg, dims)
+        if self.row_separable and x.ndim >= 2:
+            scale, zp = self._search_rows(lambda a, b: x[a:b], x.shape[0], x[0].numel())
+        else:
+            xg, dims = self._reduce_dims(x.detach().float())
+            scale, zp = self._search_range(xg, dims)
+        self._store_qparams(scale, zp, x.device, timestep)
+
+    @torch.no_grad()
+    def calibrate_rows(self, rows: Callable[[int, int], torch.Tensor], n_rows: int, row_numel: int,
+                       device: torch.device, timestep: int | None = None) -> None:
+        """:meth:`calibrate` on a tensor given by its row slices ``rows(start, stop)`` (e.g. the rows of a smoothed
+        weight ``W[start:stop] · s``), so the whole tensor is never materialised; falls back to ``rows(0, n_rows)``
+        when the search is not row-separable."""
+        if self.spec.dynamic:
+            return
+        if not self.row_separable:
+            self.calibrate(rows(0, n_rows), timestep)
+            return
+        scale, zp = self._search_rows(rows, n_rows, row_numel)
+        self._store_qparams(scale, zp, device, timestep)
+
+    def _store_qparams(self, scale: torch.Tensor, zp: torch.Tensor, device: torch.device,
+                       timestep: int | None) -> None:
         T = self.spec.timesteps
         if T:
             if self.scale.numel() == 0:
-                self.scale = scale.unsqueeze(0).repeat(T, *([1] * scale.ndim)).to(x.device)
-                self.zero_point = zp.unsqueeze(0).repeat(T, *([1] * zp.ndim)).to(x.device)
+                self.scale = scale.unsqueeze(0).repeat(T, *([1] * scale.ndim)).to(device)
+                self.zero_point = zp.unsqueeze(0).repeat(T, *([1] * zp.ndim)).to(device)
             elif timestep is None:
                 self.scale[:] = scale
                 self.zero_point[:] = zp
@@ -234,7 +283,7 @@ class UniformQuantizer(nn.Module):
                 self.scale[timestep] = scale
                 self.zero_point[timestep] = zp
         else:
-            self.scale, self.zero_point = scale.to(x.device), zp.to(x.device)
+            self.scale, self.zero_point = scale.to(device), zp.to(device)
         self.initialized = True
         if self.spec.learn == "lsq":
             self.make_learnable()

@@ -11,14 +11,22 @@ All three share :func:`optimize`: parameter groups with their own learning rates
 AdamW + cosine schedule by default, a tqdm progress bar, gradient clipping, and an atomic checkpoint every
 ``checkpoint_every`` iterations from which an interrupted run resumes exactly (model trainables, optimiser,
 scheduler, RNG and iteration). Loss terms are objects (:class:`LossTerm`) so methods plug in their own.
+
+Memory while training: ``ReconConfig.recompute`` (on by default) makes every quantized layer keep only its input for
+the backward pass and recompute its float32 fake-quantized weight there (:mod:`vqcore.quant.modules`), so no
+per-layer float32 copy of the weights outlives its layer's forward — the gradients are the plain autograd path's, bit
+for bit. :func:`output_distillation` can also checkpoint whole blocks (``checkpoint_blocks``, activation
+checkpointing with ``torch.utils.checkpoint(use_reentrant=False)``): only block inputs are kept across the model and
+each block's activations are recomputed in the backward pass (one more forward per step; identical gradients).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint as _checkpoint
 from tqdm.auto import tqdm
 
 from commons.io import load_training_state, save_training_state
@@ -43,6 +52,8 @@ __all__ = [
     "output_distillation",
     "rollout_distillation",
     "first_tensor",
+    "recompute_layers",
+    "activation_checkpointing",
 ]
 
 logger = logging.getLogger(__name__)
@@ -90,6 +101,8 @@ class ReconConfig:
     """Optimisation settings shared by the schemes.
 
     ``lrs`` maps parameter-group names (see :func:`parameter_groups`) to learning rates; only named groups train.
+    ``recompute``: quantized layers recompute their fake-quantized weight in the backward pass instead of keeping it
+    (module docstring; identical gradients, one more layer forward per step).
     """
 
     iters: int = 200
@@ -102,6 +115,7 @@ class ReconConfig:
     checkpoint: str | os.PathLike | None = None
     checkpoint_every: int = 100
     progress: bool = True
+    recompute: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.iters, int) or self.iters < 0:
@@ -213,6 +227,55 @@ def optimize(model: nn.Module, groups: list[dict], step_loss: Callable[[int, ran
             start, losses = state["iter"], list(state["losses"])
             logger.info("%s: resumed from %s at iteration %d", desc, ckpt, start)
     bar = tqdm(range(start, config.iters), desc=desc, disable=not config.progress, leave=False)
+    with recompute_layers(model, config.recompute):
+        _loop(bar, step_loss, regularizer, opt, sched, after_step, params, losses, config, ckpt, desc, rng)
+    return losses
+
+
+@contextlib.contextmanager
+def recompute_layers(model: nn.Module, on: bool = True) -> Iterator[nn.Module]:
+    """Set ``recompute`` on every quantized layer of ``model`` inside the block (restored on exit)."""
+    layers = [m for m in model.modules() if isinstance(m, QuantModule)]
+    saved = [m.recompute for m in layers]
+    for m in layers:
+        m.recompute = bool(on)
+    try:
+        yield model
+    finally:
+        for m, v in zip(layers, saved):
+            m.recompute = v
+
+
+@contextlib.contextmanager
+def activation_checkpointing(model: nn.Module, names: Sequence[str]) -> Iterator[nn.Module]:
+    """Activation checkpointing of the named submodules while the block is active: with grad enabled their
+    ``forward`` runs under ``torch.utils.checkpoint(use_reentrant=False)`` (the block's input is kept, its activations
+    are recomputed in the backward pass). Forward hooks of the block are not re-run by the recompute (those of
+    modules inside it are). Restored on exit."""
+    patched = []
+    for name in names:
+        block = model.get_submodule(name)
+        own = block.__dict__.get("forward")
+        orig = block.forward
+
+        def fwd(*args, _orig=orig, **kwargs):
+            if torch.is_grad_enabled():
+                return _checkpoint(_orig, *args, use_reentrant=False, **kwargs)
+            return _orig(*args, **kwargs)
+
+        block.forward = fwd
+        patched.append((block, own))
+    try:
+        yield model
+    finally:
+        for block, own in patched:
+            if own is None:
+                del block.forward
+            else:
+                block.forward = own
+
+
+def _loop(bar, step_loss, regularizer, opt, sched, after_step, params, losses, config, ckpt, desc, rng) -> None:
     for i in bar:
         loss = step_loss(i, rng)
         if regularizer is not None:
@@ -232,7 +295,6 @@ def optimize(model: nn.Module, groups: list[dict], step_loss: Callable[[int, ran
             save_training_state(ckpt, {"desc": desc, "iter": i + 1, "params": [p.detach().cpu() for p in params],
                                        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                                        "rng": rng.getstate(), "losses": losses})
-    return losses
 
 
 def _device_of(module: nn.Module) -> torch.device:
@@ -300,8 +362,12 @@ def block_reconstruction(qmodel: nn.Module, blocks: Sequence[str], calib: dict[s
 
 def output_distillation(qmodel: nn.Module, items: Sequence[CalibItem], config: ReconConfig,
                         terms: Sequence[LossTerm] = (), extra_groups: dict | None = None,
-                        regularizer: Callable[[int], torch.Tensor] | None = None) -> list[float]:
-    """Whole-model distillation on cached (input, full-precision output) pairs of the root model."""
+                        regularizer: Callable[[int], torch.Tensor] | None = None,
+                        checkpoint_blocks: Sequence[str] = ()) -> list[float]:
+    """Whole-model distillation on cached (input, full-precision output) pairs of the root model.
+
+    ``checkpoint_blocks``: names of submodules (transformer blocks) whose activations are recomputed in the backward
+    pass instead of kept (:func:`activation_checkpointing`)."""
     if not items:
         raise ValueError("output_distillation needs captured root-model items")
     if items[0].output is None:
@@ -318,7 +384,8 @@ def output_distillation(qmodel: nn.Module, items: Sequence[CalibItem], config: R
         q_out = _call(qmodel, args, kwargs)
         return sum(term(q_out, first_tensor(fp_out), {"items": batch}) for term in terms)
 
-    losses = optimize(qmodel, groups, step, config, desc="output distillation", regularizer=regularizer)
+    with activation_checkpointing(qmodel, checkpoint_blocks):
+        losses = optimize(qmodel, groups, step, config, desc="output distillation", regularizer=regularizer)
     for p in qmodel.parameters():
         p.requires_grad_(False)
     return losses
