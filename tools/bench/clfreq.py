@@ -12,14 +12,23 @@ on Split Digits with ``--quick`` the QUICK_ARGS (ER-ACE lr 0.1, faster CLS-ER EM
 
 ``--full`` writes ``$OUT/clfreq/rehearsal_full.json`` (copy it to ``results/clfreq/``), ``$OUT/rehearsal_full.md``
 and ``$OUT/accuracy.png``.
+
+Interruptible: with ``--out``, every finished run is appended at once to ``<out>/clfreq/rehearsal_<mode>.partial.jsonl``
+(one JSON line: key, job, seconds, row). ``--resume-from FILE...`` skips the runs found there (same settings only) and
+the final JSON combines them with the new ones; ``--max-seconds S`` submits no run that would end after S seconds
+(predicted from the last finished run of the same kind), waits for the running ones, writes the results of what
+is done and exits 0, naming how many runs remain. Runs are ordered seed-major (every method and plugin for seed 0,
+then seed 1, ...), so a partial run has whole seeds; the JSON's settings say ``complete: true/false``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -68,6 +77,92 @@ def run_one(job: dict) -> dict:
     return {"bench": job["bench"], **{k: r[k] for k in keep}}
 
 
+# ---------------------------------------------------------------- incremental runs (same helpers in clfreq_prompt.py)
+def _plain(obj):
+    """JSON form of a job or row: numpy scalars/arrays to Python, paths to strings."""
+    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def load_partial(paths: list[Path], jobs: list[dict]) -> dict[str, dict]:
+    """Finished runs recorded in JSON-lines ``paths`` whose job equals one of ``jobs`` (key and every setting)."""
+    wanted = {j["key"]: _plain({k: v for k, v in j.items() if k != "threads"}) for j in jobs}
+    done: dict[str, dict] = {}
+    for path in paths:
+        other = bad = 0
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill
+                bad += 1
+                continue
+            if wanted.get(rec.get("key")) == rec.get("job"):
+                done[rec["key"]] = rec
+            else:
+                other += 1
+        print(f"resume: {path}: {len(done)} runs usable so far, {other} lines for other "
+              f"jobs/settings ignored, {bad} unreadable", flush=True)
+    return done
+
+
+def run_jobs(jobs: list[dict], fn, workers: int, partial: Path | None, done: dict[str, dict],
+             max_seconds: float | None, start: float, report) -> list[dict]:
+    """Run the ``jobs`` not in ``done`` (in order, ``workers`` processes), appending each finished record to
+    ``partial`` at once; returns the jobs left unrun. A job is submitted only while ``elapsed + predicted`` stays
+    within ``max_seconds`` (predicted: 1.1 x the last finished run of its ``kind``,
+    resumed ones included; 0 if none, so the first of a kind starts whenever ``max_seconds`` is not reached)."""
+    if partial is not None:  # the new partial file holds the resumed runs too, so it alone resumes the next call
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        tmp = partial.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in done.values()))
+        tmp.replace(partial)
+    queue = [j for j in jobs if j["key"] not in done]
+    failed: list[dict] = []
+    last = {rec["job"]["kind"]: rec["seconds"] for rec in done.values()}
+
+    def record(job: dict, row: dict, seconds: float) -> None:
+        last[job["kind"]] = seconds
+        rec = _plain({"key": job["key"], "job": {k: v for k, v in job.items() if k != "threads"},
+                      "seconds": round(seconds, 2), "row": row})
+        done[job["key"]] = rec
+        if partial is not None:
+            with partial.open("a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+        report(rec, time.perf_counter() - start)
+
+    def next_job() -> dict | None:
+        elapsed = time.perf_counter() - start
+        for i, job in enumerate(queue):
+            if max_seconds is None or elapsed + 1.1 * last.get(job["kind"], 0.0) <= max_seconds:
+                return queue.pop(i)
+        return None
+
+    if workers <= 1:
+        while (job := next_job()) is not None:
+            t0 = time.perf_counter()
+            record(job, fn(job), time.perf_counter() - t0)
+        return failed + queue
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        running: dict = {}
+        while True:
+            while len(running) < workers and (job := next_job()) is not None:
+                running[pool.submit(fn, job)] = (job, time.perf_counter())
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)  # as_completed, with refills in between
+            for fut in finished:
+                job, t0 = running.pop(fut)
+                try:
+                    row = fut.result()
+                except Exception as exc:  # noqa: BLE001 - one failed run must not lose the others
+                    print(f"{job['key']}: FAILED ({type(exc).__name__}: {exc})", flush=True)
+                    failed.append(job)  # not retried in this call
+                    if isinstance(exc, BrokenProcessPool):
+                        return failed + [j for j, _ in running.values()] + queue
+                    continue
+                record(job, row, time.perf_counter() - t0)
+    return failed + queue
+
+
 def _ms(runs: list[dict], key: str, scale: float = 100.0, digits: int = 1) -> str:
     v = np.array([r[key] for r in runs], dtype=float) * scale
     return f"{v.mean():.{digits}f} ± {v.std():.{digits}f}"
@@ -81,7 +176,7 @@ def summarise(runs: list[dict], hps: dict) -> list[dict]:
         groups.setdefault((r["bench"], r["method"]), []).append(r)
     for (bench, label), rs in groups.items():
         host = label.split("-", 1)[1] if label.startswith(("clfd-", "fdinet-")) else label
-        rows.append({"table": bench, "method": label, "hparams": _fmt(hps[(bench, host)]),
+        rows.append({"table": bench, "method": label, "seeds": len(rs), "hparams": _fmt(hps[(bench, host)]),
                      "Class-IL %": _ms(rs, "class_il"), "Task-IL %": _ms(rs, "task_il"),
                      "forgetting %": _ms(rs, "forgetting"), "train s": _ms(rs, "train_seconds", 1.0),
                      "peak mem MiB": _ms(rs, "peak_memory_bytes", 1 / 2**20),
@@ -90,24 +185,29 @@ def summarise(runs: list[dict], hps: dict) -> list[dict]:
         if label.startswith(("clfd-", "fdinet-")):
             continue
 
-        def mean(key, lab, bench=bench):
-            return float(np.mean([r[key] for r in groups.get((bench, lab), [])] or [np.nan]))
+        def vals(key, lab, seeds, bench=bench):
+            return [r[key] for r in groups.get((bench, lab), []) if r["seed"] in seeds]
 
-        host_acc, host_std = mean("class_il", label), float(np.std([r["class_il"] for r in rs]))
+        def mean(key, lab, seeds):
+            return float(np.mean(vals(key, lab, seeds) or [np.nan]))
+
         row = {"table": f"{bench}-claims", "host": label}
-        if (bench, f"clfd-{label}") in groups:
-            c = f"clfd-{label}"
-            row |= {"CLFD ΔClass-IL pts": round(100 * (mean("class_il", c) - host_acc), 1),
-                    "CLFD time ×": round(mean("train_seconds", label) / mean("train_seconds", c), 2),
-                    "CLFD memory ×": round(mean("peak_memory_bytes", label) / max(mean("peak_memory_bytes", c), 1), 2)}
-        if (bench, f"fdinet-{label}") in groups:
-            f = f"fdinet-{label}"
-            row |= {"FDINet ΔClass-IL pts": round(100 * (mean("class_il", f) - host_acc), 1),
-                    "host seed std pts": round(100 * host_std, 1),
-                    "FDINet params −%": round(100 * (1 - mean("backbone_params", f)
-                                                     / mean("backbone_params", label)), 1),
-                    "FDINet memory −%": round(100 * (1 - mean("peak_memory_bytes", f)
-                                                     / max(mean("peak_memory_bytes", label), 1)), 1)}
+        host_seeds = {r["seed"] for r in rs}
+        c, f = f"clfd-{label}", f"fdinet-{label}"
+        # a stopped run may hold a seed for the host and not for its variant: compare over the seeds both have
+        if seeds := host_seeds & {r["seed"] for r in groups.get((bench, c), [])}:
+            row |= {"CLFD ΔClass-IL pts": round(100 * (mean("class_il", c, seeds) - mean("class_il", label, seeds)), 1),
+                    "CLFD time ×": round(mean("train_seconds", label, seeds) / mean("train_seconds", c, seeds), 2),
+                    "CLFD memory ×": round(mean("peak_memory_bytes", label, seeds)
+                                           / max(mean("peak_memory_bytes", c, seeds), 1), 2)}
+        if seeds := host_seeds & {r["seed"] for r in groups.get((bench, f), [])}:
+            row |= {"FDINet ΔClass-IL pts": round(100 * (mean("class_il", f, seeds)
+                                                         - mean("class_il", label, seeds)), 1),
+                    "host seed std pts": round(100 * float(np.std(vals("class_il", label, seeds))), 1),
+                    "FDINet params −%": round(100 * (1 - mean("backbone_params", f, seeds)
+                                                     / mean("backbone_params", label, seeds)), 1),
+                    "FDINet memory −%": round(100 * (1 - mean("peak_memory_bytes", f, seeds)
+                                                     / max(mean("peak_memory_bytes", label, seeds), 1)), 1)}
         rows.append(row)
     return rows
 
@@ -120,12 +220,18 @@ def main() -> None:
     p.add_argument("--nf", type=int, default=None)
     p.add_argument("--buffer-size", type=int, default=50)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--methods", nargs="+", default=None)
+    p.add_argument("--methods", nargs="+", default=None, choices=("er", "der++", "er-ace", "cls-er"))
     p.add_argument("--benchmarks", nargs="+", default=None, choices=("split-digits", "split-fractals"))
-    p.add_argument("--plugins", nargs="+", default=["none", "clfd", "fdinet"])
+    p.add_argument("--plugins", nargs="+", default=["none", "clfd", "fdinet"], choices=("none", "clfd", "fdinet"))
     p.add_argument("--device", default="cpu")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (each runs whole runs; GPU: share the card)")
-    p.add_argument("--out", default=None, help="folder for the JSON (under clfreq/), table and plot")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per worker (default: this machine's threads / --jobs; 1 on a GPU)")
+    p.add_argument("--out", default=None, help="folder for the JSON (under clfreq/), partial JSON lines, table, plot")
+    p.add_argument("--resume-from", type=Path, nargs="+", default=[], metavar="FILE",
+                   help="partial .jsonl file(s) of an earlier call: their runs (same settings) are not run again")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="submit no run predicted to end after this many seconds; write what is done and exit 0")
     a = p.parse_args()
     if a.quick == a.full:
         p.error("pass exactly one of --quick or --full")
@@ -136,40 +242,57 @@ def main() -> None:
     a.benchmarks = a.benchmarks or (["split-digits"] if a.quick else ["split-digits", "split-fractals"])
     if a.epochs < 3:
         p.error("--epochs must be at least 3 so CLFD's similarity-based selection runs before its warm-up")
+    if a.jobs < 1 or (a.threads is not None and a.threads < 1):
+        p.error("--jobs and --threads must be at least 1")
+    if a.max_seconds is not None and a.max_seconds <= 0:
+        p.error(f"--max-seconds must be positive, got {a.max_seconds}")
+    for f in a.resume_from:
+        if not f.is_file():
+            p.error(f"--resume-from: no file {f}")
     from commons.reporting import markdown_table, save_line_plot
     from commons.results import write_results
 
-    jobs, hps = [], {}
-    for bench in a.benchmarks:
-        for method in a.methods:
-            hps[(bench, method)] = _hparams(bench, method, a.buffer_size, a.quick)
-            for plugin in a.plugins:
-                for seed in a.seeds:
-                    jobs.append({"bench": bench, "method": method, "plugin": None if plugin == "none" else plugin,
-                                 "seed": seed, "hp": hps[(bench, method)], "epochs": a.epochs, "nf": a.nf,
-                                 "buffer_size": a.buffer_size, "device": a.device,
-                                 "threads": max(1, torch.get_num_threads() // max(a.jobs, 1))})
+    threads = a.threads or (1 if a.device.startswith("cuda") else max(1, torch.get_num_threads() // a.jobs))
+    # seed-major (a stopped run holds whole seeds), Split Fractals (the long runs) first within a seed
+    benches = sorted(a.benchmarks, key=lambda b: b != "split-fractals")
+    hps = {(b, m): _hparams(b, m, a.buffer_size, a.quick) for b in benches for m in a.methods}
+    jobs = [{"key": f"{bench}/{method}/{plugin}/{seed}", "kind": f"{bench}/{method}/{plugin}", "bench": bench,
+             "method": method, "plugin": None if plugin == "none" else plugin, "seed": seed,
+             "hp": hps[(bench, method)], "epochs": a.epochs, "nf": a.nf, "buffer_size": a.buffer_size,
+             "device": a.device, "threads": threads}
+            for seed in a.seeds for bench in benches for method in a.methods for plugin in a.plugins]
     start = time.perf_counter()
-    runs = []
-    if a.jobs > 1:
-        with ProcessPoolExecutor(a.jobs, mp_context=get_context("spawn")) as pool:
-            for r in pool.map(run_one, jobs):
-                runs.append(r)
-                print(f"{r['bench']} {r['method']} seed {r['seed']}: CIL {r['class_il']:.3f}", flush=True)
-    else:
-        for job in jobs:
-            r = run_one(job)
-            runs.append(r)
-            print(f"{r['bench']} {r['method']} seed {r['seed']}: CIL {r['class_il']:.3f} "
-                  f"{r['train_seconds']:.1f}s", flush=True)
+    done = load_partial(a.resume_from, jobs)
+    resumed = len(done)
+    partial = Path(a.out) / "clfreq" / f"{name}.partial.jsonl" if a.out else None
+    print(f"{len(jobs)} runs, {resumed} resumed, {len(jobs) - resumed} to run on {a.jobs} worker(s) x {threads} "
+          f"thread(s)" + (f", partial results -> {partial}" if partial else ""), flush=True)
+
+    def report(rec: dict, elapsed: float) -> None:
+        r = rec["row"]
+        print(f"[{elapsed:6.0f} s] {rec['key']}: CIL {r['class_il']:.3f} train {r['train_seconds']:.1f} s "
+              f"({rec['seconds']:.0f} s wall, {len(done)}/{len(jobs)} done)", flush=True)
+
+    left = run_jobs(jobs, run_one, a.jobs, partial, done, a.max_seconds, start, report)
+    if left:
+        print(f"{len(left)} of {len(jobs)} runs remain (not started within --max-seconds, or failed); resume with "
+              f"--resume-from {partial or 'the partial file of a call with --out'}", flush=True)
+    runs = [done[j["key"]]["row"] for j in jobs if j["key"] in done]
+    if not runs:
+        print("no finished runs: nothing to write", flush=True)
+        return
     rows = summarise(runs, hps)
-    settings = {"mode": "quick (CPU)" if a.quick else "full", "epochs_per_task": a.epochs, "nf": a.nf,
+    settings = {"mode": "quick (CPU)" if a.quick else "full", "complete": not left, "runs_done": len(runs),
+                "runs_total": len(jobs), "runs_resumed": resumed, "epochs_per_task": a.epochs, "nf": a.nf,
                 "buffer_size": a.buffer_size, "batch_size": 32, "minibatch": 32, "seeds": a.seeds,
                 "benchmarks": a.benchmarks, "methods": a.methods, "plugins": a.plugins, "device": a.device,
-                "jobs": a.jobs, "wall_seconds": round(time.perf_counter() - start, 1),
+                "jobs": a.jobs, "threads_per_job": threads, "wall_seconds": round(time.perf_counter() - start, 1),
                 "hparams": {f"{b}/{m}": hp for (b, m), hp in hps.items()},
                 "command": " ".join(sys.argv)}
-    extra = {"per_seed_class_il": {f"{r['bench']}/{r['method']}/{r['seed']}": r["class_il"] for r in runs}}
+    if left:
+        settings["missing_runs"] = [j["key"] for j in left]
+    extra = {"per_seed_class_il": {f"{r['bench']}/{r['method']}/{r['seed']}": r["class_il"] for r in runs},
+             "run_seconds": {k: rec["seconds"] for k, rec in done.items()}}
     root = Path(a.out) if (a.out and a.full) else None  # quick: the repo's results/
     path = write_results("clfreq", name, rows, settings, extra=extra, root=root)
     md = "\n\n".join(f"### {t}\n\n" + markdown_table([{k: v for k, v in r.items() if k != "table"} for r in rows
@@ -184,7 +307,7 @@ def main() -> None:
         save_line_plot(Path(a.out) / "accuracy.png",
                        {k: (list(range(1, len(v[0]) + 1)), list(np.mean(v, 0))) for k, v in series.items()},
                        "tasks seen", "average Class-IL accuracy", "clfreq rehearsal bench")
-    print(f"wrote {path}")
+    print(f"wrote {path}" + ("" if not left else f" (incomplete: {len(left)} runs missing)"))
 
 
 if __name__ == "__main__":

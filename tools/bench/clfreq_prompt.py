@@ -17,6 +17,13 @@ it 2 steps per epoch and it stays at chance). Results: ``results/clfreq/prompt_<
 
     python tools/bench/clfreq_prompt.py --quick                          # CPU, Split Digits, 5 epochs, 3 seeds
     python tools/bench/clfreq_prompt.py --full --device cuda --jobs 8 --out $OUT  # one H100: both benchmarks
+
+Interruptible: with ``--out``, every finished stream is appended at once to ``<out>/clfreq/prompt_<mode>.partial.jsonl``
+(one JSON line: key, job, seconds, row). ``--resume-from FILE...`` skips the streams found there (same settings only)
+and the final JSON combines them with the new ones; ``--max-seconds S`` submits no stream that would end after S
+seconds (predicted from the last finished stream of the same kind), waits for the running ones, writes the results
+of what is done and exits 0, naming how many streams remain. Streams are ordered seed-major (every method for seed 0,
+then seed 1, ...), so a partial run has whole seeds; the JSON's settings say ``complete: true/false``.
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ import json
 import platform
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +120,92 @@ def run_job(job: dict) -> dict:
     return res.as_dict() | {"per_task": res.per_task}
 
 
+# ---------------------------------------------------------------- incremental runs (same helpers in clfreq.py)
+def _plain(obj):
+    """JSON form of a job or row: numpy scalars/arrays to Python, paths to strings."""
+    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def load_partial(paths: list[Path], jobs: list[dict]) -> dict[str, dict]:
+    """Finished runs recorded in JSON-lines ``paths`` whose job equals one of ``jobs`` (key and every setting)."""
+    wanted = {j["key"]: _plain({k: v for k, v in j.items() if k != "threads"}) for j in jobs}
+    done: dict[str, dict] = {}
+    for path in paths:
+        other = bad = 0
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill
+                bad += 1
+                continue
+            if wanted.get(rec.get("key")) == rec.get("job"):
+                done[rec["key"]] = rec
+            else:
+                other += 1
+        print(f"resume: {path}: {len(done)} runs usable so far, {other} lines for other "
+              f"jobs/settings ignored, {bad} unreadable", flush=True)
+    return done
+
+
+def run_jobs(jobs: list[dict], fn, workers: int, partial: Path | None, done: dict[str, dict],
+             max_seconds: float | None, start: float, report) -> list[dict]:
+    """Run the ``jobs`` not in ``done`` (in order, ``workers`` processes), appending each finished record to
+    ``partial`` at once; returns the jobs left unrun. A job is submitted only while ``elapsed + predicted`` stays
+    within ``max_seconds`` (predicted: 1.1 x the last finished run of its ``kind``,
+    resumed ones included; 0 if none, so the first of a kind starts whenever ``max_seconds`` is not reached)."""
+    if partial is not None:  # the new partial file holds the resumed runs too, so it alone resumes the next call
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        tmp = partial.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in done.values()))
+        tmp.replace(partial)
+    queue = [j for j in jobs if j["key"] not in done]
+    failed: list[dict] = []
+    last = {rec["job"]["kind"]: rec["seconds"] for rec in done.values()}
+
+    def record(job: dict, row: dict, seconds: float) -> None:
+        last[job["kind"]] = seconds
+        rec = _plain({"key": job["key"], "job": {k: v for k, v in job.items() if k != "threads"},
+                      "seconds": round(seconds, 2), "row": row})
+        done[job["key"]] = rec
+        if partial is not None:
+            with partial.open("a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+        report(rec, time.perf_counter() - start)
+
+    def next_job() -> dict | None:
+        elapsed = time.perf_counter() - start
+        for i, job in enumerate(queue):
+            if max_seconds is None or elapsed + 1.1 * last.get(job["kind"], 0.0) <= max_seconds:
+                return queue.pop(i)
+        return None
+
+    if workers <= 1:
+        while (job := next_job()) is not None:
+            t0 = time.perf_counter()
+            record(job, fn(job), time.perf_counter() - t0)
+        return failed + queue
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        running: dict = {}
+        while True:
+            while len(running) < workers and (job := next_job()) is not None:
+                running[pool.submit(fn, job)] = (job, time.perf_counter())
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)  # as_completed, with refills in between
+            for fut in finished:
+                job, t0 = running.pop(fut)
+                try:
+                    row = fut.result()
+                except Exception as exc:  # noqa: BLE001 - one failed run must not lose the others
+                    print(f"{job['key']}: FAILED ({type(exc).__name__}: {exc})", flush=True)
+                    failed.append(job)  # not retried in this call
+                    if isinstance(exc, BrokenProcessPool):
+                        return failed + [j for j, _ in running.values()] + queue
+                    continue
+                record(job, row, time.perf_counter() - t0)
+    return failed + queue
+
+
 def fmt(values: list[float]) -> str:
     arr = np.asarray([v for v in values if v is not None], dtype=float)
     if arr.size == 0:
@@ -126,49 +222,81 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=None, help="row names to run (default: all)")
+    parser.add_argument("--benchmarks", nargs="+", default=None, choices=("split-digits", "split-fractals"),
+                        help="default: Split Digits (--quick), Split Digits and Split Fractals (--full)")
     parser.add_argument("--backbone", default="vit-fractal-tiny32")
     parser.add_argument("--hub", action="store_true", help="load --backbone from the timm hub")
     parser.add_argument("--cifar100-root", type=Path, default=None)
     parser.add_argument("--classes-per-task", type=int, default=2, help="Split Digits: 2 (5 tasks) or 5 (2 tasks)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (GPU: they share the card)")
-    parser.add_argument("--out", type=Path, default=None, help="folder for the JSON (under clfreq/), table, plot")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per worker (default: this machine's threads / --jobs; 1 on a GPU)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for the JSON (under clfreq/), partial JSON lines, table")
+    parser.add_argument("--resume-from", type=Path, nargs="+", default=[], metavar="FILE",
+                        help="partial .jsonl file(s) of an earlier call: their streams (same settings) are not rerun")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="submit no stream predicted to end after this many seconds; write what is done, exit 0")
     args = parser.parse_args()
     if args.quick == args.full:
         parser.error("pass exactly one of --quick or --full")
     if len(args.seeds) < 1:
         parser.error("--seeds needs at least one seed")
+    if args.epochs < 1:
+        parser.error(f"--epochs must be at least 1, got {args.epochs}")
     if args.classes_per_task not in (1, 2, 5):
         parser.error("--classes-per-task must divide 10 into at least 2 tasks: 1, 2 or 5")
-    name = "prompt_quick" if args.quick else "prompt_full"
-    benches = [f"split-digits-{10 // args.classes_per_task}x{args.classes_per_task}"]
-    if args.full:
-        benches.append("split-fractals-10x10")
-    if args.cifar100_root is not None:
-        benches.append("split-cifar100-10x10")
+    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
+        parser.error("--jobs and --threads must be at least 1")
+    if args.max_seconds is not None and args.max_seconds <= 0:
+        parser.error(f"--max-seconds must be positive, got {args.max_seconds}")
+    for f in args.resume_from:
+        if not f.is_file():
+            parser.error(f"--resume-from: no file {f}")
     names = list(methods(1, 1, 1, "cpu"))
+    unknown = [m for m in args.methods or [] if m not in names]
+    if unknown:
+        parser.error(f"--methods: unknown {unknown}; choose from {names}")
+    name = "prompt_quick" if args.quick else "prompt_full"
+    chosen_benches = args.benchmarks or (["split-digits", "split-fractals"] if args.full else ["split-digits"])
+    benches = []
+    if "split-fractals" in chosen_benches:  # the long streams first within a seed
+        benches.append("split-fractals-10x10")
+    if "split-digits" in chosen_benches:
+        benches.append(f"split-digits-{10 // args.classes_per_task}x{args.classes_per_task}")
+    if args.cifar100_root is not None:
+        benches.insert(0, "split-cifar100-10x10")
     chosen = [n for n in names if not args.methods or n in args.methods]
-    jobs = [{"bench": b, "method": m, "seed": seed, "epochs": args.epochs, "device": args.device,
-             "backbone": args.backbone, "hub": args.hub, "cpt": args.classes_per_task,
-             "cifar100_root": args.cifar100_root, "threads": max(1, torch.get_num_threads() // max(args.jobs, 1))}
-            for b in benches for seed in args.seeds for m in chosen]
-    rows, extra, start = [], {}, time.perf_counter()
-    if args.jobs > 1:
-        from concurrent.futures import ProcessPoolExecutor
-        from multiprocessing import get_context
+    threads = args.threads or (1 if args.device.startswith("cuda") else max(1, torch.get_num_threads() // args.jobs))
+    jobs = [{"key": f"{b}/{m}/{seed}", "kind": f"{b}/{m}", "bench": b, "method": m, "seed": seed,
+             "epochs": args.epochs, "device": args.device, "backbone": args.backbone, "hub": args.hub,
+             "cpt": args.classes_per_task, "cifar100_root": args.cifar100_root, "threads": threads}
+            for seed in args.seeds for b in benches for m in chosen]  # seed-major: a stopped run has whole seeds
+    start = time.perf_counter()
+    done = load_partial(args.resume_from, jobs)
+    resumed = len(done)
+    partial = args.out / "clfreq" / f"{name}.partial.jsonl" if args.out else None
+    print(f"{len(jobs)} streams, {resumed} resumed, {len(jobs) - resumed} to run on {args.jobs} worker(s) x {threads} "
+          f"thread(s)" + (f", partial results -> {partial}" if partial else ""), flush=True)
 
-        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-            done = list(pool.map(run_job, jobs))
-    else:
-        done = [run_job(j) for j in jobs]
+    def report(rec: dict, elapsed: float) -> None:
+        print(f"[{elapsed:6.0f} s] {rec['key']}: final {rec['row']['final_accuracy']:.3f} ({rec['seconds']:.0f} s "
+              f"wall, {len(done)}/{len(jobs)} done)", flush=True)
+
+    left = run_jobs(jobs, run_job, args.jobs, partial, done, args.max_seconds, start, report)
+    if left:
+        print(f"{len(left)} of {len(jobs)} streams remain (not started within --max-seconds, or failed); resume "
+              f"with --resume-from {partial or 'the partial file of a call with --out'}", flush=True)
+    rows, extra = [], {}
     for bench_name in benches:
-        results: dict[str, list[dict]] = {n: [] for n in chosen}
-        for job, res in zip(jobs, done):
-            if job["bench"] == bench_name:
-                results[job["method"]].append(res)
-        for mname, runs in results.items():
+        for mname in chosen:
+            runs = [done[j["key"]]["row"] for j in jobs
+                    if j["bench"] == bench_name and j["method"] == mname and j["key"] in done]
+            if not runs:
+                continue
             rows.append({
-                "table": bench_name, "method": mname,
+                "table": bench_name, "method": mname, "seeds": len(runs),
                 "final acc %": fmt([r["final_accuracy"] for r in runs]),
                 "avg incremental acc %": fmt([r["average_incremental_accuracy"] for r in runs]),
                 "forgetting %": fmt([r["forgetting"] for r in runs]),
@@ -178,23 +306,32 @@ def main() -> None:
                 "train s": round(float(np.mean([r["train_seconds"] for r in runs])), 1),
             })
             extra[f"{bench_name}/{mname}"] = [r["final_accuracy"] for r in runs]
+    if not rows:
+        print("no finished streams: nothing to write", flush=True)
+        return
     provenance = ("shipped vit-fractal-tiny32, pre-trained by this project on FractalDB-style images (no natural "
                   "images, no digits); NOT an ImageNet-21k model" if args.backbone in SHIPPED_BACKBONES else
                   "hub weights" if args.hub else "weights from a local file")
-    settings = {"mode": "quick (CPU)" if args.quick else "full", "epochs_per_task": args.epochs, "seeds": args.seeds,
-                "backbone": args.backbone, "backbone_provenance": provenance, "device": args.device,
-                "benchmarks": list(benches), "batch": "24 for every method (CODA-Prompt official: 128)",
+    settings = {"mode": "quick (CPU)" if args.quick else "full", "complete": not left, "streams_done": len(done),
+                "streams_total": len(jobs), "streams_resumed": resumed, "epochs_per_task": args.epochs,
+                "seeds": args.seeds, "backbone": args.backbone, "backbone_provenance": provenance,
+                "device": args.device, "jobs": args.jobs, "threads_per_job": threads, "benchmarks": list(benches),
+                "batch": "24 for every method (CODA-Prompt official: 128)",
                 "wall_seconds": round(time.perf_counter() - start, 1), "command": " ".join(sys.argv),
                 "machine_threads": torch.get_num_threads(), "platform": platform.machine()}
-    path = write_results("clfreq", name, rows, settings, extra={"final_accuracy_per_seed": extra},
+    if left:
+        settings["missing_streams"] = [j["key"] for j in left]
+    path = write_results("clfreq", name, rows, settings,
+                         extra={"final_accuracy_per_seed": extra,
+                                "stream_seconds": {k: rec["seconds"] for k, rec in done.items()}},
                          root=(args.out if (args.out and args.full) else None))
+    tables = [t for t in benches if any(r["table"] == t for r in rows)]
     md = "\n\n".join(f"### {t}\n\n" + markdown_table([{k: v for k, v in r.items() if k != "table"} for r in rows
-                                                       if r["table"] == t]) for t in benches)
+                                                       if r["table"] == t]) for t in tables)
     print(md)
     if args.out:
         (args.out / f"{name}.md").write_text(md + "\n")
-        (args.out / f"{name}_runs.json").write_text(json.dumps(extra, indent=1) + "\n")
-    print(f"wrote {path}")
+    print(f"wrote {path}" + ("" if not left else f" (incomplete: {len(left)} streams missing)"))
 
 
 if __name__ == "__main__":
