@@ -26,8 +26,8 @@ class Rehearsal:
     #: ``True``: ER and CLS-ER forward the current batch and a buffer draw as one concatenated batch (mammoth);
     #: ``False`` (CLFD): two forwards, so that the class mask applies to the current batch only
     concat_replay: bool = True
-    #: net buffers that are per-process counters (summed over processes per epoch, never averaged per step)
-    summed_buffers: tuple[str, ...] = ("select_counts", "select_probs")
+    #: names of net buffers kept out of the per-step averaging over processes (CLFD's counts and probabilities)
+    summed_buffers: tuple[str, ...] = ()
 
     def __init__(self, lr: float = 0.1, buffer_size: int = 50, minibatch: int = 32, nf: int = 20):
         if not lr > 0:

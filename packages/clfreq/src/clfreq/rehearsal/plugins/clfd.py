@@ -30,6 +30,9 @@ class CLFDMixin(PluginMixin):
     plugin = "clfd"
     display = "CLFD"
     concat_replay = False  # the class mask applies to the current batch only: its own forward
+    #: per-process counts (summed over processes per epoch, :meth:`epoch_counters`) and the probabilities derived
+    #: from them: never averaged per step
+    summed_buffers = ("select_counts", "select_probs")
 
     def __init__(self, *args, kwta_keep: float = 0.6, buffer_factor: int = 4, selection: bool = True, **kw):
         super().__init__(*args, **kw)
