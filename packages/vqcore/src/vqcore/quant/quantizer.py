@@ -178,6 +178,9 @@ class UniformQuantizer(nn.Module):
             # where fresh full-size temporaries dominate the cost of fake-quantizing activations.
             q = x / scale
             return q.round_().add_(zp).clamp_(spec.qmin, spec.qmax).sub_(zp).mul_(scale)
+        if (soft_round is None and ste and not zp.requires_grad and x.ndim >= 2 and scale.ndim == x.ndim
+                and scale.shape[0] == x.shape[0] and _clamp_edges() is not None):
+            return _FakeQuantSTE.apply(x, scale, zp, spec.qmin, spec.qmax)
         if soft_round is not None:  # AdaRound: floor + learned offset in [0, 1]
             q = torch.floor(x / scale).detach() + soft_round
         else:
@@ -376,6 +379,79 @@ class UniformQuantizer(nn.Module):
         table = f", timesteps={s.timesteps}" if s.timesteps else ""
         return (f"bits={s.bits}, {'sym' if s.symmetric else 'asym'}, {s.granularity}{extra}, init={s.init}, "
                 f"learn={s.learn}{table}, enabled={self.enabled}")
+
+
+_CLAMP_EDGES: list = []
+
+
+def _clamp_edges() -> tuple[bool, bool] | None:
+    """Whether ``torch.clamp``'s backward passes the gradient at ``x == min`` and at ``x == max`` (torch versions
+    differ); None (use the autograd graph) if it does anything but pass or block there."""
+    if not _CLAMP_EDGES:
+        with torch.enable_grad():
+            u = torch.tensor([0.0, 1.0, 2.0], requires_grad=True)
+            (g,) = torch.autograd.grad(torch.clamp(u, 0, 2).sum(), u)
+        edges = (float(g[0]), float(g[2]))
+        _CLAMP_EDGES.append((edges[0] == 1.0, edges[1] == 1.0) if set(edges) <= {0.0, 1.0} else None)
+    return _CLAMP_EDGES[0]
+
+
+class _FakeQuantSTE(torch.autograd.Function):
+    """``x̂ = (clamp(round(x / Δ) + zp, qmin, qmax) − zp) · Δ`` with the straight-through gradient — the values and
+    gradients of the autograd graph that :meth:`UniformQuantizer._fake` builds (``round_ste``), with less memory.
+
+    That graph keeps ``x``, ``round(x / Δ) + zp`` (for the clamp mask) and ``q − zp`` (for ``∂/∂Δ``), three float32
+    copies of a weight, and its backward pass makes about five more. Here only ``x`` is kept; the backward pass
+    recomputes ``u = round(x / Δ) + zp`` and ``v = clamp(u) − zp`` on chunks of ``CHUNK_ELEMENTS`` along dim 0 and
+    applies the formulas autograd uses for that graph, term by term and in the same order:
+
+    * ``MulBackward`` (``x̂ = v · Δ``): ``g_v = g · Δ``; ``g_Δ¹ = Σ g · v``;
+    * ``ClampBackward1``: ``g_u = where(qmin < u < qmax, g_v, 0)``, with ``u = qmin``/``qmax`` passing or not as this
+      torch's clamp backward does (probed once, :func:`_clamp_edges`: torch 2.14 passes neither); the ``+ zp``,
+      ``− zp`` and the STE pass it on;
+    * ``DivBackward0`` (``t = x / Δ``): ``g_x = g_u / Δ``; ``g_Δ² = Σ −g_u · ((x / Δ) / Δ)``;
+    * ``g_Δ = g_Δ¹ + g_Δ²`` (Σ over the dims Δ broadcasts on, as ``sum_to`` reduces them).
+
+    Dim 0 is never summed over (``Δ`` has one entry per row: per channel, per group, per token), so each chunk's values
+    are those of the whole tensor (tests compare the gradients with the autograd graph's exactly)."""
+
+    @staticmethod
+    def forward(ctx, x, scale, zp, qmin, qmax):  # noqa: D102
+        ctx.save_for_backward(x, scale, zp)
+        ctx.bounds = (qmin, qmax)
+        q = x / scale
+        return q.round_().add_(zp).clamp_(qmin, qmax).sub_(zp).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        x, scale, zp = ctx.saved_tensors
+        qmin, qmax = ctx.bounds
+        need_x, need_s = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_x = torch.empty_like(x) if need_x else None
+        rows = x.shape[0]
+        sums = tuple(i for i in range(x.ndim) if scale.shape[i] == 1 and g.shape[i] != 1)
+        grad_s = [] if need_s else None
+
+        def rows_of(t: torch.Tensor, a: int, b: int) -> torch.Tensor:
+            return t[a:b] if t.ndim and t.shape[0] == rows else t
+
+        step = max(1, CHUNK_ELEMENTS // max(x[0].numel(), 1))
+        for a in range(0, rows, step):
+            b = min(a + step, rows)
+            xr, gr, sr, zr = x[a:b], g[a:b], rows_of(scale, a, b), rows_of(zp, a, b)
+            u = (xr / sr).round_().add_(zr)
+            lo_in, hi_in = _clamp_edges()
+            mask = ((u >= qmin) if lo_in else (u > qmin)).logical_and_((u <= qmax) if hi_in else (u < qmax))
+            g_u = torch.where(mask, gr * sr, torch.zeros((), dtype=g.dtype))
+            if need_x:
+                grad_x[a:b] = g_u / sr
+            if need_s:
+                v = u.clamp_(qmin, qmax).sub_(zr)
+                s1 = (gr * v).sum(sums, keepdim=True) if sums else gr * v
+                s2 = -g_u * ((xr / sr) / sr)
+                s2 = s2.sum(sums, keepdim=True) if sums else s2
+                grad_s.append(s1 + s2)
+        return grad_x, torch.cat(grad_s) if need_s else None, None, None, None
 
 
 def _abs_pow_(e: torch.Tensor, p: float) -> torch.Tensor:
