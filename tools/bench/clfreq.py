@@ -8,7 +8,7 @@ after 40 % of the epochs, so at 2 epochs it overwrites the similarity-based init
 on Split Digits with ``--quick`` the QUICK_ARGS (ER-ACE lr 0.1, faster CLS-ER EMAs; see the README).
 
     python tools/bench/clfreq.py --quick                   # CPU: Split Digits, ER and ER-ACE, 3 seeds (~5 min)
-    python tools/bench/clfreq.py --full --device cuda --jobs 8 --out $OUT    # one H100: both benchmarks, all hosts
+    python tools/bench/clfreq.py --full --device cuda --jobs 10 --threads 1 --max-seconds 470 --out $OUT  # one H100
 
 ``--full`` writes ``$OUT/clfreq/rehearsal_full.json`` (copy it to ``results/clfreq/``), ``$OUT/rehearsal_full.md``
 and ``$OUT/accuracy.png``.
@@ -19,6 +19,8 @@ the final JSON combines them with the new ones; ``--max-seconds S`` submits no r
 (predicted from the last finished run of the same kind), waits for the running ones, writes the results of what
 is done and exits 0, naming how many runs remain. Runs are ordered seed-major (every method and plugin for seed 0,
 then seed 1, ...), so a partial run has whole seeds; the JSON's settings say ``complete: true/false``.
+With ``--jobs N`` the runs share the machine (and the GPU): ``train s`` and the CLFD time ratio are measured under
+that sharing (host and variant of a seed run side by side); peak memory is per process and unaffected.
 """
 
 from __future__ import annotations
@@ -108,8 +110,8 @@ def run_jobs(jobs: list[dict], fn, workers: int, partial: Path | None, done: dic
              max_seconds: float | None, start: float, report) -> list[dict]:
     """Run the ``jobs`` not in ``done`` (in order, ``workers`` processes), appending each finished record to
     ``partial`` at once; returns the jobs left unrun. A job is submitted only while ``elapsed + predicted`` stays
-    within ``max_seconds`` (predicted: 1.1 x the last finished run of its ``kind``,
-    resumed ones included; 0 if none, so the first of a kind starts whenever ``max_seconds`` is not reached)."""
+    within ``max_seconds`` (predicted: 1.1 x the last finished run of its ``kind``, resumed ones included; for a kind
+    not seen yet the longest finished run of its ``bench``; 0 if none)."""
     if partial is not None:  # the new partial file holds the resumed runs too, so it alone resumes the next call
         partial.parent.mkdir(parents=True, exist_ok=True)
         tmp = partial.with_suffix(".tmp")
@@ -129,10 +131,15 @@ def run_jobs(jobs: list[dict], fn, workers: int, partial: Path | None, done: dic
                 fh.write(json.dumps(rec) + "\n")
         report(rec, time.perf_counter() - start)
 
+    def predicted(job: dict) -> float:
+        if job["kind"] in last:
+            return 1.1 * last[job["kind"]]
+        return max((v for k, v in last.items() if k.startswith(job["bench"] + "/")), default=0.0)
+
     def next_job() -> dict | None:
         elapsed = time.perf_counter() - start
         for i, job in enumerate(queue):
-            if max_seconds is None or elapsed + 1.1 * last.get(job["kind"], 0.0) <= max_seconds:
+            if max_seconds is None or elapsed + predicted(job) <= max_seconds:
                 return queue.pop(i)
         return None
 

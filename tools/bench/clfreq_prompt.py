@@ -16,7 +16,7 @@ same number of steps (CODA-Prompt keeps its official lr 0.001 and cosine; at its
 it 2 steps per epoch and it stays at chance). Results: ``results/clfreq/prompt_<quick|full>.json``.
 
     python tools/bench/clfreq_prompt.py --quick                          # CPU, Split Digits, 5 epochs, 3 seeds
-    python tools/bench/clfreq_prompt.py --full --device cuda --jobs 8 --out $OUT  # one H100: both benchmarks
+    python tools/bench/clfreq_prompt.py --full --device cuda --jobs 5 --threads 1 --max-seconds 470 --out $OUT
 
 Interruptible: with ``--out``, every finished stream is appended at once to ``<out>/clfreq/prompt_<mode>.partial.jsonl``
 (one JSON line: key, job, seconds, row). ``--resume-from FILE...`` skips the streams found there (same settings only)
@@ -151,8 +151,8 @@ def run_jobs(jobs: list[dict], fn, workers: int, partial: Path | None, done: dic
              max_seconds: float | None, start: float, report) -> list[dict]:
     """Run the ``jobs`` not in ``done`` (in order, ``workers`` processes), appending each finished record to
     ``partial`` at once; returns the jobs left unrun. A job is submitted only while ``elapsed + predicted`` stays
-    within ``max_seconds`` (predicted: 1.1 x the last finished run of its ``kind``,
-    resumed ones included; 0 if none, so the first of a kind starts whenever ``max_seconds`` is not reached)."""
+    within ``max_seconds`` (predicted: 1.1 x the last finished run of its ``kind``, resumed ones included; for a kind
+    not seen yet the longest finished run of its ``bench``; 0 if none)."""
     if partial is not None:  # the new partial file holds the resumed runs too, so it alone resumes the next call
         partial.parent.mkdir(parents=True, exist_ok=True)
         tmp = partial.with_suffix(".tmp")
@@ -172,10 +172,15 @@ def run_jobs(jobs: list[dict], fn, workers: int, partial: Path | None, done: dic
                 fh.write(json.dumps(rec) + "\n")
         report(rec, time.perf_counter() - start)
 
+    def predicted(job: dict) -> float:
+        if job["kind"] in last:
+            return 1.1 * last[job["kind"]]
+        return max((v for k, v in last.items() if k.startswith(job["bench"] + "/")), default=0.0)
+
     def next_job() -> dict | None:
         elapsed = time.perf_counter() - start
         for i, job in enumerate(queue):
-            if max_seconds is None or elapsed + 1.1 * last.get(job["kind"], 0.0) <= max_seconds:
+            if max_seconds is None or elapsed + predicted(job) <= max_seconds:
                 return queue.pop(i)
         return None
 
