@@ -396,6 +396,9 @@ def _clamp_edges() -> tuple[bool, bool] | None:
     return _CLAMP_EDGES[0]
 
 
+_clamp_edges()  # probed at import: a first probe inside a checkpointed forward would save tensors the recompute doesn't
+
+
 class _FakeQuantSTE(torch.autograd.Function):
     """``x̂ = (clamp(round(x / Δ) + zp, qmin, qmax) − zp) · Δ`` with the straight-through gradient — the values and
     gradients of the autograd graph that :meth:`UniformQuantizer._fake` builds (``round_ste``), with less memory.
