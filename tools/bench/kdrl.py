@@ -1,19 +1,28 @@
-"""Benchmark: can the weighting strategies be told apart? MTKD-RL vs AVER, CA-MKD, EBKD, AEKD and the student alone
-on heterogeneous teacher pools (a strong, a weak and a partly wrong teacher of different architectures, see
+"""Benchmark: can the weighting strategies be told apart? MTKD-RL vs AVER, CA-MKD, EBKD, AEKD, MMKD and the student
+alone on heterogeneous teacher pools (a strong, a weak and a partly wrong teacher of different architectures, see
 ``kdrl.pools``), with paired per-seed deltas and confidence intervals, per-teacher mean weights of each strategy and
 wall time per epoch.
 
-    python tools/bench/kdrl.py --quick      # CPU, ~5 min: digits + small 100-class fractal pool, 5 seeds
+    python tools/bench/kdrl.py --quick      # CPU: digits + small 100-class fractal pool, 5 seeds
     python tools/bench/kdrl.py --full --out $OUT   # GPU, the paper's CIFAR architectures on the 100-class set
 
 ``--quick`` writes ``results/kdrl/kdrl_quick.json`` and ``--full`` ``results/kdrl/kdrl_full.json`` through
-``commons.results`` (``--results-root`` to write elsewhere, e.g. ``$OUT`` on a GPU box), plus ``weights_<pool>.png``,
-``raw.json`` (every run, written after each seed so an interrupted run keeps what it finished) in ``--out``.
+``commons.results`` (``--results-root`` to write elsewhere, e.g. ``$OUT`` on a GPU box), plus ``weights_<pool>.png``
+and ``raw.json`` in ``--out`` (copied beside the JSON with ``--results-root``).
+
+Interruptible: every finished unit (pool, strategy, seed) is appended at once to ``kdrl_<setting>_units.jsonl``
+(in ``--results-root`` if given, else ``--out``), with the fingerprint of the teachers it was distilled from.
+``--resume-from FILE`` reuses the units of an earlier file (copied into the new one) and runs only the missing ones:
+a unit is reused when its teachers' fingerprint equals this run's, or when its whole seed (every strategy) was
+finished with one set of teachers (a complete paired set). ``--max-seconds`` (``--full``: 480) stops before a unit
+that would end after it (predicted from that strategy's last unit) and summarises what is done; the results JSON
+then says ``complete: false`` and how many units are missing.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import shutil
@@ -26,20 +35,73 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-STRATEGIES = ["student", "aver", "camkd", "ebkd", "aekd", "mtkd_rl"]
+STRATEGIES = ["student", "aver", "camkd", "ebkd", "aekd", "mmkd", "mtkd_rl"]
 SETTINGS = {
     "quick": {"pools": ["digits", "fractal_small"], "seeds": [0, 1, 2, 3, 4], "epochs": 6, "teacher_epochs": 10,
               "batch_size": 64,  # ~5.5 CPU minutes at one thread: the fractal pool runs the four main methods
-              "pool_strategies": {"fractal_small": ["student", "aver", "camkd", "mtkd_rl"]}},
-    # one H100, <= 8 min: 100-class fractal set at 32x32 (10k/2k images), resnet32x4 / wrn_16_2 (20 % data) /
-    # vgg13 (half the classes permuted) -> resnet8x4; stops starting seeds when the time budget would be exceeded
+              "pool_strategies": {"fractal_small": ["student", "aver", "camkd", "mmkd", "mtkd_rl"]}},
+    # one H100: 100-class fractal set at 32x32 (10k/2k images), resnet32x4 / wrn_16_2 (20 % data) / vgg13 (half the
+    # classes permuted) -> resnet8x4; more than one 10-minute call: --max-seconds stops cleanly, --resume-from goes on
     "full": {"pools": ["fractal"], "seeds": [0, 1, 2, 3, 4], "epochs": 8, "teacher_epochs": 20,
-             "batch_size": 128, "time_budget_s": 480},
+             "batch_size": 128, "max_seconds": 480},
 }
 
 
-def run_pool(pool_name, seeds, strategies, epochs, teacher_epochs, batch_size, cache, raw, raw_path, progress,
-             deadline=None):
+def teacher_fingerprint(teachers) -> str:
+    """sha256 (16 hex digits) of every teacher's state dict: units distilled from other teachers are not mixed."""
+    h = hashlib.sha256()
+    for model in teachers:
+        for key, value in model.state_dict().items():
+            h.update(key.encode())
+            h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class UnitLog:
+    """The JSON-lines file of finished units (and one ``pool`` line per pool and run)."""
+
+    def __init__(self, path: Path, previous: list[dict] | None = None):
+        self.path = path
+        self.previous = previous or []
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("", encoding="utf-8")
+
+    @staticmethod
+    def read(path: Path) -> list[dict]:
+        rows = []
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut by a killed process
+                    logging.warning("%s: skipping an unreadable line", path)
+        return rows
+
+    def append(self, row: dict) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+
+    def reusable(self, pool: str, fingerprint: str, strategies: list[str]) -> dict:
+        """``{(strategy, seed): unit}`` from the earlier file that this run may reuse (see the module docstring)."""
+        units = [r for r in self.previous if r.get("kind") == "unit" and r["pool"] == pool]
+        keep = {}
+        for r in units:
+            if r["teacher_fingerprint"] == fingerprint:
+                keep[(r["strategy"], r["seed"])] = r
+        by_seed: dict = {}
+        for r in units:
+            by_seed.setdefault((r["seed"], r["teacher_fingerprint"]), {})[r["strategy"]] = r
+        for (seed, fp), runs in by_seed.items():
+            if fp != fingerprint and set(strategies) <= set(runs) and not any((s, seed) in keep for s in strategies):
+                keep.update({(s, seed): runs[s] for s in strategies})
+        return keep
+
+
+def run_pool(pool_name, seeds, strategies, epochs, teacher_epochs, batch_size, cache, raw, log, progress,
+             clock):
+    """Train (or load) the pool's teachers, then every (seed, strategy) unit not reusable from ``log``; each unit is
+    appended to ``log`` when it ends. Returns False when ``clock`` says stop."""
     import torch
 
     from commons.device import TrainingBackend
@@ -52,17 +114,35 @@ def run_pool(pool_name, seeds, strategies, epochs, teacher_epochs, batch_size, c
     backend = TrainingBackend(cpu=not torch.cuda.is_available())
     train, test = pool_loaders(spec, batch_size)
     t0 = time.perf_counter()
-    teachers, names = build_pool(spec, train, teacher_epochs, cache, backend=backend, progress=progress)
-    raw["pools"][pool_name] = {
+    bench = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True  # same teachers next call
+    try:
+        teachers, names = build_pool(spec, train, teacher_epochs, cache, backend=backend, progress=progress)
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = bench, False
+    fingerprint = teacher_fingerprint(teachers)
+    info = {
         "spec": spec.to_dict(), "teachers": names, "teacher_seconds": time.perf_counter() - t0,
         "teacher_top1": [evaluate_classifier(m.to(backend.device), test, backend.device)["top1"] for m in teachers],
-        "n_train": len(train.dataset), "n_test": len(test.dataset), "device": str(backend.device), "runs": [],
+        "n_train": len(train.dataset), "n_test": len(test.dataset), "device": str(backend.device),
+        "teacher_fingerprint": fingerprint, "runs": [],
     }
-    logging.info("%s teachers: %s", pool_name, dict(zip(names, raw["pools"][pool_name]["teacher_top1"])))
+    raw["pools"][pool_name] = info
+    log.append({"kind": "pool", "pool": pool_name, **{k: v for k, v in info.items() if k != "runs"}})
+    logging.info("%s teachers (%s): %s", pool_name, fingerprint, dict(zip(names, info["teacher_top1"])))
+    reuse = log.reusable(pool_name, fingerprint, strategies)
+    for unit in reuse.values():
+        log.append(unit)
+        info["runs"].append({k: v for k, v in unit.items() if k not in ("kind", "pool")})
+    if reuse:
+        logging.info("%s: reusing %d finished units from %s", pool_name, len(reuse), "--resume-from")
     pool = TeacherPool(teachers, names=names)
-    for k, seed in enumerate(seeds):
-        seed_start = time.perf_counter()
+    for seed in seeds:
         for name in strategies:
+            if (name, seed) in reuse:
+                continue
+            if not clock.may_start(name):
+                return False
             torch.manual_seed(seed)
             student = create_model(spec.student, **spec.student_kwargs)
             cfg = digits_recipe(epochs, seed=seed, batch_size=batch_size)
@@ -71,21 +151,49 @@ def run_pool(pool_name, seeds, strategies, epochs, teacher_epochs, batch_size, c
             hist = d.fit(train, test, progress=progress)
             cpu_seconds = time.process_time() - cpu0
             eps = hist["epochs"]
-            raw["pools"][pool_name]["runs"].append({
+            run = {
                 "strategy": name, "seed": seed, "final_top1": d.evaluate(test)["top1"],
                 "seconds": time.perf_counter() - start, "cpu_seconds": cpu_seconds, "epochs": len(eps),
                 "epoch_seconds": [e["seconds"] for e in eps], "strategy_seconds": [e["strategy_seconds"] for e in eps],
                 "logit_weights": [e["logit_weights"] for e in eps], "feat_weights": [e["feat_weights"] for e in eps],
-                "test_curve": [e["test_top1"] for e in eps],
-            })
-            logging.info("%s %s seed %d: %.2f%%", pool_name, name, seed, raw["pools"][pool_name]["runs"][-1]
-                         ["final_top1"])
-        raw_path.write_text(json.dumps(raw), encoding="utf-8")  # keep finished seeds if interrupted
-        if deadline is not None and k + 1 < len(seeds) and time.perf_counter() + (
-                time.perf_counter() - seed_start) > deadline:
-            logging.info("%s: time budget reached after %d seeds; summarising those", pool_name, k + 1)
-            raw["pools"][pool_name]["stopped_early_after_seeds"] = k + 1
-            break
+                "test_curve": [e["test_top1"] for e in eps], "device": str(backend.device),
+            }
+            clock.finished(name, run["seconds"])
+            info["runs"].append(run)
+            log.append({"kind": "unit", "pool": pool_name, "teacher_fingerprint": fingerprint, **run})
+            logging.info("%s %s seed %d: %.2f%% (%.1f s)", pool_name, name, seed, run["final_top1"], run["seconds"])
+    return True
+
+
+class Clock:
+    """``--max-seconds``: a unit may start when it is predicted to end within the budget (its strategy's last
+    duration in this run, else in the resumed file, else the longest unit so far, x4 for MMKD's meta steps)."""
+
+    def __init__(self, started: float, max_seconds: float | None, previous: list[dict] | None = None):
+        self.started, self.max_seconds = started, max_seconds
+        self.last: dict[str, float] = {}
+        for r in previous or []:
+            if r.get("kind") == "unit":
+                self.last[r["strategy"]] = float(r["seconds"])
+        self.stopped = False
+
+    def finished(self, strategy: str, seconds: float) -> None:
+        self.last[strategy] = seconds
+
+    def may_start(self, strategy: str) -> bool:
+        if self.max_seconds is None:
+            return True
+        elapsed = time.perf_counter() - self.started
+        guess = self.last.get(strategy)
+        if guess is None:
+            longest = max(self.last.values(), default=0.0)
+            guess = longest * (4.0 if strategy == "mmkd" else 1.0)
+        if elapsed + guess > self.max_seconds:
+            logging.info("--max-seconds %.0f: stopping before %s (elapsed %.0f s, predicted %.0f s)",
+                         self.max_seconds, strategy, elapsed, guess)
+            self.stopped = True
+            return False
+        return True
 
 
 def summarise(raw):
@@ -181,7 +289,10 @@ def plot_weights(raw, pool_name, path):
     import matplotlib.pyplot as plt
 
     p = raw["pools"][pool_name]
-    methods = [m for m in ("aver", "camkd", "ebkd", "aekd", "mtkd_rl") if any(r["strategy"] == m for r in p["runs"])]
+    methods = [m for m in ("aver", "camkd", "ebkd", "aekd", "mmkd", "mtkd_rl")
+               if any(r["strategy"] == m for r in p["runs"])]
+    if not methods:
+        raise ValueError("no finished unit of a weighting strategy")
     fig, axes = plt.subplots(1, len(methods), figsize=(3.3 * len(methods), 3.2), dpi=110, sharey=True)
     axes = [axes] if len(methods) == 1 else axes
     for ax, m in zip(axes, methods):
@@ -215,18 +326,22 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=None, help="student epochs")
     p.add_argument("--teacher-epochs", type=int, default=None)
     p.add_argument("--strategies", default=None, help=f"comma-separated (default {','.join(STRATEGIES)})")
-    p.add_argument("--out", default="runs/bench/kdrl")
+    p.add_argument("--out", default="runs/bench/kdrl", help="working folder (teacher cache, plots, raw.json)")
     p.add_argument("--results-root", default=None, help="folder for <package>/<bench>.json (default: repo results/)")
     p.add_argument("--no-results", action="store_true", help="do not write commons.results JSON")
     p.add_argument("--from-raw", default=None, help="summarise an earlier raw.json without training")
+    p.add_argument("--resume-from", default=None,
+                   help="an earlier kdrl_<setting>_units.jsonl: reuse its finished units, run the missing ones")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="stop before a unit predicted to end after this many seconds from the start and summarise "
+                   "what is done (default: --full 480, --quick none; 0: no limit)")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--per-class", type=int, default=None,
                    help="fractal pools: training images per class (a smaller copy of the setting, e.g. a CPU check)")
-    p.add_argument("--time-budget", type=float, default=None,
-                   help="seconds: start no further seed that would end after it (default: --full 480, quick none)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (1: the shared CI box; ignored on GPU)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    started = time.perf_counter()
     import torch
 
     setting = "full" if args.full else "quick"
@@ -237,16 +352,25 @@ def main(argv=None) -> int:
         cfg["seeds"] = [int(s) for s in args.seeds.split(",")]
     cfg["epochs"] = args.epochs or cfg["epochs"]
     cfg["teacher_epochs"] = args.teacher_epochs or cfg["teacher_epochs"]
+    max_seconds = args.max_seconds if args.max_seconds is not None else cfg.pop("max_seconds", None)
+    cfg.pop("max_seconds", None)
+    max_seconds = max_seconds or None
     args.strategies_given = args.strategies is not None
     strategies = [s for s in (args.strategies or ",".join(STRATEGIES)).split(",") if s]
+    previous = []
+    if args.resume_from:
+        if not Path(args.resume_from).is_file():
+            raise SystemExit(f"--resume-from: no such file {args.resume_from}")
+        previous = UnitLog.read(Path(args.resume_from))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not torch.cuda.is_available():
         torch.set_num_threads(max(1, args.threads))
     else:
         torch.backends.cudnn.benchmark = True
-    started = time.perf_counter()
     raw_path = out / "raw.json"
+    units_path = Path(args.results_root or out) / f"kdrl_{setting}_units.jsonl"
+    complete = True
     if args.from_raw:
         raw = json.loads(Path(args.from_raw).read_text(encoding="utf-8"))
     else:
@@ -265,16 +389,22 @@ def main(argv=None) -> int:
             cfg["per_class"] = args.per_class
         raw = {"setting": setting, "config": cfg, "strategies": strategies, "pools": {},
                "command": "python tools/bench/kdrl.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+        log = UnitLog(units_path, previous)
+        clock = Clock(started, max_seconds, previous)
         only = cfg.get("pool_strategies", {})
+        total = 0
         for pool in cfg["pools"]:
             chosen = strategies
             if pool in only and not args.strategies_given:
                 chosen = [s for s in strategies if s in only[pool]]
-            budget = args.time_budget if args.time_budget is not None else cfg.get("time_budget_s")
-            run_pool(pool, cfg["seeds"], chosen, cfg["epochs"], cfg["teacher_epochs"], cfg["batch_size"],
-                     out / "teachers", raw, raw_path, args.progress,
-                     deadline=None if not budget else started + budget)
+            total += len(chosen) * len(cfg["seeds"])
+            if complete:
+                complete = run_pool(pool, cfg["seeds"], chosen, cfg["epochs"], cfg["teacher_epochs"],
+                                    cfg["batch_size"], out / "teachers", raw, log, args.progress, clock)
         raw["wall_seconds"] = time.perf_counter() - started
+        raw["units_done"] = sum(len(v["runs"]) for v in raw["pools"].values())
+        raw["units_total"] = total
+        raw["complete"] = complete and raw["units_done"] >= total
         raw_path.write_text(json.dumps(raw), encoding="utf-8")
     rows = summarise(raw)
     rows += targets(rows)
@@ -284,6 +414,8 @@ def main(argv=None) -> int:
             images.append(str(plot_weights(raw, pool, out / f"weights_{pool}.png")))
         except ImportError:
             logging.info("matplotlib missing: no weight plots")
+        except ValueError as e:  # no finished unit of a weighting strategy yet
+            logging.info("no weight plot for %s: %s", pool, e)
     from commons.reporting import markdown_table
 
     for table in ("teachers", "accuracy", "paired", "weights", "targets"):
@@ -293,21 +425,34 @@ def main(argv=None) -> int:
     if not args.no_results:
         from commons.results import write_results
 
+        fingerprints: dict = {}
+        for v in raw["pools"].values():
+            for r in v["runs"]:
+                fp = r.get("teacher_fingerprint", v.get("teacher_fingerprint", ""))
+                fingerprints[fp] = fingerprints.get(fp, 0) + 1
         settings = {**raw["config"], "setting": raw["setting"], "strategies": raw["strategies"],
                     "command": raw.get("command", "python tools/bench/kdrl.py " + " ".join(
                         argv if argv is not None else sys.argv[1:])),
+                    "complete": raw.get("complete", True), "units_done": raw.get("units_done"),
+                    "units_total": raw.get("units_total"), "max_seconds": max_seconds,
+                    "units_per_teacher_fingerprint": fingerprints,
                     "cpu_seconds_of_runs": round(sum(r.get("cpu_seconds", 0.0) for v in raw["pools"].values()
                                                      for r in v["runs"]), 1),
                     "wall_seconds": round(raw.get("wall_seconds", 0.0), 1),
                     "pools": {k: {"teachers": v["teachers"], "n_train": v["n_train"], "n_test": v["n_test"],
-                                  "device": v["device"], "spec": v["spec"]} for k, v in raw["pools"].items()}}
+                                  "device": v["device"], "spec": v["spec"],
+                                  "teacher_fingerprint": v.get("teacher_fingerprint")}
+                              for k, v in raw["pools"].items()}}
         path = write_results("kdrl", f"kdrl_{raw['setting']}", rows, settings, root=args.results_root)
         print("wrote", path)
         if args.results_root:  # keep the plots and the raw runs beside the JSON when writing elsewhere ($OUT)
             for f in [*images, raw_path]:
                 if Path(f).resolve() != (Path(args.results_root) / Path(f).name).resolve():
                     shutil.copy(f, Path(args.results_root))
-    print("wrote", raw_path, *images, f"({time.perf_counter() - started:.0f}s)")
+    if not raw.get("complete", True):
+        print(f"INCOMPLETE: {raw['units_done']}/{raw['units_total']} units; continue with the same command plus "
+              f"--resume-from {units_path}")
+    print("wrote", raw_path, units_path, *images, f"({time.perf_counter() - started:.0f}s)")
     return 0
 
 
