@@ -116,7 +116,9 @@ def test_plain_float_forward_needs_no_weight_copy_and_equals_the_general_path():
         assert torch.equal(q(x), q._quant_forward(x))
 
 
-def test_optimize_switches_recompute_on_while_training_only():
+def test_optimize_switches_recompute_on_while_training_only(monkeypatch):
+    import vqcore.recon.engine as engine
+
     mods = _stack(torch.float32)
     x = torch.randn(2, 3, 24)
     seen = []
@@ -126,10 +128,13 @@ def test_optimize_switches_recompute_on_while_training_only():
         seen.append([m.recompute for m in mods if isinstance(m, QuantModule)])
         return mods[0](x).pow(2).mean()
 
-    optimize(mods, [{"name": "all", "params": params, "lr": 1e-3}], step, ReconConfig(iters=2, progress=False))
-    optimize(mods, [{"name": "all", "params": params, "lr": 1e-3}], step,
-             ReconConfig(iters=1, progress=False, recompute=False))
-    assert seen == [[True] * 3, [True] * 3, [False] * 3]
+    groups = [{"name": "all", "params": params, "lr": 1e-3}]
+    optimize(mods, groups, step, ReconConfig(iters=2, progress=False, recompute=True))
+    optimize(mods, groups, step, ReconConfig(iters=1, progress=False, recompute=False))
+    optimize(mods, groups, step, ReconConfig(iters=1, progress=False))  # auto: a small module keeps the plain path
+    monkeypatch.setattr(engine, "RECOMPUTE_MIN_PARAMS", 1000)
+    optimize(mods, groups, step, ReconConfig(iters=1, progress=False))  # auto: a large one recomputes
+    assert seen == [[True] * 3, [True] * 3, [False] * 3, [False] * 3, [True] * 3]
     assert not any(m.recompute for m in mods)
 
 
@@ -162,15 +167,21 @@ def test_q_vdit_trains_the_same_model_with_recompute_and_block_checkpointing(dty
 def test_mpq_dm_rollouts_train_the_same_model_with_recompute(monkeypatch):
     from diffusers import DDIMScheduler
 
+    import vqcore.recon.engine as engine
+
     model = tiny_unet()
     with torch.no_grad(), Capture(model, targets="blocks") as cap:
         for t in (800, 300):
             model(torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(t)), t)
     opts = dict(w_bits=4, a_bits=8, calib=cap.result, iters=2, num_steps=2, scheduler=DDIMScheduler(),
                 progress=False)
+    plain = vqcore.quantize(model, "mpq-dm", **opts)  # a tiny UNet: recompute="auto" leaves it off
+    monkeypatch.setattr(engine, "RECOMPUTE_MIN_PARAMS", 0)
+    seen = []
+    monkeypatch.setattr(QuantModule, "_run", lambda self, fn, x, run=QuantModule._run: seen.append(
+        self._recompute_active(x)) or run(self, fn, x))
     lean = vqcore.quantize(model, "mpq-dm", **opts)
-    monkeypatch.setattr(QuantModule, "_recompute_active", lambda self, x: False)
-    plain = vqcore.quantize(model, "mpq-dm", **opts)
+    assert any(seen)  # the layers did recompute
     a, b = plain.state_dict(), lean.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

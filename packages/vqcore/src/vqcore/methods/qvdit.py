@@ -39,13 +39,13 @@ ranges and model weights frozen.
 
 **Training memory.** Backpropagating through the whole model, plain autograd keeps every layer's float32 fake-quant
 graph (``W·s + BA``, ``W/Δ``, ``q − zp``, ``Ŵ``: several times the bf16 weights) until the backward pass. Here every
-quantized layer keeps only its input and recomputes that graph in the backward pass (``recompute=True``, default;
+quantized layer keeps only its input and recomputes that graph in the backward pass (``recompute``;
 :mod:`vqcore.quant.modules`), and with ``grad_checkpointing`` the transformer blocks are activation-checkpointed as
 the official code does (``torch.utils.checkpoint`` on ``blocks[1..26]`` of its 28; here on every block found by
 :func:`vqcore.calib.capture.find_blocks`). Both recompute the same operations, so the gradients — and the trained
 model — are bit-identical to the plain path; the cost is one more layer forward per step (``recompute``) and one more
-block forward per step (``grad_checkpointing``). ``grad_checkpointing="auto"`` (default) turns it on for models of at
-least 10⁸ parameters (every released video DiT; not the tiny test models, whose activations are negligible).
+block forward per step (``grad_checkpointing``). ``"auto"`` (the default of both) turns them on for models of at
+least 10⁸ parameters (every released video DiT; not the tiny test models, whose graphs are small).
 
 Official settings (configs ``t2v/configs/quant/opensora/w{3a8,4a6,6a6,8a8}_ours.yaml``) and how they are scaled here:
 
@@ -85,7 +85,7 @@ from ..functional import tmd_loss
 from ..quant.modules import LowRankBranch, QLinear, register_module_type
 from ..quant.prepare import preset
 from ..quant.quantizer import QuantSpec
-from ..recon.engine import LossTerm, MSETerm, ReconConfig, _to, first_tensor, output_distillation
+from ..recon.engine import RECOMPUTE_MIN_PARAMS, LossTerm, MSETerm, ReconConfig, _to, first_tensor, output_distillation
 from .base import Method, register_method
 from .baselines import init_weight_quantizers
 from .budget import lr_budget_scale
@@ -105,7 +105,6 @@ _OFFICIAL = {  # (w_bits, a_bits) → iterations, TMD on, smoothing α, fraction
 }
 _OFFICIAL_ITEMS = 2000  # 10 prompts × 100 steps × (cond, uncond); 400 at W4A6 (every 5th step)
 _BATCH = 4
-_CHECKPOINT_PARAMS = 10**8  # grad_checkpointing="auto": activation-checkpoint the blocks of models this large
 
 
 def _blocks_or_none(model: nn.Module) -> list[str]:
@@ -300,7 +299,7 @@ class QVDiT(Method):
     (None = per config), ``lr_weight_scale`` / ``lr_adapters`` (1e-6 / 1e-5 before scaling), ``lr_scale``
     (None = budget rule, or a float), ``lora_rank`` (32), ``side_rank`` (1), ``frame_mask`` (True), ``frames``,
     ``calib_steps`` (None = per config), ``layout`` (``"auto"``), ``seed``, ``checkpoint``, ``progress``,
-    ``recompute`` (True) and ``grad_checkpointing`` (``"auto"``, True, False) — training memory, module docstring.
+    ``recompute`` and ``grad_checkpointing`` (``"auto"``, True, False) — training memory, module docstring.
     """
 
     kinds = ("dit",)
@@ -318,12 +317,13 @@ class QVDiT(Method):
             alpha: float | None = None, lr_weight_scale: float = 1e-6, lr_adapters: float = 1e-5,
             lr_scale: float | None = None, lora_rank: int = 32, side_rank: int = 1, frame_mask: bool = True,
             frames: int | None = None, calib_steps: int | None = None, layout: str = "auto", seed: int = 0,
-            checkpoint=None, progress: bool = True, act_momentum: float | None = None, recompute: bool = True,
+            checkpoint=None, progress: bool = True, act_momentum: float | None = None, recompute: bool | str = "auto",
             grad_checkpointing: bool | str = "auto", **options) -> dict[str, Any]:
         if options:
             raise TypeError(f"q-vdit got unknown options {sorted(options)}")
-        if grad_checkpointing not in ("auto", True, False):
-            raise ValueError(f"grad_checkpointing must be 'auto', True or False, got {grad_checkpointing!r}")
+        for name, value in (("recompute", recompute), ("grad_checkpointing", grad_checkpointing)):
+            if value not in ("auto", True, False):
+                raise ValueError(f"{name} must be 'auto', True or False, got {value!r}")
         if iters is not None and (not isinstance(iters, int) or iters < 0):
             raise ValueError(f"iters must be a non-negative int or None, got {iters!r}")
         if layout not in ("auto", "bcthw", "btchw"):
@@ -357,16 +357,18 @@ class QVDiT(Method):
         if tqe:
             lrs["adapters"] = lr_adapters * scale
         cfg = ReconConfig(iters=iters, batch_size=batch_size, lrs=lrs, weight_decay=0.01, schedule="cosine",
-                          seed=seed, checkpoint=checkpoint, progress=progress, recompute=bool(recompute))
+                          seed=seed, checkpoint=checkpoint, progress=progress,
+                          recompute=None if recompute == "auto" else bool(recompute))
         terms = [TMDTerm(lam, tmd_mode, layout)] if use_tmd else [MSETerm()]
-        if grad_checkpointing == "auto":
-            grad_checkpointing = sum(p.numel() for p in qmodel.parameters()) >= _CHECKPOINT_PARAMS
+        large = sum(p.numel() for p in qmodel.parameters()) >= RECOMPUTE_MIN_PARAMS
+        grad_checkpointing = large if grad_checkpointing == "auto" else grad_checkpointing
+        recompute = large if recompute == "auto" else bool(recompute)
         blocks = _blocks_or_none(qmodel) if grad_checkpointing else []
         losses = output_distillation(qmodel, items, cfg, terms, checkpoint_blocks=blocks)
         return {"official": official, "lr_scale": scale,
                 "smoothing_alpha": alpha, "smoothed_layers": smoothed, "weight_quantizers": n_w,
                 **tqe_info, "tmd": use_tmd, "tmd_mode": tmd_mode if use_tmd else None, "lambda": lam if use_tmd else 0,
-                "iters": iters, "lrs": lrs, "calibration_items_used": len(items), "recompute": bool(recompute),
+                "iters": iters, "lrs": lrs, "calibration_items_used": len(items), "recompute": recompute,
                 "checkpointed_blocks": len(blocks),
                 "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}
 

@@ -12,12 +12,13 @@ AdamW + cosine schedule by default, a tqdm progress bar, gradient clipping, and 
 ``checkpoint_every`` iterations from which an interrupted run resumes exactly (model trainables, optimiser,
 scheduler, RNG and iteration). Loss terms are objects (:class:`LossTerm`) so methods plug in their own.
 
-Memory while training: ``ReconConfig.recompute`` (on by default) makes every quantized layer keep only its input for
-the backward pass and recompute its float32 fake-quantized weight there (:mod:`vqcore.quant.modules`), so no
-per-layer float32 copy of the weights outlives its layer's forward — the gradients are the plain autograd path's, bit
-for bit. :func:`output_distillation` can also checkpoint whole blocks (``checkpoint_blocks``, activation
-checkpointing with ``torch.utils.checkpoint(use_reentrant=False)``): only block inputs are kept across the model and
-each block's activations are recomputed in the backward pass (one more forward per step; identical gradients).
+Memory while training: ``ReconConfig.recompute`` (default: on for modules of ≥ 10⁸ parameters) makes every
+quantized layer keep only its input for the backward pass and recompute its float32 fake-quantized weight there
+(:mod:`vqcore.quant.modules`), so no per-layer float32 copy of the weights outlives its layer's forward — the
+gradients are the plain autograd path's, bit for bit. :func:`output_distillation` can also checkpoint whole blocks
+(``checkpoint_blocks``, activation checkpointing with ``torch.utils.checkpoint(use_reentrant=False)``): only block
+inputs are kept across the model and each block's activations are recomputed in the backward pass (one more forward
+per step; identical gradients).
 """
 
 from __future__ import annotations
@@ -102,7 +103,9 @@ class ReconConfig:
 
     ``lrs`` maps parameter-group names (see :func:`parameter_groups`) to learning rates; only named groups train.
     ``recompute``: quantized layers recompute their fake-quantized weight in the backward pass instead of keeping it
-    (module docstring; identical gradients, one more layer forward per step).
+    (module docstring; identical gradients, one more layer forward per step). ``None`` (default): on when the module
+    being optimised has at least ``RECOMPUTE_MIN_PARAMS`` (10⁸) parameters — whole large models; not single blocks
+    nor small models, where the float32 weight graphs (≈ 3–4× the weights of what is trained) are small.
     """
 
     iters: int = 200
@@ -115,7 +118,7 @@ class ReconConfig:
     checkpoint: str | os.PathLike | None = None
     checkpoint_every: int = 100
     progress: bool = True
-    recompute: bool = True
+    recompute: bool | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.iters, int) or self.iters < 0:
@@ -128,6 +131,9 @@ class ReconConfig:
             if not lr > 0:
                 raise ValueError(f"learning rate of group {name!r} must be positive, got {lr}")
 
+
+#: ``ReconConfig.recompute=None``: recompute layer weights while training modules of at least this many parameters
+RECOMPUTE_MIN_PARAMS = 10**8
 
 GROUPS = ("weight_scale", "weight_zero_point", "act_scale", "adaround", "adapters", "weights")
 
@@ -227,7 +233,10 @@ def optimize(model: nn.Module, groups: list[dict], step_loss: Callable[[int, ran
             start, losses = state["iter"], list(state["losses"])
             logger.info("%s: resumed from %s at iteration %d", desc, ckpt, start)
     bar = tqdm(range(start, config.iters), desc=desc, disable=not config.progress, leave=False)
-    with recompute_layers(model, config.recompute):
+    recompute = config.recompute
+    if recompute is None:
+        recompute = sum(p.numel() for p in model.parameters()) >= RECOMPUTE_MIN_PARAMS
+    with recompute_layers(model, recompute):
         _loop(bar, step_loss, regularizer, opt, sched, after_step, params, losses, config, ckpt, desc, rng)
     return losses
 
