@@ -80,11 +80,33 @@ def settings_key(args, env: str) -> str:
     keep = {k: getattr(args, k) for k in ("n_traj", "n_test", "confounding", "k", "sigma", "steps", "lr",
                                           "episodes", "max_lag", "nullsims", "null", "gail_timesteps", "max_steps")}
     keep["env"], keep["expert"] = env, expert_for(args, env)
+    info = expert_info(args, env)
+    if "sha256" in info:  # an expert from a file: resumed units must come from the same weights
+        keep["expert_sha256"] = info["sha256"]
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def expert_for(args, env: str) -> str | None:
     return (args.expert or {}).get(env)
+
+
+def expert_info(args, env: str) -> dict:
+    """The expert spec and, for an exported actor (``shipped`` / ``file:``), its file hash and model-card summary."""
+    from c2l import ENVIRONMENTS
+    from c2l.experts import shipped_expert_path
+
+    spec = expert_for(args, env) or ENVIRONMENTS[env].default_expert
+    out: dict = {"spec": spec}
+    path = shipped_expert_path(env) if spec == "shipped" else (Path(spec[5:]) if spec.startswith("file:") else None)
+    if path is not None and path.is_file():
+        out["file"] = path.name
+        out["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        card = path.with_suffix(".json")
+        if card.is_file():
+            meta = json.loads(card.read_text(encoding="utf-8"))
+            out.update({k: meta.get(k) for k in ("algo", "steps_run", "return_mean", "return_std", "device",
+                                                 "train_seconds", "zoo_reference_return")})
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- one unit
@@ -407,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     settings["units_expected"] = len(args.envs) * args.seeds * len(args.methods)
     settings["skipped"] = {k: len(v) for k, v in skipped.items()}
     settings["seconds_this_run"] = time.time() - t0
+    settings["experts"] = {env: expert_info(args, env) for env in args.envs}
     settings["confounding_configs"] = {env: confounding_for(env, args.confounding, args.k, args.sigma).to_dict()
                                        for env in args.envs}
     path = write_results("c2l", args.results_name, rows + pairs + targets, settings,
