@@ -9,9 +9,10 @@ process RSS then grows with the number of layers although the live bytes do not 
 
 :func:`release_freed_memory` calls it when the process runs on glibc (Linux) and does nothing elsewhere (macOS,
 Windows, musl, or when ``VQCORE_MALLOC_TRIM=0`` is set in the environment). The quantized layers call it after each
-recomputed CPU forward and before each layer's backward while training (``recompute=True``); it never changes a
-value, only what RSS shows. Setting ``MALLOC_MMAP_THRESHOLD_=1048576`` instead (big blocks always mmapped) has the
-same effect on RSS for the whole process.
+recomputed CPU forward and before each layer's backward while training (``recompute=True``), and the fake-quant
+backward (``quantizer._FakeQuantSTE``) at its start, when the recomputed forward's temporaries have just been freed;
+it never changes a value, only what RSS shows. Setting ``MALLOC_MMAP_THRESHOLD_=1048576`` instead (big blocks always
+mmapped) has a similar effect for the whole process.
 """
 
 from __future__ import annotations

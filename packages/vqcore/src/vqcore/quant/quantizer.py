@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .heap import release_freed_memory
+
 __all__ = ["QuantSpec", "UniformQuantizer", "round_ste", "GRANULARITIES", "INIT_METHODS"]
 
 GRANULARITIES = ("per_tensor", "per_channel", "per_group", "per_token", "per_token_shared")
@@ -429,6 +431,8 @@ class _FakeQuantSTE(torch.autograd.Function):
     def backward(ctx, g):  # noqa: D102
         x, scale, zp = ctx.saved_tensors
         qmin, qmax = ctx.bounds
+        if x.device.type == "cpu":  # the recomputed forward's temporaries are free now (vqcore.quant.heap)
+            release_freed_memory()
         need_x, need_s = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_x = torch.empty_like(x) if need_x else None
         rows = x.shape[0]
