@@ -57,12 +57,16 @@ def _bench(name: str):
     return _BENCH_CACHE[name]
 
 
-def _hparams(bench: str, method: str, buffer_size: int, quick: bool) -> dict:
+def _hparams(bench: str, method: str, buffer_size: int, quick: bool, short_ema: bool = False) -> dict:
+    """mammoth's Split CIFAR-10 best arguments; with ``quick`` (Split Digits) or ``short_ema`` (CLS-ER on any
+    benchmark) the Split Digits quick arguments, whose CLS-ER EMA rates fit runs of a few hundred steps."""
     from clfreq.rehearsal import BEST_ARGS, QUICK_ARGS
 
     key = 50 if buffer_size <= 50 else 125
     if quick and (bench, key) in QUICK_ARGS:
         return dict(QUICK_ARGS[(bench, key)][method])
+    if short_ema and method == "cls-er":
+        return dict(QUICK_ARGS[("split-digits", 50)][method])
     return dict(BEST_ARGS[("split-cifar10", key)][method])
 
 
@@ -238,6 +242,9 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=None, choices=("er", "der++", "er-ace", "cls-er"))
     p.add_argument("--benchmarks", nargs="+", default=None, choices=("split-digits", "split-fractals"))
     p.add_argument("--plugins", nargs="+", default=["none", "clfd", "fdinet"], choices=("none", "clfd", "fdinet"))
+    p.add_argument("--clser-short-ema", action="store_true",
+                   help="CLS-ER with the Split Digits quick EMA rates (horizon ~20 steps instead of ~10,000); "
+                        "results go to <name>_clser_short_ema.json")
     p.add_argument("--device", default="cpu")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (each runs whole runs; GPU: share the card)")
     p.add_argument("--threads", type=int, default=None,
@@ -250,7 +257,7 @@ def main() -> None:
     a = p.parse_args()
     if a.quick == a.full:
         p.error("pass exactly one of --quick or --full")
-    name = "rehearsal_quick" if a.quick else "rehearsal_full"
+    name = ("rehearsal_quick" if a.quick else "rehearsal_full") + ("_clser_short_ema" if a.clser_short_ema else "")
     a.epochs = a.epochs or (3 if a.quick else 5)
     a.nf = a.nf or (8 if a.quick else 20)
     a.methods = a.methods or (["er", "er-ace"] if a.quick else ["er", "der++", "er-ace", "cls-er"])
@@ -270,7 +277,7 @@ def main() -> None:
     threads = a.threads or (1 if a.device.startswith("cuda") else max(1, torch.get_num_threads() // a.jobs))
     # seed-major (a stopped run holds whole seeds), Split Fractals (the long runs) first within a seed
     benches = sorted(a.benchmarks, key=lambda b: b != "split-fractals")
-    hps = {(b, m): _hparams(b, m, a.buffer_size, a.quick) for b in benches for m in a.methods}
+    hps = {(b, m): _hparams(b, m, a.buffer_size, a.quick, a.clser_short_ema) for b in benches for m in a.methods}
     jobs = [{"key": f"{bench}/{method}/{plugin}/{seed}", "kind": f"{bench}/{method}/{plugin}", "bench": bench,
              "method": method, "plugin": None if plugin == "none" else plugin, "seed": seed,
              "hp": hps[(bench, method)], "epochs": a.epochs, "nf": a.nf, "buffer_size": a.buffer_size,
