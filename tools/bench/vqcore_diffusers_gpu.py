@@ -160,7 +160,8 @@ def run_config(name: str, bits: tuple[int, int], cfg: dict, args, device, fh, ro
     # built as from_pretrained builds it: default dtype bf16, no cast afterwards (the non-persistent sin-cos position
     # table stays float64 in both), and __init__ on the CPU, then moved. from_pretrained computes the non-persistent
     # buffers on the CPU too; a model built under torch.device("cuda") computes the position table with CUDA's sin/cos
-    # and its outputs differed from the loaded model's by one bf16 ulp (2026-12-08 run, 0.0156 at |out| 2.84).
+    # (the 2026-12-08 run, built that way, differed from the loaded model by one bf16 ulp, 0.0156 at |out| 2.84, most
+    # likely through that table: the CPU tests are bit-equal); this CPU build has not run on a GPU yet.
     prev = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
