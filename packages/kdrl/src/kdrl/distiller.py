@@ -7,30 +7,30 @@ Student objective (MTKD-RL official code; the same for every strategy so that on
 
 with ``F_{b,m}`` the per-sample MSE between ``adaptor_m(student map)`` and teacher ``m``'s map. Adaptors are trained
 with the student by the same SGD optimiser. Training runs through :class:`commons.device.TrainingBackend`
-(CPU, one GPU or ``accelerate launch``), checkpoints every epoch atomically (``state.pt``) and resumes from it.
+(CPU, one GPU or ``accelerate launch``), checkpoints every epoch atomically (``state.pt``) and resumes from it. The
+loop itself, in named phases (setup, resume, step, end of epoch, checkpoint, finish), is
+:class:`kdrl.distill_loop.DistillLoop`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
 from .adapters import build_adaptors
 from .config import DistillConfig
+from .distill_loop import DistillLoop
 from .features import as_feature_classifier
-from .losses import cosine_per_sample, feature_mse_per_sample, kd_kl_per_sample, teacher_cross_entropy
-from .strategies import DistillContext, StudentStep, WeightingStrategy, create_strategy
+from .strategies import WeightingStrategy, create_strategy
 from .teachers import TeacherPool, resolve_model
-from .training import evaluate_classifier, make_sgd
+from .training import evaluate_classifier
 
 __all__ = ["MultiTeacherDistiller", "StudentWithAdaptors"]
 
@@ -123,27 +123,6 @@ class MultiTeacherDistiller:
         self.model = StudentWithAdaptors(self.student, adaptors)
         self.strategy.setup(len(self.teachers), list(shapes.embed_dims), shapes.num_classes, self.backend.device)
 
-    # ------------------------------------------------------------------ one step
-    def _context(self, epoch: int, y: torch.Tensor, logits: torch.Tensor, adapted: list[torch.Tensor],
-                 t_outs, fmap: torch.Tensor | None = None) -> tuple[DistillContext, torch.Tensor, torch.Tensor]:
-        T = self.config.temperature
-        kd = torch.stack([kd_kl_per_sample(logits, t.logits, T) for t in t_outs], dim=1)  # with grad
-        feat = torch.stack([feature_mse_per_sample(a, t.feature_map) for a, t in zip(adapted, t_outs)], dim=1)
-        s_emb = [a.detach().float().mean(dim=(2, 3)) for a in adapted]
-        t_emb = [t.embedding.float() for t in t_outs]
-        ctx = DistillContext(
-            epoch=epoch, targets=y, student_logits=logits.detach(), teacher_logits=[t.logits for t in t_outs],
-            teacher_embeddings=t_emb, student_embeddings=s_emb, kd=kd.detach(), feat=feat.detach(),
-            teacher_ce=torch.stack([teacher_cross_entropy(t.logits, y) for t in t_outs], dim=1),
-            cosine=torch.stack([cosine_per_sample(s, t) for s, t in zip(s_emb, t_emb)], dim=1), temperature=T,
-            teacher_maps=[t.feature_map for t in t_outs], student_map=None if fmap is None else fmap.detach(),
-        )
-        if self.strategy.needs_teacher_heads:  # CA-MKD: each teacher's head reads the adapted student map
-            head_ce = torch.stack([teacher_cross_entropy(self.teachers.teacher(m).head(a), y)
-                                   for m, a in enumerate(adapted)], dim=1)
-            ctx.head_ce = head_ce if self.strategy.differentiable_feature_weights else head_ce.detach()
-        return ctx, kd, feat
-
     # ------------------------------------------------------------------ training
     def fit(self, train_loader: DataLoader, eval_loader: DataLoader | None = None,
             run_dir: str | os.PathLike | None = None, resume: bool = False, progress: bool = True,
@@ -157,136 +136,14 @@ class MultiTeacherDistiller:
         milestones — unless ``force=True``. The final student (without adaptors) is saved to ``run_dir/student``
         (safetensors + config.json).
         """
-        from tqdm.auto import tqdm
-
-        from commons.device import seed_everything
-        from commons.io import load_training_state, save_checkpoint, save_json, save_training_state
-
         if not isinstance(train_loader, DataLoader):
             raise TypeError(f"train_loader must be a torch DataLoader, got {type(train_loader).__name__}")
-        cfg = self.config
-        seed_everything(cfg.seed)
-        full_batch = int(train_loader.batch_size or 0)
-        if self.strategy.fixed_batch_size:
-            if full_batch < 2:
-                raise ValueError(f"strategy {self.strategy.name!r} needs a train_loader with a fixed batch_size >= 2, "
-                                 f"got batch_size={train_loader.batch_size!r}")
-            self.strategy.batch_size = full_batch
-        if self.model is None:
-            first = next(iter(train_loader))
-            if not isinstance(first, (tuple, list)) or len(first) < 2:
-                raise ValueError("train_loader must yield (inputs, targets) batches")
-            self.setup(first[0])
-        backend = self.backend
-        device = backend.device
-        self.teachers.to(device)
-        opt = make_sgd(self.model.parameters(), cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay)
-        start_epoch = 0
-        state_path = Path(run_dir) / "state.pt" if run_dir is not None else None
-        if resume:
-            if state_path is None:
-                raise ValueError("resume=True needs run_dir")
-            state = load_training_state(state_path)
-            if state is not None:
-                self._check_resumable(state, state_path, force)
-                self.model.load_state_dict(state["model"])
-                opt.load_state_dict(state["optimizer"])
-                self.strategy.load_state_dict(state["strategy"])
-                self.history = state["history"]
-                start_epoch = int(state["epoch"]) + 1
-                logger.info("resuming from %s at epoch %d", state_path, start_epoch)
-        if start_epoch == 0:
-            self.history = {"epochs": []}
-        model, opt, loader = backend.prepare(self.model, opt, train_loader)
-        main = backend.is_main_process
-        bar = tqdm(range(start_epoch, cfg.epochs), desc=f"distil[{self.strategy.name}]",
-                   disable=not progress or not main)
-        M = len(self.teachers)
-        for epoch in bar:
-            lr = cfg.lr_at(epoch)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            torch.manual_seed(cfg.seed * 1000 + epoch)
-            model.train()
-            t0 = time.perf_counter()
-            strat_s = 0.0
-            sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0, "feat": 0.0, "correct": 0.0, "n": 0.0}
-            w_l_sum = torch.zeros(M)
-            w_f_sum = torch.zeros(M)
-            num_batches = len(loader)
-            for batch_index, (x, y) in enumerate(loader):
-                if self.strategy.fixed_batch_size and x.shape[0] < full_batch:
-                    continue  # official MMKD: `if opt.batch_size > input.size(0): continue`
-                x, y = x.to(device), y.to(device)
-                logits, fmap, adapted = model(x)
-                ce = F.cross_entropy(logits.float(), y, reduction="none")
-                if self.strategy.uses_teachers:
-                    t_outs = self.teachers(x)
-                    ctx, kd, feat = self._context(epoch, y, logits, adapted, t_outs, fmap)
-                    ts = time.perf_counter()
-                    w_l, w_f = self.strategy.weights(ctx)
-                    strat_s += time.perf_counter() - ts
-                    w_l = w_l.detach().to(kd)
-                    w_f = w_f.to(feat) if self.strategy.differentiable_feature_weights else w_f.detach().to(feat)
-                    kd_term = (w_l * kd).sum(1)
-                    feat_term = (w_f * feat).sum(1)
-                    per_sample = ce + cfg.kd_weight * kd_term + cfg.feat_weight * feat_term
-                else:
-                    kd_term = feat_term = torch.zeros_like(ce)
-                    per_sample = ce
-                loss = per_sample.mean()
-                opt.zero_grad(set_to_none=True)
-                backend.backward(loss)
-                backend.step(opt)  # through the fp16 loss scaler where one is used
-                if self.strategy.uses_teachers:
-                    ts = time.perf_counter()
-                    w_f = w_f.detach()
-                    self.strategy.observe(ctx, w_l, w_f, per_sample.detach())
-                    self.strategy.after_step(StudentStep(
-                        context=ctx, inputs=x, targets=y, model=backend.unwrap(model),
-                        optimizer=getattr(opt, "optimizer", opt), teachers=self.teachers, config=cfg,
-                        batch_index=batch_index, num_batches=num_batches))
-                    strat_s += time.perf_counter() - ts
-                    w_l_sum += w_l.sum(0).cpu()
-                    w_f_sum += w_f.sum(0).cpu()
-                n = float(y.numel())
-                sums["loss"] += float(loss.detach()) * n
-                sums["ce"] += float(ce.detach().mean()) * n
-                sums["kd"] += float(kd_term.detach().mean()) * n
-                sums["feat"] += float(feat_term.detach().mean()) * n
-                sums["correct"] += float((logits.argmax(1) == y).sum())
-                sums["n"] += n
-            ts = time.perf_counter()
-            extra = self.strategy.end_epoch(epoch) if self.strategy.uses_teachers else {}
-            strat_s += time.perf_counter() - ts
-            n = max(sums["n"], 1.0)
-            record: dict[str, Any] = {
-                "epoch": epoch, "lr": lr, "seconds": time.perf_counter() - t0, "strategy_seconds": strat_s,
-                "train_loss": sums["loss"] / n, "train_ce": sums["ce"] / n, "train_kd": sums["kd"] / n,
-                "train_feat": sums["feat"] / n, "train_top1": 100.0 * sums["correct"] / n,
-                "logit_weights": (w_l_sum / n).tolist(), "feat_weights": (w_f_sum / n).tolist(), **extra,
-            }
-            if eval_loader is not None:
-                record["test_top1"] = evaluate_classifier(backend.unwrap(model).student, eval_loader, device)["top1"]
-            self.history["epochs"].append(record)
-            self.history["teachers"] = list(self.teachers.names)
-            self.history["strategy"] = self.strategy.name
-            self.history.update({k: v for k, v in self.strategy.extra_history().items()})
-            bar.set_postfix(loss=f"{record['train_loss']:.3f}",
-                            **({"test": f"{record['test_top1']:.1f}"} if "test_top1" in record else {}))
-            if state_path is not None and main:
-                save_training_state(state_path, {
-                    "model": backend.unwrap(model).state_dict(), "optimizer": opt.state_dict(),
-                    "strategy": self.strategy.state_dict() if self.strategy.uses_teachers else {},
-                    "history": self.history, "epoch": epoch, **self._run_identity(),
-                })
-        self.model = backend.unwrap(model)
-        if run_dir is not None and main:
-            save_checkpoint(Path(run_dir) / "student", self.model.student.module.state_dict(),
-                            {"strategy": self.strategy.name, "distill": cfg.to_dict(), "teachers": self.teachers.names},
-                            overwrite=True)
-            save_json(Path(run_dir) / "history.json", self.history)
-        return self.history
+        loop = DistillLoop(self, train_loader, eval_loader, run_dir)
+        loop.setup()
+        loop.resume(resume, force)
+        for epoch in loop.prepare(progress):
+            loop.run_epoch(epoch)
+        return loop.finish()
 
     def _run_identity(self) -> dict[str, Any]:
         """What must match for a saved run to be resumed (stored in ``state.pt``)."""
