@@ -16,7 +16,7 @@ deterministic episodes and keeping the best actor; the kept actor is evaluated o
 Writes ``<out>/<env>_TD3.safetensors`` + ``<out>/<env>_TD3.json`` (format of :func:`c2l.experts.export_actor`;
 ``make_expert(env, "file:<path>")``, or ship it as ``packages/c2l/src/c2l/experts_data/`` for ``"shipped"``).
 
-GPU machine (no internet; wheels in ``.cache/c2l_whl``, see ``packages/c2l/docs/gpu.md``)::
+GPU machine (no internet; cp312 wheels in ``.cache/c2l_whl``, listed in ``packages/c2l/docs/experts.md``)::
 
     PYTHONPATH=/tmp/c2l:packages/commons/src:packages/c2l/src python tools/c2l_expert_td3.py --env halfcheetah \\
         --minutes 6 --out $OUT
