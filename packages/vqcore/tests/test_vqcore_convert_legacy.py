@@ -41,3 +41,27 @@ def test_previous_format_checkpoint_loads_and_computes_the_same():
             y, ref = net(mk.inputs(), t), expected[f"y_{t}"]
             assert y.shape == ref.shape
             assert ((y - ref).norm() / ref.norm()).item() < 1e-4
+
+
+def test_build_objects_and_from_codes_keywords_make_the_same_layer():
+    import pytest
+
+    from vqcore.convert import ActQuant, IntWeights, LayerExtras
+
+    g = torch.Generator().manual_seed(0)
+    codes, scale = torch.randint(0, 16, (24, 64), generator=g), torch.rand(24, generator=g) + 0.1
+    zp, bias = torch.full((24,), 8.0), torch.randn(24, generator=g)
+    a_sc, a_zp = torch.tensor([0.05]), torch.tensor([100.0])
+    built = QLinearInt.build(IntWeights(codes, scale, zp, bits=4), ActQuant(bits=8, symmetric=False, scale=a_sc,
+                             zero_point=a_zp), LayerExtras(bias=bias))  # fmt: skip
+    flat = QLinearInt.from_codes(codes, scale, zp, w_bits=4, a_bits=8, a_symmetric=False, act_scale=a_sc,
+                                 act_zero_point=a_zp, bias=bias)  # fmt: skip
+    assert built.spec == flat.spec and built.spec.a_static and built.spec.weight_zero_point
+    for (name, a), (_, b) in zip(built.state_dict().items(), flat.state_dict().items()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="per-channel scale must have 24 elements"):
+        IntWeights(codes, torch.rand(24, 2), bits=4)
+    with pytest.raises(ValueError, match="act_timesteps needs act_scale"):
+        ActQuant(timesteps=3)
+    with pytest.raises(TypeError, match="w_bits"):
+        QLinearInt.from_codes(codes, scale)
