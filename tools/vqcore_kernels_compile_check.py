@@ -125,6 +125,15 @@ class _TunedRecorder:
         return launch
 
 
+def _patch_everywhere(st: contextlib.ExitStack, tk, name: str, value) -> None:
+    """Patch ``name`` in ``triton_kernels`` and in every implementation module that binds it (``triton_kernels``
+    re-exports the names of ``vqcore.kernels.triton_*``; each is looked up in the module that uses it)."""
+    for mod in [tk] + [m for k, m in sorted(sys.modules.items()) if k.startswith("vqcore.kernels.triton_")
+                       and m is not tk]:  # fmt: skip
+        if name in vars(mod):
+            st.enter_context(mock.patch.object(mod, name, value))
+
+
 @contextlib.contextmanager
 def recording(tk, sink: _Sink):
     import vqcore.kernels as vk
@@ -132,16 +141,16 @@ def recording(tk, sink: _Sink):
     tuned = _TunedRecorder(tk, sink)
     with contextlib.ExitStack() as st:
         for name in KERNELS:
-            st.enter_context(mock.patch.object(tk, name, _Recorder(name, sink)))
-        st.enter_context(mock.patch.object(tk, "_int_gemm_tuned", lambda: tuned))
-        st.enter_context(mock.patch.object(tk, "_num_sms", lambda device: H100_SMS))
+            _patch_everywhere(st, tk, name, _Recorder(name, sink))
+        _patch_everywhere(st, tk, "_int_gemm_tuned", lambda: tuned)
+        _patch_everywhere(st, tk, "_num_sms", lambda device: H100_SMS)
         tma_ok = tk._tma_ok
 
         def tma_ok_sm90(xq, w, k):  # the function's own alignment tests; its device test taken as "sm_90"
-            with mock.patch.object(tk, "INTERPRET", True):
+            with mock.patch.object(sys.modules[tma_ok.__module__], "INTERPRET", True):
                 return tma_ok(xq, w, k)
 
-        st.enter_context(mock.patch.object(tk, "_tma_ok", tma_ok_sm90))
+        _patch_everywhere(st, tk, "_tma_ok", tma_ok_sm90)
         st.enter_context(mock.patch.object(vk, "_direct", lambda t: True))  # CPU tensors take the CUDA launch path
         yield
 

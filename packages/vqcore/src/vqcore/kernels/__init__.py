@@ -20,7 +20,9 @@ are ``torch.library`` custom ops ``vqcore::quantize_per_token``, ``vqcore::quant
 * :func:`weight_only_linear` — 16-bit activations × int8/int4 weights dequantized in registers (the small-M path,
   opt-in through :data:`WEIGHT_ONLY_MAX_M`, see :func:`weight_only_enabled`);
 * :func:`pack_int4` / :func:`unpack_int4` — the int4 weight layout (:mod:`.packing`);
-* :mod:`.reference` — the reference of every kernel; :mod:`.triton_kernels` (imports Triton) — the kernels.
+* :mod:`.reference` — the reference of every kernel; :mod:`.triton_kernels` (imports Triton) — the kernels, one
+  job per module (``triton_quant``, ``triton_gemm``, ``triton_unpack``, ``triton_policy``, ``triton_int_linear``,
+  ``triton_weight_only``), all re-exported there.
 """
 
 from __future__ import annotations
