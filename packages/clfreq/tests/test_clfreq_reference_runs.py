@@ -1,14 +1,20 @@
 """Seeded short runs of every rehearsal method alone, with CLFD and with FDINet, against numbers recorded from the
 code *before* the issue-26 split of ``clfreq/rehearsal/core.py`` (commit 0c54b12).
 
-The runs are in float64 on one thread so the recorded numbers carry over to other CPUs: a different CPU (or
-oneDNN/BLAS build) changes the summation order of convolutions and matmuls, i.e. each result moves by a few float64
-ulps (~1e-16 relative), amplified by the 12 SGD steps of a run; parameter and logit sums therefore get a relative
-tolerance of 1e-9 (seven orders of magnitude above that), and the accuracies (counts of argmax hits over 30 test
-images per task) are compared exactly (a changed count needs two logits within ~1e-13 of each other). On the machine
-fingerprint the numbers were recorded on, the SHA-256 of the whole final state (net, optimiser, buffer, EMA models,
-CLFD state) must match bit for bit: the refactor changed no operation and no RNG draw.
+On the machine fingerprint the numbers were recorded on (torch version, architecture, ATen CPU capability, CPU model)
+the comparison is exact: the SHA-256 of the whole final state (net, optimiser, buffer, EMA models, CLFD state) must
+match bit for bit, since the refactor changed no operation and no RNG draw.
+
+Elsewhere the runs cannot be compared tightly. The runs are float64, but another CPU kernel (e.g.
+``ATEN_CPU_CAPABILITY=default`` instead of AVX512 on the recording box) sums in another order, and a one-ulp change
+can flip a discrete decision: a ReLU, CLFD's k-WTA selection, a mask threshold. The trajectories then drift apart.
+Measured on the recording box under the ``default`` kernels: the hosts alone stayed within 1e-9 relative, but the
+CLFD/FDINet runs moved by up to 1e-3 relative in the sum of squared parameters. That drift is not bounded by a
+rounding analysis. So on other fingerprints the test checks agreement at the level where a refactoring bug shows:
+- the accuracies to within one test image per task;
+- parameter sums and sums of squares to 1e-2 relative, ten times the measured drift.
 """
+
 
 from __future__ import annotations
 
@@ -90,13 +96,17 @@ RECORDED_ON, RECORDED = _RECORDED["recorded_on"], _RECORDED["runs"]
 def test_short_run_reproduces_the_pre_split_code(name, plugin):
     ref = RECORDED[f"{name}/{plugin}"]
     got = run_reference(name, plugin)
-    assert got["cil"] == ref["cil"] and got["til"] == ref["til"], (got, ref)
-    assert got["sum"] == pytest.approx(ref["sum"], rel=1e-9, abs=1e-12)
-    assert got["sumsq"] == pytest.approx(ref["sumsq"], rel=1e-9)
-    assert abs(got["logits"] - ref["logits"]) <= 1e-9 * ref["logits_abs"]
-    assert got["logits_abs"] == pytest.approx(ref["logits_abs"], rel=1e-9)
-    if got["fingerprint"] == RECORDED_ON:
+    if got["fingerprint"] == RECORDED_ON:  # same kernels: bit for bit
+        assert got["cil"] == ref["cil"] and got["til"] == ref["til"], (got, ref)
         assert got["sha"] == ref["sha"]
+        return
+    one_image = 1 / 30 + 1e-12  # 30 test images per task
+    for key in ("cil", "til"):
+        assert all(abs(a - b) <= one_image for a, b in zip(got[key], ref[key])), (key, got[key], ref[key])
+    assert got["sum"] == pytest.approx(ref["sum"], rel=1e-2, abs=1e-6)
+    assert got["sumsq"] == pytest.approx(ref["sumsq"], rel=1e-2)
+    # the logit sum cancels (logits of both signs): under the default kernels it moved by 1.6 % of the |logit| sum for
+    # ER-ACE + FDINet, so it is compared on the recording fingerprint only (through the state hash)
 
 
 if __name__ == "__main__":  # prints the recorded runs as JSON (run on the pre-split code only)
