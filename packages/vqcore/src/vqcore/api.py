@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-import inspect
+import dataclasses
 import logging
 import os
 import random
@@ -22,7 +22,7 @@ from commons.io import load_checkpoint, load_json, save_checkpoint
 
 from .calib.capture import ROOT, CalibrationSet
 from .calib.stats import root_items
-from .methods import get_method, list_methods
+from .methods import MethodConfig, get_method, list_methods
 from .quant.fpmode import FullPrecisionView
 from .quant.modules import MODULE_TYPES, QuantModule, register_module_type
 from .quant.prepare import QuantConfig, prepare, quantized_layers
@@ -98,7 +98,8 @@ def _check_calibration(model: nn.Module, items) -> None:
 
 def quantize(model: nn.Module, method: str = "rtn", w_bits: int = 8, a_bits: int | None = 8,
              calib: CalibrationSet | list | None = None, config: QuantConfig | None = None, kind: str = "auto",
-             inplace: bool = False, seed: int = 0, **options: Any) -> nn.Module:
+             inplace: bool = False, seed: int = 0, options: MethodConfig | dict | None = None,
+             **kwargs: Any) -> nn.Module:
     """Quantize a diffusion model with a registered method; returns the fake-quantized model.
 
     Args:
@@ -116,12 +117,14 @@ def quantize(model: nn.Module, method: str = "rtn", w_bits: int = 8, a_bits: int
             weights) instead of a deep copy: one copy of the weights in memory. Methods that need the FP teacher
             (``mpq-dm``, ``s2q-vdit``) get it from the same modules (:class:`vqcore.quant.FullPrecisionView`), so
             no method holds a second copy. If the method fails, ``model`` is left prepared (quantized layers).
-        seed: seeds ``torch`` and ``random`` before the method runs, and is passed on to methods whose ``run`` takes a
-            ``seed`` argument (same seed + same calibration → same quantized model).
-        options: method-specific options (iterations, learning rates, ...).
+        seed: seeds ``torch`` and ``random`` before the method runs, and sets the ``seed`` field of methods whose
+            config has one (same seed + same calibration → same quantized model).
+        options: the method's options — its config dataclass (``get_method(method).Config``, e.g.
+            ``QVDiTConfig(iters=300)``) or a dict of its fields; validated before any work.
+        kwargs: options as keywords (``iters=300``), applied on top of ``options``.
 
     The returned model carries ``vqcore_report`` (:class:`QuantReport`) and ``vqcore_meta`` (what :func:`save`
-    writes).
+    writes, the method's options included).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -136,14 +139,16 @@ def quantize(model: nn.Module, method: str = "rtn", w_bits: int = 8, a_bits: int
     if any(isinstance(m, QuantModule) for m in model.modules()):
         raise ValueError("model is already quantized (it contains vqcore quantized layers); pass the FP model")
     impl = get_method(method)
-    impl.check_options(options)
-    impl.check_model(model, options)
+    opts = impl.make_options(options, **kwargs)
+    if "seed" in impl.option_names():
+        opts = dataclasses.replace(opts, seed=seed)
+    impl.check_model(model, opts)
     kind = model_kind(model) if kind == "auto" else kind
     if config is not None:
         if not isinstance(config, QuantConfig):
             raise TypeError(f"config must be a QuantConfig, got {type(config).__name__}")
         w_bits, a_bits = config.w_bits, config.a_bits  # the config's default bits are what the report must state
-    config = config or impl.default_config(kind, w_bits, a_bits, **options)
+    config = config or impl.default_config(kind, w_bits, a_bits, opts)
     if impl.needs_block_captures and not (isinstance(calib, CalibrationSet)
                                           and any(name != ROOT and its for name, its in calib.items.items())):
         raise ValueError(f"method {method!r} reconstructs blocks: pass calib=a CalibrationSet with block captures "
@@ -159,11 +164,9 @@ def quantize(model: nn.Module, method: str = "rtn", w_bits: int = 8, a_bits: int
     prepare(qmodel, config)
     # the FP teacher is the quantized model's own modules in full-precision mode: no second copy of the weights
     fp_model = FullPrecisionView(qmodel) if impl.needs_teacher else None
-    if "seed" in inspect.signature(impl.run).parameters:
-        options = {**options, "seed": seed}
     torch.manual_seed(seed)
     random.seed(seed)
-    details = impl.run(qmodel, fp_model, config, calib, **options) or {}
+    details = impl.run(qmodel, fp_model, config, calib, opts) or {}
     qmodel.eval()
     plans = qmodel.vqcore_plan
     bits = Counter(f"W{p.w_bits}A{p.a_bits or 'fp'}" for p in plans)
@@ -171,7 +174,7 @@ def quantize(model: nn.Module, method: str = "rtn", w_bits: int = 8, a_bits: int
                          details)
     qmodel.vqcore_report = report
     qmodel.vqcore_meta = {"format": FORMAT, "method": method, "w_bits": w_bits, "a_bits": a_bits, "kind": kind,
-                          "seed": seed,
+                          "seed": seed, "options": opts.record(),
                           "config": config.to_dict(), "model_class": type(model).__name__}
     logger.info("vqcore.quantize: %s", report.summary())
     return qmodel
@@ -339,8 +342,9 @@ def load(directory: str | os.PathLike, model: nn.Module) -> nn.Module:
     qmodel.eval()
     qmodel.vqcore_meta = {k: config[k] for k in ("format", "method", "w_bits", "a_bits", "kind", "config",
                                                   "model_class")}
-    if "seed" in config:
-        qmodel.vqcore_meta["seed"] = config["seed"]
+    for key in ("seed", "options"):
+        if key in config:
+            qmodel.vqcore_meta[key] = config[key]
     if extra:
         qmodel.vqcore_extra_modules = extra
     return qmodel

@@ -100,7 +100,7 @@ def _quantize_options(args) -> dict:
         raise SystemExit(f"--options must be a JSON object, got {type(options).__name__}")
     try:
         impl.check_options(options)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise SystemExit(f"--options: {err}") from None
     if "progress" in impl.option_names() and "progress" not in options:
         options["progress"] = not args.no_progress

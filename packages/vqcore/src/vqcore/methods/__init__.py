@@ -1,32 +1,14 @@
 """Layer 5 of vqcore: methods as recipes over the layers below, in a registry.
 
-Built in: ``rtn``, ``vidit-q``, ``q-diffusion`` (baselines). Method modules in this package named in
-``_METHOD_MODULES`` are imported on first use so that they register themselves.
+A method registers itself (:func:`register_method`) when its module is imported; this package imports every method
+module, so importing :mod:`vqcore.methods` is what makes the built-in methods known: ``rtn``, ``vidit-q``,
+``q-diffusion`` (:mod:`.baselines`), ``q-vdit`` (:mod:`.qvdit`), ``s2q-vdit`` (:mod:`.s2q`), ``mpq-dm``
+(:mod:`.mpqdm`). A method defined elsewhere registers by being imported too.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
+from . import baselines, mpqdm, qvdit, s2q  # noqa: F401  (importing a method module registers its methods)
+from .base import METHODS, Method, MethodConfig, get_method, list_methods, register_method
 
-from .base import METHODS, Method, get_method, list_methods, register_method
-
-__all__ = ["Method", "register_method", "get_method", "list_methods", "METHODS"]
-
-logger = logging.getLogger(__name__)
-
-_METHOD_MODULES = ("baselines", "qvdit", "s2q", "mpqdm")
-_discovered = False
-
-
-def _discover() -> None:
-    global _discovered
-    if _discovered:
-        return
-    _discovered = True
-    for name in _METHOD_MODULES:
-        try:
-            importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"{__name__}.{name}":
-                raise
+__all__ = ["Method", "MethodConfig", "register_method", "get_method", "list_methods", "METHODS"]

@@ -1,20 +1,33 @@
 """The method interface and registry.
 
-A method is a small recipe over the layers below: it chooses the quantization config (:meth:`Method.default_config`)
-and then calibrates/trains the prepared model (:meth:`Method.run`). Register one with :func:`register_method`::
+A method is a small recipe over the layers below: it declares its options as a config dataclass (a subclass of
+:class:`MethodConfig`, validated in ``__post_init__``), chooses the quantization config (:meth:`Method.default_config`)
+and then calibrates/trains the prepared model (:meth:`Method.run`). Register one with :func:`register_method` in a
+module of :mod:`vqcore.methods` that the package imports::
+
+    @dataclass
+    class MyConfig(MethodConfig):
+        iters: int = 100
+
+        def __post_init__(self):
+            check_int(self, "iters", low=0)
 
     @register_method("my-method")
     class MyMethod(Method):
-        def default_config(self, kind, w_bits, a_bits, **options): ...
-        def run(self, qmodel, fp_model, config, calib, **options): ...  # returns a dict for the report
+        Config = MyConfig
+        def default_config(self, kind, w_bits, a_bits, opts): ...
+        def run(self, qmodel, fp_model, config, calib, opts): ...  # returns a dict for the report
 
-``vqcore.quantize(model, method="my-method", ...)`` deep-copies the full-precision model (``fp_model``, the teacher),
-prepares the copy with the config, checks the calibration data against the model, then calls :meth:`Method.run`.
+``vqcore.quantize(model, method="my-method", options=MyConfig(iters=50))`` (or ``options={"iters": 50}``, or the
+keyword ``iters=50``) builds the config, deep-copies the full-precision model (``fp_model``, the teacher), prepares
+the copy with the quantization config, checks the calibration data against the model, then calls :meth:`Method.run`.
 """
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
+import os
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import nn
@@ -22,15 +35,58 @@ from torch import nn
 from ..calib.capture import CalibrationSet
 from ..quant.prepare import QuantConfig, preset
 
-__all__ = ["Method", "register_method", "get_method", "list_methods", "METHODS"]
+__all__ = ["Method", "MethodConfig", "register_method", "get_method", "list_methods", "METHODS", "check_int",
+           "check_choice"]
 
 METHODS: dict[str, type[Method]] = {}
+
+
+@dataclass
+class MethodConfig:
+    """Base of the per-method option dataclasses (no options). A subclass validates its fields in ``__post_init__``
+    and raises a one-line ``ValueError``/``TypeError`` naming the field; :meth:`record` is what :func:`vqcore.save`
+    stores."""
+
+    def record(self) -> dict[str, Any]:
+        """The options as JSON values (paths as strings; objects such as a scheduler by their class name)."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _jsonable(v: Any) -> Any:
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    return f"<{type(v).__name__}>"
+
+
+def check_int(cfg: Any, name: str, low: int = 0, what: str = "", none: bool = False) -> None:
+    """``cfg.name`` must be an int ``>= low`` (``None`` too when ``none``); ``what`` is added to the message."""
+    v = getattr(cfg, name)
+    if none and v is None:
+        return
+    if not isinstance(v, int) or isinstance(v, bool) or v < low:
+        kind = "a non-negative int" if low == 0 else "a positive int" if low == 1 else f"an int >= {low}"
+        raise ValueError(f"{name} must be {kind}{' or None' if none else ''}{what}, got {v!r}")
+
+
+def check_choice(cfg: Any, name: str, choices: tuple) -> None:
+    """``cfg.name`` must be one of ``choices``."""
+    v = getattr(cfg, name)
+    if not any(v is c or (type(v) is type(c) and v == c) for c in choices):
+        raise ValueError(f"{name} must be one of {choices}, got {v!r}")
 
 
 class Method:
     """Base class: the defaults are the papers' mixed-precision presets and no training (RTN)."""
 
     name: ClassVar[str] = "method"
+    #: the method's options (a :class:`MethodConfig` subclass); ``quantize(..., options=)`` takes one or a dict
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
     #: whether ``run`` needs a full-precision teacher (quantize then keeps a deep copy)
     needs_teacher: ClassVar[bool] = False
     #: whether ``run`` needs calibration data
@@ -38,37 +94,45 @@ class Method:
     #: whether ``run`` needs a :class:`~vqcore.calib.CalibrationSet` with block captures (block reconstruction);
     #: checked by :func:`vqcore.quantize` before the model is copied
     needs_block_captures: ClassVar[bool] = False
-    #: ``True``: :func:`vqcore.quantize` refuses options that neither ``run`` nor ``default_config`` names as a keyword
-    #: parameter (a typo fails before any work); ``False``: ``run`` takes free-form ``**options``
-    strict_options: ClassVar[bool] = True
 
-    def default_config(self, kind: str, w_bits: int, a_bits: int | None, **options: Any) -> QuantConfig:
+    def default_config(self, kind: str, w_bits: int, a_bits: int | None, opts: MethodConfig | None = None
+                       ) -> QuantConfig:  # fmt: skip
         return preset(kind, w_bits, a_bits)
 
     def run(self, qmodel: nn.Module, fp_model: nn.Module | None, config: QuantConfig,
-            calib: CalibrationSet | list | None, **options: Any) -> dict[str, Any]:
+            calib: CalibrationSet | list | None, opts: MethodConfig) -> dict[str, Any]:  # fmt: skip
         raise NotImplementedError
 
-    def check_model(self, model: nn.Module, options: dict[str, Any]) -> None:
+    def check_model(self, model: nn.Module, opts: MethodConfig) -> None:
         """Raise ``ValueError`` for a model/options combination the method cannot run, before :func:`vqcore.quantize`
         copies the model or touches the calibration data (e.g. MPQ-DM without a noise schedule). Default: accept."""
 
     def option_names(self) -> set[str]:
-        """Options this method accepts: keyword parameters of ``run`` and ``default_config`` after the fixed ones."""
-        names: set[str] = set()
-        for fn, fixed in ((self.run, 4), (self.default_config, 3)):
-            params = list(inspect.signature(fn).parameters.values())[fixed:]
-            names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-        return names
+        """Options this method accepts: the fields of its :attr:`Config`."""
+        return {f.name for f in dataclasses.fields(self.Config)}
 
-    def check_options(self, options: dict[str, Any]) -> None:
-        """Raise ``TypeError`` naming unknown options (``strict_options`` methods only)."""
-        if not self.strict_options:
-            return
-        unknown = sorted(set(options) - self.option_names())
+    def make_options(self, options: MethodConfig | dict | None = None, **kwargs: Any) -> MethodConfig:
+        """The method's validated :attr:`Config` from ``options`` (a ``Config``, a dict or ``None``) with ``kwargs``
+        on top. Unknown names raise one ``TypeError`` line listing what the method accepts."""
+        if options is None:
+            options = {}
+        if isinstance(options, MethodConfig):
+            if type(options) is not self.Config:
+                raise TypeError(f"options for method {self.name!r} must be a {self.Config.__name__} or a dict, got "
+                                f"{type(options).__name__}")  # fmt: skip
+            options = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+        elif not isinstance(options, dict):
+            raise TypeError(f"options must be a {self.Config.__name__}, a dict or None, got {type(options).__name__}")
+        merged = {**options, **kwargs}
+        unknown = sorted(set(merged) - self.option_names())
         if unknown:
             raise TypeError(f"method {self.name!r} got unknown options {unknown}; it accepts "
                             f"{sorted(self.option_names()) or 'no options'}")
+        return self.Config(**merged)
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Raise ``TypeError`` naming unknown options, ``ValueError`` naming a bad value (builds the config)."""
+        self.make_options(options)
 
 
 def register_method(name: str):
@@ -87,16 +151,10 @@ def register_method(name: str):
 
 
 def get_method(name: str) -> Method:
-    from . import _discover
-
-    _discover()
     if name not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {name!r}")
     return METHODS[name]()
 
 
 def list_methods() -> list[str]:
-    from . import _discover
-
-    _discover()
     return sorted(METHODS)

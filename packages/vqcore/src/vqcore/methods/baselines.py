@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -31,7 +31,7 @@ from ..quant.modules import QuantModule
 from ..quant.prepare import QuantConfig, preset
 from ..quant.quantizer import QuantSpec
 from ..recon.engine import ReconConfig, block_reconstruction
-from .base import Method, register_method
+from .base import Method, MethodConfig, check_int, register_method
 from .timerange import TimeRangeSwitch, check_timeranges
 
 logger = logging.getLogger(__name__)
@@ -48,15 +48,52 @@ def init_weight_quantizers(model: nn.Module) -> int:
     return n
 
 
+@dataclass
+class ViDiTQConfig(MethodConfig):
+    """Options of ``vidit-q``: ``alpha`` (channel-balancing strength; None = 0.11 at ≤ 4-bit weights or ≤ 6-bit
+    activations, else 0), ``timeranges`` (``[[lo, hi], ...]``: one smoothing vector and weight range per timestep
+    range; None = one range), ``act_momentum`` (None = order-free mean of per-sample maxima; 0.95 = the official
+    EMA)."""
+
+    alpha: float | None = None
+    timeranges: list | None = None
+    act_momentum: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.alpha is not None and (isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float))
+                                       or self.alpha < 0):  # fmt: skip
+            raise ValueError(f"alpha must be a number >= 0 or None, got {self.alpha!r}")
+        if self.timeranges is not None:
+            check_timeranges(self.timeranges)
+        if self.act_momentum is not None and not 0.0 <= self.act_momentum < 1.0:
+            raise ValueError(f"act_momentum must be in [0, 1) or None, got {self.act_momentum!r}")
+
+
+@dataclass
+class QDiffusionConfig(MethodConfig):
+    """Options of ``q-diffusion``: ``iters`` per block (200), ``batch_size`` (4), ``blocks`` (None = every captured
+    block), ``checkpoint`` (a resumable file), ``progress``."""
+
+    iters: int = 200
+    batch_size: int = 4
+    blocks: list[str] | None = field(default=None)
+    checkpoint: Any = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_int(self, "iters", 0, " (per block)")
+        check_int(self, "batch_size", 1)
+
+
 @register_method("rtn")
 class RTN(Method):
     """Round-to-nearest with min-max ranges (no calibration learning)."""
 
-    def default_config(self, kind, w_bits, a_bits, **options):
+    def default_config(self, kind, w_bits, a_bits, opts=None):
         cfg = preset(kind, w_bits, a_bits)
         return replace(cfg, weight=replace(cfg.weight, init="minmax"), act=replace(cfg.act, init="minmax"))
 
-    def run(self, qmodel, fp_model, config, calib, **options) -> dict[str, Any]:
+    def run(self, qmodel, fp_model, config, calib, opts) -> dict[str, Any]:
         n_act = calibrate_static_quantizers(qmodel, root_items(calib))
         n_w = init_weight_quantizers(qmodel)
         return {"weight_quantizers": n_w, "static_activation_quantizers": n_act}
@@ -66,17 +103,18 @@ class RTN(Method):
 class ViDiTQ(Method):
     """ViDiT-Q-style baseline (see module docstring)."""
 
+    Config = ViDiTQConfig
     needs_calibration = True
 
-    def default_config(self, kind, w_bits, a_bits, **options):
+    def default_config(self, kind, w_bits, a_bits, opts=None):
         if kind != "dit":
             logger.warning("vidit-q is a baseline for video DiTs; using its DiT recipe on a %s", kind)
         cfg = preset("dit", w_bits, a_bits)
         return replace(cfg, weight=QuantSpec(granularity="per_channel", init="minmax"),
                        act=QuantSpec(granularity="per_token", init="minmax"))
 
-    def run(self, qmodel, fp_model, config, calib, alpha: float | None = None, timeranges=None,
-            act_momentum: float | None = None, **options) -> dict[str, Any]:
+    def run(self, qmodel, fp_model, config, calib, opts: ViDiTQConfig) -> dict[str, Any]:
+        alpha, timeranges, act_momentum = opts.alpha, opts.timeranges, opts.act_momentum
         items = root_items(calib)
         if alpha is None:
             alpha = 0.11 if (config.w_bits <= 4 or (config.a_bits or 8) <= 6) else 0.0
@@ -132,23 +170,24 @@ class ViDiTQ(Method):
 class QDiffusion(Method):
     """Q-Diffusion / EfficientDM-style baseline (see module docstring)."""
 
+    Config = QDiffusionConfig
     needs_calibration = True
     needs_block_captures = True
 
-    def default_config(self, kind, w_bits, a_bits, **options):
+    def default_config(self, kind, w_bits, a_bits, opts=None):
         cfg = preset(kind, w_bits, a_bits)
         return replace(cfg, weight=QuantSpec(granularity="per_channel", init="mse"),
                        act=QuantSpec(granularity="per_tensor", init="mse"))
 
-    def run(self, qmodel, fp_model, config: QuantConfig, calib, iters: int = 200, batch_size: int = 4,
-            blocks: list[str] | None = None, checkpoint=None, progress: bool = True, **options) -> dict[str, Any]:
+    def run(self, qmodel, fp_model, config: QuantConfig, calib, opts: QDiffusionConfig) -> dict[str, Any]:
+        iters = opts.iters
         if not isinstance(calib, CalibrationSet):
             raise ValueError("q-diffusion reconstructs blocks: pass a CalibrationSet captured with targets='blocks' "
                              "(vqcore.calib.Capture)")
         items = root_items(calib)
         n_act = calibrate_static_quantizers(qmodel, items)
         init_weight_quantizers(qmodel)
-        blocks = blocks or [b for b in find_blocks(qmodel) if b in calib.items]
+        blocks = opts.blocks or [b for b in find_blocks(qmodel) if b in calib.items]
         if not blocks:
             raise ValueError("the calibration set has no block captures; capture with targets='blocks'")
 
@@ -158,8 +197,8 @@ class QDiffusion(Method):
                     m.weight_quantizer.init_adaround(m.effective_weight().detach())
 
         lrs = {"adaround": 1e-3, "act_scale": 4e-4}
-        cfg = ReconConfig(iters=iters, batch_size=batch_size, lrs=lrs, weight_decay=0.0, checkpoint=checkpoint,
-                          progress=progress)
+        cfg = ReconConfig(iters=iters, batch_size=opts.batch_size, lrs=lrs, weight_decay=0.0,
+                          checkpoint=opts.checkpoint, progress=opts.progress)
         beta = {"start": 20.0, "end": 2.0}
 
         def round_reg(name: str, block: nn.Module):

@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -79,7 +79,7 @@ from ..quant.modules import QuantModule
 from ..quant.prepare import preset
 from ..quant.quantizer import QuantSpec, UniformQuantizer
 from ..recon.engine import LossTerm, ReconConfig, first_tensor, optimize
-from .base import Method, register_method
+from .base import Method, MethodConfig, check_choice, check_int, register_method
 from .budget import lr_budget_scale
 from .mpqdm_layers import MPQLayout, MPQLoRA, OMQQuantizer
 from .timerange import attach_step_tables
@@ -287,6 +287,45 @@ def _put(args, kwargs, where, value):
     return args, kwargs
 
 
+@dataclass
+class MPQDMConfig(MethodConfig):
+    """Options of ``mpq-dm`` (see :class:`MPQDM`); ``seed`` is set by :func:`vqcore.quantize`."""
+
+    iters: int = 50
+    num_steps: int | None = None
+    batch_size: int = 4
+    omq: bool = True
+    trd: bool = True
+    trd_grad: bool = True
+    trd_weight: float = 100.0
+    alpha: float = 0.5
+    k_fractions: tuple | list = (0.0, 0.1)
+    lora_rank: int = 32
+    lrs: dict | None = None
+    search_items: int = 32
+    scheduler: Any = None
+    trd_module: str | None = None
+    seed: int = 0
+    checkpoint: Any = None
+    progress: bool = True
+    act_lr: str = "relative"
+    lazy_rows: bool = True
+    weight_init: str = "mse"
+    checkpoint_every: int = 100
+    lr_scale: float | str = 1.0
+
+    def __post_init__(self) -> None:
+        check_int(self, "iters", 0, " (rollouts)")
+        check_int(self, "lora_rank", 0, " (0 disables LoRA)")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        check_int(self, "checkpoint_every", 1, " (optimiser steps)")
+        check_choice(self, "act_lr", ("relative", "absolute"))
+        v = self.lr_scale
+        if v != "budget" and (isinstance(v, (str, bool)) or not float(v) > 0):
+            raise ValueError(f"lr_scale must be a number > 0 or 'budget', got {v!r}")
+
+
 @register_method("mpq-dm")
 class MPQDM(Method):
     """MPQ-DM (see module docstring). Options: ``iters`` (rollouts), ``num_steps``, ``batch_size``, ``omq``, ``trd``,
@@ -297,49 +336,33 @@ class MPQDM(Method):
     the current denoising step; False = the code's AdamW over whole tables), ``weight_init`` (``"mse"`` as the code,
     or ``"minmax"``)."""
 
+    Config = MPQDMConfig
     needs_teacher = True
     needs_calibration = True
     kinds = ("unet", "dit")
 
-    def default_config(self, kind, w_bits, a_bits, weight_init: str = "mse", **options):
+    def default_config(self, kind, w_bits, a_bits, opts=None):
         cfg = preset(kind, w_bits, a_bits)
-        return replace(cfg, weight=QuantSpec(granularity="per_channel", init=weight_init),
+        return replace(cfg, weight=QuantSpec(granularity="per_channel", init=(opts or MPQDMConfig()).weight_init),
                        act=QuantSpec(granularity="per_tensor", init="mse"))
 
-    def check_model(self, model: nn.Module, options: dict) -> None:
+    def check_model(self, model: nn.Module, opts: MPQDMConfig) -> None:
         """Before any copy or calibration: the noise schedule must be known (:func:`resolve_scheduler`)."""
-        resolve_scheduler(options.get("scheduler"), model)
+        resolve_scheduler(opts.scheduler, model)
 
-    def run(self, qmodel, fp_model, config, calib, iters: int = 50, num_steps: int | None = None,
-            batch_size: int = 4, omq: bool = True, trd: bool = True, trd_grad: bool = True, trd_weight: float = 100.0,
-            alpha: float = 0.5, k_fractions=(0.0, 0.1), lora_rank: int = 32, lrs: dict | None = None,
-            search_items: int = 32, scheduler=None, trd_module: str | None = None, seed: int = 0, checkpoint=None,
-            progress: bool = True, act_lr: str = "relative", lazy_rows: bool = True, weight_init: str = "mse",
-            checkpoint_every: int = 100, lr_scale: float | str = 1.0, **options) -> dict[str, Any]:
-        if options:
-            raise TypeError(f"mpq-dm got unknown options {sorted(options)}")
-        if not isinstance(iters, int) or iters < 0:
-            raise ValueError(f"iters must be a non-negative int (rollouts), got {iters!r}")
-        if not isinstance(lora_rank, int) or lora_rank < 0:
-            raise ValueError(f"lora_rank must be a non-negative int (0 disables LoRA), got {lora_rank!r}")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    def run(self, qmodel, fp_model, config, calib, opts: MPQDMConfig) -> dict[str, Any]:
+        num_steps, lrs = opts.num_steps, opts.lrs
         items = root_items(calib)
         if not items:
             raise ValueError("mpq-dm needs calibration data (calib=...)")
         if fp_model is None:
             raise ValueError("mpq-dm needs the full-precision teacher (fp_model)")
-        if not isinstance(checkpoint_every, int) or isinstance(checkpoint_every, bool) or checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be a positive int (optimiser steps), got {checkpoint_every!r}")
-        if act_lr not in ("relative", "absolute"):
-            raise ValueError(f"act_lr must be 'relative' or 'absolute', got {act_lr!r}")
-        if lr_scale != "budget" and (isinstance(lr_scale, (str, bool)) or not float(lr_scale) > 0):
-            raise ValueError(f"lr_scale must be a number > 0 or 'budget', got {lr_scale!r}")
         ts = sorted({i.timestep for i in items if i.timestep is not None}, reverse=True)
         num_steps = num_steps or (len(ts) if len(ts) >= 2 else 20)
         # budget (module docstring, "Budget"): official LoRA / weight-Δ rates × the factor restoring lr × steps
-        scale = lr_budget_scale(OFFICIAL_STEPS, iters * num_steps) if lr_scale == "budget" else float(lr_scale)
-        act_default = ACT_LR_RELATIVE if act_lr == "relative" else ACT_LR_CODE
+        budget = opts.lr_scale == "budget"
+        scale = lr_budget_scale(OFFICIAL_STEPS, opts.iters * num_steps) if budget else float(opts.lr_scale)
+        act_default = ACT_LR_RELATIVE if opts.act_lr == "relative" else ACT_LR_CODE
         lrs = {"lora": scale / 2500, "weight_scale": scale * 1e-6, "act_scale": act_default, **(lrs or {})}
         device = next(qmodel.parameters()).device
 
@@ -358,28 +381,28 @@ class MPQDM(Method):
                 aq.spec = replace(aq.spec, timesteps=num_steps)
 
         # 1. statistics pass (FP): input absmax per channel and the first inputs for the k search
-        search = items[:search_items]
+        search = items[:opts.search_items]
         absmax, xs = self._layer_inputs(qmodel, items, search, main, device)
 
         # 2. OMQ (+ smoothing) on the main layers; plain init elsewhere
         omq_info = {}
         for n, m in main.items():
-            omq_info[n] = apply_omq(m, xs[n], absmax.get(n), alpha, k_fractions, omq=omq)
+            omq_info[n] = apply_omq(m, xs[n], absmax.get(n), opts.alpha, opts.k_fractions, omq=opts.omq)
         for m in layers.values():
             if m.weight_quantizer is not None and not m.weight_quantizer.initialized:
                 m.weight_quantizer.calibrate(m.effective_weight().detach())
         calibrate_static_quantizers(qmodel, items)
 
         # 3. LoRA inside the weight quantizer
-        if lora_rank:
+        if opts.lora_rank:
             for m in main.values():
-                m.weight_adapter = MPQLoRA(m.weight.shape, lora_rank).to(device)
+                m.weight_adapter = MPQLoRA(m.weight.shape, opts.lora_rank).to(device)
 
         losses: list[float] = []
         trained_rows: dict[int, float] = {}
         trd_name = None
-        if iters:
-            if trd and trd_module is None:
+        if opts.iters:
+            if opts.trd and opts.trd_module is None:
                 try:
                     trd_name = find_blocks(fp_model)[-1]
                 except ValueError:
@@ -387,11 +410,9 @@ class MPQDM(Method):
                                      f"{type(fp_model).__name__} has no recognised block list: pass "
                                      "trd_module='<module name>' or trd=False to vqcore.quantize") from None
             else:
-                trd_name = trd_module
-            losses = self._rollouts(qmodel, fp_model, items, main, lrs, iters, num_steps, batch_size, trd, trained_rows,
-                                    trd_grad, trd_weight, trd_name, scheduler, seed, checkpoint, progress, act_lr,
-                                    lazy_rows, checkpoint_every)
-        sched = resolve_scheduler(scheduler, fp_model)
+                trd_name = opts.trd_module
+            losses = self._rollouts(qmodel, fp_model, items, main, lrs, num_steps, trained_rows, trd_name, opts)
+        sched = resolve_scheduler(opts.scheduler, fp_model)
         sched.set_timesteps(num_steps)
         attach_step_tables(qmodel, [float(t) for t in sched.timesteps])
         layout = MPQLayout([n for n, m in main.items() if isinstance(m.weight_quantizer, OMQQuantizer)],
@@ -402,13 +423,14 @@ class MPQDM(Method):
         for p in qmodel.parameters():
             p.requires_grad_(False)
         ks = [v.get("k", 0) for v in omq_info.values()]
-        return {"omq": omq, "trd": trd, "trd_grad": trd_grad, "rollouts": iters, "num_steps": num_steps,
-                "optimizer_steps": iters * num_steps, "lr_scale": scale,
+        return {"omq": opts.omq, "trd": opts.trd, "trd_grad": opts.trd_grad, "rollouts": opts.iters,
+                "num_steps": num_steps,
+                "optimizer_steps": opts.iters * num_steps, "lr_scale": scale,
                 "official": {"optimizer_steps": OFFICIAL_STEPS, "lrs": {"lora": "avgΔ/2500", "weight_scale": 1e-6,
                                                                         "act_scale": ACT_LR_CODE}},
                 "omq_layers": len(main), "special_w8a8_layers": sorted(special),
                 "layers_with_k>0": sum(k > 0 for k in ks), "trd_module": trd_name,
-                "final_loss": losses[-1] if losses else None, "act_lr": act_lr, "lazy_rows": lazy_rows,
+                "final_loss": losses[-1] if losses else None, "act_lr": opts.act_lr, "lazy_rows": opts.lazy_rows,
                 "trained_rows": [[k, trained_rows[k]] for k in sorted(trained_rows)],
                 "omq_k": {n: v.get("k") for n, v in omq_info.items()}}
 
@@ -489,10 +511,9 @@ class MPQDM(Method):
                 p.requires_grad_(True)
         return groups
 
-    def _rollouts(self, qmodel, fp_model, items, main, lrs, iters, num_steps, batch_size, trd, trained_rows, trd_grad,
-                  trd_weight, trd_name, scheduler, seed, checkpoint, progress, act_lr="relative", lazy_rows=True,
-                  checkpoint_every: int = 100) -> list[float]:
-        groups = self._groups(qmodel, main, lrs, act_lr)
+    def _rollouts(self, qmodel, fp_model, items, main, lrs, num_steps, trained_rows, trd_name,
+                  opts: MPQDMConfig) -> list[float]:
+        groups = self._groups(qmodel, main, lrs, opts.act_lr)
         act_tables = [p for g in groups if g["name"].startswith("act_scale") for p in g["params"]]
         kept: list[torch.Tensor] = []  # every row as its own last step left it (lazy per-row updates)
 
@@ -510,20 +531,20 @@ class MPQDM(Method):
             moving rows that the loss did not touch), then project Δ > 0."""
             k = i % num_steps
             for p, keep in zip(act_tables, kept):
-                if lazy_rows:
+                if opts.lazy_rows:
                     keep[k] = p[k]
                     p.copy_(keep)
                 p.clamp_(min=1e-8)
                 keep.clamp_(min=1e-8)
-        sched = resolve_scheduler(scheduler, fp_model)
+        sched = resolve_scheduler(opts.scheduler, fp_model)
         sched.set_timesteps(num_steps)
         x_at, t_at = _locate(items[0])
         device = next(qmodel.parameters()).device
         tabled = [m for m in qmodel.modules() if getattr(getattr(m, "spec", None), "timesteps", 0)
                   and hasattr(m, "set_timestep")]
-        term = TRDTerm(trd_weight, grad=trd_grad) if trd else None
+        term = TRDTerm(opts.trd_weight, grad=opts.trd_grad) if opts.trd else None
         hooks = (_FeatureHook(qmodel.get_submodule(trd_name)), _FeatureHook(fp_model.get_submodule(trd_name))) \
-            if trd else None
+            if opts.trd else None
         state: dict[str, Any] = {}
 
         def call(model, x, t):
@@ -542,7 +563,7 @@ class MPQDM(Method):
         def step(i: int, rng: random.Random) -> torch.Tensor:
             k = i % num_steps
             if k == 0:
-                batch = [items[rng.randrange(len(items))] for _ in range(batch_size)]
+                batch = [items[rng.randrange(len(items))] for _ in range(opts.batch_size)]
                 rows = batch[0].rows
                 state["args"] = stack_items([b.args for b in batch], rows)
                 state["kwargs"] = stack_items([b.kwargs for b in batch], rows)
@@ -568,9 +589,9 @@ class MPQDM(Method):
 
         # checkpoints only at rollout boundaries: the trajectory x_t of a half-finished rollout is not saved, so a
         # resumed run starts the next rollout exactly as the uninterrupted run would
-        every = -(-checkpoint_every // num_steps) * num_steps
-        cfg = ReconConfig(iters=iters * num_steps, lrs={"all": 1.0}, weight_decay=0.01, schedule="linear", seed=seed,
-                          checkpoint=checkpoint, checkpoint_every=every, progress=progress)
+        every = -(-opts.checkpoint_every // num_steps) * num_steps
+        cfg = ReconConfig(iters=opts.iters * num_steps, lrs={"all": 1.0}, weight_decay=0.01, schedule="linear",
+                          seed=opts.seed, checkpoint=opts.checkpoint, checkpoint_every=every, progress=opts.progress)
         try:
             return optimize(qmodel, groups, step, cfg, desc="mpq-dm rollouts", after_step=settle_rows)
         finally:

@@ -73,7 +73,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -86,7 +86,7 @@ from ..quant.modules import LowRankBranch, QLinear, register_module_type
 from ..quant.prepare import preset
 from ..quant.quantizer import QuantSpec
 from ..recon.engine import RECOMPUTE_MIN_PARAMS, LossTerm, MSETerm, ReconConfig, _to, first_tensor, output_distillation
-from .base import Method, register_method
+from .base import Method, MethodConfig, check_choice, check_int, register_method
 from .baselines import init_weight_quantizers
 from .budget import lr_budget_scale
 
@@ -290,6 +290,49 @@ def _evenly_spaced(items: list, fraction: float | None, n_steps: int | None) -> 
     return [it for it in items if it.timestep in keep]
 
 
+@dataclass
+class QVDiTConfig(MethodConfig):
+    """Options of ``q-vdit`` (all optional): ``iters`` (None: the scaling rule), ``batch_size``, ``tqe``, ``tmd``
+    (None = per config: off at W4A6), ``tmd_mode`` (``"per_frame"``/``"code"``), ``lam``, ``alpha`` (None = per
+    config), ``lr_weight_scale`` / ``lr_adapters`` (before scaling), ``lr_scale`` (None = budget rule, or a float),
+    ``lora_rank``, ``side_rank``, ``frame_mask``, ``frames``, ``calib_steps`` (None = per config), ``layout``,
+    ``seed`` (set by :func:`vqcore.quantize`), ``checkpoint``, ``progress``, ``act_momentum``, ``recompute`` and
+    ``grad_checkpointing`` (``"auto"``, True, False) — training memory, module docstring."""
+
+    iters: int | None = None
+    batch_size: int = _BATCH
+    tqe: bool = True
+    tmd: bool | None = None
+    tmd_mode: str = "per_frame"
+    lam: float = 100.0
+    alpha: float | None = None
+    lr_weight_scale: float = 1e-6
+    lr_adapters: float = 1e-5
+    lr_scale: float | None = None
+    lora_rank: int = 32
+    side_rank: int = 1
+    frame_mask: bool = True
+    frames: int | None = None
+    calib_steps: int | None = None
+    layout: str = "auto"
+    seed: int = 0
+    checkpoint: Any = None
+    progress: bool = True
+    act_momentum: float | None = None
+    recompute: bool | str = "auto"
+    grad_checkpointing: bool | str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("recompute", "grad_checkpointing"):
+            check_choice(self, name, ("auto", True, False))
+        check_int(self, "iters", 0, none=True)
+        check_int(self, "batch_size", 1)
+        check_choice(self, "layout", ("auto", "bcthw", "btchw"))
+        check_choice(self, "tmd_mode", ("per_frame", "code"))
+        if self.lam < 0:
+            raise ValueError(f"lam must be >= 0, got {self.lam}")
+
+
 @register_method("q-vdit")
 class QVDiT(Method):
     """Q-VDiT: TQE + TMD with the official optimisation recipe (see module docstring).
@@ -302,64 +345,52 @@ class QVDiT(Method):
     ``recompute`` and ``grad_checkpointing`` (``"auto"``, True, False) — training memory, module docstring.
     """
 
+    Config = QVDiTConfig
     kinds = ("dit",)
     needs_calibration = True
 
-    def default_config(self, kind, w_bits, a_bits, **options):
+    def default_config(self, kind, w_bits, a_bits, opts=None):
         if kind != "dit":
             logger.warning("q-vdit targets video DiTs; using its DiT recipe on a %s", kind)
         cfg = preset("dit", w_bits, a_bits)
         return replace(cfg, weight=QuantSpec(granularity="per_channel", init="grid_lp"),
                        act=QuantSpec(granularity="per_token", init="minmax"))
 
-    def run(self, qmodel, fp_model, config, calib, iters: int | None = None, batch_size: int = _BATCH,
-            tqe: bool = True, tmd: bool | None = None, tmd_mode: str = "per_frame", lam: float = 100.0,
-            alpha: float | None = None, lr_weight_scale: float = 1e-6, lr_adapters: float = 1e-5,
-            lr_scale: float | None = None, lora_rank: int = 32, side_rank: int = 1, frame_mask: bool = True,
-            frames: int | None = None, calib_steps: int | None = None, layout: str = "auto", seed: int = 0,
-            checkpoint=None, progress: bool = True, act_momentum: float | None = None, recompute: bool | str = "auto",
-            grad_checkpointing: bool | str = "auto", **options) -> dict[str, Any]:
-        if options:
-            raise TypeError(f"q-vdit got unknown options {sorted(options)}")
-        for name, value in (("recompute", recompute), ("grad_checkpointing", grad_checkpointing)):
-            if value not in ("auto", True, False):
-                raise ValueError(f"{name} must be 'auto', True or False, got {value!r}")
-        if iters is not None and (not isinstance(iters, int) or iters < 0):
-            raise ValueError(f"iters must be a non-negative int or None, got {iters!r}")
-        if layout not in ("auto", "bcthw", "btchw"):
-            raise ValueError(f"layout must be 'auto', 'bcthw' or 'btchw', got {layout!r}")
+    def run(self, qmodel, fp_model, config, calib, opts: QVDiTConfig) -> dict[str, Any]:
+        iters, alpha, layout = opts.iters, opts.alpha, opts.layout
+        recompute, grad_checkpointing = opts.recompute, opts.grad_checkpointing
         official = official_settings(config.w_bits, config.a_bits)
         all_items = root_items(calib)
         if not all_items:
             raise ValueError("q-vdit needs calibration data (calib=...)")
-        items = _evenly_spaced(all_items, official["step_fraction"], calib_steps)
-        torch.manual_seed(seed)
+        items = _evenly_spaced(all_items, official["step_fraction"], opts.calib_steps)
+        torch.manual_seed(opts.seed)
         # 1. smoothing (statistics on the FP model: quantization is off while observing)
         alpha = official["alpha"] if alpha is None else float(alpha)
-        absmax = activation_channel_absmax(qmodel, items, momentum=act_momentum) if alpha > 0 else {}
+        absmax = activation_channel_absmax(qmodel, items, momentum=opts.act_momentum) if alpha > 0 else {}
         smoothed = apply_smoothing(absmax, alpha) if alpha > 0 else 0
         # 2. FP targets: the captured outputs, or the model itself with quantization off
         items = self._with_fp_outputs(qmodel, items)
         # 3. weight ranges (Q-VDiT's per-channel clipping grid), then the TQE terms (zero-initialised)
         n_w = init_weight_quantizers(qmodel)
-        tqe_info = attach_tqe(qmodel, lora_rank, side_rank, frames=frames, probe_item=items[0],
-                              frame_mask=frame_mask) if tqe else {"tqe_layers": 0}
+        tqe_info = attach_tqe(qmodel, opts.lora_rank, opts.side_rank, frames=opts.frames, probe_item=items[0],
+                              frame_mask=opts.frame_mask) if opts.tqe else {"tqe_layers": 0}
         # 4. whole-model output distillation
-        use_tmd = official["tmd"] if tmd is None else bool(tmd)
+        use_tmd = official["tmd"] if opts.tmd is None else bool(opts.tmd)
         layout = _output_layout(qmodel) if layout == "auto" else layout
         if use_tmd and first_tensor(items[0].output).ndim != 5:
             raise ValueError("TMD needs 5-D video outputs; pass tmd=False for this model")
         if iters is None:
-            iters = min(official["iters"], math.ceil(official["passes"] * len(items) / batch_size))
+            iters = min(official["iters"], math.ceil(official["passes"] * len(items) / opts.batch_size))
         # budget rule (module docstring); below 100 iterations the factor is also capped at the iteration count
-        scale = lr_budget_scale(official["iters"], iters) if lr_scale is None else float(lr_scale)
-        lrs = {"weight_scale": lr_weight_scale * scale}
-        if tqe:
-            lrs["adapters"] = lr_adapters * scale
-        cfg = ReconConfig(iters=iters, batch_size=batch_size, lrs=lrs, weight_decay=0.01, schedule="cosine",
-                          seed=seed, checkpoint=checkpoint, progress=progress,
+        scale = lr_budget_scale(official["iters"], iters) if opts.lr_scale is None else float(opts.lr_scale)
+        lrs = {"weight_scale": opts.lr_weight_scale * scale}
+        if opts.tqe:
+            lrs["adapters"] = opts.lr_adapters * scale
+        cfg = ReconConfig(iters=iters, batch_size=opts.batch_size, lrs=lrs, weight_decay=0.01, schedule="cosine",
+                          seed=opts.seed, checkpoint=opts.checkpoint, progress=opts.progress,
                           recompute=None if recompute == "auto" else bool(recompute))
-        terms = [TMDTerm(lam, tmd_mode, layout)] if use_tmd else [MSETerm()]
+        terms = [TMDTerm(opts.lam, opts.tmd_mode, layout)] if use_tmd else [MSETerm()]
         large = sum(p.numel() for p in qmodel.parameters()) >= RECOMPUTE_MIN_PARAMS
         grad_checkpointing = large if grad_checkpointing == "auto" else grad_checkpointing
         recompute = large if recompute == "auto" else bool(recompute)
@@ -367,7 +398,8 @@ class QVDiT(Method):
         losses = output_distillation(qmodel, items, cfg, terms, checkpoint_blocks=blocks)
         return {"official": official, "lr_scale": scale,
                 "smoothing_alpha": alpha, "smoothed_layers": smoothed, "weight_quantizers": n_w,
-                **tqe_info, "tmd": use_tmd, "tmd_mode": tmd_mode if use_tmd else None, "lambda": lam if use_tmd else 0,
+                **tqe_info, "tmd": use_tmd, "tmd_mode": opts.tmd_mode if use_tmd else None,
+                "lambda": opts.lam if use_tmd else 0,
                 "iters": iters, "lrs": lrs, "calibration_items_used": len(items), "recompute": recompute,
                 "checkpointed_blocks": len(blocks),
                 "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}

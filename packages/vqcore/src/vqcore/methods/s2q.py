@@ -71,7 +71,7 @@ import logging
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -92,7 +92,7 @@ from ..quant.modules import QLinear, QuantModule, register_module_type
 from ..quant.prepare import preset
 from ..quant.quantizer import QuantSpec
 from ..recon.engine import LossTerm, ReconConfig, _to, block_reconstruction, first_tensor
-from .base import Method, register_method
+from .base import Method, MethodConfig, check_choice, check_int, register_method
 from .budget import lr_budget_scale
 
 __all__ = [
@@ -409,6 +409,46 @@ def _init_weight_quantizers(model: nn.Module) -> int:
     return n
 
 
+@dataclass
+class S2QConfig(MethodConfig):
+    """Options of ``s2q-vdit``: ``iters`` per block, ``batch_size``, data selection (``calib_size``, ``select``,
+    ``normalize``, ``salience_blocks``, ``stratify``; :func:`select_calibration`), distillation (``distill``,
+    ``keep``), ``lora_rank`` (0: no LoRA), ``lrs`` / ``lr_scale`` (None: the budget rule, module docstring),
+    ``alpha`` (None: per bit-width), ``blocks``, ``seed`` (set by :func:`vqcore.quantize`), ``checkpoint``,
+    ``progress``, ``act_momentum``, ``weight_init`` (the weight range search of the quantization config)."""
+
+    iters: int = 200
+    batch_size: int = 4
+    calib_size: int | None = None
+    select: str = "salient"
+    normalize: str = "max"
+    salience_blocks: str | Sequence[str] = "all"
+    stratify: bool = True
+    distill: str = "sparse"
+    keep: float = 0.75
+    lora_rank: int = 4
+    lrs: dict[str, float] | None = None
+    lr_scale: float | None = None
+    alpha: float | None = None
+    blocks: list[str] | None = None
+    seed: int = 0
+    checkpoint: Any = None
+    progress: bool = True
+    act_momentum: float | None = None
+    weight_init: str = "minmax"
+
+    def __post_init__(self) -> None:
+        check_choice(self, "distill", DISTILL_MODES)
+        check_choice(self, "select", SELECT_MODES)
+        if not 0.0 < self.keep <= 1.0:
+            raise ValueError(f"keep must be in (0, 1], got {self.keep}")
+        check_int(self, "iters", 0, " (per block)")
+        check_int(self, "batch_size", 1)
+        if self.lr_scale is not None and not float(self.lr_scale) > 0:
+            raise ValueError(f"lr_scale must be > 0 or None, got {self.lr_scale!r}")
+        check_int(self, "lora_rank", 0)
+
+
 @register_method("s2q-vdit")
 class S2QVDiT(Method):
     """S²Q-VDiT: salient data selection + attention-guided sparse token distillation (see module docstring)."""
@@ -417,42 +457,29 @@ class S2QVDiT(Method):
     needs_calibration = True
     needs_block_captures = True
     kinds = ("dit",)
+    Config = S2QConfig
 
-    def default_config(self, kind, w_bits, a_bits, weight_init: str = "minmax", **options):
+    def default_config(self, kind, w_bits, a_bits, opts=None):
+        weight_init = (opts or S2QConfig()).weight_init
         if kind != "dit":
             logger.warning("s2q-vdit is a method for video DiTs; using its DiT recipe on a %s", kind)
         cfg = preset("dit", w_bits, a_bits)
         return replace(cfg, weight=QuantSpec(granularity="per_channel", init=weight_init),
                        act=QuantSpec(granularity="per_token", init="minmax"))
 
-    def run(self, qmodel, fp_model, config, calib, iters: int = 200, batch_size: int = 4,
-            calib_size: int | None = None, select: str = "salient", normalize: str = "max",
-            salience_blocks: str | Sequence[str] = "all", stratify: bool = True, distill: str = "sparse",
-            keep: float = 0.75,
-            lora_rank: int = 4, lrs: dict[str, float] | None = None, lr_scale: float | None = None,
-            alpha: float | None = None,
-            blocks: list[str] | None = None, seed: int = 0, checkpoint=None, progress: bool = True,
-            act_momentum: float | None = None, **options) -> dict[str, Any]:
+    def run(self, qmodel, fp_model, config, calib, opts: S2QConfig) -> dict[str, Any]:
+        alpha, blocks, lrs = opts.alpha, opts.blocks, opts.lrs
         if not isinstance(calib, CalibrationSet):
             raise ValueError("s2q-vdit selects calibration data and reconstructs blocks: pass a CalibrationSet "
                              "captured with targets='blocks' (vqcore.calib.Capture)")
-        if distill not in DISTILL_MODES:
-            raise ValueError(f"distill must be one of {DISTILL_MODES}, got {distill!r}")
-        if not 0.0 < keep <= 1.0:
-            raise ValueError(f"keep must be in (0, 1], got {keep}")
-        if not isinstance(iters, int) or isinstance(iters, bool) or iters < 0:
-            raise ValueError(f"iters must be a non-negative int (per block), got {iters!r}")
-        if lr_scale is not None and not float(lr_scale) > 0:
-            raise ValueError(f"lr_scale must be > 0 or None, got {lr_scale!r}")
-        if not isinstance(lora_rank, int) or lora_rank < 0:
-            raise ValueError(f"lora_rank must be a non-negative int, got {lora_rank!r}")
         if fp_model is None:
             raise ValueError("s2q-vdit needs the full-precision teacher (fp_model)")
-        subset, sel = select_calibration(calib, calib_size, select, normalize, seed, salience_blocks, stratify)
+        subset, sel = select_calibration(calib, opts.calib_size, opts.select, opts.normalize, opts.seed,
+                                         opts.salience_blocks, opts.stratify)  # fmt: skip
         all_roots = calib[ROOT]  # smoothing statistics and static ranges: the whole captured set (module docstring)
         if alpha is None:
             alpha = 0.11 if (config.w_bits <= 4 or (config.a_bits or 8) <= 6) else 0.0
-        absmax = activation_channel_absmax(qmodel, all_roots, momentum=act_momentum) if alpha else {}
+        absmax = activation_channel_absmax(qmodel, all_roots, momentum=opts.act_momentum) if alpha else {}
         smoothed = apply_smoothing(absmax, alpha) if alpha else 0
         calibrate_static_quantizers(qmodel, all_roots)
         _init_weight_quantizers(qmodel)
@@ -460,44 +487,46 @@ class S2QVDiT(Method):
         if not blocks:
             raise ValueError("the calibration set has no block captures; capture with targets='blocks'")
         adapters = 0
-        if lora_rank:
+        if opts.lora_rank:
             for b in blocks:
                 for m in qmodel.get_submodule(b).modules():
                     if isinstance(m, QLinear) and m.quant_weight and m.weight_quantizer is not None \
                             and m.weight_adapter is None:
-                        rank = min(lora_rank, m.in_features, m.out_features)  # float32 even in a bf16 model
+                        rank = min(opts.lora_rank, m.in_features, m.out_features)  # float32 even in a bf16 model
                         m.weight_adapter = QuantLoRA(m.in_features, m.out_features, rank).to(m.weight.device)
                         adapters += 1
         cache: dict[str, dict[int, torch.Tensor]] = {}
         sparsity: dict[str, float] = {}
 
         def context(name: str, batch: Sequence[CalibItem]) -> dict:
-            if distill == "plain":
+            if opts.distill == "plain":
                 return {}
             if name not in cache:
                 cache.clear()  # one block's weights at a time
-                torch.manual_seed(seed)
-                cache[name] = block_token_weights(fp_model.get_submodule(name), subset[name], distill, keep)
+                torch.manual_seed(opts.seed)
+                cache[name] = block_token_weights(fp_model.get_submodule(name), subset[name], opts.distill,
+                                                  opts.keep)  # fmt: skip
                 sparsity[name] = float(torch.cat([w.flatten() for w in cache[name].values()]).eq(0).float().mean())
             weights = [cache[name][id(it)] for it in batch]
             return {"token_weights": _stack_weights(weights, getattr(batch[0], "rows", 1))}
 
         if lrs is None:  # module docstring, 4.: the official lr × iters per parameter
-            scale = lr_budget_scale(OFFICIAL_ITERS, iters) if lr_scale is None else float(lr_scale)
+            scale = lr_budget_scale(OFFICIAL_ITERS, opts.iters) if opts.lr_scale is None else float(opts.lr_scale)
             lrs = {k: v * scale for k, v in OFFICIAL_LRS.items()}
-        elif lr_scale is not None:
-            scale = float(lr_scale)
+        elif opts.lr_scale is not None:
+            scale = float(opts.lr_scale)
             lrs = {k: v * scale for k, v in lrs.items()}
         else:
             scale = 1.0
-        cfg = ReconConfig(iters=iters, batch_size=batch_size, lrs=lrs, weight_decay=0.0, seed=seed,
-                          checkpoint=checkpoint, progress=progress)
+        cfg = ReconConfig(iters=opts.iters, batch_size=opts.batch_size, lrs=lrs, weight_decay=0.0, seed=opts.seed,
+                          checkpoint=opts.checkpoint, progress=opts.progress)
         history = block_reconstruction(qmodel, blocks, subset.items, cfg, [TokenWeightedMSETerm()], context_fn=context)
         qmodel.eval()
         sel = {k: v for k, v in sel.items() if k != "kept_keys"}
-        return {**sel, "distill": distill, "keep": keep if distill == "sparse" else None, "smoothing_alpha": alpha,
+        return {**sel, "distill": opts.distill, "keep": opts.keep if opts.distill == "sparse" else None,
+                "smoothing_alpha": alpha,
                 "smoothed_layers": smoothed, "lora_adapters": adapters, "blocks": len(blocks),
-                "iters_per_block": iters, "lrs": dict(lrs), "lr_scale": scale,
+                "iters_per_block": opts.iters, "lrs": dict(lrs), "lr_scale": scale,
                 "official": {"iters": OFFICIAL_ITERS, "lrs": dict(OFFICIAL_LRS)},
                 "zero_weight_fraction": (sum(sparsity.values()) / len(sparsity)) if sparsity else None,
                 "final_block_losses": {k: (v[-1] if v else None) for k, v in history.items()}}

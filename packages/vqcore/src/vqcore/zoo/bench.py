@@ -22,7 +22,6 @@ per core, at most 4); each worker recomputes that shared state from the same see
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import platform
@@ -76,7 +75,7 @@ def methods_for(kind: str, requested: list[str] | None = None) -> list[str]:
 def _options(method: str, iters: int) -> dict:
     from ..methods import get_method
 
-    params = inspect.signature(get_method(method).run).parameters
+    params = get_method(method).option_names()
     opts = {}
     if "iters" in params:
         opts["iters"] = iters
