@@ -4,6 +4,8 @@ GEMM with a fused epilogue, split rows added onto their channels)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -97,6 +99,9 @@ class QLinearInt(nn.Module):
             raise TypeError("from_codes() needs the keyword w_bits")
         w = {_WEIGHT_KW[key]: options.pop(key) for key in list(options) if key in _WEIGHT_KW}
         a = {_ACT_KW[key]: options.pop(key) for key in list(options) if key in _ACT_KW}
+        unknown = sorted(set(options) - {f.name for f in dataclasses.fields(LayerExtras)})
+        if unknown:
+            raise TypeError(f"from_codes() got unexpected keywords {unknown}")
         return cls.build(IntWeights(codes, scale, zero_point, **w), ActQuant(**a), LayerExtras(**options))
 
     def _fill_weights(self, rows: torch.Tensor, row_scale: torch.Tensor, zps: torch.Tensor | None,
