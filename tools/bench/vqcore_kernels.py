@@ -201,18 +201,21 @@ def _quant_variants(args, cuda, x, t, cfgs, deadline) -> None:
     cands = [(r, w, False) for r, w in cands]
     if _probed("quantizer RECIP"):  # RECIP: reciprocal multiplies with the exact fallback
         cands += [(default["ROWS"], default["num_warps"], True)] + [(r, w, True) for r, w, _ in cands[:2]]
+    configs = {f"rows{r} w{w}{' recip' if rc else ''}": {"ROWS": r, "num_warps": w, "RECIP": rc} for r, w, rc in cands}
+    # the opt-in two-pass chunked row loop (CHUNK_K): only the last chunk is partial where K is not a power of two
+    configs |= {f"chunk{c} rows{r} w{w}": {"ROWS": r, "num_warps": w, "CHUNK_K": c}
+                for c, r, w in ((512, 1, 4), (1024, 1, 4), (1024, 2, 8), (2048, 1, 8))}
     out = {}
-    for rows, warps, recip in cands:
+    for name, cfg in configs.items():
         if time.time() > deadline:
             break
-        cfg = {"ROWS": rows, "num_warps": warps, "RECIP": recip}
         try:
             got = tk.quantize_per_token(x, None, 8, True, config=cfg)
             same = all(torch.equal(a, b) for a, b in zip(got, base))
             ms = _time(lambda cfg=cfg: tk.quantize_per_token(x, None, 8, True, config=cfg), args.warmup, args.rep, cuda)
-            out[f"rows{rows} w{warps}{' recip' if recip else ''}"] = (ms, same)
+            out[name] = (ms, same)
         except Exception as e:
-            cfgs[f"quant_fail_rows{rows}"] = f"{type(e).__name__}: {str(e)[:200]}"
+            cfgs[f"quant_fail_{name}"] = f"{type(e).__name__}: {str(e)[:200]}"
     ok = {k: v[0] for k, v in out.items() if v[1]}
     if ok:
         name = min(ok, key=ok.get)

@@ -118,6 +118,28 @@ def test_quantize_kernel_matches_reference(symmetric, bits, smooth, rows):
     assert ((deq - xs).abs() <= got[1][:, None] * 0.5 + 1e-6).all()
 
 
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("smooth", [False, True])
+@pytest.mark.parametrize("rows", [1, 2])
+def test_chunked_quantizer_gives_the_single_tile_outputs(symmetric, bits, smooth, rows):
+    """The opt-in two-pass chunked kernel (CHUNK_K) against the reference: K = 300 in chunks of 64 leaves a partial
+    last chunk; the row range may sit in any chunk (a row whose extreme is in the last, partial one)."""
+    g = torch.Generator().manual_seed(7 * bits + smooth)
+    x = (torch.randn(11, 300, generator=g) * 3 - 0.25).to(DEV)
+    x[2] = 0.0
+    x[4] = x[4].abs()
+    x[6, 299] = 40.0  # extreme in the partial last chunk
+    x[7, 0] = -40.0  # extreme in the first chunk
+    inv = (torch.rand(300, generator=g) + 0.5).to(DEV) if smooth else None
+    got = _tk().quantize_per_token(x, inv, bits, symmetric, config={"ROWS": rows, "CHUNK_K": 64})
+    want = ref.quantize_per_token_ref(x, inv, bits, symmetric)
+    for a, b, name in zip(got, want, ("codes", "scale", "zero_point", "rowsum")):
+        assert a.dtype == b.dtype and torch.equal(a, b), name
+    with pytest.raises(ValueError, match="CHUNK_K"):
+        _tk().quantize_per_token(x, None, 8, True, config={"CHUNK_K": 64}, down=torch.ones(1, 300).to(DEV))
+
+
 def test_quantize_kernel_bf16_input():
     x = torch.randn(9, 200, dtype=torch.bfloat16).to(DEV)
     got = _tk().quantize_per_token(x, None, 8, True)
@@ -320,6 +342,18 @@ def test_gpu_ops_match_reference(w4, group):
     yi = ops.int_linear_op(a.cuda(), torch.ones(m, device="cuda"), None, None, wq.cuda(), torch.ones(n, device="cuda"),
                            0, w4, k, None, None, None, None, None, torch.float32)  # fmt: skip
     assert torch.equal(yi.cpu(), ref.int_matmul_exact(a, w).float())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_gpu_chunked_quantizer_matches_reference(symmetric):
+    """The opt-in chunked quantizer on CUDA at a Latte fc2 row length (K = 4608, not a power of two), bf16 input."""
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(1000, 4608, generator=g) * 2).bfloat16()
+    inv = torch.rand(4608, generator=g) + 0.5
+    got = _tk().quantize_per_token(x.cuda(), inv.cuda(), 8, symmetric, config={"CHUNK_K": 1024})
+    want = ref.quantize_per_token_ref(x, inv, 8, symmetric)
+    assert all(torch.equal(a.cpu(), b) for a, b in zip(got, want))
 
 
 @pytest.mark.gpu

@@ -87,6 +87,63 @@ def _quant_per_token_kernel(
             tl.store(t_ptr + rows * RANK + r, tl.sum(xhat * dr[None, :], axis=1), mask=rmask)
 
 
+@triton.jit
+def _quant_per_token_chunked_kernel(
+    x_ptr, s_ptr, q_ptr, scale_ptr, zp_ptr, rs_ptr,
+    M, K, stride_xm, stride_qm,
+    HAS_SMOOTH: tl.constexpr, SYMMETRIC: tl.constexpr, BITS: tl.constexpr, EPS: tl.constexpr,
+    CHUNK_K: tl.constexpr, ROWS: tl.constexpr,
+):  # fmt: skip
+    """The per-token quantizer over a row in ``CHUNK_K``-wide chunks, in two passes: pass 1 the row's range, pass 2
+    the codes. For ``K`` that is not a power of two, :func:`_quant_per_token_kernel`'s single
+    ``next_power_of_2(K)`` tile masks up to half its lanes (44 % at K = 1152 and 4608); here only the last chunk is
+    partial. Same arithmetic per element and exact reductions (max/min, integer row sums), so the codes, scales, zero
+    points and row sums equal the single-tile kernel's; the row is read twice (the second read mostly from L2).
+    Opt-in (``config={"CHUNK_K": ...}``) until it is measured faster on the GPU; no low-rank branch, no ``RECIP``."""
+    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    rmask = rows < M
+    QMIN: tl.constexpr = -(2 ** (BITS - 1))
+    QMAX: tl.constexpr = 2 ** (BITS - 1) - 1
+    LEVELS: tl.constexpr = 2**BITS - 1
+    hi = tl.zeros((ROWS,), dtype=tl.float32)  # amax (symmetric) or max(x, 0)
+    lo = tl.zeros((ROWS,), dtype=tl.float32)  # min(x, 0) (asymmetric)
+    for k0 in range(0, K, CHUNK_K):
+        offs = k0 + tl.arange(0, CHUNK_K)
+        mask = rmask[:, None] & (offs < K)[None, :]
+        x = tl.load(x_ptr + rows[:, None] * stride_xm + offs[None, :], mask=mask, other=0.0).to(tl.float32)
+        if HAS_SMOOTH:
+            x = tl.math.div_rn(x, tl.load(s_ptr + offs, mask=offs < K, other=1.0).to(tl.float32)[None, :])
+        if SYMMETRIC:
+            hi = tl.maximum(hi, tl.max(tl.abs(x), axis=1))
+        else:
+            hi = tl.maximum(hi, tl.max(tl.where(mask, x, 0.0), axis=1))
+            lo = tl.minimum(lo, tl.min(tl.where(mask, x, 0.0), axis=1))
+    if SYMMETRIC:
+        scale = tl.math.div_rn(tl.maximum(hi, EPS), QMAX)
+        z = tl.zeros_like(scale)
+        zp = z
+    else:
+        scale = tl.maximum(tl.math.div_rn(hi - lo, LEVELS), EPS)
+        z = _rne(tl.math.div_rn(-lo, scale))
+        zp = z + QMIN
+    rs = tl.zeros((ROWS,), dtype=tl.int32)
+    for k0 in range(0, K, CHUNK_K):
+        offs = k0 + tl.arange(0, CHUNK_K)
+        mask = rmask[:, None] & (offs < K)[None, :]
+        x = tl.load(x_ptr + rows[:, None] * stride_xm + offs[None, :], mask=mask, other=0.0).to(tl.float32)
+        if HAS_SMOOTH:
+            x = tl.math.div_rn(x, tl.load(s_ptr + offs, mask=offs < K, other=1.0).to(tl.float32)[None, :])
+        if SYMMETRIC:
+            q = tl.minimum(tl.maximum(_rne(tl.math.div_rn(x, scale[:, None])), QMIN), QMAX)
+        else:
+            q = tl.minimum(tl.maximum(_rne(tl.math.div_rn(x, scale[:, None])) + z[:, None], 0.0), LEVELS) + QMIN
+        tl.store(q_ptr + rows[:, None] * stride_qm + offs[None, :], q.to(tl.int8), mask=mask)
+        rs += tl.sum(tl.where(mask, q, 0.0).to(tl.int32), axis=1)
+    tl.store(scale_ptr + rows, scale, mask=rmask)
+    tl.store(zp_ptr + rows, zp.to(tl.int32), mask=rmask)
+    tl.store(rs_ptr + rows, rs, mask=rmask)
+
+
 #: rows per program and warps of the quantizer, by padded row length (``None``: :func:`_quant_launch` default).
 QUANT_TILE: dict = {}
 
@@ -130,6 +187,16 @@ def quantize_per_token(
     launch.update(config or {})
     rows = launch.pop("ROWS")
     inv = smooth if smooth is not None else scale  # dummy pointer when absent
+    chunk_k = launch.pop("CHUNK_K", None)
+    if chunk_k:  # opt-in two-pass chunked row loop (same outputs); the low-rank branch stays on the one-tile kernel
+        if rank or launch.pop("RECIP", False):
+            raise ValueError("CHUNK_K: the chunked quantizer has no low-rank branch and no RECIP option")
+        _quant_per_token_chunked_kernel[(triton.cdiv(m, rows),)](
+            x, inv, q, scale, zp, rs, m, k, x.stride(0), q.stride(0),
+            HAS_SMOOTH=smooth is not None, SYMMETRIC=bool(symmetric), BITS=int(bits), EPS=EPS,
+            CHUNK_K=int(chunk_k), ROWS=rows, **launch,
+        )  # fmt: skip
+        return q, scale, zp, rs
     extra = {"d_ptr": down, "t_ptr": t, "RANK": rank} if rank else {}
     _quant_per_token_kernel[(triton.cdiv(m, rows),)](
         x, inv, q, scale, zp, rs, m, k, x.stride(0), q.stride(0),
