@@ -88,6 +88,18 @@ def _quant_per_token_kernel(
 
 
 @triton.jit
+def _load_smoothed(x_ptr, s_ptr, rows, rmask, k0, K, stride_xm, HAS_SMOOTH: tl.constexpr, CHUNK_K: tl.constexpr):
+    """Columns ``k0 … k0 + CHUNK_K`` of ``rows`` as fp32, divided by the smoothing vector (IEEE ``div_rn``); masked
+    lanes hold 0. Returns the column offsets, the mask and the values."""
+    offs = k0 + tl.arange(0, CHUNK_K)
+    mask = rmask[:, None] & (offs < K)[None, :]
+    x = tl.load(x_ptr + rows[:, None] * stride_xm + offs[None, :], mask=mask, other=0.0).to(tl.float32)
+    if HAS_SMOOTH:
+        x = tl.math.div_rn(x, tl.load(s_ptr + offs, mask=offs < K, other=1.0).to(tl.float32)[None, :])
+    return offs, mask, x
+
+
+@triton.jit
 def _quant_per_token_chunked_kernel(
     x_ptr, s_ptr, q_ptr, scale_ptr, zp_ptr, rs_ptr,
     M, K, stride_xm, stride_qm,
@@ -108,11 +120,7 @@ def _quant_per_token_chunked_kernel(
     hi = tl.zeros((ROWS,), dtype=tl.float32)  # amax (symmetric) or max(x, 0)
     lo = tl.zeros((ROWS,), dtype=tl.float32)  # min(x, 0) (asymmetric)
     for k0 in range(0, K, CHUNK_K):
-        offs = k0 + tl.arange(0, CHUNK_K)
-        mask = rmask[:, None] & (offs < K)[None, :]
-        x = tl.load(x_ptr + rows[:, None] * stride_xm + offs[None, :], mask=mask, other=0.0).to(tl.float32)
-        if HAS_SMOOTH:
-            x = tl.math.div_rn(x, tl.load(s_ptr + offs, mask=offs < K, other=1.0).to(tl.float32)[None, :])
+        offs, mask, x = _load_smoothed(x_ptr, s_ptr, rows, rmask, k0, K, stride_xm, HAS_SMOOTH, CHUNK_K)
         if SYMMETRIC:
             hi = tl.maximum(hi, tl.max(tl.abs(x), axis=1))
         else:
@@ -128,11 +136,7 @@ def _quant_per_token_chunked_kernel(
         zp = z + QMIN
     rs = tl.zeros((ROWS,), dtype=tl.int32)
     for k0 in range(0, K, CHUNK_K):
-        offs = k0 + tl.arange(0, CHUNK_K)
-        mask = rmask[:, None] & (offs < K)[None, :]
-        x = tl.load(x_ptr + rows[:, None] * stride_xm + offs[None, :], mask=mask, other=0.0).to(tl.float32)
-        if HAS_SMOOTH:
-            x = tl.math.div_rn(x, tl.load(s_ptr + offs, mask=offs < K, other=1.0).to(tl.float32)[None, :])
+        offs, mask, x = _load_smoothed(x_ptr, s_ptr, rows, rmask, k0, K, stride_xm, HAS_SMOOTH, CHUNK_K)
         if SYMMETRIC:
             q = tl.minimum(tl.maximum(_rne(tl.math.div_rn(x, scale[:, None])), QMIN), QMAX)
         else:
