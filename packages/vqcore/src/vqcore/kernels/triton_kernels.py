@@ -32,9 +32,10 @@ Layout (one job per module; this module re-exports their names, so ``vqcore.kern
 :mod:`.triton_quant` (the quantizers), :mod:`.triton_gemm` (the pointer and TMA integer GEMM kernels),
 :mod:`.triton_unpack` (W4 → int8 unpack), :mod:`.triton_policy` (interpreter switch, tile tables, autotune space,
 :data:`POLICY`, TMA shared-memory fit), :mod:`.triton_int_linear` (the GEMM launcher :func:`int_linear`),
-:mod:`.triton_weight_only` (the small-M weight-only GEMM). A name is looked up in the module that uses it: to patch a
-kernel or a helper (as ``tools/vqcore_kernels_compile_check.py`` does), patch it there; :data:`POLICY` and the tile
-tables are shared dicts, so updating them here updates them everywhere.
+:mod:`.triton_weight_only` (the small-M weight-only GEMM and its opt-in split-K). A name is looked up in the module
+that uses it: to patch a kernel or a helper (as ``tools/vqcore_kernels_compile_check.py`` does), patch it there;
+:data:`POLICY` and the tile tables are shared dicts, so updating them here updates them everywhere (the split-K flag
+``WONLY_SPLIT_K`` is a string: set it in ``triton_weight_only``).
 """
 
 from __future__ import annotations
@@ -79,7 +80,14 @@ from .triton_quant import (  # noqa: F401
     quantize_static,
 )
 from .triton_unpack import _unpack_int4_kernel, unpack_int4  # noqa: F401
-from .triton_weight_only import _INTERP_WONLY, WONLY_TILES, _wonly_gemm_kernel, weight_only_linear  # noqa: F401
+from .triton_weight_only import (  # noqa: F401
+    _INTERP_WONLY,
+    WONLY_TILES,
+    _wonly_gemm_kernel,
+    _wonly_splitk_reduce_kernel,
+    choose_split_k,
+    weight_only_linear,
+)
 
 __all__ = ["CHUNK", "INTERPRET", "POLICY", "PTR_TILES", "QUANT_TILE", "TMA_TILES", "WONLY_TILES", "int_linear",
            "quantize_per_token", "quantize_static", "unpack_int4", "weight_only_linear"]
