@@ -10,21 +10,31 @@ wall time per epoch.
 ``commons.results`` (``--results-root`` to write elsewhere, e.g. ``$OUT`` on a GPU box), plus ``weights_<pool>.png``
 and ``raw.json`` in ``--out`` (copied beside the JSON with ``--results-root``).
 
+Parallel: the teachers are trained (or loaded from ``--out/teachers``) once in the main process and saved there as
+safetensors; the (seed, strategy) units then run ``--jobs`` at a time (``--full``: 8), each in its own spawned process
+on the same device (``kdrl.pool_runs.run_unit`` through ``commons.jobs.run_jobs``; a worker loads the teachers from
+the saved files and checks their fingerprint). A unit depends only on its seed and strategy, not on ``--jobs``
+(on a CPU at equal ``--threads`` the results are bit-identical). Units that share the device slow each other down,
+so with ``--jobs > 1`` a short solo timing pass runs first (each strategy alone, seed 0, ``--timing-epochs``
+epochs, in the main process): its per-epoch times give the ``s_per_epoch`` / ``time_vs_aver_pct`` columns and the
+time target (the settings' ``time_columns`` say which source a pool's numbers come from).
+
 Interruptible: every finished unit (pool, strategy, seed) is appended at once to ``kdrl_<setting>_units.jsonl``
 (in ``--results-root`` if given, else ``--out``), with the fingerprint of the teachers it was distilled from.
 ``--resume-from FILE`` reuses the units of an earlier file (copied into the new one) and runs only the missing ones:
 a unit is reused when its teachers' fingerprint equals this run's, or when its whole seed (every strategy) was
-finished with one set of teachers (a complete paired set). ``--max-seconds`` (``--full``: 480) stops before a unit
-that would end after it (predicted from that strategy's last unit) and summarises what is done; the results JSON
-then says ``complete: false`` and how many units are missing.
+finished with one set of teachers (a complete paired set); solo timings are reused with the same teachers.
+``--max-seconds`` (``--full``: 480, counted from the start) starts no unit predicted to end after it (1.1 x the last
+finished unit of that strategy, else the longest unit so far) and summarises what is done; the results JSON then
+says ``complete: false`` and how many units are missing, and the console ``INCOMPLETE``.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
+import os
 import shutil
 import statistics
 import sys
@@ -43,22 +53,20 @@ SETTINGS = {
     # one H100: 100-class fractal set at 32x32 (10k/2k images), resnet32x4 / wrn_16_2 (20 % data) / vgg13 (half the
     # classes permuted) -> resnet8x4; more than one 10-minute call: --max-seconds stops cleanly, --resume-from goes on
     "full": {"pools": ["fractal"], "seeds": [0, 1, 2, 3, 4], "epochs": 8, "teacher_epochs": 20,
-             "batch_size": 128, "max_seconds": 480},
+             "batch_size": 128, "max_seconds": 480, "jobs": 8},
 }
 
 
 def teacher_fingerprint(teachers) -> str:
     """sha256 (16 hex digits) of every teacher's state dict: units distilled from other teachers are not mixed."""
-    h = hashlib.sha256()
-    for model in teachers:
-        for key, value in model.state_dict().items():
-            h.update(key.encode())
-            h.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    from kdrl.pool_runs import teacher_fingerprint as fingerprint
+
+    return fingerprint(list(teachers))
 
 
 class UnitLog:
-    """The JSON-lines file of finished units (and one ``pool`` line per pool and run)."""
+    """The JSON-lines file of finished units (one ``pool`` line per pool and run, ``timing`` lines of the solo
+    timing pass)."""
 
     def __init__(self, path: Path, previous: list[dict] | None = None):
         self.path = path
@@ -97,16 +105,30 @@ class UnitLog:
                 keep.update({(s, seed): runs[s] for s in strategies})
         return keep
 
+    def timings(self, pool: str, fingerprint: str, epochs: int) -> dict:
+        """``{strategy: timing line}`` of an earlier solo timing pass with these teachers and epochs."""
+        return {r["strategy"]: r for r in self.previous
+                if r.get("kind") == "timing" and r["pool"] == pool and r["teacher_fingerprint"] == fingerprint
+                and r["epochs"] == epochs}
+
+
+#: solo timing pass first, then the units of a seed longest first (MMKD's meta steps), so that seeds finish as
+#: complete paired sets and the long units do not start last
+_ORDER = {"mmkd": 0, "student": 2}
+
 
 def run_pool(pool_name, seeds, strategies, epochs, teacher_epochs, batch_size, cache, raw, log, progress,
-             clock):
-    """Train (or load) the pool's teachers, then every (seed, strategy) unit not reusable from ``log``; each unit is
-    appended to ``log`` when it ends. Returns False when ``clock`` says stop."""
+             started, max_seconds, jobs, threads, timing_epochs):
+    """Train (or load) the pool's teachers, then every (seed, strategy) unit not reusable from ``log`` in ``jobs``
+    processes (``kdrl.pool_runs.run_unit``; ``commons.jobs.run_jobs``); each unit is appended to ``log`` when it
+    ends. With ``timing_epochs``, first a solo timing pass (each strategy alone, seed 0, that many epochs, in this
+    process), whose per-epoch times feed the time columns. Returns False when ``max_seconds`` left units unrun."""
     import torch
 
     from commons.device import TrainingBackend
-    from kdrl import MultiTeacherDistiller, TeacherPool, create_model, create_strategy
-    from kdrl.config import digits_recipe
+    from commons.jobs import run_jobs
+    from kdrl import TeacherPool
+    from kdrl.pool_runs import make_job, prime, run_unit
     from kdrl.pools import POOLS, build_pool, pool_loaders
     from kdrl.training import evaluate_classifier
 
@@ -125,10 +147,10 @@ def run_pool(pool_name, seeds, strategies, epochs, teacher_epochs, batch_size, c
         "spec": spec.to_dict(), "teachers": names, "teacher_seconds": time.perf_counter() - t0,
         "teacher_top1": [evaluate_classifier(m.to(backend.device), test, backend.device)["top1"] for m in teachers],
         "n_train": len(train.dataset), "n_test": len(test.dataset), "device": str(backend.device),
-        "teacher_fingerprint": fingerprint, "runs": [],
+        "teacher_fingerprint": fingerprint, "runs": [], "timing": {},
     }
     raw["pools"][pool_name] = info
-    log.append({"kind": "pool", "pool": pool_name, **{k: v for k, v in info.items() if k != "runs"}})
+    log.append({"kind": "pool", "pool": pool_name, **{k: v for k, v in info.items() if k not in ("runs", "timing")}})
     logging.info("%s teachers (%s): %s", pool_name, fingerprint, dict(zip(names, info["teacher_top1"])))
     reuse = log.reusable(pool_name, fingerprint, strategies)
     for unit in reuse.values():
@@ -136,64 +158,49 @@ def run_pool(pool_name, seeds, strategies, epochs, teacher_epochs, batch_size, c
         info["runs"].append({k: v for k, v in unit.items() if k not in ("kind", "pool")})
     if reuse:
         logging.info("%s: reusing %d finished units from %s", pool_name, len(reuse), "--resume-from")
-    pool = TeacherPool(teachers, names=names)
-    for seed in seeds:
+
+    def job(name, seed, n_epochs, n_jobs):
+        return make_job(pool_name, name, seed, epochs=n_epochs, teacher_epochs=teacher_epochs,
+                        batch_size=batch_size, cache_dir=str(cache), data_kwargs=spec.data_kwargs,
+                        fingerprint=fingerprint, device="cpu" if backend.device.type == "cpu" else "cuda",
+                        threads=threads, jobs=n_jobs)
+
+    prime(job(strategies[0], 0, epochs, 1), TeacherPool(teachers, names=names), train, test, backend)
+    if timing_epochs:  # each strategy alone on the device: the time columns must not be measured under contention
+        earlier = log.timings(pool_name, fingerprint, timing_epochs)
+        if any(name not in earlier for name in strategies):  # one-time costs (first kernels, allocations) land here
+            run_unit(job("aver" if "aver" in strategies else strategies[0], 0, 1, 1))
         for name in strategies:
-            if (name, seed) in reuse:
+            if name in earlier:
+                info["timing"][name] = {k: v for k, v in earlier[name].items() if k not in ("kind", "pool")}
+                log.append(earlier[name])
                 continue
-            if not clock.may_start(name):
+            if max_seconds is not None and time.perf_counter() - started > max_seconds:
+                logging.info("--max-seconds: no time left for the solo timing pass")
                 return False
-            torch.manual_seed(seed)
-            student = create_model(spec.student, **spec.student_kwargs)
-            cfg = digits_recipe(epochs, seed=seed, batch_size=batch_size)
-            d = MultiTeacherDistiller(student, pool, create_strategy(name), cfg, backend=backend)
-            start, cpu0 = time.perf_counter(), time.process_time()
-            hist = d.fit(train, test, progress=progress)
-            cpu_seconds = time.process_time() - cpu0
-            eps = hist["epochs"]
-            run = {
-                "strategy": name, "seed": seed, "final_top1": d.evaluate(test)["top1"],
-                "seconds": time.perf_counter() - start, "cpu_seconds": cpu_seconds, "epochs": len(eps),
-                "epoch_seconds": [e["seconds"] for e in eps], "strategy_seconds": [e["strategy_seconds"] for e in eps],
-                "logit_weights": [e["logit_weights"] for e in eps], "feat_weights": [e["feat_weights"] for e in eps],
-                "test_curve": [e["test_top1"] for e in eps], "device": str(backend.device),
-            }
-            clock.finished(name, run["seconds"])
-            info["runs"].append(run)
-            log.append({"kind": "unit", "pool": pool_name, "teacher_fingerprint": fingerprint, **run})
-            logging.info("%s %s seed %d: %.2f%% (%.1f s)", pool_name, name, seed, run["final_top1"], run["seconds"])
-    return True
+            run = run_unit(job(name, 0, timing_epochs, 1))
+            info["timing"][name] = {**run, "teacher_fingerprint": fingerprint}
+            log.append({"kind": "timing", "pool": pool_name, "teacher_fingerprint": fingerprint, **run})
+            logging.info("%s %s solo timing: %s s per epoch", pool_name, name,
+                         " ".join(f"{t:.2f}" for t in run["epoch_seconds"]))
+    todo = [job(name, seed, epochs, jobs) for seed in seeds
+            for name in sorted(strategies, key=lambda s: _ORDER.get(s, 1)) if (name, seed) not in reuse]
+    done = {f"{pool_name}/{s}/{seed}": {"job": {"kind": f"{pool_name}/{s}"}, "seconds": u["seconds"]}
+            for (s, seed), u in reuse.items()}
 
+    def report(rec, elapsed):
+        run = rec["row"]
+        info["runs"].append(run)
+        log.append({"kind": "unit", "pool": pool_name, "teacher_fingerprint": fingerprint, **run})
+        logging.info("%s %s seed %d: %.2f%% (%.1f s; %.0f s elapsed)", pool_name, run["strategy"], run["seed"],
+                     run["final_top1"], run["seconds"], elapsed)
 
-class Clock:
-    """``--max-seconds``: a unit may start when it is predicted to end within the budget (its strategy's last
-    duration in this run, else in the resumed file, else the longest unit so far, x4 for MMKD's meta steps)."""
-
-    def __init__(self, started: float, max_seconds: float | None, previous: list[dict] | None = None):
-        self.started, self.max_seconds = started, max_seconds
-        self.last: dict[str, float] = {}
-        for r in previous or []:
-            if r.get("kind") == "unit":
-                self.last[r["strategy"]] = float(r["seconds"])
-        self.stopped = False
-
-    def finished(self, strategy: str, seconds: float) -> None:
-        self.last[strategy] = seconds
-
-    def may_start(self, strategy: str) -> bool:
-        if self.max_seconds is None:
-            return True
-        elapsed = time.perf_counter() - self.started
-        guess = self.last.get(strategy)
-        if guess is None:
-            longest = max(self.last.values(), default=0.0)
-            guess = longest * (4.0 if strategy == "mmkd" else 1.0)
-        if elapsed + guess > self.max_seconds:
-            logging.info("--max-seconds %.0f: stopping before %s (elapsed %.0f s, predicted %.0f s)",
-                         self.max_seconds, strategy, elapsed, guess)
-            self.stopped = True
-            return False
-        return True
+    if todo:
+        logging.info("%s: %d units on %d process(es) x %d thread(s)", pool_name, len(todo), jobs, threads)
+    left = run_jobs(todo, run_unit, jobs, None, done, max_seconds, started, report)
+    if left:
+        logging.info("%s: %d units not run (--max-seconds %s, or failed)", pool_name, len(left), max_seconds)
+    return not left
 
 
 def summarise(raw):
@@ -218,7 +225,15 @@ def summarise(raw):
 
         on_cpu = p["device"] == "cpu"  # on a shared CPU, process time measures the work; on a GPU, wall time
 
-        def cost(name, by=by, seeds=seeds, on_cpu=on_cpu):
+        solo = p.get("timing") or {}
+        solo = solo if set(by) <= set(solo) else {}  # one source for every method, or the ratios mix clocks
+
+        def cost(name, by=by, seeds=seeds, on_cpu=on_cpu, solo=solo):
+            if solo:  # the solo timing pass (units ran several at a time on the device)
+                t = solo[name]
+                if on_cpu:
+                    return t["cpu_seconds"] / t["epochs"]
+                return statistics.fmean(t["epoch_seconds"][1:] or t["epoch_seconds"])
             if on_cpu:
                 return statistics.fmean(by[name][s]["cpu_seconds"] / by[name][s]["epochs"] for s in seeds)
             return epoch_time(name)
@@ -232,7 +247,8 @@ def summarise(raw):
                          "top1": round(statistics.fmean(accs), 2),
                          "std": round(statistics.stdev(accs), 2) if len(accs) > 1 else 0.0,
                          "delta_vs_student": round(statistics.fmean(accs) - base, 2) if base is not None else "",
-                         "s_per_epoch": round(t, 3), "clock": "cpu" if on_cpu else "wall",
+                         "s_per_epoch": round(t, 3),
+                         "clock": ("cpu" if on_cpu else "wall") + (", solo pass" if solo else ""),
                          "time_vs_aver_pct": round(100 * (t / aver_t - 1), 1) if aver_t and name != "student" else "",
                          "seeds": len(seeds)})
             if name != "student":
@@ -254,6 +270,17 @@ def summarise(raw):
                              "separated": ("n/a (1 seed)" if len(diffs) < 2 else "yes" if ci["low"] > 0
                                            else "worse" if ci["high"] < 0 else "no")})
     return rows
+
+
+def _time_source(pool: dict, raw: dict) -> str:
+    """Where a pool's ``s_per_epoch`` / ``time_vs_aver_pct`` (and the time target) come from."""
+    clock = "process (CPU) time per epoch" if pool["device"] == "cpu" else "wall time per epoch after the first"
+    timing = pool.get("timing") or {}
+    if timing and {r["strategy"] for r in pool["runs"]} <= set(timing):
+        n = next(iter(timing.values()))["epochs"]
+        return (f"solo timing pass: each strategy alone on the device, seed 0, {n} epochs, {clock} (the units ran "
+                f"{raw.get('jobs', 1)} at a time, so their own times are contended)")
+    return f"the units themselves ({raw.get('jobs', 1)} at a time), {clock}, mean over seeds"
 
 
 def targets(rows):
@@ -338,8 +365,21 @@ def main(argv=None) -> int:
     p.add_argument("--progress", action="store_true")
     p.add_argument("--per-class", type=int, default=None,
                    help="fractal pools: training images per class (a smaller copy of the setting, e.g. a CPU check)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads (1: the shared CI box; ignored on GPU)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per process (CPU default 1: the shared CI box; GPU default: the machine's "
+                   "cores / --jobs)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="units run at once, each in its own process on the same device (default: --full 8, "
+                   "--quick 1); results do not depend on it (CPU: bit-identical at equal --threads)")
+    p.add_argument("--timing-epochs", type=int, default=2,
+                   help="with --jobs > 1: epochs of the solo timing pass (each strategy alone, seed 0) that gives "
+                   "the time columns; the first epoch is not timed on a GPU (default 2; 0: time the units)")
     args = p.parse_args(argv)
+    for flag in ("jobs", "threads"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            p.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if args.timing_epochs < 0:
+        p.error(f"--timing-epochs must be >= 0, got {args.timing_epochs}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
     import torch
@@ -354,6 +394,8 @@ def main(argv=None) -> int:
     cfg["teacher_epochs"] = args.teacher_epochs or cfg["teacher_epochs"]
     max_seconds = args.max_seconds if args.max_seconds is not None else cfg.pop("max_seconds", None)
     cfg.pop("max_seconds", None)
+    jobs = args.jobs or cfg.pop("jobs", 1)
+    cfg.pop("jobs", None)
     max_seconds = max_seconds or None
     args.strategies_given = args.strategies is not None
     strategies = [s for s in (args.strategies or ",".join(STRATEGIES)).split(",") if s]
@@ -365,9 +407,12 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not torch.cuda.is_available():
-        torch.set_num_threads(max(1, args.threads))
+        threads = args.threads or 1
     else:
+        threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)
         torch.backends.cudnn.benchmark = True
+    torch.set_num_threads(threads)
+    timing_epochs = args.timing_epochs if jobs > 1 else 0
     raw_path = out / "raw.json"
     units_path = Path(args.results_root or out) / f"kdrl_{setting}_units.jsonl"
     complete = True
@@ -387,10 +432,10 @@ def main(argv=None) -> int:
                     POOLS[q].data_kwargs.update(per_class=args.per_class,
                                                 test_per_class=max(1, args.per_class // 5))
             cfg["per_class"] = args.per_class
-        raw = {"setting": setting, "config": cfg, "strategies": strategies, "pools": {},
+        raw = {"setting": setting, "config": cfg, "strategies": strategies, "pools": {}, "jobs": jobs,
+               "threads_per_job": threads, "timing_epochs": timing_epochs,
                "command": "python tools/bench/kdrl.py " + " ".join(argv if argv is not None else sys.argv[1:])}
         log = UnitLog(units_path, previous)
-        clock = Clock(started, max_seconds, previous)
         only = cfg.get("pool_strategies", {})
         total = 0
         for pool in cfg["pools"]:
@@ -400,7 +445,8 @@ def main(argv=None) -> int:
             total += len(chosen) * len(cfg["seeds"])
             if complete:
                 complete = run_pool(pool, cfg["seeds"], chosen, cfg["epochs"], cfg["teacher_epochs"],
-                                    cfg["batch_size"], out / "teachers", raw, log, args.progress, clock)
+                                    cfg["batch_size"], out / "teachers", raw, log, args.progress, started,
+                                    max_seconds, jobs, threads, timing_epochs)
         raw["wall_seconds"] = time.perf_counter() - started
         raw["units_done"] = sum(len(v["runs"]) for v in raw["pools"].values())
         raw["units_total"] = total
@@ -439,6 +485,8 @@ def main(argv=None) -> int:
                     "cpu_seconds_of_runs": round(sum(r.get("cpu_seconds", 0.0) for v in raw["pools"].values()
                                                      for r in v["runs"]), 1),
                     "wall_seconds": round(raw.get("wall_seconds", 0.0), 1),
+                    "jobs": raw.get("jobs", 1), "threads_per_job": raw.get("threads_per_job"),
+                    "time_columns": {k: _time_source(v, raw) for k, v in raw["pools"].items()},
                     "pools": {k: {"teachers": v["teachers"], "n_train": v["n_train"], "n_test": v["n_test"],
                                   "device": v["device"], "spec": v["spec"],
                                   "teacher_fingerprint": v.get("teacher_fingerprint")}

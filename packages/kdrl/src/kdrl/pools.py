@@ -148,11 +148,20 @@ def _subset_loader(loader: DataLoader, fraction: float) -> DataLoader:
 
 
 def build_pool(spec: PoolSpec, train: DataLoader, epochs: int, cache_dir: str | os.PathLike | None,
-               backend=None, progress: bool = False) -> tuple[list[nn.Module], list[str]]:
+               backend=None, progress: bool = False, train_missing: bool = True) -> tuple[list[nn.Module], list[str]]:
     """Train (or load from ``cache_dir``) the pool's teachers with seed 0; returns ``(teachers, names)`` where the
-    partly wrong teacher is wrapped in :class:`PermutedTeacher`."""
+    partly wrong teacher is wrapped in :class:`PermutedTeacher`. ``train_missing=False``: load only (a worker
+    process of the benchmark); a teacher missing from ``cache_dir`` raises ``FileNotFoundError``."""
     from .config import TeacherTrainConfig, scaled_milestones
     from .training import load_or_train_teachers
+
+    if not train_missing:
+        if cache_dir is None:
+            raise ValueError("build_pool(train_missing=False) needs a cache_dir")
+        files = [_teacher_file(cache_dir, spec, t, epochs, seed=0) for t in spec.teachers]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise FileNotFoundError(f"build_pool(train_missing=False): no cached teacher at {missing}")
 
     cfg = TeacherTrainConfig(epochs=epochs, milestones=scaled_milestones(epochs), seed=0,
                              batch_size=train.batch_size or 64)
@@ -168,6 +177,12 @@ def build_pool(spec: PoolSpec, train: DataLoader, epochs: int, cache_dir: str | 
         teachers.append(model)
         names.append(f"{t.role}:{t.model}")
     return teachers, names
+
+
+def _teacher_file(cache_dir: str | os.PathLike, spec: PoolSpec, t: TeacherSpec, epochs: int, seed: int) -> Path:
+    """Where :func:`build_pool` (through :func:`kdrl.training.load_or_train_teachers`) keeps a teacher's weights."""
+    return (Path(cache_dir) / f"{spec.name}_{t.role}_e{epochs}" / f"{t.model.replace(':', '_')}_seed{seed}"
+            / "model.safetensors")
 
 
 #: Student-t 97.5 % quantiles for 1..30 degrees of freedom (two-sided 95 % intervals; no scipy needed)
