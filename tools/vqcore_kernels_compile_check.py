@@ -6,7 +6,8 @@ GPU, every configuration the dispatch code can launch and checks what the compil
 
 * **Enumeration from the code, not from a parallel list.** The launch points of :mod:`vqcore.kernels.triton_kernels`
   (``_quant_per_token_kernel``, ``_quant_static_kernel``, ``_unpack_int4_kernel``, ``_int_gemm_kernel``,
-  ``_int_gemm_tma_kernel`` and the autotuner ``_int_gemm_tuned()``) are replaced by recorders, and the *public* API
+  ``_int_gemm_tma_kernel``, the autotuner ``_int_gemm_tuned()``, the weight-only ``_wonly_gemm_kernel`` and its
+  opt-in split-K reduction ``_wonly_splitk_reduce_kernel``) are replaced by recorders, and the *public* API
   (``vqcore.kernels.quantize_per_token`` / ``quantize_static`` / ``int_linear``, with ``vqcore.kernels._direct``
   forced on so CPU tensors take the CUDA launch path) plus the converted layers (``QLinearInt``, ``QConv2dInt``) are
   called over a grid of shapes, dtypes, flags and :data:`~vqcore.kernels.triton_kernels.POLICY` settings. Whatever
@@ -72,7 +73,7 @@ for _p in ("packages/vqcore/src", "packages/commons/src"):
 SM90_MAX_SHARED = 232448  # bytes of shared memory an sm_90 block may opt in to (227 KiB), checked by the launcher
 H100_SMS = 132  # what _num_sms() returns on an H100/H200: the persistent TMA kernel's program count
 KERNELS = ("_quant_per_token_kernel", "_quant_static_kernel", "_unpack_int4_kernel", "_int_gemm_kernel",
-           "_int_gemm_tma_kernel", "_wonly_gemm_kernel")  # fmt: skip
+           "_int_gemm_tma_kernel", "_wonly_gemm_kernel", "_wonly_splitk_reduce_kernel")  # fmt: skip
 GEMMS = ("_int_gemm_kernel", "_int_gemm_tma_kernel")  # int8 MMA required (the weight-only GEMM is bf16/fp16)
 QUANTS = ("_quant_per_token_kernel", "_quant_static_kernel")
 
@@ -253,9 +254,10 @@ def call_quant_lowrank(m: int, k: int, rank: int, smooth: bool, symmetric: bool)
                                   torch.ones(k) if smooth else None, torch.empty(rank, k))  # fmt: skip
 
 
-def call_wonly(m: int, k: int, n: int, w4: bool, group: int, dtype: str, bias: bool) -> None:
+def call_wonly(m: int, k: int, n: int, w4: bool, group: int, dtype: str, bias: bool, split=None) -> None:
     """The weight-only small-M GEMM (``triton_kernels.weight_only_linear``, the kernel QLinearInt takes when
-    ``vqcore.kernels.WEIGHT_ONLY_MAX_M >= M`` on CUDA)."""
+    ``vqcore.kernels.WEIGHT_ONLY_MAX_M >= M`` on CUDA); ``split``: its opt-in split-K (``config={"SPLIT_K": ...}``,
+    ``"auto"`` as ``VQCORE_WONLY_SPLIT_K=auto`` picks it for 132 SMs), which adds the reduction kernel."""
     import torch
 
     from vqcore.kernels import packing
@@ -264,7 +266,8 @@ def call_wonly(m: int, k: int, n: int, w4: bool, group: int, dtype: str, bias: b
     w = torch.zeros(n, packing.padded_k(k) // 2 if w4 else k, dtype=torch.int8)
     sw = torch.ones(n, -(-k // group)) if group else torch.ones(n)
     tk.weight_only_linear(torch.empty(m, k, dtype=_dt(dtype)), w, sw, group, w4, k,
-                          torch.zeros(n, dtype=_dt(dtype)) if bias else None, _dt(dtype))  # fmt: skip
+                          torch.zeros(n, dtype=_dt(dtype)) if bias else None, _dt(dtype),
+                          config=None if split is None else {"SPLIT_K": split})  # fmt: skip
 
 
 def _bench_module():
@@ -342,6 +345,8 @@ def enumerate_calls(subset: str, tk) -> list[tuple[str, Any]]:
         quant("static", cog[0], cog[1], smooth=True)
         calls.append(("quantize_per_token_lowrank rank 1", lambda: call_quant_lowrank(cog[0], cog[1], 1, True, True)))
         calls.append(("weight_only M=64 W4 g128", lambda: call_wonly(64, cog[1], cog[2], True, 128, "bfloat16", True)))
+        calls.append(("weight_only M=64 W4 g128 split-K auto",
+                      lambda: call_wonly(64, cog[1], cog[2], True, 128, "bfloat16", True, "auto")))  # fmt: skip
         return calls
 
     # -- the quantizer's fused low-rank side branch and the weight-only small-M GEMM --
@@ -357,6 +362,15 @@ def enumerate_calls(subset: str, tk) -> list[tuple[str, Any]]:
             continue
         calls.append((f"weight_only M={m} K={k} N={n} W{4 if w4 else 8} g{group} {dtype}",
                       lambda a=(m, k, n, w4, group, dtype, True): call_wonly(*a)))  # fmt: skip
+    # the opt-in split-K: "auto" at every shape, and the benchmark's fixed splits (bf16, with and without bias)
+    for m, (k, n), (w4, group), split in itertools.product(
+        (1, 16, 64, 256), ((1920, 1920), (1920, 7680), (7680, 1920), (1152, 4608), (1000, 300)), WEIGHTS,
+        bench.WONLY_SPLITS,
+    ):  # fmt: skip
+        if group and k <= group:
+            continue
+        calls.append((f"weight_only M={m} K={k} N={n} W{4 if w4 else 8} g{group} split-K {split}",
+                      lambda a=(m, k, n, w4, group, "bfloat16", m != 16, split): call_wonly(*a)))  # fmt: skip
 
     # -- quantizers: every BLOCK_K the launch code can pick, with its default ROWS/num_warps table --
     for e in range(16):  # K up to the kernel's 32768 limit

@@ -328,10 +328,16 @@ def _bench_shape(args, device, cuda: bool, model: str, name: str, m: int, k: int
                         cfgs[f"wonly8 {cfg}"] = round(ms_, 5)
             except Exception as e:
                 cfgs[f"{key}_fail"] = f"{type(e).__name__}: {str(e)[:300]}"
+        if _probed("weight-only split-K"):
+            _wonly_split_variants(args, cuda, x, k, (("wonly8", q8), ("wonly4", q4), ("wonly4_g128", q4g)), t, errs,
+                                  cfgs)  # fmt: skip
     if cuda and GRAPH and not (args.large_only or args.no_eager):  # the layer launched eagerly (host overhead)
         t["bf16_eager"] = _time(lambda: F.linear(x, w), args.warmup, args.rep, cuda, graph=False)
         t["w4a8_layer_eager"] = _time(lambda: q4(x), args.warmup, args.rep, cuda, graph=False)
     row = {"model": model, "layer": name, "M": m, "K": k, "N": n, "rel_err": errs, "configs": cfgs}
+    for kk in ("wonly8", "wonly4"):  # the split the opt-in "auto" picked for this shape
+        if f"{kk} auto split" in cfgs:
+            row[f"{kk}_auto_split"] = cfgs[f"{kk} auto split"]
     for key, ms_ in t.items():
         row[f"{key}_ms"] = ms_
     row["bf16_tflops"] = flops / t["bf16"] / 1e9
@@ -341,7 +347,8 @@ def _bench_shape(args, device, cuda: bool, model: str, name: str, m: int, k: int
     if "w4a8_layer_eager" in t:
         row["w4a8_layer_eager_x"] = t["bf16_eager"] / t["w4a8_layer_eager"]
     keys = ("int_mm", "fp8", "w8a8", "w4a8", "w4a8_g128", "w8a8_before", "w8a8_tma", "w4a8_before", "w4a8_unpack",
-            "fp8_layer", "w8a8_layer", "w4a8_layer", "w4a8_g128_layer", "wonly8", "wonly4", "wonly4_g128")  # fmt: skip
+            "fp8_layer", "w8a8_layer", "w4a8_layer", "w4a8_g128_layer", "wonly8", "wonly4", "wonly4_g128",
+            *SPLIT_COLS)  # fmt: skip
     speed = " ".join(f"{kk}={row[kk + '_x']:.2f}x" for kk in keys if kk + "_x" in row)
     err = max(v for kk, v in errs.items() if not kk.startswith("fp8"))
     print(f"{model:16s} {name:9s} M={m:6d} K={k:5d} N={n:5d} bf16 {t['bf16']:.3f}ms {speed} err<={err:.1e} {cfgs}",
@@ -350,6 +357,38 @@ def _bench_shape(args, device, cuda: bool, model: str, name: str, m: int, k: int
 
 
 SMALL_MS = (256, 64, 16)  # the small-batch token counts of issue 19 item 5
+#: split-K variants of the weight-only kernel timed at small M (opt-in: ``triton_weight_only.WONLY_SPLIT_K``):
+#: ``auto`` (``choose_split_k``: ~3 programs per SM, ≥ 2 chunks per split, partials ≤ weight bytes) and fixed splits
+WONLY_SPLITS = ("auto", 2, 4, 8)
+SPLIT_COLS = tuple(f"{key}_sk{'_auto' if s_ == 'auto' else s_}" for key in ("wonly8", "wonly4", "wonly4_g128")
+                   for s_ in WONLY_SPLITS)  # fmt: skip
+
+
+def _wonly_split_variants(args, cuda, x, k, mods, t, errs, cfgs) -> None:
+    """Time the weight-only kernel with split-K (:data:`WONLY_SPLITS`) next to the single-pass ``wonly*`` columns;
+    records the split ``auto`` picks for this shape (``cfgs["wonly8 auto split"]``, ``"wonly4 auto split"``)."""
+    from vqcore.kernels import triton_kernels as tk
+    from vqcore.kernels import triton_weight_only as tw
+
+    m = x.shape[0]
+    tile = tw.WONLY_TILES["16" if m <= 16 else ("64" if m <= 64 else "256")]
+    for key, mod in mods:
+        r_ = x.float() @ mod.dequantized_weight().t()
+        if key != "wonly4_g128":
+            cfgs[f"{key} auto split"] = tw.choose_split_k(m, mod.qweight.shape[0], k, mod.spec.packed, tile["BLOCK_M"],
+                                                          tile["BLOCK_N"], tk._num_sms(x.device))  # fmt: skip
+        for split in WONLY_SPLITS:
+            col = f"{key}_sk{'_auto' if split == 'auto' else split}"
+            try:
+                def wo(mod=mod, split=split):
+                    return tk.weight_only_linear(x, mod.qweight, mod.weight_scale, mod.spec.group_size,
+                                                 mod.spec.packed, k, None, torch.bfloat16,
+                                                 config={"SPLIT_K": split})  # fmt: skip
+
+                errs[col] = float((wo().float() - r_).norm() / r_.norm())
+                t[col] = _time(wo, args.warmup, args.rep, cuda)
+            except Exception as e:
+                cfgs[f"{col}_fail"] = f"{type(e).__name__}: {str(e)[:300]}"
 
 
 def gemm_table(args, device, cuda: bool, deadline: float, sink=None, large: bool = True, small: bool = True,
@@ -733,7 +772,7 @@ def _policy_snapshot(cuda: bool) -> dict:
 
 
 GEMM_COLS = ("int_mm", "fp8", "w8a8", "w4a8", "w4a8_g128", "fp8_layer", "w8a8_layer", "w4a8_layer", "w4a8_g128_layer",
-             "wonly8", "wonly4", "wonly4_g128")
+             "wonly8", "wonly4", "wonly4_g128", *SPLIT_COLS)  # fmt: skip
 VARIANT_COLS = ("w8a8_before", "w8a8_tma", "w4a8_before", "w4a8_unpack", "w4a8_g128_before", "w4a8_g128_unpack")
 LARGE_M = 4096
 
@@ -749,6 +788,7 @@ def flat_rows(gemm: list[dict], block: list[dict], step: list[dict], attention: 
         row = {"table": "gemm" if r["M"] >= LARGE_M else "small", "model": r["model"], "layer": r["layer"],
                "M": r["M"], "K": r["K"], "N": r["N"], "bf16_ms": r["bf16_ms"], "quant_ms": r["quant_ms"]}  # fmt: skip
         row.update({f"{k}_x": r[f"{k}_x"] for k in GEMM_COLS if f"{k}_x" in r})
+        row.update({k: r[k] for k in ("wonly8_auto_split", "wonly4_auto_split") if k in r})
         out.append(row)
         if any(f"{k}_x" in r for k in VARIANT_COLS):
             v = {"table": "variants", "model": r["model"], "layer": r["layer"], "M": r["M"]}
@@ -828,6 +868,18 @@ def _md(gemm: list[dict], block: list[dict], meta: dict, step: list[dict] | None
         lines.append("Slowest small-M shape (speed-up vs bf16): " + ", ".join(
             f"{k} {min(r[k + '_x'] for r in small if k + '_x' in r):.2f}×"
             for k in GEMM_COLS if any(k + "_x" in r for r in small)))  # fmt: skip
+        split = [r for r in small if any(c + "_x" in r for c in SPLIT_COLS)]
+        if split:
+            lines += ["", "Weight-only split-K at small M (speed-up vs bf16; sk = programs per output tile, auto = "
+                      "the split `choose_split_k` picks, in brackets):", "",
+                      "| model | layer | M | K | N | " + " | ".join(("wonly8", "wonly4", "wonly4_g128") + SPLIT_COLS)
+                      + " |", "|---" * (8 + len(SPLIT_COLS)) + "|"]  # fmt: skip
+            for r in split:
+                auto = {c: r.get(c.split("_sk")[0].replace("_g128", "") + "_auto_split") for c in SPLIT_COLS}
+                cells = [f(r, c + "_x") + (f" [{auto[c]}]" if c.endswith("_auto") and auto[c] else "")
+                         for c in SPLIT_COLS]  # fmt: skip
+                lines.append(f"| {r['model']} | {r['layer']} | {r['M']} | {r['K']} | {r['N']} | {f(r, 'wonly8_x')} | "
+                             f"{f(r, 'wonly4_x')} | {f(r, 'wonly4_g128_x')} | " + " | ".join(cells) + " |")  # fmt: skip
     lines += ["", "| block variant | ms (graph) | speed-up | ms (eager) | speed-up eager | linear weights MiB "
               "| of fp16 "
               "| rel. err vs bf16 |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -915,6 +967,22 @@ def _probe_kernels() -> int:
         want = reference.weight_only_linear_ref(x, codes, sw, 0, None, torch.float32)
         return float((y - want).norm() / want.norm()) < 1e-5
 
+    def wonly_split():  # split-K: 4 and auto (the int8 and packed int4 per-group paths)
+        from vqcore.kernels import packing
+
+        ok = True
+        for w4, group in ((False, 0), (True, 128)):
+            codes = torch.randint(-8 if w4 else -128, 8 if w4 else 128, (384, 1280), generator=g, dtype=torch.int8)
+            x = torch.randn(16, 1280, generator=g).bfloat16()
+            sw = (torch.rand(384, 10, generator=g) if group else torch.rand(384, generator=g)) + 0.5
+            w = packing.pack_int4(codes) if w4 else codes
+            want = reference.weight_only_linear_ref(x, codes, sw, group, None, torch.float32)
+            for split in (4, "auto"):
+                y = tk.weight_only_linear(x.cuda(), w.cuda(), sw.cuda(), group, w4, 1280, None, torch.float32,
+                                          config={"SPLIT_K": split}).cpu()  # fmt: skip
+                ok = ok and float((y - want).norm() / want.norm()) < 1e-5
+        return ok
+
     def recip():
         x = torch.randn(300, 1920, generator=g).bfloat16()
         got = tk.quantize_per_token(x.cuda(), None, 8, True, config={"RECIP": True})
@@ -927,8 +995,8 @@ def _probe_kernels() -> int:
         t = reference.lowrank_on_dequantized_ref(want[0], want[1], want[2], d)
         return torch.equal(got[0].cpu(), want[0]) and torch.allclose(got[4].cpu(), t, rtol=1e-4, atol=1e-3)
 
-    for name, fn in (("int8 attention", attention), ("weight-only", wonly), ("quantizer RECIP", recip),
-                     ("quantizer low-rank", lowrank)):  # fmt: skip
+    for name, fn in (("int8 attention", attention), ("weight-only", wonly), ("weight-only split-K", wonly_split),
+                     ("quantizer RECIP", recip), ("quantizer low-rank", lowrank)):  # fmt: skip
         check(name, fn)
     return 0 if all(v == "ok" for v in results.values()) else 1
 
@@ -964,7 +1032,7 @@ def _probe_issue19_kernels() -> str:
         lines = (r.stdout + r.stderr).splitlines()
     except subprocess.TimeoutExpired:
         lines = []
-    for name in ("int8 attention", "weight-only", "quantizer RECIP", "quantizer low-rank"):
+    for name in ("int8 attention", "weight-only", "weight-only split-K", "quantizer RECIP", "quantizer low-rank"):
         hit = [ln.split(": ", 1)[1] for ln in lines if ln.startswith(name + ": ")]
         PROBED[name] = hit[0] if hit else "no result (child crashed or timed out)"
     return "; ".join(f"{k}: {v}" for k, v in PROBED.items())

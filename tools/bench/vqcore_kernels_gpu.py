@@ -2,10 +2,14 @@
 of ``convert`` (plus the converted-layer tests that take the CUDA dispatch), then the benchmark
 (``tools/bench/vqcore_kernels.py``: the CogVideoX-2B-size block first, the large-M GEMM shapes with the kernel
 variants side by side and the bf16 / ``torch._int_mm`` / FP8 ``torch._scaled_mm`` baselines, the small-M shapes
-M ∈ {256, 64, 16}, then a 30-block denoiser step). Everything is written under ``--out`` as it finishes, so a
-time-out keeps what was done. Nothing is installed: the packages are put on ``PYTHONPATH``.
+M ∈ {256, 64, 16} with the weight-only kernel's single-pass and opt-in split-K variants, then a 30-block denoiser
+step). Everything is written under ``--out`` as it finishes, so a time-out keeps what was done. Nothing is installed:
+the packages are put on ``PYTHONPATH``.
 
     PAPERLAB_GIT_COMMIT=<commit> python3 tools/bench/vqcore_kernels_gpu.py --out "$OUT/vqk" --budget-s 540
+    # small M only (weight-only split-K), the GPU tests restricted with a pytest -k expression:
+    PAPERLAB_GIT_COMMIT=<commit> python3 tools/bench/vqcore_kernels_gpu.py --out "$OUT" --budget-s 420 \
+        --test-s 150 --test-k "weight_only" --parts small
 
 Files (≤ 6): ``pytest_gpu.log``, ``bench.log`` (+ summary), ``results.json`` (raw rows; ``vqcore_kernels.py
 --from-json`` prints the markdown tables), ``vqcore/vqcore_kernels.json`` (``commons.results`` rows; copy it to
@@ -42,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-s", type=float, default=100.0, help="wall-clock budget of the whole script")
     ap.add_argument("--test-s", type=float, default=None,
                     help="time box of the GPU tests (default 30%% of budget; 0: no tests)")
+    ap.add_argument("--test-k", default="", help="pytest -k expression selecting the GPU tests ('' = all)")
     ap.add_argument("--quick", action="store_true", help="CPU smoke test of this script (bench --quick)")
     ap.add_argument("--parts", default="block,step,attention,large,small", help="bench parts, in order")
     ap.add_argument("--block-variants", default=FIRST_BLOCK_VARIANTS, help="';'-separated ('' = all)")
@@ -84,11 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     tdir = "packages/vqcore/tests/"
     pytest = [sys.executable, "-m", "pytest", "-v", "--tb=short", "-p", "no:cacheprovider", "--durations=10",
               "-o", "timeout=240"]  # fmt: skip
+    select = ["-k", args.test_k] if args.test_k else []
     if test_s > 0:
-        run([*pytest, *(tdir + f for f in TEST_FILES), "-m", "gpu"], out / "pytest_gpu.log", test_s)
+        run([*pytest, *(tdir + f for f in TEST_FILES), "-m", "gpu", *select], out / "pytest_gpu.log", test_s)
     left = test_s - (time.time() - t0)
     if test_s > 0 and left > 20:  # kernel tests / converted layers that take the CUDA dispatch
-        run([*pytest, *(tdir + t for t in CUDA_TESTS)], out / "pytest_cuda_layers.log", left)
+        run([*pytest, *(tdir + t for t in CUDA_TESTS), *select], out / "pytest_cuda_layers.log", left)
     left = args.budget_s - (time.time() - t0) - 4.0
     if left > 15:
         bench_budget = max(10.0, left - 15.0)  # model building, block construction, writing: outside the time box

@@ -26,7 +26,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 TOOL = ROOT / "tools" / "vqcore_kernels_compile_check.py"
 KERNELS = {"_quant_per_token_kernel", "_quant_static_kernel", "_unpack_int4_kernel", "_int_gemm_kernel",
-           "_int_gemm_tma_kernel", "_wonly_gemm_kernel"}  # fmt: skip
+           "_int_gemm_tma_kernel", "_wonly_gemm_kernel", "_wonly_splitk_reduce_kernel"}  # fmt: skip
 TILE_KEYS = ("BLOCK_M", "BLOCK_N", "SWAP", "num_warps", "num_stages")
 
 # Triton is looked up, not imported: importing it here, before test_vqcore_kernels.py sets TRITON_INTERPRET=1, would
@@ -78,6 +78,8 @@ def test_ptx_uses_int8_wgmma_tma_and_ieee_division(report):
             assert any(".f32.bf16.bf16" in i for i in r["wgmma"]), (r["config"], r["wgmma"])
     tma = [r for r in rep["rows"] if r["kernel"] == "_int_gemm_tma_kernel"]
     assert any(r["constexprs"]["STORE_DESC"] for r in tma) and any(r["constexprs"]["GROUP_SIZE"] for r in tma)
+    wonly = [r["constexprs"]["SPLIT_K"] for r in rep["rows"] if r["kernel"] == "_wonly_gemm_kernel"]
+    assert 1 in wonly and max(wonly) > 1  # the single-pass launch and the opt-in split-K one (with its reduction)
 
 
 @pytest.mark.parametrize("w_bits", [8, 4])
