@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import statistics
 import sys
@@ -112,8 +111,8 @@ class UnitLog:
                 and r["epochs"] == epochs}
 
 
-#: solo timing pass first, then the units of a seed longest first (MMKD's meta steps), so that seeds finish as
-#: complete paired sets and the long units do not start last
+#: the units run seed by seed, within a seed the longest first (MMKD's meta steps): seeds finish as complete paired
+#: sets and the long units do not start last
 _ORDER = {"mmkd": 0, "student": 2}
 
 
@@ -169,13 +168,15 @@ def run_pool(pool_name, seeds, strategies, epochs, teacher_epochs, batch_size, c
     if timing_epochs:  # each strategy alone on the device: the time columns must not be measured under contention
         earlier = log.timings(pool_name, fingerprint, timing_epochs)
         if any(name not in earlier for name in strategies):  # one-time costs (first kernels, allocations) land here
-            run_unit(job("aver" if "aver" in strategies else strategies[0], 0, 1, 1))
+            warm = run_unit(job("aver" if "aver" in strategies else strategies[0], 0, 1, 1))
+            logging.info("%s: warm-up epoch (%s) %.1f s, not used", pool_name, warm["strategy"], warm["seconds"])
         for name in strategies:
             if name in earlier:
                 info["timing"][name] = {k: v for k, v in earlier[name].items() if k not in ("kind", "pool")}
                 log.append(earlier[name])
                 continue
-            if max_seconds is not None and time.perf_counter() - started > max_seconds:
+            guess = max((t["seconds"] for t in info["timing"].values()), default=0.0)  # as run_jobs predicts
+            if max_seconds is not None and time.perf_counter() - started + guess > max_seconds:
                 logging.info("--max-seconds: no time left for the solo timing pass")
                 return False
             run = run_unit(job(name, 0, timing_epochs, 1))
@@ -366,8 +367,8 @@ def main(argv=None) -> int:
     p.add_argument("--per-class", type=int, default=None,
                    help="fractal pools: training images per class (a smaller copy of the setting, e.g. a CPU check)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch threads per process (CPU default 1: the shared CI box; GPU default: the machine's "
-                   "cores / --jobs)")
+                   help="torch threads per process, main and workers (default 1: the shared CI box on a CPU; on a GPU "
+                   "they only launch kernels)")
     p.add_argument("--jobs", type=int, default=None,
                    help="units run at once, each in its own process on the same device (default: --full 8, "
                    "--quick 1); results do not depend on it (CPU: bit-identical at equal --threads)")
@@ -406,10 +407,8 @@ def main(argv=None) -> int:
         previous = UnitLog.read(Path(args.resume_from))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if not torch.cuda.is_available():
-        threads = args.threads or 1
-    else:
-        threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)
+    threads = args.threads or 1  # on a GPU the host threads only launch kernels and collate batches
+    if torch.cuda.is_available():
         torch.backends.cudnn.benchmark = True
     torch.set_num_threads(threads)
     timing_epochs = args.timing_epochs if jobs > 1 else 0

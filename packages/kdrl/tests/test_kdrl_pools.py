@@ -42,3 +42,14 @@ def test_pools_have_the_three_roles_and_different_architectures():
         assert [t.role for t in spec.teachers] == ["strong", "weak", "partly_wrong"]
         assert len({t.model for t in spec.teachers}) == 3
         assert spec.teachers[1].train_fraction < 1 and spec.teachers[2].wrong_fraction > 0
+
+
+def test_build_pool_load_only_names_the_missing_teacher_and_trains_nothing(tmp_path):
+    from kdrl.pools import build_pool
+
+    spec = POOLS["digits"]
+    with pytest.raises(FileNotFoundError, match=r"digits_strong_e3/digits_resnet14_seed0/model\.safetensors"):
+        build_pool(spec, None, 3, tmp_path, train_missing=False)  # no loader needed: fails before any training
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="needs a cache_dir"):
+        build_pool(spec, None, 3, None, train_missing=False)
