@@ -56,7 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train-sequences", type=int, default=96)
     p.add_argument("--val-sequences", type=int, default=4)
     p.add_argument("--frames", type=int, default=80, help="frames per sequence (10 Hz; 40-frame clips)")
-    p.add_argument("--workers", type=int, default=None, help="DataLoader / render processes (default: cores - 2)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader / render processes (default: cores - 2; 0: load in the training process)")
     p.add_argument("--device", default="auto")
     p.add_argument("--mixed-precision", choices=["no", "bf16"], default="no")
     p.add_argument("--eval-reserve-s", type=float, default=None,
@@ -89,14 +90,14 @@ def render(root: Path, sequences: int, frames: int, image_size: tuple, seed: int
     from commons.data.synthetic_stereo import render_kitti_tracking
 
     return render_kitti_tracking(root, num_sequences=sequences, frames_per_sequence=frames,
-                                 image_size=tuple(image_size), seed=seed, workers=workers)
+                                 image_size=tuple(image_size), seed=seed, workers=max(1, workers))
 
 
 def train_for(det, train_ds, seconds: float, args, curve: list, logf) -> dict:
     """Train ``det`` for ``seconds`` of wall time; returns ``{"steps", "samples", "seconds"}``."""
     from commons.device import TrainingBackend
     from streamdsgn.data import SupervisedSamples, make_loader
-    from streamdsgn.engine import TrainConfig, one_cycle
+    from streamdsgn.training import TrainConfig, one_cycle, train_step
 
     tc = TrainConfig(batch_size=args.batch_size, lr=args.lr, mixed_precision=args.mixed_precision, seed=args.seed)
     backend = TrainingBackend(mixed_precision=args.mixed_precision, cpu=det.device.type == "cpu", device=det.device,
@@ -132,7 +133,7 @@ def train_for(det, train_ds, seconds: float, args, curve: list, logf) -> dict:
                 lr, beta1 = one_cycle(int(frac * res), res, tc.lr, tc.div_factor, tc.pct_start, tc.moms)
                 for g in optim.param_groups:
                     g["lr"], g["betas"] = lr, (beta1, g["betas"][1])
-                parts = det._train_step(model, optim, backend, batch, tc, tc.losses)
+                parts = train_step(det, model, optim, backend, batch, tc)
                 step += 1
                 if not math.isfinite(parts["total"]):
                     raise FloatingPointError(f"non-finite loss at step {step}: {parts}")
@@ -221,10 +222,12 @@ def plot_val(path: Path, det, val_ds) -> None:
     idx = list(val_ds.clip_frames(scene))
     det.reset()
     panels = []
-    for k, i in enumerate(idx[:30]):
+    n = min(30, len(idx))
+    picks = {max(0, n * j // 3 - 1) for j in (1, 2, 3)}  # frames 9, 19, 29 of a 40-frame clip; fewer on short clips
+    for k, i in enumerate(idx[:n]):
         s = val_ds[int(i)]
         d = det.detect_sample(s)
-        if k in (9, 19, 29) and s["frames"].get("next") is not None:
+        if k in picks and s["frames"].get("next") is not None:
             nxt = s["frames"]["next"]
             panels.append({"title": f"{scene} frame {s['frame']}: boxes for t+1",
                            "det": d, "gt": {"boxes": nxt["boxes"].numpy(), "labels": nxt["labels"].numpy()}})

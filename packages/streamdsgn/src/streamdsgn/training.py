@@ -16,7 +16,7 @@ from .losses import LossWeights
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FitLoop", "TrainConfig", "one_cycle"]
+__all__ = ["FitLoop", "TrainConfig", "one_cycle", "train_step"]
 
 
 def one_cycle(step: int, total: int, lr: float, div_factor: float = 10.0, pct_start: float = 0.4,
@@ -165,25 +165,30 @@ class FitLoop:
                                  "model_config": self.det.config.to_dict()})
 
     def train_step(self, batch: dict) -> dict:
-        """Forward (token frame with its ``prev`` pair unless the baseline), losses, backward, clip, optimiser
-        step; returns the loss parts as floats."""
-        det, c, backend, model = self.det, self.config, self.backend, self.model
-        dev, weights = backend.device, c.losses
-        tok = batch["frames"]["token"]
-        prev = batch["frames"].get("prev")
-        calib = {k: v.to(dev) for k, v in batch["calib"].items()}
-        fu = batch["fu_baseline"].to(dev)
-        kwargs = {}
-        if not det.config.baseline and prev is not None:
-            kwargs = {"prev_left": prev["left"].to(dev), "prev_right": prev["right"].to(dev),
-                      "prev_valid": prev["valid"].to(dev), "prev_grad": c.history_grad}
-        with backend.autocast():
-            preds = model(tok["left"].to(dev), tok["right"].to(dev), calib, fu,
-                          with_depth=weights.depth > 0 and tok.get("depth") is not None, **kwargs)
-        losses = det.compute_losses(preds, batch, weights)
-        self.optim.zero_grad(set_to_none=True)
-        backend.backward(losses["total"])
-        if c.grad_clip:
-            backend.clip_grad_norm_(model.parameters(), c.grad_clip)  # unscales fp16 gradients first
-        backend.step(self.optim)
-        return {k: float(v.detach()) for k, v in losses.items()}
+        """One optimiser step of this loop's model and optimiser on ``batch`` (:func:`train_step`)."""
+        return train_step(self.det, self.model, self.optim, self.backend, batch, self.config)
+
+
+def train_step(detector, model, optim, backend, batch: dict, config: TrainConfig) -> dict:
+    """Forward (token frame with its ``prev`` pair unless the baseline), losses (``config.losses``), backward, clip,
+    optimiser step; returns the loss parts as floats. ``model`` is ``detector.model`` as wrapped by ``backend``.
+    :class:`FitLoop` and the time-budgeted ``tools/streamdsgn_train.py`` / ``tools/bench/streamdsgn.py`` share it."""
+    c, dev, weights = config, backend.device, config.losses
+    tok = batch["frames"]["token"]
+    prev = batch["frames"].get("prev")
+    calib = {k: v.to(dev) for k, v in batch["calib"].items()}
+    fu = batch["fu_baseline"].to(dev)
+    kwargs = {}
+    if not detector.config.baseline and prev is not None:
+        kwargs = {"prev_left": prev["left"].to(dev), "prev_right": prev["right"].to(dev),
+                  "prev_valid": prev["valid"].to(dev), "prev_grad": c.history_grad}
+    with backend.autocast():
+        preds = model(tok["left"].to(dev), tok["right"].to(dev), calib, fu,
+                      with_depth=weights.depth > 0 and tok.get("depth") is not None, **kwargs)
+    losses = detector.compute_losses(preds, batch, weights)
+    optim.zero_grad(set_to_none=True)
+    backend.backward(losses["total"])
+    if c.grad_clip:
+        backend.clip_grad_norm_(model.parameters(), c.grad_clip)  # unscales fp16 gradients first
+    backend.step(optim)
+    return {k: float(v.detach()) for k, v in losses.items()}
