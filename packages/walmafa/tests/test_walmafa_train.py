@@ -167,3 +167,66 @@ def test_validation_keeps_the_best_checkpoint_and_logs(tmp_path, data):
     assert [r["step"] for r in lines if "val_psnr" in r] == [2, 4] and sum("loss" in r for r in lines) == 4
     with pytest.raises(ValueError, match="grad_clip"):
         TrainConfig(grad_clip=0.0)
+
+
+def test_resume_refuses_a_different_setup(tmp_path, data):
+    """A resumed run continues one trajectory: another batch size, schedule, model or width is refused with one line
+    naming the difference; bookkeeping fields (checkpoint/log/validation intervals, loader workers) may change."""
+    train, _ = data
+    cfg = dict(steps=3, batch_size=2, patch_size=32, warmup_steps=1, checkpoint_every=1, seed=2)
+    run = tmp_path / "run"
+    Enhancer("retinex_unet", device="cpu", seed=0, width=8).fit(train, TrainConfig(**cfg), run_dir=run,
+                                                                  progress=False, stop_after=1)
+    for kw, changed, match in ((dict(width=8), dict(batch_size=4), "batch_size 2 != 4"),
+                               (dict(width=8), dict(steps=5), "steps 3 != 5"),
+                               (dict(width=16), {}, "model width 8 != 16")):
+        with pytest.raises(ValueError, match=match):
+            Enhancer("retinex_unet", device="cpu", **kw).fit(train, TrainConfig(**{**cfg, **changed}), run_dir=run,
+                                                               resume=True, progress=False)
+    with pytest.raises(ValueError, match="model 'retinex_unet' != 'walmafa'"):
+        Enhancer("walmafa", device="cpu", **TINY).fit(train, TrainConfig(**cfg), run_dir=run, resume=True,
+                                                      progress=False)
+    hist = Enhancer("retinex_unet", device="cpu", width=8).fit(
+        train, TrainConfig(**{**cfg, "checkpoint_every": 5, "log_every": 2}), run_dir=run, resume=True,
+        progress=False)
+    assert hist["step"][-1] == 3 and (run / "final" / "model.safetensors").exists()
+
+
+def test_grad_clip_bounds_the_update(data):
+    """One Adam step moves a weight by lr·g/(|g| + eps) ≈ lr where |g| >> eps (5e-5). Clipping the global norm to
+    1e-12 makes every |g| <= 1e-12, so no weight moves by more than lr·1e-12/5e-5 = 2e-8·lr; unclipped, some weight
+    moves by more than lr/2 (any gradient entry above eps)."""
+    train, _ = data
+    lr = 1e-3
+    moved = {}
+    for clip in (None, 1e-12):
+        enh = Enhancer("retinex_unet", device="cpu", seed=0, width=8)
+        before = [p.detach().clone() for p in enh.model.parameters()]
+        enh.fit(train, TrainConfig(steps=1, batch_size=2, patch_size=32, warmup_steps=0, lr=lr, lr_min=lr,
+                                   grad_clip=clip), progress=False)
+        moved[clip] = max((p.detach() - b).abs().max().item() for p, b in zip(enh.model.parameters(), before))
+    assert moved[None] > 0.5 * lr
+    assert moved[1e-12] <= 2e-8 * lr * 1.01 + 1e-12
+
+
+def test_best_checkpoint_is_the_best_validation_not_the_last(tmp_path, data, monkeypatch):
+    """Scripted validation scores (step 2 better than step 4): best/ must hold the step-2 weights, which an
+    interrupted run of the same schedule saved at step 2."""
+    import walmafa.engine as engine
+    from commons.io import load_checkpoint, load_training_state
+
+    train, test = data
+    scores = iter([20.0, 10.0])
+    monkeypatch.setattr(engine, "evaluate_pairs", lambda *a, **k: {"psnr": next(scores), "ssim": 0.5})
+    cfg = TrainConfig(steps=4, batch_size=2, patch_size=32, warmup_steps=1, val_every=2, seed=3)
+    hist = Enhancer("retinex_unet", device="cpu", seed=0, width=8).fit(train, cfg, run_dir=tmp_path / "run",
+                                                                         val_set=test, progress=False)
+    assert hist["val_step"] == [2, 4] and hist["best"]["step"] == 2
+    Enhancer("retinex_unet", device="cpu", seed=0, width=8).fit(train, cfg, run_dir=tmp_path / "half",
+                                                                 progress=False, stop_after=2)
+    at2 = load_training_state(tmp_path / "half" / "state.pt")["model"]
+    best, _ = load_checkpoint(tmp_path / "run" / "best")
+    final, _ = load_checkpoint(tmp_path / "run" / "final")
+    for k, v in at2.items():
+        torch.testing.assert_close(best[k], v, atol=0, rtol=0, msg=k)
+    assert any(not torch.equal(final[k], v) for k, v in at2.items() if v.is_floating_point())

@@ -73,6 +73,18 @@ class _StepBatches(Sampler):
             yield batch
 
 
+# TrainConfig fields that only decide bookkeeping (when to log, validate or checkpoint; loader processes): a resumed
+# run may change them. Every other field shapes the trajectory and must match the saved state.
+RESUME_MAY_DIFFER = frozenset({"checkpoint_every", "log_every", "val_every", "num_workers"})
+# model configuration fields that do not change the weights' meaning (the scan implementation and its chunk length)
+RESUME_MODEL_MAY_DIFFER = frozenset({"scan", "chunk_size"})
+
+
+def _norm(v):
+    """Tuples and lists compare equal (a saved config may hold either)."""
+    return [_norm(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+
 class FitLoop:
     """One :meth:`~walmafa.engine.Enhancer.fit` call. ``step`` counts global batches (``world`` per optimiser step),
     so the schedule, logging, validation and checkpoints fall on the same batches whatever the number of processes.
@@ -94,10 +106,22 @@ class FitLoop:
 
     # ---------------------------------------------------------------------------------------------- phases
     def resume(self) -> None:
-        """Model, optimiser, step and history from ``run_dir/state.pt`` when it exists."""
-        state = self.run.restore(self.model, self.optim) if self.run is not None else None
+        """Model, optimiser, step and history from ``run_dir/state.pt`` when it exists.
+
+        A resumed run must continue the same trajectory: the state's model (registry name, configuration) and every
+        :class:`~walmafa.engine.TrainConfig` field that changes the batches, the schedule or the update must equal
+        this call's; otherwise one line names the differences (before any weight is loaded). Only the
+        bookkeeping fields in :data:`RESUME_MAY_DIFFER` may change."""
+        state = self.run.load_state() if self.run is not None else None
         if state is None:
             return
+        self.check_resumable(state)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optim.load_state_dict(state["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise ValueError(f"{self.run.state_path} does not fit this model/optimiser: "
+                             f"{str(exc).strip().splitlines()[0][:300]}") from exc
         self.step_count, self.history = int(state["step"]), state["history"]
         self.history.setdefault("val_ssim", [])
         self.history.setdefault("best", None)
@@ -162,6 +186,27 @@ class FitLoop:
         return self.history
 
     # ---------------------------------------------------------------------------------------------- helpers
+    def check_resumable(self, state: dict) -> None:
+        """Refuse (ValueError, one line) a ``state.pt`` written with another model or training configuration."""
+        diffs = []
+        name = state.get("model_name")
+        if name is not None and name != self.enhancer.model_name:
+            diffs.append(f"model {name!r} != {self.enhancer.model_name!r}")
+        cfg = getattr(self.enhancer.model, "config", None)
+        saved_cfg, now_cfg = state.get("model_config"), cfg.to_dict() if hasattr(cfg, "to_dict") else None
+        if saved_cfg is not None and now_cfg is not None and not diffs:  # same model: compare its configuration
+            for k in sorted(set(saved_cfg) | set(now_cfg)):
+                if k not in RESUME_MODEL_MAY_DIFFER and _norm(saved_cfg.get(k)) != _norm(now_cfg.get(k)):
+                    diffs.append(f"model {k} {saved_cfg.get(k)!r} != {now_cfg.get(k)!r}")
+        saved = state.get("config") or {}
+        now = asdict(self.config)
+        for k in sorted(set(saved) & set(now)):
+            if k not in RESUME_MAY_DIFFER and _norm(saved[k]) != _norm(now[k]):
+                diffs.append(f"{k} {saved[k]!r} != {now[k]!r}")
+        if diffs:
+            raise ValueError(f"cannot resume {self.run.state_path}: it was written with a different setup ("
+                             + "; ".join(diffs) + "); use the same settings or a new run folder")
+
     def crossed(self, every: int) -> bool:
         """Did the last step (``world`` global batches) pass a multiple of ``every``?"""
         return self.step_count // every > (self.step_count - self.world) // every
@@ -171,7 +216,11 @@ class FitLoop:
             self.run.save_state({"model": self.backend.unwrap(self.model).state_dict(),
                                  "optimizer": self.optim.state_dict(), "step": self.step_count,
                                  "history": self.history, "config": asdict(self.config),
-                                 "model_name": self.enhancer.model_name})
+                                 "model_name": self.enhancer.model_name, "model_config": self._model_config()})
+
+    def _model_config(self) -> dict | None:
+        cfg = getattr(self.enhancer.model, "config", None)
+        return cfg.to_dict() if hasattr(cfg, "to_dict") else None
 
     def log_metrics(self, **row) -> None:
         """One JSON line per logged step / validation in ``run_dir/metrics.jsonl``."""
