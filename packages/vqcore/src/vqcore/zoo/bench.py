@@ -42,7 +42,11 @@ logger = logging.getLogger(__name__)
 
 VIDEO_SETTINGS = [(8, 8), (4, 8), (4, 6), (3, 6)]
 IMAGE_SETTINGS = [(8, 8), (4, 8), (4, 4), (3, 4), (2, 4)]
-BASELINE = {"video": "vidit-q", "image": "q-diffusion"}
+BASELINE = {"video": "vidit-q", "video-l": "vidit-q", "image": "q-diffusion"}
+#: kind -> (generator, evaluator) zoo entries; "video-l" is the larger DiT of issue 20 (16 frames x 256 tokens)
+KIND_MODELS = {"video": ("moving-digits-dit", "moving-digits-classifier"),
+               "video-l": ("moving-digits-dit-l", "moving-digits-classifier-l"),
+               "image": ("digits-unet", "digits-classifier")}
 _KNOWN_KINDS = {"vidit-q": ("dit",), "q-diffusion": ("unet",), "qvdit": ("dit",), "q-vdit": ("dit",),
                 "s2q": ("dit",), "s2q-vdit": ("dit",), "mpqdm": ("unet",), "mpq-dm": ("unet",)}
 
@@ -50,6 +54,8 @@ PRESETS = {
     # name: (video samples, image samples, DDIM steps, calibration trajectories, method iters)
     "quick": dict(n_video=16, n_image=40, steps=8, calib_video=2, calib_image=4, iters=10, n_real=300),
     "full": dict(n_video=200, n_image=500, steps=20, calib_video=8, calib_image=32, iters=300, n_real=1000),
+    # a seconds-long CPU smoke test of the driver (numbers meaningless): tests and `--full --preset tiny`
+    "tiny": dict(n_video=4, n_image=10, steps=3, calib_video=1, calib_image=1, iters=1, n_real=40),
 }
 VIDEO_GUIDANCE = 2.0  # FP accuracy 0.84 at guidance 1 vs 0.99 at 2 (train log); both branches go through the model
 IMAGE_GUIDANCE = 1.0
@@ -59,7 +65,7 @@ def methods_for(kind: str, requested: list[str] | None = None) -> list[str]:
     """``rtn``, the baseline, then the other registered methods that apply to ``kind`` ("video"/"image")."""
     from ..methods import METHODS, list_methods
 
-    model_kind = "dit" if kind == "video" else "unet"
+    model_kind = "unet" if kind == "image" else "dit"
     names = list_methods()
     ordered = ["rtn", BASELINE[kind]] + [n for n in names if n not in ("rtn", *BASELINE.values())]
     out = []
@@ -72,7 +78,7 @@ def methods_for(kind: str, requested: list[str] | None = None) -> list[str]:
     return out
 
 
-def _options(method: str, iters: int) -> dict:
+def _options(method: str, iters: int, extra: dict | None = None) -> dict:
     from ..methods import get_method
 
     params = get_method(method).option_names()
@@ -81,7 +87,7 @@ def _options(method: str, iters: int) -> dict:
         opts["iters"] = iters
     if "progress" in params:
         opts["progress"] = False
-    return opts
+    return {**opts, **(extra or {})}
 
 
 def _calibration(model, labels, steps, guidance, seed, max_bytes):
@@ -128,10 +134,13 @@ def _video_rows(v: torch.Tensor, n: int = 2) -> list[torch.Tensor]:
 def _prepare_kind(kind: str, p: dict, device: torch.device, seed: int) -> dict:
     """Everything a kind's rows share, computed once: models, held-out reference features, the FP samples (from the
     evaluation seeds) and their metrics, and the calibration set (FP trajectories of disjoint labels/seeds)."""
-    video = kind == "video"
+    if kind not in KIND_MODELS:
+        raise ValueError(f"kind must be one of {sorted(KIND_MODELS)}, got {kind!r}")
+    video = kind != "image"
     t_kind = time.perf_counter()
-    gen = load("moving-digits-dit" if video else "digits-unet", device=device)
-    clf = load("moving-digits-classifier" if video else "digits-classifier", device="cpu")
+    gen_name, clf_name = KIND_MODELS[kind]
+    gen = load(gen_name, device=device)
+    clf = load(clf_name, device="cpu")
     n = p["n_video" if video else "n_image"]
     guidance = VIDEO_GUIDANCE if video else IMAGE_GUIDANCE
     evaluate = evaluate_videos if video else evaluate_images
@@ -156,28 +165,38 @@ def _prepare_kind(kind: str, p: dict, device: torch.device, seed: int) -> dict:
                          "setup_s": time.perf_counter() - t_kind})
 
 
-def _run_row(st: dict, w_bits: int, a_bits: int, method: str, p: dict, seed: int, keep_grid: bool):
-    """Quantize with one method at one setting, sample, evaluate: ``(row, grid samples or None)``."""
+def _run_row(st: dict, w_bits: int, a_bits: int, method: str, p: dict, seed: int, keep_grid: bool,
+             extra: dict | None = None):
+    """Quantize with one method at one setting (``extra``: option overrides, e.g. an ablation's), sample, evaluate:
+    ``(row, grid samples or None)``. On a GPU the row also has ``peak_gib``, the peak allocated memory of the
+    quantization (calibration) step."""
     import vqcore
 
     kind = st["kind"]
     torch.manual_seed(seed)
+    cuda = next(st["gen"].parameters()).device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     try:
         q = vqcore.quantize(st["gen"], method=method, w_bits=w_bits, a_bits=a_bits, calib=st["calib"],
-                            **_options(method, p["iters"]))
+                            **_options(method, p["iters"], extra))
     except Exception as err:  # noqa: BLE001 - one failing method must not hide the others
         logger.exception("%s %s W%dA%d failed", kind, method, w_bits, a_bits)
         return {"model": kind, "W/A": f"W{w_bits}A{a_bits}", "method": method,
                 "bits": f"FAILED: {type(err).__name__}: {err}"[:200]}, None
+    if cuda:
+        torch.cuda.synchronize()
     qs = time.perf_counter() - t0
+    peak = {"peak_gib": torch.cuda.max_memory_allocated() / 2**30} if cuda else {}
     t0 = time.perf_counter()
     qsamp = _sample_eval(q, st["labels"], st["sample_kw"])
     ss = time.perf_counter() - t0
     m = st["evaluate"](qsamp, st["labels"], st["clf"], st["real_feats"], fp_samples=st["fp"])
     bits = ", ".join(f"{k}×{v}" for k, v in sorted(q.vqcore_report.bits.items()))
     row = {"model": kind, "W/A": f"W{w_bits}A{a_bits}", "method": method, "bits": f"{bits} (+FP rest)", **m,
-           "quant_s": qs, "sample_s": ss}
+           "quant_s": qs, "sample_s": ss, **peak}
     logger.info("%s %s W%dA%d: %s", kind, method, w_bits, a_bits, m)
     grid = None
     if keep_grid:
@@ -393,28 +412,87 @@ def sanity_ok(s: dict) -> bool:
     return bool(s["fp_accuracy_ok"] and (s["rtn_lowest_clearly_worse"] or s.get("rtn_fidelity_separates")))
 
 
+def _int_list(text: str, name: str) -> list[int]:
+    try:
+        out = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        out = []
+    if not out:
+        raise SystemExit(f"{name} must be a comma-separated list of ints, got {text!r}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="vqcore quality benchmark on the model zoo")
-    ap.add_argument("--quick", action="store_true", help="small CPU setting (minutes)")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="small CPU setting (minutes)")
+    mode.add_argument("--full", action="store_true",
+                      help="issue 20's run (vqcore.zoo.bench_full): video, video-l and image kinds, --seeds, every "
+                           "method and each method's ablations at its headline setting; resumable, writes "
+                           "<results-root>/vqcore/vqcore_quality.json when complete")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("runs/bench/vqcore_quality"))
-    ap.add_argument("--kinds", default="video,image")
+    ap.add_argument("--kinds", default=None,
+                    help="comma-separated kinds (default video,image; with --full video,video-l,image)")
     ap.add_argument("--methods", default=None, help="comma-separated subset of methods (default: all registered)")
     ap.add_argument("--jobs", type=int, default=None,
                     help="worker processes on the CPU (each recomputes the shared FP samples/calibration; rows are "
                          "identical to a serial run); default: one per usable core, at most 4 (1 on a GPU)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: torch's own; 1 is faster on a machine shared with other jobs)")
+    full = ap.add_argument_group("--full only")
+    full.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (calibration and sampling)")
+    full.add_argument("--preset", default="full", help=f"sample/iteration preset, one of {sorted(PRESETS)}")
+    full.add_argument("--no-ablations", action="store_true", help="skip the per-method ablation units")
+    full.add_argument("--resume-from", type=Path, action="append", default=None,
+                      help="a units file of an earlier call (vqcore_quality_units.jsonl); repeatable")
+    full.add_argument("--max-seconds", type=float, default=None,
+                      help="start no unit predicted to end after this many seconds (a GPU call is killed at 600)")
+    full.add_argument("--results-root", type=Path, default=None,
+                      help="where vqcore/vqcore_quality.json goes (default: the repository's results/)")
+    full.add_argument("--plan", action="store_true", help="print the units and exit (loads no model)")
+    ap.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
+    try:
+        return _main(args)
+    except (ValueError, FileNotFoundError) as err:
+        if args.verbose:
+            raise
+        raise SystemExit(f"vqcore bench: {err}") from None
+
+
+def _main(args) -> int:
     if args.threads is not None:
         if args.threads < 1:
             raise SystemExit(f"--threads must be a positive int, got {args.threads}")
         torch.set_num_threads(args.threads)
+    methods = args.methods.split(",") if args.methods else None
+    if args.full or args.plan:
+        from . import bench_full
+
+        if args.preset not in PRESETS:
+            raise SystemExit(f"--preset must be one of {sorted(PRESETS)}, got {args.preset!r}")
+        kinds = tuple(k for k in (args.kinds or ",".join(bench_full.FULL_KINDS)).split(",") if k)
+        seeds = _int_list(args.seeds, "--seeds")
+        units = bench_full.plan_units(kinds, seeds, methods, args.preset, ablations=not args.no_ablations)
+        if args.plan:
+            for u in units:
+                print(u["key"] + (f" {json.dumps(u['options'])}" if u["options"] else ""))
+            print(f"{len(units)} units ({len(seeds)} seeds, kinds {', '.join(kinds)}, preset {args.preset})")
+            return 0
+        for path in args.resume_from or []:
+            if not path.is_file():
+                raise SystemExit(f"--resume-from: no such file {path}")
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+        res = bench_full.run_full(args.out, args.device, kinds, seeds, methods, args.preset,
+                                  ablations=not args.no_ablations, resume_from=args.resume_from,
+                                  max_seconds=args.max_seconds, results_root=args.results_root,
+                                  log=lambda m: print(m, flush=True))
+        return 0 if res["left"] == 0 else 3
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     result = run_benchmark("quick" if args.quick else "full", args.device, args.seed,
-                           tuple(k for k in args.kinds.split(",") if k),
-                           args.methods.split(",") if args.methods else None, args.out,
+                           tuple(k for k in (args.kinds or "video,image").split(",") if k), methods, args.out,
                            **({"jobs": args.jobs} if args.jobs is not None else {}))
     print((args.out / "results.md").read_text())
     ok = all(sanity_ok(s) for s in result["sanity"].values())

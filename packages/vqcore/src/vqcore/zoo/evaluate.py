@@ -25,7 +25,8 @@ __all__ = ["real_reference", "features", "evaluate_images", "evaluate_videos"]
 
 
 def real_reference(kind: str, n: int = 500, seed: int = 123) -> tuple[torch.Tensor, torch.Tensor]:
-    """Held-out real data in [0, 1]: ``kind="image"`` → ``[n,1,16,16]`` digits, ``"video"`` → ``[n,1,8,16,16]``."""
+    """Held-out real data in [0, 1]: ``kind="image"`` → ``[n,1,16,16]`` digits, ``"video"`` → ``[n,1,8,16,16]``,
+    ``"video-l"`` (the geometry of ``moving-digits-dit-l``) → ``[n,1,16,32,32]``."""
     from commons.data.moving_digits import make_moving_digits
 
     _, labels = load_digits_arrays()
@@ -37,10 +38,13 @@ def real_reference(kind: str, n: int = 500, seed: int = 123) -> tuple[torch.Tens
         x = torch.from_numpy(images[idx]).unsqueeze(1)
         x = torch.nn.functional.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False).clamp(0, 1)
         return x, torch.from_numpy(labs[idx])
-    if kind == "video":
-        v, lab = make_moving_digits(n, num_frames=8, size=16, digit_size=8, seed=seed, digit_indices=test_idx)
+    if kind in ("video", "video-l"):
+        from . import VIDEO_DATA
+
+        geometry = VIDEO_DATA["moving-digits-dit" if kind == "video" else "moving-digits-dit-l"]
+        v, lab = make_moving_digits(n, seed=seed, digit_indices=test_idx, **geometry)
         return torch.from_numpy(v).unsqueeze(1), torch.from_numpy(lab[:, 0])
-    raise ValueError(f"kind must be 'image' or 'video', got {kind!r}")
+    raise ValueError(f"kind must be 'image', 'video' or 'video-l', got {kind!r}")
 
 
 @torch.no_grad()
