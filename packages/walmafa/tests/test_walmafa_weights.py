@@ -210,3 +210,32 @@ def test_shipped_weights_give_the_recorded_output():
     assert float(y.sum()) == pytest.approx(1839.6054314975806, rel=1e-10)
     assert float(y.abs().sum()) == pytest.approx(1913.412798650449, rel=1e-10)
     assert float((y * weights).sum()) == pytest.approx(5507.645957130666, rel=1e-10)
+
+
+def test_broken_weights_are_refused_with_one_line(tmp_path, image_png, capsys):
+    """Incomplete or mismatched weights, unreadable files, a bad --model-kw and an output that is no image: exit
+    code 2 and one line on stderr (no traceback), each naming what is wrong."""
+    sd = _released_state()
+    no_alog = {k: v for k, v in sd.items() if k != "decoder_level1_0.0.mb.model1.A_log"}
+    no_latent = {k: v for k, v in sd.items() if k != "latent.conv0.0.weight"}
+    torch.save(no_alog, tmp_path / "no_alog.pth")
+    torch.save({"state_dict": no_latent}, tmp_path / "no_latent.pth")
+    (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
+    w = save_weights(create_model("walmafa", **TINY), tmp_path / "w.safetensors", "walmafa")
+    card = json.loads(w.with_suffix(".json").read_text())
+    card["model_config"]["dim"] = 16  # the card describes another width than the tensors
+    w.with_suffix(".json").write_text(json.dumps(card))
+    out = str(tmp_path / "out.png")
+    cases = [
+        (["--weights", str(tmp_path / "no_alog.pth"), "--released-layout"], "no 'decoder_level1_0.0.mb.model1.A_log'"),
+        (["--weights", str(tmp_path / "no_latent.pth"), "--released-layout"], "missing: 1, first 'latent.conv0.0"),
+        (["--weights", str(tmp_path / "garbage.pth"), "--released-layout"], "weights-only"),
+        (["--weights", str(w)], "another shape"),
+        (["--weights", str(tmp_path / "no_alog.pth"), "--released-layout", "--model-kw", "[1]"], "JSON object"),
+    ]
+    for extra, msg in cases:
+        assert cli_main(["enhance", str(image_png), out, "--device", "cpu", *extra]) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert msg in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert cli_main(["enhance", str(image_png), str(tmp_path / "out.txt"), "--device", "cpu"]) == 2
+    assert "image extension" in capsys.readouterr().err

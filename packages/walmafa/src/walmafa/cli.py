@@ -118,6 +118,14 @@ def _tile(spec: str, h: int, w: int) -> int | None:
         raise ValueError(f"--tile must be a multiple of 16, 'auto' or 'none', got {spec!r}") from None
 
 
+def _model_kw(text: str) -> dict:
+    """``--model-kw``: a JSON object of configuration overrides."""
+    kw = json.loads(text)
+    if not isinstance(kw, dict):
+        raise ValueError(f"--model-kw must be a JSON object such as '{{\"dim\": 8}}', got {text!r}")
+    return kw
+
+
 def _load(args):
     from .engine import Enhancer
 
@@ -129,7 +137,7 @@ def _load(args):
         return Enhancer.load(args.checkpoint, device=args.device)
     if args.weights:
         return Enhancer.load(args.weights, device=args.device, released_layout=args.released_layout,
-                             **json.loads(args.model_kw))
+                             **_model_kw(args.model_kw))
     return Enhancer.pretrained(device=args.device)
 
 
@@ -149,7 +157,7 @@ def _run(args) -> int:
     from .engine import Enhancer, TrainConfig
 
     if args.command == "train":
-        kw = json.loads(args.model_kw)
+        kw = _model_kw(args.model_kw)
         if args.val_every and not args.val_split:
             raise ValueError("--val-every needs --val-split (e.g. test)")
         train_set = _dataset(args.data, "train", args.subset, args.seed, args.size, args.max_items)
@@ -181,6 +189,9 @@ def _run(args) -> int:
 
         if not Path(args.input).is_file():
             raise ValueError(f"input must be an existing image file, got {args.input!r}")
+        known = Image.registered_extensions()
+        if Path(args.output).suffix.lower() not in known:
+            raise ValueError(f"output must end in an image extension such as .png or .jpg, got {args.output!r}")
         enh = _load(args)
         from commons.data import read_image
 

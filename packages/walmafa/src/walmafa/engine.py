@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .models import WalMaFa, checkpoint_filter_fn, create_model, list_models
+from .models.walmafa import load_strict
 
 __all__ = ["TrainConfig", "Enhancer", "pad_to_multiple", "enhance_image", "evaluate_pairs", "gt_mean_align",
            "GT_MEAN_GREY"]
@@ -372,7 +373,7 @@ class Enhancer:
         enh = cls(card["model"], device="cpu", **card.get("model_config", {}))
         if isinstance(enh.model, WalMaFa):  # weights written before issue 26 still hold unused released parameters
             state = checkpoint_filter_fn(state)
-        enh.model.load_state_dict(state, strict=True)
+        load_strict(enh.model, state, f"{where} (model {card['model']!r})")
         return enh
 
     @classmethod

@@ -395,8 +395,22 @@ class WalMaFa(nn.Module):
         (:func:`released_config_from_state_dict`)."""
         raw = _unwrap_released(state_dict)
         model = cls(WalMaFaConfig(**{**released_config_from_state_dict(raw), **config}))
-        model.load_state_dict(checkpoint_filter_fn(raw), strict=True)
+        load_strict(model, checkpoint_filter_fn(raw), "the released-layout state dict")
         return model
+
+
+def load_strict(model: nn.Module, state: dict, what: str) -> None:
+    """``model.load_state_dict(state, strict=True)``; a mismatch becomes one ValueError line that counts the missing,
+    unexpected and mis-shaped entries and names the first of each (instead of PyTorch's list of every key)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shaped = [k for k in own if k in state and tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape)]
+    if missing or unexpected or shaped:
+        parts = [f"{name}: {len(v)}, first {v[0]!r}" for name, v in
+                 (("missing", missing), ("unexpected", unexpected), ("another shape", shaped)) if v]
+        raise ValueError(f"{what} does not fit the model (" + "; ".join(parts) + ")")
+    model.load_state_dict(state, strict=True)
 
 
 # parameters the released ``Walmafa`` defines but never uses in ``forward``
@@ -436,12 +450,29 @@ def released_config_from_state_dict(state_dict: dict) -> dict:
         return len({k.split(".")[1] for k in sd if k.startswith(stage + ".")})
 
     nb = (count("decoder_level1_0"), count("decoder_level2_0"), count("decoder_level3_0"))
-    a_log = sd["decoder_level1_0.0.mb.model1.A_log"]
+    needed = ("decoder_level1_0.0.mb.model1.A_log", "decoder_level1_0.0.mb.model1.conv1d.weight")
+    missing = [k for k in needed if k not in sd]
+    if missing:
+        raise ValueError(f"incomplete WalMaFa state dict in the released layout: no {missing[0]!r}")
+    a_log = sd[needed[0]]
     cfg = {"dim": dim, "num_blocks": nb, "d_state": int(a_log.shape[1]), "expand": int(a_log.shape[0]) // (2 * dim),
-           "d_conv": int(sd["decoder_level1_0.0.mb.model1.conv1d.weight"].shape[-1]),
+           "d_conv": int(sd[needed[1]].shape[-1]),
            "bias": "patch_embed.proj.bias" in sd,
            "mamba_on": "low" if "decoder_level1_0.0.high_conv.weight" in sd else "high"}
     return cfg
+
+
+def _load_error(exc: Exception) -> str:
+    """The informative part of ``torch.load``'s (multi-line) error, on one line."""
+    text = str(exc)
+    i = text.find("WeightsUnpickler error:")
+    if i >= 0:
+        rest = text[i + len("WeightsUnpickler error:"):].strip()
+        first = rest.split("\n")[0].split(". ")[0].strip()
+        if first:
+            return first
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
 
 
 def load_released_checkpoint(path: str | os.PathLike, **config) -> WalMaFa:
@@ -458,5 +489,6 @@ def load_released_checkpoint(path: str | os.PathLike, **config) -> WalMaFa:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - one clear line instead of the unpickler's traceback
-            raise ValueError(f"could not read {str(path)!r} as a weights-only PyTorch checkpoint: {exc}") from exc
+            raise ValueError(f"could not read {str(path)!r} as a weights-only PyTorch checkpoint: "
+                             f"{_load_error(exc)}") from exc
     return WalMaFa.from_released_state_dict(state, **config)
