@@ -136,6 +136,10 @@ def test_cli_train_eval_detect(root, tmp_path, capsys):
     assert "streaming" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x")])
+    for bad in ("abc", "-1", "0"):  # one usage line naming the argument, before any model is loaded
+        with pytest.raises(SystemExit) as err:
+            main(["eval", "--checkpoint", str(tmp_path / "none"), "--data", str(root), "--latency", bad])
+        assert err.value.code == 2 and "argument --latency: expected 'measured'" in capsys.readouterr().err
 
 
 def test_engine_bad_inputs(stream, tmp_path):

@@ -35,6 +35,19 @@ def _dataset(root: str, split: str, image_size):
     return KittiTrackingStream(root, split=split, image_size=tuple(image_size) if image_size else None)
 
 
+def _latency_arg(text: str) -> str | float:
+    """``--latency``: ``measured`` or a positive number of seconds (checked before the model loads)."""
+    if text == "measured":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected 'measured' or a positive number of seconds, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="streamdsgn", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -74,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     data_args(e)
     e.add_argument("--checkpoint", default=None, help="checkpoint folder or .safetensors (default: shipped weights)")
     e.add_argument("--split", default="val")
-    e.add_argument("--latency", default="measured", help="'measured' or seconds per frame (e.g. 0.06)")
+    e.add_argument("--latency", default="measured", type=_latency_arg,
+                   help="'measured' or seconds per frame (e.g. 0.06)")
     e.add_argument("--json", default=None, help="also write the full results here")
 
     d = sub.add_parser("detect", help="per-frame boxes for clips (JSON)")
@@ -153,8 +167,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "eval":
         det = _load(args.checkpoint, args.device)
         ds = _dataset(args.data, args.split, args.image_size or det.config.image_size)
-        latency = args.latency if args.latency == "measured" else float(args.latency)
-        res = det.evaluate(ds, latency=latency, progress=not args.no_progress, seed=args.seed)
+        res = det.evaluate(ds, latency=args.latency, progress=not args.no_progress, seed=args.seed)
         for k in ("offline", "forecast", "streaming"):
             s = res["summary"][k]
             print(f"{k:9s} 3D AP R40 moderate: " + ", ".join(f"{c} {v:.2f}" for c, v in s.items()))
