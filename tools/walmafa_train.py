@@ -42,6 +42,9 @@ import torch
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 T0 = time.perf_counter()
+# the embedded photos (scikit-image + scikit-learn samples) and the held-out split of the shipped weights' card
+TRAIN_PHOTOS = ("astronaut", "chelsea", "china", "immunohistochemistry", "retina", "rocket")
+HELDOUT_PHOTOS = ("coffee", "flower")
 
 
 def _sync(device: torch.device) -> None:
@@ -358,7 +361,14 @@ def run(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--crop must be a multiple of 16, got {args.crop}")
     if args.steps is not None and args.steps < 1:
         raise SystemExit(f"--steps must be a positive int, got {args.steps}")
-    nb = tuple(int(v) for v in args.num_blocks.split(","))
+    try:
+        nb = tuple(int(v) for v in args.num_blocks.split(","))
+        wal_extra = json.loads(args.wal_kw)
+    except ValueError as exc:
+        raise SystemExit(f"--num-blocks must be ints like 2,3,4 and --wal-kw a JSON object ({exc})") from None
+    if len(nb) != 3 or not isinstance(wal_extra, dict):
+        raise SystemExit(f"--num-blocks needs three ints and --wal-kw a JSON object, got {args.num_blocks!r}, "
+                         f"{args.wal_kw!r}")
     from torch.utils.data import Subset
 
     from commons.data.lol import SyntheticLowLightCrops, SyntheticLowLightDataset
@@ -386,8 +396,14 @@ def run(argv: list[str] | None = None) -> dict:
     else:
         data = SyntheticLowLightCrops("train", crop=args.crop, device=device)
         test = SyntheticLowLightDataset("test", size=args.eval_size, variants=args.eval_variants, seed=0)
+        held = sorted({n.rsplit("_", 1)[0] for n in test.names})
+        if held != list(HELDOUT_PHOTOS) or sorted(data.names) != list(TRAIN_PHOTOS):
+            # sample_photos() silently leaves out the photos of a missing package: refuse a smaller data set
+            raise SystemExit(f"the embedded photos are incomplete (train {sorted(data.names)}, held out {held}; "
+                             f"expected {list(TRAIN_PHOTOS)} and {list(HELDOUT_PHOTOS)}): install scikit-image and "
+                             f"scikit-learn (GPU machine: the wheels in .whl, see tools/GPU_RUNS.md)")
     curve_set = Subset(test, list(range(0, len(test), args.eval_variants))[:4])  # variant 0 of each held-out photo
-    wal_kw = {"dim": args.dim, "num_blocks": nb, **json.loads(args.wal_kw)}
+    wal_kw = {"dim": args.dim, "num_blocks": nb, **wal_extra}
     print(f"data: {data}; held-out: {len(test)} images {tuple(test[0][0].shape)}; device {device}", flush=True)
 
     # ---- calibration (throw-away models): step times, scan chunk length, evaluation time

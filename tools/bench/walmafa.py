@@ -15,6 +15,9 @@ and the U-Net at an equal budget for 3 seeds with ``tools/walmafa_train.py`` (GP
     python tools/bench/walmafa.py --lol datasets/LOLv1 --steps 2000 --device cuda
     python tools/bench/walmafa.py --gpu-profile --out $OUT
     python tools/bench/walmafa.py --full --budget-s 150 --out $OUT           # 3 seeds × 150 s, one GPU
+    python tools/bench/walmafa.py --full --budget-s 270 --max-seconds 580 --out $OUT                  # seeds 0, 1
+    python tools/bench/walmafa.py --full --budget-s 270 --max-seconds 580 --out $OUT \\
+        --resume-from .cache/walmafa_full_seeds.jsonl                                              # seed 2 + JSON
 """
 
 from __future__ import annotations
@@ -254,35 +257,99 @@ def gpu_profile(args) -> None:
     write_results("walmafa", "walmafa_gpu", rows, settings, root=out)
 
 
+SEEDS_FILE = "walmafa_full_seeds.jsonl"
+
+
+def _full_config(args) -> dict:
+    """What makes the seeds of one ``--full`` comparison comparable; a resumed comparison must match it."""
+    return {"budget_s": float(args.budget_s), "lol": args.lol, "lol_subset": args.lol_subset,
+            "train_args": args.train_args}
+
+
+def _done_seeds(path: str | None, config: dict) -> dict[int, dict]:
+    """Seeds finished by an earlier call (``--resume-from``, a ``walmafa_full_seeds.jsonl``), refused if they were
+    run with another budget, data or training arguments."""
+    if not path:
+        return {}
+    src = Path(path)
+    if not src.is_file():
+        raise SystemExit(f"--resume-from must be an existing {SEEDS_FILE} file, got {path!r}")
+    done = {}
+    for n, line in enumerate(src.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            seed, cfg = int(rec["seed"]), rec["config"]
+            rec["heldout"], rec["recipe"]  # noqa: B018 - both needed for the table
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"--resume-from {path}: line {n} is not a finished seed ({exc})") from None
+        if cfg != config:
+            raise SystemExit(f"--resume-from {path}: seed {seed} was run with {cfg}, this call has {config}; "
+                             f"use the same --budget-s/--lol/--lol-subset/--train-args or a new comparison")
+        done[seed] = rec
+    return done
+
+
 def full(args) -> None:
     """``--full``: WalMaFa vs the Retinex U-Net at an equal budget (same steps, batches, loss and schedule) for
     each seed, through ``tools/walmafa_train.py``; mean and spread over the seeds. Writes
-    ``walmafa/walmafa_full.json`` under --out."""
+    ``walmafa/walmafa_full.json`` under --out once every seed is done.
+
+    Incremental (a device call is killed at 10 minutes): each finished seed is appended to ``--out``/
+    ``walmafa_full_seeds.jsonl``; ``--resume-from FILE`` (that file from an earlier call) skips its seeds, which must
+    have been run with the same budget, data and training arguments; ``--max-seconds`` starts a seed only if it can
+    finish (``--budget-s`` + a margin) within that many seconds of the call, so a call ends cleanly between seeds."""
     import importlib.util
     import statistics
 
     from commons.results import write_results
 
+    t_call = time.perf_counter()
+    seeds = [int(v) for v in args.seeds.split(",")]
+    config = _full_config(args)
+    per_seed = {s: rec for s, rec in _done_seeds(args.resume_from, config).items() if s in seeds}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / SEEDS_FILE
+    if log.exists() and (not args.resume_from or log.resolve() != Path(args.resume_from).resolve()):
+        raise SystemExit(f"{log} exists: pass it as --resume-from or use a new --out")
+    with open(log, "w", encoding="utf-8") as f:  # the finished seeds so far (the resumed ones first)
+        for s in seeds:
+            if s in per_seed:
+                f.write(json.dumps(per_seed[s]) + "\n")
+    todo = [s for s in seeds if s not in per_seed]
+    print(f"--full: seeds done {sorted(per_seed)}, to run {todo}", flush=True)
+
     spec = importlib.util.spec_from_file_location("walmafa_train", Path(__file__).resolve().parents[1]
                                                   / "walmafa_train.py")
     train = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train)
-    seeds = [int(v) for v in args.seeds.split(",")]
-    per_seed = {}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for seed in seeds:  # per-seed files go to a temporary folder (the device returns few files); seed 0's pictures kept
+    for seed in todo:  # per-seed files go to a temporary folder (the device returns few files); seed 0's pictures kept
+        elapsed = time.perf_counter() - t_call
+        if args.max_seconds and elapsed + args.budget_s * 1.05 + 15 > args.max_seconds:
+            print(f"--full: {elapsed:.0f} s used; seed {seed} would not finish within --max-seconds "
+                  f"{args.max_seconds:g}: stopping. Continue with --resume-from {log}", flush=True)
+            break
         tmp = Path(tempfile.mkdtemp(prefix=f"walmafa_full_seed{seed}_"))
         argv = ["--out", str(tmp), "--budget-s", str(args.budget_s), "--seed", str(seed),
                 "--device", args.device, "--curve-points", "4"]
         if args.lol:
             argv += ["--lol", args.lol] + (["--lol-subset", args.lol_subset] if args.lol_subset else [])
-        per_seed[seed] = train.run(argv + shlex.split(args.train_args))
+        card = train.run(argv + shlex.split(args.train_args))
+        per_seed[seed] = {"seed": seed, "config": config, "heldout": card["heldout"], "recipe": card["recipe"],
+                          "machine": card.get("machine"), "calibration": card.get("calibration")}
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(json.dumps(per_seed[seed], default=str) + "\n")
         if seed == seeds[0]:
             for name in ("before_after.png", "curves.png"):
                 if (tmp / name).exists():
                     shutil.copy(tmp / name, out / f"full_{name}")
         shutil.rmtree(tmp, ignore_errors=True)
+    missing = [s for s in seeds if s not in per_seed]
+    if missing:
+        print(f"--full: seeds {missing} not run yet; no results JSON written", flush=True)
+        return
     rows = []
     for method, key in (("input (no enhancement)", "input"), ("WalMaFa", "walmafa"), ("Retinex U-Net", "retinex_unet")):
         ps = [per_seed[s]["heldout"][key]["psnr"] for s in seeds]
@@ -291,8 +358,9 @@ def full(args) -> None:
                      "psnr_mean": statistics.fmean(ps), "psnr_std": statistics.pstdev(ps),
                      "ssim_mean": statistics.fmean(ss), "ssim_std": statistics.pstdev(ss), "seeds": len(seeds),
                      "steps": statistics.fmean(per_seed[s]["recipe"]["steps"] for s in seeds)})
-    settings = {"seeds": seeds, "budget_s_per_seed": args.budget_s, "lol": args.lol,
-                "recipe": per_seed[seeds[0]]["recipe"], "command": " ".join(["python", *sys.argv])}
+    settings = {"seeds": seeds, "budget_s_per_seed": args.budget_s, "lol": args.lol, "lol_subset": args.lol_subset,
+                "train_args": args.train_args, "recipe": per_seed[seeds[0]]["recipe"],
+                "command": " ".join(["python", *sys.argv])}
     write_results("walmafa", "walmafa_full", rows, settings, root=out,
                   extra={"per_seed": {s: per_seed[s]["heldout"] for s in seeds}})
     print(json.dumps(rows, indent=1))
@@ -318,6 +386,10 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--budget-s", type=float, default=150, help="--full: seconds per seed (both models)")
     p.add_argument("--train-args", default="", help="--full: extra tools/walmafa_train.py arguments")
+    p.add_argument("--resume-from", default=None, metavar="FILE",
+                   help=f"--full: skip the seeds finished in FILE (the {SEEDS_FILE} of an earlier call)")
+    p.add_argument("--max-seconds", type=float, default=0,
+                   help="--full: start a seed only if it ends within this many seconds of the call (0: no limit)")
     args = p.parse_args()
     if args.gpu_profile:
         gpu_profile(args)
