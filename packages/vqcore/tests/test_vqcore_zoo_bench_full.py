@@ -121,6 +121,13 @@ def test_missing_weights_and_bad_arguments_fail_in_one_line(tmp_path, monkeypatc
         bench.main(["--full", "--plan", "--preset", "huge"])
     with pytest.raises(SystemExit, match="kinds must be"):
         bench.main(["--full", "--plan", "--kinds", "audio"])
+    with pytest.raises(SystemExit, match="--settings must"):
+        bench.main(["--full", "--plan", "--settings", "video-l=W3X6"])
+    assert bench.main(["--full", "--plan", "--kinds", "video-l,image", "--settings", "video-l=W3A6,W4A6;image=W2A4",
+                       "--methods", "rtn,vidit-q,q-vdit"]) == 0
+    keys = capsys.readouterr().out.strip().splitlines()[:-1]
+    assert {k.split("|")[2] for k in keys if "|none" in k and "|fp|" not in k} == {"W3A6", "W4A6", "W2A4"}
+    assert sum("|no-tqe" in k for k in keys) == 3  # q-vdit's ablations stay at its headline W3A6, every seed
     assert bench.main(["--full", "--plan", "--kinds", "image", "--seeds", "0", "--no-ablations"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("13 units")  # FP + 4 settings x (rtn, q-diffusion, mpq-dm)

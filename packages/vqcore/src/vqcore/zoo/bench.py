@@ -422,6 +422,23 @@ def _int_list(text: str, name: str) -> list[int]:
     return out
 
 
+def _settings_arg(text: str | None, kinds) -> dict | None:
+    """``'video-l=W3A6,W4A6;image=W2A4'`` -> ``{"video-l": [(3, 6), (4, 6)], "image": [(2, 4)]}``."""
+    import re
+
+    if not text:
+        return None
+    out: dict[str, list[tuple[int, int]]] = {}
+    for part in (p for p in text.split(";") if p.strip()):
+        kind, _, values = part.partition("=")
+        pairs = [re.fullmatch(r"W(\d+)A(\d+)", v.strip()) for v in values.split(",")]
+        if kind.strip() not in kinds or not values or not all(pairs):
+            raise SystemExit(f"--settings must look like 'video-l=W3A6,W4A6;image=W2A4' with kinds from "
+                             f"{','.join(kinds)}, got {text!r}")
+        out[kind.strip()] = [(int(m.group(1)), int(m.group(2))) for m in pairs]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="vqcore quality benchmark on the model zoo")
     mode = ap.add_mutually_exclusive_group()
@@ -451,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="start no unit predicted to end after this many seconds (a GPU call is killed at 600)")
     full.add_argument("--results-root", type=Path, default=None,
                       help="where vqcore/vqcore_quality.json goes (default: the repository's results/)")
+    full.add_argument("--settings", default=None,
+                      help="restrict the W/A settings per kind, e.g. 'video-l=W3A6,W4A6;image=W2A4' (kinds not "
+                           "named keep all theirs); a split run's calls must use the same value to share units")
     full.add_argument("--plan", action="store_true", help="print the units and exit (loads no model)")
     ap.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
@@ -475,7 +495,8 @@ def _main(args) -> int:
             raise SystemExit(f"--preset must be one of {sorted(PRESETS)}, got {args.preset!r}")
         kinds = tuple(k for k in (args.kinds or ",".join(bench_full.FULL_KINDS)).split(",") if k)
         seeds = _int_list(args.seeds, "--seeds")
-        units = bench_full.plan_units(kinds, seeds, methods, args.preset, ablations=not args.no_ablations)
+        settings = _settings_arg(args.settings, kinds)
+        units = bench_full.plan_units(kinds, seeds, methods, args.preset, settings, ablations=not args.no_ablations)
         if args.plan:
             for u in units:
                 print(u["key"] + (f" {json.dumps(u['options'])}" if u["options"] else ""))
@@ -485,7 +506,7 @@ def _main(args) -> int:
             if not path.is_file():
                 raise SystemExit(f"--resume-from: no such file {path}")
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-        res = bench_full.run_full(args.out, args.device, kinds, seeds, methods, args.preset,
+        res = bench_full.run_full(args.out, args.device, kinds, seeds, methods, args.preset, settings,
                                   ablations=not args.no_ablations, resume_from=args.resume_from,
                                   max_seconds=args.max_seconds, results_root=args.results_root,
                                   log=lambda m: print(m, flush=True))
