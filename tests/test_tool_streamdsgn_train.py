@@ -53,3 +53,23 @@ def test_training_script_trains_evaluates_and_writes_loadable_weights(tmp_path):
     saved = load_file(str(out / "streamdsgn.safetensors"))
     state = det.model.state_dict()
     assert saved.keys() <= state.keys() and all(torch.equal(state[k], v) for k, v in saved.items())
+
+
+def test_bench_resume_file_skips_cut_lines_and_refuses_other_settings(tmp_path):
+    """tools/bench/streamdsgn.py appends one line per finished job to jobs.jsonl; ``--resume-from`` reads it back:
+    the jobs and their common training time, a line cut by a killed call skipped, a line written with another
+    setting refused with a message naming it."""
+    spec = importlib.util.spec_from_file_location("streamdsgn_bench_tool", ROOT / "tools" / "bench" / "streamdsgn.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    settings = {"batch_size": 8, "lr": 2e-3, "train_sequences": 48, "val_sequences": 2, "frames": 80,
+                "device": "cuda"}
+    lines = [json.dumps({"variant": v, "seed": s, "settings": {**settings, "train_s": 300.5}, "job": {"v": v, "s": s}})
+             for v, s in (("streamdsgn", 0), ("baseline", 0), ("streamdsgn", 1))]
+    path = tmp_path / "jobs.jsonl"
+    path.write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][:40])
+    jobs, train_s = bench.read_jobs(path, settings)
+    assert jobs == {("streamdsgn", 0): {"v": "streamdsgn", "s": 0}, ("baseline", 0): {"v": "baseline", "s": 0}}
+    assert train_s == 300.5
+    with pytest.raises(SystemExit, match="lr=0.002"):
+        bench.read_jobs(path, {**settings, "lr": 1e-3})

@@ -20,8 +20,13 @@ kitti() preset (320×1248) on the GPU in fp32 and bf16 (CUDA-synchronised, media
     python tools/bench/streamdsgn.py --device cuda --budget-s 500 --out $OUT      # one H100, about 8.5 minutes
     python tools/bench/streamdsgn.py --quick                                       # CPU smoke (minutes)
 
-Writes ``results/streamdsgn/streamdsgn.json`` (commons.results; a copy under ``--out/streamdsgn/``), and
-``--out/jobs.json`` (every job's full evaluation) and ``--out/bench_log.txt`` (the jobs' logs).
+Writes ``results/streamdsgn/streamdsgn.json`` (commons.results; a copy under ``--out/streamdsgn/``),
+``--out/jobs.jsonl`` (one line per finished job with its full evaluation, appended as soon as the job ends, so a call
+killed at its time limit keeps what finished) and ``--out/bench_log.txt`` (the jobs' logs).
+
+``--resume-from FILE`` (a previous call's ``jobs.jsonl``): its finished (variant, seed) jobs are reused and only the
+others run, with the same per-job training time as recorded there; a file written with other settings (data, batch,
+learning rate, device) is refused, naming the setting. The reused lines are copied into the new ``jobs.jsonl``.
 """
 
 from __future__ import annotations
@@ -199,6 +204,31 @@ def aggregate(jobs: dict, seeds: list[int]) -> list[dict]:
     return rows
 
 
+#: settings a resumed job must share with the call that resumes it (the per-job training time is taken from the file)
+RESUME_KEYS = ("batch_size", "lr", "train_sequences", "val_sequences", "frames", "device")
+
+
+def read_jobs(path: Path, settings: dict) -> tuple[dict, float | None]:
+    """Finished jobs ``{(variant, seed): job}`` and their training seconds from a ``jobs.jsonl`` file; lines cut by
+    a killed call are skipped; a line written with other ``RESUME_KEYS`` settings raises ``SystemExit`` naming the
+    key."""
+    jobs, train_s = {}, None
+    for line in Path(path).read_text().splitlines():
+        try:
+            rec = json.loads(line)
+            key, job, their = (rec["variant"], int(rec["seed"])), rec["job"], rec["settings"]
+        except (ValueError, KeyError, TypeError):
+            continue  # a partial line
+        for k in RESUME_KEYS:
+            if their.get(k) != settings[k]:
+                raise SystemExit(f"--resume-from {path}: job {key} was run with {k}={their.get(k)!r}, this call has "
+                                 f"{settings[k]!r}")
+        if train_s is not None and abs(float(their["train_s"]) - train_s) > 1e-6:
+            raise SystemExit(f"--resume-from {path}: its jobs have different training times")
+        jobs[key], train_s = job, float(their["train_s"])
+    return jobs, train_s
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="CPU smoke: tiny data and budget, jobs in sequence")
@@ -216,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-kitti-latency", action="store_true")
     p.add_argument("--out", default="runs/bench/streamdsgn")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--resume-from", default=None, help="a previous call's jobs.jsonl: reuse its finished jobs")
     p.add_argument("--job", default=None, help=argparse.SUPPRESS)
     p.add_argument("--train-s", type=float, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -228,6 +259,32 @@ def main(argv: list[str] | None = None) -> int:
         args.batch_size, args.latency_frames, args.skip_kitti_latency = 2, 3, True
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    job_settings = {k: getattr(args, k) for k in RESUME_KEYS}
+    jobs: dict = {}
+    resumed_train_s = None
+    if args.resume_from:
+        if not Path(args.resume_from).is_file():
+            raise SystemExit(f"--resume-from: {args.resume_from} is not a file (a previous call's jobs.jsonl)")
+        done, resumed_train_s = read_jobs(Path(args.resume_from), job_settings)
+        jobs = {k: v for k, v in done.items() if k[1] in args.seeds}
+        print(f"resuming: {len(jobs)} finished job(s) from {args.resume_from}", flush=True)
+    resumed = sorted(f"{v}_{s}" for v, s in jobs)
+    jobs_file = out / "jobs.jsonl"
+    if not (args.resume_from and Path(args.resume_from).resolve() == jobs_file.resolve()):
+        jobs_file.write_text("")
+    elif jobs_file.read_bytes()[-1:] not in (b"", b"\n"):
+        with open(jobs_file, "a") as f:  # end the line a killed call left cut, so the next one parses
+            f.write("\n")
+
+    def record(key: tuple, job: dict, train_seconds: float) -> None:
+        line = json.dumps({"variant": key[0], "seed": key[1], "settings": {**job_settings, "train_s": train_seconds},
+                           "job": job}, default=float)
+        with open(jobs_file, "a") as f:
+            f.write(line + "\n")
+
+    if jobs and jobs_file.stat().st_size == 0:
+        for key, job in sorted(jobs.items()):
+            record(key, job, resumed_train_s)
     import shutil
     import subprocess
     import tempfile
@@ -244,21 +301,25 @@ def main(argv: list[str] | None = None) -> int:
     t_render = time.perf_counter() - t0
     print(f"[{t_render:6.1f} s] rendered {args.train_sequences} + {args.val_sequences} sequences", flush=True)
     motion = motion_rows(data / "val")
-    todo = [(v, s) for s in args.seeds for v in ("streamdsgn", "baseline")]
+    todo = [(v, s) for s in args.seeds for v in ("streamdsgn", "baseline") if (v, s) not in jobs]
     rounds = math.ceil(len(todo) / max(1, args.jobs))
     n_val = args.val_sequences * args.frames
     # evaluations run one at a time (a lock): ~40 ms per frame on a GPU plus scoring, per job of a round
     per_eval = 10.0 + n_val * (0.06 if args.device.startswith("cuda") else 0.4)
     eval_s = per_eval * min(len(todo), max(1, args.jobs))
     lat_s = 10.0 if args.skip_kitti_latency else 50.0
-    train_s = (args.budget_s - (time.perf_counter() - t0) - lat_s - 20.0) / rounds - eval_s - 15.0
-    if train_s < 5:
+    train_s = (args.budget_s - (time.perf_counter() - t0) - lat_s - 20.0) / max(1, rounds) - eval_s - 15.0
+    if resumed_train_s is not None:  # the same training time as the jobs being completed
+        if todo and train_s < resumed_train_s:
+            raise SystemExit(f"--budget-s {args.budget_s} leaves {train_s:.0f} s of training per job; the resumed "
+                             f"jobs trained {resumed_train_s:.0f} s each")
+        train_s = resumed_train_s
+    if todo and train_s < 5:
         raise SystemExit(f"--budget-s {args.budget_s} leaves {train_s:.0f} s of training per job")
     print(f"[{time.perf_counter() - t0:6.1f} s] {len(todo)} jobs, {args.jobs} at once, {train_s:.0f} s of training "
           f"each", flush=True)
     threads = max(1, (os.cpu_count() or 2) // (2 * max(1, args.jobs)))  # main + 1 loader worker per job
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    jobs: dict = {}
     for r in range(rounds):
         batch = todo[r * args.jobs:(r + 1) * args.jobs]
         procs = []
@@ -268,18 +329,26 @@ def main(argv: list[str] | None = None) -> int:
                    str(args.batch_size), "--lr", str(args.lr), "--job-workers", str(args.job_workers)]
             log = open(work / f"job_{v}_{s}.out", "w")  # noqa: SIM115 (the child writes it; closed after wait)
             procs.append(((v, s), subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log))
-        for key, proc, log in procs:
-            try:  # never run past the budget: a job still running then is stopped and reported missing
-                rc = proc.wait(timeout=max(1.0, t0 + args.budget_s - lat_s - 10.0 - time.perf_counter()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                rc = proc.wait()
-            log.close()
-            path = work / f"job_{key[0]}_{key[1]}.json"
-            if rc == 0 and path.is_file():
-                jobs[key] = json.loads(path.read_text())
-            else:
-                print(f"job {key} failed (rc {rc}); see bench_log.txt", flush=True)
+        deadline = t0 + args.budget_s - lat_s - 10.0
+        while procs:  # each job's result is recorded as soon as it ends (a killed call keeps the finished ones)
+            for item in list(procs):
+                key, proc, log = item
+                rc = proc.poll()
+                if rc is None and time.perf_counter() < deadline:
+                    continue
+                if rc is None:  # never run past the budget: a job still running then is stopped, reported missing
+                    proc.kill()
+                    rc = proc.wait()
+                log.close()
+                procs.remove(item)
+                path = work / f"job_{key[0]}_{key[1]}.json"
+                if rc == 0 and path.is_file():
+                    jobs[key] = json.loads(path.read_text())
+                    record(key, jobs[key], train_s)
+                else:
+                    print(f"job {key} failed (rc {rc}); see bench_log.txt", flush=True)
+            if procs:
+                time.sleep(0.5)
         print(f"[{time.perf_counter() - t0:6.1f} s] round {r + 1}/{rounds} done", flush=True)
     rows = aggregate(jobs, args.seeds) + motion
     lat_rows, lat = [], {}
@@ -306,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"command": "python tools/bench/streamdsgn.py " + " ".join(sys.argv[1:] if argv is None else argv),
                 "quick_cpu_smoke": bool(args.quick), "device": args.device, "seeds": args.seeds,
                 "budget_s": args.budget_s, "train_s_per_job": round(train_s, 1), "jobs_at_once": args.jobs,
+                "resumed_jobs": resumed,
                 "batch_size": args.batch_size, "peak_lr": args.lr, "preset": "tiny",
                 "data": {"train": f"{args.train_sequences} sequences x {args.frames} frames, seed 0, 96x320",
                          "held_out": f"{args.val_sequences} sequences x {args.frames} frames, seed 1000, all clips"},
@@ -316,7 +386,6 @@ def main(argv: list[str] | None = None) -> int:
     path = write_results("streamdsgn", "streamdsgn", rows, settings)
     (out / "streamdsgn").mkdir(exist_ok=True)
     shutil.copy(path, out / "streamdsgn" / "streamdsgn.json")
-    (out / "jobs.json").write_text(json.dumps({f"{v}_{s}": j for (v, s), j in jobs.items()}, default=float))
     with open(out / "bench_log.txt", "w") as f:
         for name in sorted(p.name for p in work.iterdir() if p.suffix in (".out", ".log")):
             f.write(f"===== {name}\n" + (work / name).read_text(errors="replace")[-20000:] + "\n")
