@@ -27,7 +27,8 @@ from .models.config import StreamDSGNConfig
 
 __all__ = ["limit_period", "make_anchors", "ResidualCoder", "nearest_bev_boxes", "bev_iou_axis_aligned",
            "assign_targets", "direction_targets", "decode_predictions", "rotated_nms", "enclosing_bev_boxes",
-           "box_corners_3d", "project_boxes_to_image", "KITTI_FOCAL", "default_height_scale"]
+           "box_corners_3d", "project_boxes_to_image", "image_window", "clip_to_window", "KITTI_FOCAL",
+           "default_height_scale"]
 
 #: KITTI's left-camera focal length (px) of the full-resolution images (sequence 0000's ``P2[0, 0]``).
 KITTI_FOCAL = 721.5377
@@ -262,6 +263,28 @@ def project_boxes_to_image(boxes: torch.Tensor, calib: dict, image_hw: tuple | N
         h, w = image_hw
         out[:, 0::2] = out[:, 0::2].clamp(0, w - 1)
         out[:, 1::2] = out[:, 1::2].clamp(0, h - 1)
+    return out
+
+
+def image_window(sample: dict, image_size: tuple) -> tuple[float, float, float, float]:
+    """The pixel window ``(u0, v0, u1, v1)``, in the coordinates of the (cropped) input, that detections' 2D boxes are
+    clipped to: the **original** image, as OpenPCDet clips predicted boxes to ``info['image']['image_shape']`` with
+    the original calibration, so a box reaching above a bottom crop keeps its full height for the devkit's
+    minimum-height rule (as the label boxes of the ground truth do). Samples without ``crop_offset`` /
+    ``image_shape`` (e.g. hand-built ones) get the input image ``image_size``."""
+    if sample.get("image_shape") is None:
+        return 0.0, 0.0, float(image_size[1] - 1), float(image_size[0] - 1)
+    x0, y0 = sample.get("crop_offset", (0, 0))
+    h, w = sample["image_shape"]
+    return float(-x0), float(-y0), float(w - 1 - x0), float(h - 1 - y0)
+
+
+def clip_to_window(bbox: torch.Tensor, window: tuple) -> torch.Tensor:
+    """``bbox [N, 4]`` (x1, y1, x2, y2) clipped to ``window`` ``(u0, v0, u1, v1)`` (a copy)."""
+    u0, v0, u1, v1 = window
+    out = bbox.clone()
+    out[:, 0::2] = out[:, 0::2].clamp(u0, u1)
+    out[:, 1::2] = out[:, 1::2].clamp(v0, v1)
     return out
 
 

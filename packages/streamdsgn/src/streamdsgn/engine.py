@@ -35,10 +35,12 @@ import torch
 
 from .boxes import (
     assign_targets,
+    clip_to_window,
     decode_boxes,
     decode_predictions,
     default_height_scale,
     direction_targets,
+    image_window,
     make_anchors,
     project_boxes_to_image,
 )
@@ -252,7 +254,8 @@ class StreamDSGN:
         """Detections ``{"boxes" [K, 7], "scores", "labels", "bbox" [K, 4], "bbox_height" [K]}`` (numpy) for one
         sample's token frame, using and updating the BEV history (cleared when the scene changes or the sample has no
         ``prev`` frame, as the released ``prev_sample_idx == ''`` rule). ``bbox`` is each 3D box projected into the
-        left image (clipped to it), the 2D box the KITTI devkit's minimum-height rule reads. The latency of the call
+        left image, clipped to the original image (:func:`streamdsgn.boxes.image_window`; in input-crop pixels), the
+        2D box the KITTI devkit's minimum-height rule reads. The latency of the call
         (CUDA-synchronised, including the 2D projection) is appended to ``self.latencies``."""
         if not isinstance(sample, dict) or "frames" not in sample:
             raise ValueError("sample must be a KittiTrackingStream sample dict")
@@ -273,9 +276,10 @@ class StreamDSGN:
             out = self.model(tok["left"].to(dev), tok["right"].to(dev), calib, batch["fu_baseline"].to(dev),
                              prev_bev=self._history if self.model.streaming else None)
         det = decode_predictions(out, self.anchors(dev)[0], self.config, score_threshold)[0]
-        # the 2D image box of every detection, for the devkit's minimum-height rule (as the released evaluation)
-        det["bbox"] = project_boxes_to_image(det["boxes"], {k: v[0] for k, v in batch["calib"].items()},
-                                             self.config.image_size)
+        # the 2D image box of every detection, for the devkit's minimum-height rule (as the released evaluation),
+        # clipped to the original image (crop coordinates: negative above / left of a crop)
+        det["bbox"] = clip_to_window(project_boxes_to_image(det["boxes"], {k: v[0] for k, v in batch["calib"].items()}),
+                                     image_window(sample, self.config.image_size))
         det["bbox_height"] = det["bbox"][:, 3] - det["bbox"][:, 1]
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
@@ -429,7 +433,8 @@ class StreamDSGN:
                             "labels": np.zeros(0, np.int64), "bbox_height": np.zeros(0, np.float32)})
                 continue
             p = forecaster.predict_state(states[j], tq)
-            bb = project_boxes_to_image(torch.as_tensor(p["boxes"]), out_samples[j]["calib"], self.config.image_size)
+            bb = clip_to_window(project_boxes_to_image(torch.as_tensor(p["boxes"]), out_samples[j]["calib"]),
+                                image_window(out_samples[j], self.config.image_size))
             p["bbox_height"] = (bb[:, 3] - bb[:, 1]).numpy()
             res.append(p)
         return res

@@ -285,7 +285,8 @@ class KittiTrackingStream(Dataset):
     filter reads its height), "occluded", "truncated", "names" (original
     KITTI types of the kept boxes), "dontcare_bbox2d" [K, 4], "depth"}}, "calib": {"P2", "P3", "R_rect",
     "Tr_velo_cam"} (float32 tensors), "fu_baseline", "crop_offset" (x0, y0: add it to crop pixel coordinates to get
-    the original image's)}``. :attr:`scenes` lists the clips of the split and
+    the original image's), "image_shape" (H, W of the original image: detections' 2D boxes are clipped to it, as
+    OpenPCDet clips them to ``info['image']['image_shape']``)}``. :attr:`scenes` lists the clips of the split and
     :meth:`clip_frames` gives a clip's sample indices in time order.
     """
 
@@ -462,6 +463,7 @@ class KittiTrackingStream(Dataset):
             "calib": {k: torch.as_tensor(v, dtype=torch.float32) for k, v in calib.items()},
             "fu_baseline": _fu_baseline(self._calib[seq]),
             "crop_offset": (int(offset[0]), int(offset[1])),  # (x0, y0) of the crop in the original image
+            "image_shape": (int(h_img), int(w_img)),  # the original image's (H, W)
         }
 
 
