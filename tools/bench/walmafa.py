@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import re
 import shlex
@@ -366,6 +367,61 @@ def full(args) -> None:
     print(json.dumps(rows, indent=1))
 
 
+_TILING_CHILD = """
+import json, resource, sys, time, torch
+from commons.data.lol import SyntheticLowLightDataset
+from commons.metrics import psnr, ssim
+from walmafa import Enhancer, enhance_image
+torch.set_num_threads(1)
+tile, size, dump = (None if sys.argv[1] == "none" else int(sys.argv[1])), int(sys.argv[2]), sys.argv[3]
+model = Enhancer.pretrained(device="cpu").model.eval()
+test = SyntheticLowLightDataset("test", size=size, variants=1, seed=0)
+pairs = [test[i] for i in range(len(test))]
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+outs = [enhance_image(model, lo, tile=tile, overlap=32) for lo, _ in pairs]
+sec = (time.perf_counter() - t) / len(pairs)
+grow = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+torch.save(torch.stack(outs), dump)
+print(json.dumps({"psnr": sum(psnr(o, hi) for o, (_, hi) in zip(outs, pairs)) / len(pairs),
+                  "ssim": sum(ssim(o, hi) for o, (_, hi) in zip(outs, pairs)) / len(pairs),
+                  "rss_growth_MiB": grow, "s_per_image": sec, "hw": list(pairs[0][0].shape[-2:]),
+                  "images": test.names}))
+"""
+
+
+def tiling(args) -> None:
+    """``--tiling`` (CPU, ~4 minutes): the shipped weights on the held-out photos (short side ``--size``, one
+    degradation each), whole vs in 256² tiles (overlap 32): PSNR/SSIM against the originals, the largest difference
+    between the two outputs, seconds per image and the growth of the process's peak resident memory (one process per
+    setting, one thread). Writes ``results/walmafa/walmafa_tiling.json`` (or under --out with ``--out``)."""
+    import subprocess
+
+    from commons.results import write_results
+
+    rows, outs = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for tile in ("none", "256"):
+            dump = str(Path(tmp) / f"{tile}.pt")
+            res = subprocess.run([sys.executable, "-c", _TILING_CHILD, tile, str(args.size), dump],
+                                 capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            if res.returncode:
+                raise SystemExit(f"--tiling child failed: {res.stderr.strip().splitlines()[-1:]}")
+            info = json.loads(res.stdout.strip().splitlines()[-1])
+            outs[tile] = torch.load(dump, weights_only=True)
+            rows.append({"table": "tiling", "mode": "whole image" if tile == "none" else "256² tiles, overlap 32",
+                         "size": "×".join(map(str, info["hw"])), "psnr": info["psnr"], "ssim": info["ssim"],
+                         "rss_growth_MiB": info["rss_growth_MiB"], "s_per_image": info["s_per_image"]})
+            print(rows[-1], flush=True)
+    rows[1]["max_abs_diff_vs_whole"] = float((outs["256"] - outs["none"]).abs().max())
+    rows[1]["mean_abs_diff_vs_whole"] = float((outs["256"] - outs["none"]).abs().mean())
+    settings = {"weights": "walmafa/weights/walmafa.safetensors (shipped)", "images": info["images"],
+                "data": f"SyntheticLowLightDataset('test', size={args.size}, variants=1, seed=0)",
+                "threads": 1, "device": "cpu", "command": " ".join(["python", *sys.argv])}
+    root = Path(args.out) if args.out != "runs/bench/walmafa" else None
+    print(write_results("walmafa", "walmafa_tiling", rows, settings, root=root))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a few CPU minutes")
@@ -383,6 +439,8 @@ def main() -> None:
     p.add_argument("--fix-gpu-json", default=None, metavar="DIR",
                    help="re-derive the device times of DIR/walmafa/walmafa_gpu.json from DIR's saved profile tables")
     p.add_argument("--full", action="store_true", help="GPU: WalMaFa vs U-Net at an equal budget, several seeds")
+    p.add_argument("--tiling", action="store_true",
+                   help="CPU: shipped weights whole vs tiled (quality, memory, time) at --size (use 400)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--budget-s", type=float, default=150, help="--full: seconds per seed (both models)")
     p.add_argument("--train-args", default="", help="--full: extra tools/walmafa_train.py arguments")
@@ -396,6 +454,9 @@ def main() -> None:
         return
     if args.fix_gpu_json:
         print(fix_gpu_json(Path(args.fix_gpu_json)))
+        return
+    if args.tiling:
+        tiling(args)
         return
     if args.full:
         if args.device == "cpu" and torch.cuda.is_available():
