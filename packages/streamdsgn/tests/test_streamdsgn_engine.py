@@ -105,11 +105,25 @@ def test_checkpoint_resume_matches_uninterrupted_run(stream, tmp_path):
     h_res = resumed.fit(stream, cfg, run_dir=tmp_path / "part", resume=True, progress=False)
     assert (tmp_path / "part" / "final" / "model.safetensors").exists()
     assert len(h_res["epoch_loss"]) == 2
-    assert np.allclose(h_res["loss"], h_full["loss"], rtol=1e-4, atol=1e-5)
+    # same process, same CPU kernels, same sample order: the resumed run is the uninterrupted one, bit for bit
+    assert h_res["loss"] == h_full["loss"]
     sd_a, sd_b = full.model.state_dict(), resumed.model.state_dict()
-    assert all(torch.allclose(sd_a[k].float(), sd_b[k].float(), atol=1e-5) for k in sd_a)
+    assert all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
     loaded = StreamDSGN.load(tmp_path / "part" / "final", device="cpu")
     assert loaded.config == resumed.config
+    # a resume with another schedule or model is refused, naming the setting, before the state is loaded
+    part2 = StreamDSGN("tiny", device="cpu", seed=0, **SLIM)
+    part2.fit(stream, cfg, run_dir=tmp_path / "part2", progress=False, stop_after=1)
+    other = TrainConfig(epochs=2, samples_per_epoch=2, log_every=1, seed=1, lr=2e-3)
+    with pytest.raises(ValueError, match="train_config lr=0.001"):
+        StreamDSGN("tiny", device="cpu", seed=0, **SLIM).fit(stream, other, run_dir=tmp_path / "part2", resume=True,
+                                                             progress=False)
+    with pytest.raises(ValueError, match="model_config baseline=False"):
+        StreamDSGN("tiny", device="cpu", seed=0, baseline=True, **SLIM).fit(
+            stream, cfg, run_dir=tmp_path / "part2", resume=True, progress=False)
+    more_logs = TrainConfig(epochs=2, samples_per_epoch=2, log_every=3, seed=1)  # exempt: logging only
+    StreamDSGN("tiny", device="cpu", seed=0, **SLIM).fit(stream, more_logs, run_dir=tmp_path / "part2", resume=True,
+                                                         progress=False)
 
 
 @pytest.mark.slow

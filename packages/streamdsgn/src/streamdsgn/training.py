@@ -96,10 +96,17 @@ class FitLoop:
 
     # ---------------------------------------------------------------------------------------------- phases
     def resume(self) -> None:
-        """Model, optimiser, epoch, step and history of the last finished epoch, when ``run_dir/state.pt`` exists."""
-        state = self.run.restore(self.model, self.optim) if self.run is not None else None
+        """Model, optimiser, epoch, step and history of the last finished epoch, when ``run_dir/state.pt`` exists.
+        A state written with another training or model configuration is refused (``ValueError`` naming the first
+        differing setting) before anything is loaded: continuing it would follow neither run's schedule or model.
+        Exempt: ``log_every``, ``num_workers`` (the sample order does not depend on it) and the post-processing
+        fields of the model config."""
+        state = self.run.load_state() if self.run is not None else None
         if state is None:
             return
+        self._check_same_config(state)
+        self.model.load_state_dict(state["model"])
+        self.optim.load_state_dict(state["optimizer"])
         self.epoch, self.step_count, self.history = int(state["epoch"]), int(state["step"]), state["history"]
         logger.info("resumed from %s after epoch %d", self.run.state_path, self.epoch)
 
@@ -157,6 +164,24 @@ class FitLoop:
         return self.history
 
     # ---------------------------------------------------------------------------------------------- helpers
+    _RESUME_EXEMPT = ("log_every", "num_workers", "score_threshold", "nms_iou", "nms_pre", "nms_post", "nms_rotated")
+
+    def _check_same_config(self, state: dict) -> None:
+        import json
+
+        def plain(d: dict) -> dict:  # tuples vs lists, dataclasses as dicts: compare as JSON would
+            return json.loads(json.dumps(d, default=str))
+
+        for name, ours in (("train_config", asdict(self.config)), ("model_config", self.det.config.to_dict())):
+            theirs = state.get(name)
+            if theirs is None:  # a state written before configurations were stored
+                continue
+            a, b = plain(theirs), plain(ours)
+            for key in sorted(set(a) | set(b)):
+                if key not in self._RESUME_EXEMPT and a.get(key) != b.get(key):
+                    raise ValueError(f"cannot resume {self.run.state_path}: it was written with {name} {key}="
+                                     f"{a.get(key)!r}, this run has {b.get(key)!r}")
+
     def checkpoint(self) -> None:
         if self.run is not None and self.backend.is_main_process:
             self.run.save_state({"model": self.backend.unwrap(self.model).state_dict(),
