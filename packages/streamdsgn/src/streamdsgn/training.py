@@ -99,8 +99,8 @@ class FitLoop:
         """Model, optimiser, epoch, step and history of the last finished epoch, when ``run_dir/state.pt`` exists.
         A state written with another training or model configuration is refused (``ValueError`` naming the first
         differing setting) before anything is loaded: continuing it would follow neither run's schedule or model.
-        Exempt: ``log_every``, ``num_workers`` (the sample order does not depend on it) and the post-processing
-        fields of the model config."""
+        Exempt: ``log_every``, ``num_workers`` (the sample order does not depend on it), the post-processing
+        fields of the model config and its ``pretrained`` initialisation file (the state replaces the weights)."""
         state = self.run.load_state() if self.run is not None else None
         if state is None:
             return
@@ -164,7 +164,9 @@ class FitLoop:
         return self.history
 
     # ---------------------------------------------------------------------------------------------- helpers
-    _RESUME_EXEMPT = ("log_every", "num_workers", "score_threshold", "nms_iou", "nms_pre", "nms_post", "nms_rotated")
+    #: settings a resume may change: logging, loader workers, post-processing, the initialisation file (overwritten)
+    _RESUME_EXEMPT = ("log_every", "num_workers", "score_threshold", "nms_iou", "nms_pre", "nms_post", "nms_rotated",
+                      "pretrained")
 
     def _check_same_config(self, state: dict) -> None:
         import json
