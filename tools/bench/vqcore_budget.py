@@ -9,6 +9,9 @@ short ``--short`` budget, and reports per trained group:
 * ``lora_in_steps``: mean ``|B A|`` of the in-quantizer LoRA, in units of its layer's mean weight step;
 * ``rank1_in_steps`` (q-vdit): the same for the rank-1 term ``β αᵀ``.
 
+``mpq-dm``'s default keeps the code's per-step rates (``lr_scale=1``; the budget rule collapsed the zoo UNet), so it
+gets both rows: ``default`` (its real default) and ``budget_rule`` (``lr_scale="budget"``).
+
 ``official_extrapolated`` multiplies the ``lr_scale=1`` movement by ``official steps / our steps`` (Adam moves a
 parameter about ``lr`` per step, so movement ∝ lr × steps while it is small): the amount the official recipe would move
 the parameter. The default run should be of that order. CPU, a few minutes; writes ``results/vqcore/budget.json``.
@@ -62,12 +65,14 @@ def _movement(before: dict, after: dict) -> dict:
 
 def measure(method: str, model, w: int, a: int, calib, iters: int, short: int, official_steps: int, steps_of,
             budget_opts: dict | None = None, **opts) -> list:
-    """The budget-rule run at ``iters`` (``budget_opts`` selects the rule where it is not the method's default), the
-    official-rate run at ``short`` iterations (extrapolated), one row each."""
+    """The method's default run at ``iters``; where the budget rule is not the default (``budget_opts`` selects it,
+    mpq-dm) also a ``budget_rule`` run at ``iters``; the official-rate run at ``short`` iterations (extrapolated);
+    one row each."""
     base = vqcore.quantize(model, method, w_bits=w, a_bits=a, calib=calib, iters=0, progress=False, **opts)
     before = _snapshot(base)
     rows = []
-    for label, n, extra in (("default", iters, budget_opts or {}), ("official_lr", short, {"lr_scale": 1.0})):
+    runs = [("default", iters, {})] + ([("budget_rule", iters, budget_opts)] if budget_opts else [])
+    for label, n, extra in (*runs, ("official_lr", short, {"lr_scale": 1.0})):
         t0 = time.perf_counter()
         q = vqcore.quantize(model, method, w_bits=w, a_bits=a, calib=calib, iters=n, progress=False, **opts, **extra)
         sec = time.perf_counter() - t0
