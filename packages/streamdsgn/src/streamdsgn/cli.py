@@ -196,7 +196,8 @@ def _run(args: argparse.Namespace) -> int:
                 d = det.detect_sample(s, args.score_threshold)
                 frames.append({"frame": int(s["frame"]), "timestamp": float(s["timestamp"]),
                                "boxes": d["boxes"].tolist(), "scores": d["scores"].tolist(),
-                               "labels": d["labels"].tolist(), "bbox": d["bbox"].tolist()})
+                               "labels": d["labels"].tolist(), "bbox": d["bbox"].tolist(),
+                               "crop_offset": list(s.get("crop_offset", (0, 0)))})
                 kitti_frames.append({"seq": s["seq"], "frame": int(s["frame"]), "det": d,
                                      "calib": {k: v.numpy() for k, v in s["calib"].items()},
                                      "crop_offset": s.get("crop_offset", (0, 0))})
@@ -205,8 +206,9 @@ def _run(args: argparse.Namespace) -> int:
             from commons.io import save_json
 
             save_json(args.out, {"box_format": "x, y, z (centre), dx, dy, dz, yaw in the LiDAR-style frame; bbox: "
-                                               "2D box in image pixels; boxes are the model's prediction for the "
-                                               "NEXT frame unless baseline",
+                                               "2D box in input-image (crop) pixels, clipped to the original image "
+                                               "(add crop_offset for original pixels); boxes are the model's "
+                                               "prediction for the NEXT frame unless baseline",
                                  "classes": ["Car", "Pedestrian", "Cyclist"], "clips": out})
             print(f"wrote detections of {len(out)} clip(s) to {args.out}")
         if args.kitti_out:
