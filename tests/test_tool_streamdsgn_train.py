@@ -38,7 +38,7 @@ def test_training_script_trains_evaluates_and_writes_loadable_weights(tmp_path):
     from streamdsgn import StreamDSGN
 
     out = tmp_path / "out"
-    rc = _tool().main(["--out", str(out), "--budget-s", "14", "--eval-reserve-s", "6", "--train-sequences", "1",
+    rc = _tool().main(["--out", str(out), "--budget-s", "18", "--eval-reserve-s", "6", "--train-sequences", "1",
                        "--val-sequences", "1", "--frames", "8", "--batch-size", "1", "--workers", "0",
                        "--device", "cpu", "--log-every", "1", "--config-kw", json.dumps(SLIM),
                        "--data", str(tmp_path / "data")])
