@@ -450,6 +450,8 @@ def main() -> None:
                    help="--full: start a seed only if it ends within this many seconds of the call (0: no limit)")
     args = p.parse_args()
     if args.gpu_profile:
+        if not torch.cuda.is_available():
+            raise SystemExit("--gpu-profile needs a CUDA GPU (torch.cuda.is_available() is False)")
         gpu_profile(args)
         return
     if args.fix_gpu_json:

@@ -239,3 +239,21 @@ def test_broken_weights_are_refused_with_one_line(tmp_path, image_png, capsys):
         assert msg in err and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert cli_main(["enhance", str(image_png), str(tmp_path / "out.txt"), "--device", "cpu"]) == 2
     assert "image extension" in capsys.readouterr().err
+
+
+def test_cli_scan_choice(tmp_path, image_png, monkeypatch):
+    """``--scan``: auto keeps the chunked scan on CPU; triton is set on the model and falls back to the chunked scan
+    off CUDA, so the written image is the same."""
+    from walmafa.cli import _load, _parser
+
+    w = save_weights(create_model("walmafa", **TINY), tmp_path / "w.safetensors", "walmafa")
+    monkeypatch.setenv("WALMAFA_WEIGHTS", str(w))
+    auto = _load(_parser().parse_args(["enhance", "a.png", "b.png", "--device", "cpu"]))
+    tri = _load(_parser().parse_args(["enhance", "a.png", "b.png", "--device", "cpu", "--scan", "triton"]))
+    assert auto.model.config.scan == "chunked" and tri.model.config.scan == "triton"
+    outs = []
+    for scan in ("chunked", "triton"):
+        assert cli_main(["enhance", str(image_png), str(tmp_path / f"{scan}.png"), "--device", "cpu",
+                         "--scan", scan]) == 0
+        outs.append(np.asarray(Image.open(tmp_path / f"{scan}.png")))
+    assert np.array_equal(*outs)

@@ -84,9 +84,13 @@ def _parser() -> argparse.ArgumentParser:
                         help="JSON config overrides for --released-layout, e.g. '{\"token_layout\": \"raw\"}'")
         sp.add_argument("--tile", default="auto",
                         help="enhance in overlapping TILE×TILE windows (a multiple of 16) to bound memory; 'auto' "
-                             f"(default): {AUTO_TILE}-pixel tiles for images over {AUTO_TILE_PIXELS / 1e6:g} Mpx (bounded memory), "
+                             f"(default): {AUTO_TILE}-pixel tiles for images over {AUTO_TILE_PIXELS / 1e6:g} Mpx "
+                             "(bounded memory), "
                              "'none': always whole")
         sp.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels")
+        sp.add_argument("--scan", choices=["auto", "chunked", "triton"], default="auto",
+                        help="selective scan for inference: 'auto' (default) = the fused Triton kernel on a CUDA "
+                             "device with Triton installed, else the chunked PyTorch scan (same function)")
 
     e = sub.add_parser("eval", help="PSNR/SSIM (RGB, [0,1], padded to 16, no GT-mean unless --gt-mean)")
     data_args(e)
@@ -130,6 +134,19 @@ def _model_kw(text: str) -> dict:
 
 
 def _load(args):
+    """The model of ``--checkpoint`` / ``--weights`` / the shipped weights, with the ``--scan`` of choice."""
+    enh = _load_weights(args)
+    from .mamba import set_scan
+    from .scan_triton import triton_available
+
+    scan = args.scan
+    if scan == "auto":
+        scan = "triton" if enh.device.type == "cuda" and triton_available(enh.device) else None
+    set_scan(enh.model, scan)  # "triton" falls back to the chunked scan where the kernel cannot run
+    return enh
+
+
+def _load_weights(args):
     from .engine import Enhancer
 
     if args.checkpoint and args.weights:
