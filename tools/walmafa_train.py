@@ -15,7 +15,7 @@ same number of steps on the same batch stream and everything ends within ``--bud
 it instead (reproducible). A time guard stops WalMaFa early if the machine turns out slower (recorded in the card).
 
 The network is the released configuration (Mamba on the high bands, raw token layout, blocks [2, 3, 4]) at a reduced
-width (``--dim 8`` by default, 2.08 M parameters, 8.3 MB in float32; the release uses dim 16 with 7.98 M) so that
+width (``--dim 8`` by default, 2.05 M parameters, 8.3 MB in float32; the release uses dim 16 with 7.89 M) so that
 the shipped file stays under 10 MB and the short budget buys more steps.
 
 Writes into ``--out``: ``walmafa.safetensors`` + ``walmafa.json`` (model card: config, data, recipe, steps, seed,

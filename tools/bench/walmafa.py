@@ -15,8 +15,8 @@ and the U-Net at an equal budget for 3 seeds with ``tools/walmafa_train.py`` (GP
     python tools/bench/walmafa.py --lol datasets/LOLv1 --steps 2000 --device cuda
     python tools/bench/walmafa.py --gpu-profile --out $OUT
     python tools/bench/walmafa.py --full --budget-s 150 --out $OUT           # 3 seeds × 150 s, one GPU
-    python tools/bench/walmafa.py --full --budget-s 270 --max-seconds 580 --out $OUT                  # seeds 0, 1
-    python tools/bench/walmafa.py --full --budget-s 270 --max-seconds 580 --out $OUT \\
+    python tools/bench/walmafa.py --full --budget-s 260 --max-seconds 580 --out $OUT                  # seeds 0, 1
+    python tools/bench/walmafa.py --full --budget-s 260 --max-seconds 580 --out $OUT \\
         --resume-from .cache/walmafa_full_seeds.jsonl                                              # seed 2 + JSON
 """
 
