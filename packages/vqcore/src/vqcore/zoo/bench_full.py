@@ -47,7 +47,7 @@ ABLATIONS = {
 }
 UNITS_FILE = "vqcore_quality_units.jsonl"
 METRICS = ("accuracy", "fvd_like", "fid_like", "flicker", "smoothness", "psnr", "ssim", "quant_s", "sample_s",
-           "peak_gib")
+           "peak_gib", "calib_items", "calib_skipped")
 
 
 def _ablation_kind(kinds, method: str) -> str | None:
@@ -223,7 +223,7 @@ def run_full(out: Path, device: str = "cpu", kinds=FULL_KINDS, seeds=(0, 1, 2), 
         if unit["method"] == "fp":
             row = {"model": unit["model"], "W/A": "FP", "method": "fp", "ablation": "none", "bits": "all FP",
                    **state["fp_metrics"], "quant_s": 0.0, "sample_s": state["timings"]["fp_sample_s"],
-                   "calibration_capture_s": state["timings"]["calibration_s"]}
+                   "calibration_capture_s": state["timings"]["calibration_s"], **state["calib_info"]}
         else:
             row, _ = _run_row(state, unit["w"], unit["a"], unit["method"], p, unit["seed"], False, unit["options"])
             row["ablation"] = unit["ablation"]
