@@ -487,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
                       help="where vqcore/vqcore_quality.json goes (default: the repository's results/)")
     full.add_argument("--settings", default=None,
                       help="restrict the W/A settings per kind, e.g. 'video-l=W3A6,W4A6;image=W2A4' (kinds not "
-                           "named keep all theirs); a split run's calls must use the same value to share units")
+                           "named keep all theirs); a unit done under one value is reused by a later, wider call "
+                           "that resumes from its units file")
     full.add_argument("--plan", action="store_true", help="print the units and exit (loads no model)")
     ap.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
