@@ -195,7 +195,13 @@ def test_shipped_weights_give_the_recorded_output():
     the released block builds but never uses (``illu.conv2`` of every WMB, ``keep_unused``); float64 on one thread.
     Across CPUs the convolutions and scans may sum in another order (a few float64 ulps per operation, ~1e-16
     relative, through ~100 layers), so the sums get a relative tolerance of 1e-10; on the recording machine the
-    float32 and float64 outputs were verified bit-identical before and after the change."""
+    float32 and float64 outputs were verified bit-identical before and after the change. The record belongs to the
+    file of that time (SHA-256 below): a retrained file (tools/walmafa_train.py, new layout) makes the test skip."""
+    import hashlib
+
+    recorded = "35436b2f61033d8210a15a2d55d86a6adc35d0c035d1bc63740fa73d7648dc3a"
+    if hashlib.sha256(default_weights().read_bytes()).hexdigest() != recorded:
+        pytest.skip("the shipped weights were replaced since the output was recorded (pre-issue-26 file only)")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
