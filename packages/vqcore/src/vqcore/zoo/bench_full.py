@@ -43,7 +43,9 @@ ABLATIONS = {
     "q-vdit": {"no-tqe": {"tqe": False}, "no-tmd": {"tmd": False}, "no-frame-mask": {"frame_mask": False}},
     "s2q-vdit": {"global-topk": {"stratify": False}, "random-select": {"select": "random"},
                  "dense-tokens": {"distill": "token"}, "plain-mse": {"distill": "plain"}, "no-lora": {"lora_rank": 0}},
-    "mpq-dm": {"no-omq": {"omq": False}, "no-trd": {"trd": False}},
+    # minmax-init is not a component off: the default L_2.4 weight-range search collapses the zoo UNet at W2
+    # (docs/mpq-dm.md), and min-max ranges do not; the seeds show whether that holds beyond one CPU run
+    "mpq-dm": {"no-omq": {"omq": False}, "no-trd": {"trd": False}, "minmax-init": {"weight_init": "minmax"}},
 }
 UNITS_FILE = "vqcore_quality_units.jsonl"
 METRICS = ("accuracy", "fvd_like", "fid_like", "flicker", "smoothness", "psnr", "ssim", "quant_s", "sample_s",
