@@ -422,6 +422,57 @@ def tiling(args) -> None:
     print(write_results("walmafa", "walmafa_tiling", rows, settings, root=root))
 
 
+def border_sweep(args) -> None:
+    """``--border-sweep`` (CPU, ~6 minutes): the shipped weights on the held-out photos with test-time border padding
+    (``enhance_image(..., border=N)``: reflect-pad N pixels on all four sides, crop back). Per photo, size and N:
+    PSNR/SSIM against the originals and the mean absolute error on the outermost pixel ring vs the interior (pixels
+    at least 8 from the edge). Sizes: the training crop scale (short side 128, the 4 seeded degradations of each photo
+    of the model card's held-out set) for N in {0, 8, 16, 32}, and the model card's 400×592 (first degradation of
+    each photo only, to stay within a few CPU minutes) for the same N. Writes ``results/walmafa/walmafa_border.json``
+    (or under --out with ``--out``)."""
+    from commons.data.lol import SyntheticLowLightDataset
+    from commons.metrics import psnr, ssim
+    from commons.results import write_results
+    from walmafa.engine import Enhancer, enhance_image
+    from walmafa.pretrained import default_weights
+
+    torch.set_num_threads(1)  # two threads on the shared 2-core machine ran 6× slower
+    model = Enhancer.load(default_weights(), device="cpu").model.eval()
+    plan = [(128, 4, (0, 8, 16, 32)), (400, 1, (0, 8, 16, 32))]
+    rows = []
+    for size, variants, borders in plan:
+        test = SyntheticLowLightDataset("test", size=size, variants=variants, seed=0)
+        pairs = [test[i] for i in range(len(test))]
+        photos = [n.rsplit("_", 1)[0] for n in test.names]
+        for n in borders:
+            t = time.perf_counter()
+            outs = [enhance_image(model, lo, border=n) for lo, _ in pairs]
+            sec = (time.perf_counter() - t) / len(pairs)
+            for photo in sorted(set(photos)) + ["all"]:
+                idx = [i for i, ph in enumerate(photos) if photo in (ph, "all")]
+                ring, inner = [], []
+                for i in idx:
+                    err = (outs[i] - pairs[i][1]).abs()
+                    ring.append(torch.cat([err[:, 0].flatten(), err[:, -1].flatten(), err[:, 1:-1, 0].flatten(),
+                                           err[:, 1:-1, -1].flatten()]).mean().item())
+                    inner.append(err[:, 8:-8, 8:-8].mean().item())
+                rows.append({"table": "border", "photos": photo, "images": len(idx),
+                             "size": "×".join(map(str, pairs[0][0].shape[-2:])), "border": n,
+                             "psnr": sum(psnr(outs[i], pairs[i][1]) for i in idx) / len(idx),
+                             "ssim": sum(ssim(outs[i], pairs[i][1]) for i in idx) / len(idx),
+                             "ring_abs_err": sum(ring) / len(idx), "interior_abs_err": sum(inner) / len(idx),
+                             "s_per_image": sec})
+                print(rows[-1], flush=True)
+    settings = {"weights": "walmafa/weights/walmafa.safetensors (shipped)",
+                "data": [f"SyntheticLowLightDataset('test', size={s}, variants={v}, seed=0)" for s, v, _ in plan],
+                "borders": {str(s): list(b) for s, _, b in plan}, "threads": 1, "device": "cpu",
+                "metrics": "PSNR/SSIM on RGB in [0,1] (commons.metrics), no GT-mean; ring = outermost pixel ring, "
+                           "interior = pixels at least 8 from the edge",
+                "command": " ".join(["python", *sys.argv])}
+    root = Path(args.out) if args.out != "runs/bench/walmafa" else None
+    print(write_results("walmafa", "walmafa_border", rows, settings, root=root))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a few CPU minutes")
@@ -439,6 +490,8 @@ def main() -> None:
     p.add_argument("--fix-gpu-json", default=None, metavar="DIR",
                    help="re-derive the device times of DIR/walmafa/walmafa_gpu.json from DIR's saved profile tables")
     p.add_argument("--full", action="store_true", help="GPU: WalMaFa vs U-Net at an equal budget, several seeds")
+    p.add_argument("--border-sweep", action="store_true",
+                   help="CPU, ~6 min: the shipped weights with test-time border padding N (walmafa_border.json)")
     p.add_argument("--tiling", action="store_true",
                    help="CPU: shipped weights whole vs tiled (quality, memory, time) at --size (use 400)")
     p.add_argument("--seeds", default="0,1,2")
@@ -459,6 +512,9 @@ def main() -> None:
         return
     if args.tiling:
         tiling(args)
+        return
+    if args.border_sweep:
+        border_sweep(args)
         return
     if args.full:
         if args.device == "cpu" and torch.cuda.is_available():

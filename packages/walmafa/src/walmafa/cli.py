@@ -37,6 +37,8 @@ def _dataset(spec: str, split: str, subset: str | None, seed: int, size: int, ma
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .engine import DEFAULT_BORDER
+
     p = argparse.ArgumentParser(prog="walmafa", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
@@ -73,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true")
     t.add_argument("--no-progress", action="store_true")
 
-    def weight_args(sp):
+    def weight_args(sp, border_default):
         sp.add_argument("--checkpoint", default=None, help="a run folder's final/ or best/ (from walmafa train)")
         sp.add_argument("--weights", default=None,
                         help="a .safetensors file with its .json card, or an official .pth with --released-layout "
@@ -88,13 +90,18 @@ def _parser() -> argparse.ArgumentParser:
                              "(bounded memory), "
                              "'none': always whole")
         sp.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels")
+        sp.add_argument("--border", type=int, default=border_default,
+                        help="reflect-pad the input by N pixels on all four sides and crop back (the padded size "
+                             "is rounded up to a multiple of 16); against the coloured one-pixel ring the convs' "
+                             f"zero padding draws at the edges of a short-trained model (default: {border_default}"
+                             + (", the official evaluation" if border_default == 0 else "") + ")")
         sp.add_argument("--scan", choices=["auto", "chunked", "triton"], default="auto",
                         help="selective scan for inference: 'auto' (default) = the fused Triton kernel on a CUDA "
                              "device with Triton installed, else the chunked PyTorch scan (same function)")
 
     e = sub.add_parser("eval", help="PSNR/SSIM (RGB, [0,1], padded to 16, no GT-mean unless --gt-mean)")
     data_args(e)
-    weight_args(e)
+    weight_args(e, 0)
     e.add_argument("--split", default="test")
     e.add_argument("--gt-mean", action="store_true", help="Retinexformer's GT-mean brightness alignment")
     e.add_argument("--json", default=None, help="also write the results here")
@@ -102,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     n = sub.add_parser("enhance", help="enhance one image")
     n.add_argument("input")
     n.add_argument("output")
-    weight_args(n)
+    weight_args(n, DEFAULT_BORDER)
     n.add_argument("--device", default="auto")
     return p
 
@@ -197,7 +204,8 @@ def _run(args) -> int:
         enh = _load(args)
         ds = _dataset(args.data, args.split, args.subset, args.seed, args.size, args.max_items)
         h, w = ds[0][0].shape[-2:]
-        res = enh.evaluate(ds, gt_mean=args.gt_mean, progress=True, tile=_tile(args.tile, h, w), overlap=args.overlap)
+        res = enh.evaluate(ds, gt_mean=args.gt_mean, progress=True, tile=_tile(args.tile, h, w), overlap=args.overlap,
+                           border=args.border)
         print(f"{len(ds)} images: PSNR {res['psnr']:.3f} dB  SSIM {res['ssim']:.4f}  "
               f"(RGB, [0,1], gt_mean={args.gt_mean})")
         if args.json:
@@ -216,7 +224,7 @@ def _run(args) -> int:
         from commons.data import read_image
 
         low = read_image(args.input)
-        out = enh.enhance(low, tile=_tile(args.tile, *low.shape[-2:]), overlap=args.overlap)
+        out = enh.enhance(low, tile=_tile(args.tile, *low.shape[-2:]), overlap=args.overlap, border=args.border)
         arr = (out.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype("uint8")
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(arr).save(args.output)

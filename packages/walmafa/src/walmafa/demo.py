@@ -2,7 +2,8 @@
 
 The weights (``walmafa/weights/``, trained by ``tools/walmafa_train.py``) never saw the held-out photos ``coffee`` and
 ``flower``; the demo darkens them with the seeded camera model of ``commons.data.lol`` and reports PSNR/SSIM of the
-input and of WalMaFa's output against the originals, with a labelled before/after grid. CPU only, no training.
+input and of WalMaFa's output (``enhance_image`` with its default border padding, as ``walmafa enhance`` runs) against
+the originals, with a labelled before/after grid. CPU only, no training.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ def run(out_dir: Path, size: int = 128, variants: int = 2, seed: int = 0) -> Dem
     from commons.data.lol import SyntheticLowLightDataset
     from commons.metrics import psnr, ssim
 
-    from .engine import Enhancer, enhance_image
+    from .engine import DEFAULT_BORDER, Enhancer, enhance_image
     from .pretrained import default_weights, model_card
 
     out_dir = Path(out_dir)
@@ -63,7 +64,10 @@ def run(out_dir: Path, size: int = 128, variants: int = 2, seed: int = 0) -> Dem
           f"{cfg.get('num_blocks', '?')}, {card.get('params', 0):,} parameters, pure-PyTorch Mamba), {trained} on "
           f"synthetic low-light crops of the embedded photos. Held out: `coffee` and `flower` (never trained on), "
           f"darkened with {variants} seeded exposure/noise draws each at short side {size}; {n} images enhanced on "
-          f"CPU in {seconds:.1f} s. Grid rows: the first draw of each photo. PSNR/SSIM: RGB in [0,1], no GT-mean."
+          f"CPU in {seconds:.1f} s with `walmafa enhance`'s default test-time border padding ({DEFAULT_BORDER} px "
+          f"reflected on each side, against the one-pixel ring the convolutions' zero padding leaves at the edges of "
+          f"these short-trained weights; the model card's numbers use none). Grid rows: the first draw of each "
+          f"photo. PSNR/SSIM: RGB in [0,1], no GT-mean."
           f"{card_line}\n\n" + markdown_table(rows))
     return DemoSection(title="walmafa: low-light enhancement with wavelet Mamba", markdown=md, images=[grid],
                        summary=f"shipped weights on {n} held-out images: input {rows[0]['PSNR (dB)']:.2f} dB / "
