@@ -56,13 +56,6 @@ SETTINGS = {
 }
 
 
-def teacher_fingerprint(teachers) -> str:
-    """sha256 (16 hex digits) of every teacher's state dict: units distilled from other teachers are not mixed."""
-    from kdrl.pool_runs import teacher_fingerprint as fingerprint
-
-    return fingerprint(list(teachers))
-
-
 class UnitLog:
     """The JSON-lines file of finished units (one ``pool`` line per pool and run, ``timing`` lines of the solo
     timing pass)."""
@@ -127,7 +120,7 @@ def run_pool(pool_name, seeds, strategies, epochs, teacher_epochs, batch_size, c
     from commons.device import TrainingBackend
     from commons.jobs import run_jobs
     from kdrl import TeacherPool
-    from kdrl.pool_runs import make_job, prime, run_unit
+    from kdrl.pool_runs import make_job, prime, run_unit, teacher_fingerprint
     from kdrl.pools import POOLS, build_pool, pool_loaders
     from kdrl.training import evaluate_classifier
 
@@ -141,7 +134,7 @@ def run_pool(pool_name, seeds, strategies, epochs, teacher_epochs, batch_size, c
         teachers, names = build_pool(spec, train, teacher_epochs, cache, backend=backend, progress=progress)
     finally:
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = bench, False
-    fingerprint = teacher_fingerprint(teachers)
+    fingerprint = teacher_fingerprint(list(teachers))
     info = {
         "spec": spec.to_dict(), "teachers": names, "teacher_seconds": time.perf_counter() - t0,
         "teacher_top1": [evaluate_classifier(m.to(backend.device), test, backend.device)["top1"] for m in teachers],

@@ -40,14 +40,7 @@ __all__ = ["TrainConfig", "Enhancer", "pad_to_multiple", "pad_border", "DEFAULT_
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = 16) -> tuple[torch.Tensor, tuple[int, int]]:
     """Reflect-pad ``[B, C, H, W]`` right/bottom to multiples of ``multiple``; returns the padded tensor and (H, W)."""
-    if x.ndim != 4:
-        raise ValueError(f"x must be [B, C, H, W], got {tuple(x.shape)}")
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        x = F.pad(x, (0, pw, 0, ph), mode=mode)
-    return x, (h, w)
+    return pad_border(x, 0, multiple), tuple(x.shape[-2:])
 
 
 #: default ``border`` of :func:`enhance_image` / :meth:`Enhancer.enhance` / ``walmafa enhance`` (pixels; see there)
