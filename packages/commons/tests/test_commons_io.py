@@ -155,3 +155,15 @@ def test_rundir_restore_loads_model_and_optimizer(tmp_path):
     state = run.restore(fresh, opt2)
     assert state["step"] == 3 and torch.equal(fresh.weight, model.weight)
     assert opt2.state_dict()["state"][0]["step"] == opt.state_dict()["state"][0]["step"]
+
+
+def test_config_differences_compares_as_json_stores_and_honours_ignore_and_common_only():
+    from commons.io import config_differences
+
+    saved = {"lr": 1e-3, "crop": (64, 64), "workers": 2, "old": 1}
+    now = {"lr": 2e-3, "crop": [64, 64], "workers": 4, "new": 5}
+    # tuples equal lists (a state read back holds either); a key only one side has differs unless common_only
+    assert config_differences(saved, now) == [("lr", 1e-3, 2e-3), ("new", None, 5), ("old", 1, None),
+                                              ("workers", 2, 4)]
+    assert config_differences(saved, now, ignore={"workers"}, common_only=True) == [("lr", 1e-3, 2e-3)]
+    assert config_differences(saved, dict(saved)) == []

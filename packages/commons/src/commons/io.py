@@ -20,7 +20,7 @@ import json
 import os
 import pickle
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,6 +28,7 @@ import torch
 
 __all__ = [
     "CheckpointError",
+    "config_differences",
     "atomic_write",
     "save_json",
     "load_json",
@@ -107,6 +108,21 @@ def load_json(path: str | os.PathLike) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path} is not valid JSON (truncated or corrupt): {err}") from err
+
+
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any], ignore: Iterable[str] = (),
+                       common_only: bool = False) -> list[tuple[str, Any, Any]]:
+    """``(key, saved value, current value)`` for each key whose values differ, in key order: what a resume that must
+    continue the same run refuses. Values compare as JSON stores them (tuples equal lists; objects JSON cannot hold by
+    ``str``), so a configuration read back from a saved state equals the one it was written from. Keys in ``ignore``
+    may differ; ``common_only`` compares only keys both have (settings added since the state was written)."""
+    def plain(v: Any) -> Any:
+        return json.loads(json.dumps(v, default=str))
+
+    skip = set(ignore)
+    keys = set(saved) & set(current) if common_only else set(saved) | set(current)
+    return [(k, saved.get(k), current.get(k)) for k in sorted(keys)
+            if k not in skip and plain(saved.get(k)) != plain(current.get(k))]
 
 
 def save_checkpoint(

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from commons.io import config_differences
+
 from .data import SupervisedSamples, collate
 from .losses import LossWeights
 
@@ -169,20 +171,15 @@ class FitLoop:
                       "pretrained")
 
     def _check_same_config(self, state: dict) -> None:
-        import json
-
-        def plain(d: dict) -> dict:  # tuples vs lists, dataclasses as dicts: compare as JSON would
-            return json.loads(json.dumps(d, default=str))
-
         for name, ours in (("train_config", asdict(self.config)), ("model_config", self.det.config.to_dict())):
             theirs = state.get(name)
             if theirs is None:  # a state written before configurations were stored
                 continue
-            a, b = plain(theirs), plain(ours)
-            for key in sorted(set(a) | set(b)):
-                if key not in self._RESUME_EXEMPT and a.get(key) != b.get(key):
-                    raise ValueError(f"cannot resume {self.run.state_path}: it was written with {name} {key}="
-                                     f"{a.get(key)!r}, this run has {b.get(key)!r}")
+            diffs = config_differences(theirs, ours, ignore=self._RESUME_EXEMPT)
+            if diffs:
+                key, a, b = diffs[0]
+                raise ValueError(f"cannot resume {self.run.state_path}: it was written with {name} {key}={a!r}, "
+                                 f"this run has {b!r}")
 
     def checkpoint(self) -> None:
         if self.run is not None and self.backend.is_main_process:

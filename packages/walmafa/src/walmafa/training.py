@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from commons.io import config_differences
+
 from .losses import WalMaFaLoss
 
 logger = logging.getLogger(__name__)
@@ -78,11 +80,6 @@ class _StepBatches(Sampler):
 RESUME_MAY_DIFFER = frozenset({"checkpoint_every", "log_every", "val_every", "num_workers"})
 # model configuration fields that do not change the weights' meaning (the scan implementation and its chunk length)
 RESUME_MODEL_MAY_DIFFER = frozenset({"scan", "chunk_size"})
-
-
-def _norm(v):
-    """Tuples and lists compare equal (a saved config may hold either)."""
-    return [_norm(x) for x in v] if isinstance(v, (list, tuple)) else v
 
 
 class FitLoop:
@@ -195,14 +192,10 @@ class FitLoop:
         cfg = getattr(self.enhancer.model, "config", None)
         saved_cfg, now_cfg = state.get("model_config"), cfg.to_dict() if hasattr(cfg, "to_dict") else None
         if saved_cfg is not None and now_cfg is not None and not diffs:  # same model: compare its configuration
-            for k in sorted(set(saved_cfg) | set(now_cfg)):
-                if k not in RESUME_MODEL_MAY_DIFFER and _norm(saved_cfg.get(k)) != _norm(now_cfg.get(k)):
-                    diffs.append(f"model {k} {saved_cfg.get(k)!r} != {now_cfg.get(k)!r}")
-        saved = state.get("config") or {}
-        now = asdict(self.config)
-        for k in sorted(set(saved) & set(now)):
-            if k not in RESUME_MAY_DIFFER and _norm(saved[k]) != _norm(now[k]):
-                diffs.append(f"{k} {saved[k]!r} != {now[k]!r}")
+            diffs += [f"model {k} {a!r} != {b!r}"
+                      for k, a, b in config_differences(saved_cfg, now_cfg, ignore=RESUME_MODEL_MAY_DIFFER)]
+        diffs += [f"{k} {a!r} != {b!r}" for k, a, b in config_differences(
+            state.get("config") or {}, asdict(self.config), ignore=RESUME_MAY_DIFFER, common_only=True)]
         if diffs:
             raise ValueError(f"cannot resume {self.run.state_path}: it was written with a different setup ("
                              + "; ".join(diffs) + "); use the same settings or a new run folder")
